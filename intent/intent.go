@@ -1,0 +1,214 @@
+// Package intent owns parley's intent: the signed, gossiped announcement an
+// agent makes to the mesh (a call for proposals, a capability advert or an
+// event). It defines the wire format, the topic an intent travels on, and
+// the checks every receiver applies before an intent is forwarded or
+// delivered. It does not own the gossip itself; package node does.
+//
+// On the wire an intent is a go-libp2p record.Envelope (see package
+// identity) whose payload is an identity.Message of type "intent" and whose
+// body is the JSON object Body. Any libp2p implementation can read and
+// verify it from the envelope and the JSON alone.
+package intent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parleynet/parley/identity"
+)
+
+// MessageType is the identity.Message type of an intent.
+const MessageType = "intent"
+
+// Version is the schema version of Body.
+const Version = 1
+
+// TopicPrefix is prepended to a capability to name its GossipSub topic.
+const TopicPrefix = "/parley/1/intent/"
+
+// DefaultMaxSize is the default limit on a marshalled intent envelope.
+const DefaultMaxSize = 64 << 10
+
+// Kind says what an intent asks of its readers.
+type Kind string
+
+// The kinds of intent.
+const (
+	KindTask  Kind = "task"  // a call for proposals
+	KindOffer Kind = "offer" // a capability advert
+	KindEvent Kind = "event" // something that happened
+)
+
+// Valid reports whether k is a known kind.
+func (k Kind) Valid() bool {
+	switch k {
+	case KindTask, KindOffer, KindEvent:
+		return true
+	}
+	return false
+}
+
+// Sentinel errors callers branch on.
+var (
+	ErrBadCapability = errors.New("invalid capability name")
+	ErrBadKind       = errors.New("invalid intent kind")
+	ErrBadPayload    = errors.New("invalid intent payload")
+	ErrWrongTopic    = errors.New("intent capability does not match its topic")
+)
+
+var capabilityRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ValidCapability checks a capability name: 1 to 64 characters of lower-case
+// letters, digits, '.', '_' and '-', starting with a letter or digit.
+func ValidCapability(c string) error {
+	if !capabilityRE.MatchString(c) {
+		return fmt.Errorf("%w %q: want 1-64 of [a-z0-9._-], starting with a letter or digit", ErrBadCapability, c)
+	}
+	return nil
+}
+
+// Topic returns the GossipSub topic of a capability.
+func Topic(capability string) string { return TopicPrefix + capability }
+
+// Constraints bound what a requester will accept. All are optional.
+type Constraints struct {
+	Deadline  time.Time `json:"deadline,omitzero"`   // work must be done by then
+	BidWindow Duration  `json:"bid_window,omitzero"` // how long bids are taken
+	Budget    float64   `json:"budget,omitempty"`    // the most the requester will pay
+}
+
+// ReplyTo says how to reach the requester's node directly.
+type ReplyTo struct {
+	Peer  peer.ID  `json:"peer"`
+	Addrs []string `json:"addrs,omitempty"`
+}
+
+// Body is the signed JSON body of an intent message.
+type Body struct {
+	Kind        Kind            `json:"kind"`
+	Capability  string          `json:"capability"`
+	Payload     json.RawMessage `json:"payload"`
+	Constraints *Constraints    `json:"constraints,omitempty"`
+	ReplyTo     ReplyTo         `json:"reply_to"`
+	Trace       string          `json:"trace,omitempty"` // W3C traceparent
+}
+
+// Intent is a verified intent as a receiver sees it.
+type Intent struct {
+	ID      string           `json:"id"`
+	From    identity.AgentID `json:"from"`
+	Created time.Time        `json:"created"`
+	Expires time.Time        `json:"expires"`
+	Body
+	// Raw is the signed envelope exactly as received, so it can be
+	// forwarded, audited or re-verified.
+	Raw []byte `json:"-"`
+}
+
+// validate checks b; payloadKnownValid skips the JSON scan of a payload that
+// came out of json.Unmarshal.
+func (b *Body) validate(payloadKnownValid bool) error {
+	if err := ValidCapability(b.Capability); err != nil {
+		return err
+	}
+	if !b.Kind.Valid() {
+		return fmt.Errorf("%w %q: want task, offer or event", ErrBadKind, b.Kind)
+	}
+	if len(b.Payload) == 0 {
+		b.Payload = json.RawMessage("null")
+	}
+	if !payloadKnownValid && !json.Valid(b.Payload) {
+		return fmt.Errorf("%w: not valid JSON", ErrBadPayload)
+	}
+	return nil
+}
+
+// Seal validates b and signs it as agent a. ttl bounds its life (zero means
+// identity.DefaultTTL). It returns the envelope bytes and the intent as
+// receivers will see it.
+func Seal(a *identity.Agent, b Body, ttl time.Duration) (*Intent, error) {
+	if err := b.validate(false); err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(&b)
+	if err != nil {
+		return nil, fmt.Errorf("marshal intent body: %w", err)
+	}
+	now := time.Now()
+	if ttl <= 0 {
+		ttl = identity.DefaultTTL
+	}
+	m := identity.Message{
+		Type:    MessageType,
+		V:       Version,
+		ID:      identity.NewID(),
+		Created: now,
+		Expires: now.Add(ttl),
+		Body:    raw,
+	}
+	data, err := identity.Seal(a, m)
+	if err != nil {
+		return nil, fmt.Errorf("seal intent: %w", err)
+	}
+	return &Intent{ID: m.ID, From: a.ID, Created: m.Created, Expires: m.Expires, Body: b, Raw: data}, nil
+}
+
+// Open verifies data as an intent published on the topic of capability
+// (empty skips the topic check) and returns it. Errors wrap identity's
+// sentinels or this package's.
+func Open(data []byte, capability string, opts identity.OpenOptions) (*Intent, error) {
+	m, err := identity.Open(data, opts)
+	if err != nil {
+		return nil, err
+	}
+	if m.Type != MessageType {
+		return nil, fmt.Errorf("%w: message type %q is not %q", identity.ErrMalformed, m.Type, MessageType)
+	}
+	var b Body
+	if err := json.Unmarshal(m.Body, &b); err != nil {
+		return nil, fmt.Errorf("%w: intent body: %v", ErrBadPayload, err)
+	}
+	if err := b.validate(true); err != nil {
+		return nil, err
+	}
+	if capability != "" && b.Capability != capability {
+		return nil, fmt.Errorf("%w: %q on the topic of %q", ErrWrongTopic, b.Capability, capability)
+	}
+	return &Intent{ID: m.ID, From: m.From, Created: m.Created, Expires: m.Expires, Body: b, Raw: data}, nil
+}
+
+// DropReason names why a received intent was dropped, for counters and logs.
+func DropReason(err error) string {
+	switch {
+	case errors.Is(err, identity.ErrTooLarge):
+		return "oversize"
+	case errors.Is(err, identity.ErrNotJSON):
+		return "not_json"
+	case errors.Is(err, identity.ErrMalformed):
+		return "unsigned"
+	case errors.Is(err, identity.ErrBadSignature):
+		return "bad_signature"
+	case errors.Is(err, identity.ErrWrongSigner):
+		return "wrong_signer"
+	case errors.Is(err, identity.ErrExpired), errors.Is(err, identity.ErrTooOld), errors.Is(err, identity.ErrNotYetValid):
+		return "expired"
+	case errors.Is(err, identity.ErrReplayed):
+		return "replayed"
+	case errors.Is(err, ErrWrongTopic):
+		return "wrong_topic"
+	case errors.Is(err, ErrBadPayload), errors.Is(err, ErrBadKind), errors.Is(err, ErrBadCapability):
+		return "invalid"
+	}
+	return "other"
+}
+
+// DropReasons lists every reason DropReason can return, so counters can be
+// created up front and read as zero.
+func DropReasons() []string {
+	return []string{"oversize", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other"}
+}

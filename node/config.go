@@ -1,0 +1,154 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+)
+
+// ErrBadConfig is wrapped by every configuration error New returns.
+var ErrBadConfig = errors.New("invalid node config")
+
+// Config says how to build a Node. DefaultConfig fills everything but the
+// keys; a zero field means its default.
+type Config struct {
+	// NodeKey is the node's libp2p identity; its PeerID names the node.
+	NodeKey crypto.PrivKey
+	// Agents are the agents this node hosts. The first is the default agent
+	// that acts when no agent is named.
+	Agents []*identity.Agent
+
+	// ListenAddrs are where the host listens (TCP and QUIC by default).
+	ListenAddrs []ma.Multiaddr
+	// Bootstrap peers are dialled at start and re-dialled when their
+	// connection drops.
+	Bootstrap []peer.AddrInfo
+	// BootstrapBackoff is the first retry delay for an unreachable bootstrap
+	// peer; it doubles up to BootstrapMaxBackoff.
+	BootstrapBackoff    time.Duration
+	BootstrapMaxBackoff time.Duration
+
+	// ConnLow and ConnHigh are the connection manager's watermarks.
+	ConnLow, ConnHigh int
+
+	// MaxIntentSize caps a marshalled intent envelope in bytes.
+	MaxIntentSize int
+	// IntentTTL is how long a published intent stays valid.
+	IntentTTL time.Duration
+	// ReplayWindow is how long message IDs are remembered; older messages
+	// are refused. It must be at least IntentTTL.
+	ReplayWindow time.Duration
+	// ReplayEntries bounds the replay window's memory.
+	ReplayEntries int
+	// SeenTTL is how long GossipSub remembers message IDs it has seen.
+	SeenTTL time.Duration
+	// PublishWait is how long Publish waits for a first peer on a topic
+	// that has none before it sends anyway.
+	PublishWait time.Duration
+
+	// Host, when set, is used instead of building a libp2p host (tests and
+	// simulations pass mocknet hosts). The node does not close it.
+	Host host.Host
+}
+
+// DefaultConfig returns a working configuration without keys.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddrs: []ma.Multiaddr{
+			ma.StringCast("/ip4/0.0.0.0/tcp/0"),
+			ma.StringCast("/ip4/0.0.0.0/udp/0/quic-v1"),
+		},
+		BootstrapBackoff:    time.Second,
+		BootstrapMaxBackoff: time.Minute,
+		ConnLow:             64,
+		ConnHigh:            192,
+		MaxIntentSize:       intent.DefaultMaxSize,
+		IntentTTL:           identity.DefaultTTL,
+		ReplayWindow:        identity.DefaultReplayWindow,
+		ReplayEntries:       identity.DefaultReplayEntries,
+		SeenTTL:             2 * time.Minute,
+		PublishWait:         2 * time.Second,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = d.ListenAddrs
+	}
+	if c.BootstrapBackoff <= 0 {
+		c.BootstrapBackoff = d.BootstrapBackoff
+	}
+	if c.BootstrapMaxBackoff <= 0 {
+		c.BootstrapMaxBackoff = d.BootstrapMaxBackoff
+	}
+	if c.ConnLow <= 0 {
+		c.ConnLow = d.ConnLow
+	}
+	if c.ConnHigh <= 0 {
+		c.ConnHigh = d.ConnHigh
+	}
+	if c.MaxIntentSize <= 0 {
+		c.MaxIntentSize = d.MaxIntentSize
+	}
+	if c.IntentTTL <= 0 {
+		c.IntentTTL = d.IntentTTL
+	}
+	if c.ReplayWindow <= 0 {
+		c.ReplayWindow = d.ReplayWindow
+	}
+	if c.ReplayEntries <= 0 {
+		c.ReplayEntries = d.ReplayEntries
+	}
+	if c.SeenTTL <= 0 {
+		c.SeenTTL = d.SeenTTL
+	}
+	if c.PublishWait <= 0 {
+		c.PublishWait = d.PublishWait
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.NodeKey == nil {
+		return fmt.Errorf("%w: NodeKey is required", ErrBadConfig)
+	}
+	if c.NodeKey.Type() != crypto.Ed25519 {
+		return fmt.Errorf("%w: NodeKey must be ed25519, got %v", ErrBadConfig, c.NodeKey.Type())
+	}
+	if c.Host != nil {
+		pid, err := peer.IDFromPrivateKey(c.NodeKey)
+		if err != nil || pid != c.Host.ID() {
+			return fmt.Errorf("%w: Host's PeerID %s is not NodeKey's", ErrBadConfig, c.Host.ID())
+		}
+	}
+	if len(c.Agents) == 0 {
+		return fmt.Errorf("%w: Agents: a node hosts at least one agent", ErrBadConfig)
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Agents {
+		if a == nil || a.Key == nil {
+			return fmt.Errorf("%w: Agents[%d] has no key", ErrBadConfig, i)
+		}
+		if seen[a.Name] {
+			return fmt.Errorf("%w: Agents: name %q is used twice", ErrBadConfig, a.Name)
+		}
+		seen[a.Name] = true
+	}
+	if c.ConnLow > c.ConnHigh {
+		return fmt.Errorf("%w: ConnLow %d is above ConnHigh %d", ErrBadConfig, c.ConnLow, c.ConnHigh)
+	}
+	if c.ReplayWindow < c.IntentTTL {
+		return fmt.Errorf("%w: ReplayWindow %s is shorter than IntentTTL %s", ErrBadConfig, c.ReplayWindow, c.IntentTTL)
+	}
+	return nil
+}

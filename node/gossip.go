@@ -1,0 +1,231 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+)
+
+// ErrPayloadTooLarge is returned by Publish for an intent over MaxIntentSize.
+var ErrPayloadTooLarge = errors.New("intent too large")
+
+// messageID names a gossip message by the hash of its bytes, so the same
+// envelope is the same message whichever peer forwards it.
+func messageID(m *pb.Message) string {
+	sum := sha256.Sum256(m.Data)
+	return string(sum[:])
+}
+
+// PublishRequest is what an agent wants to announce.
+type PublishRequest struct {
+	Agent       string              // hosted agent's name; "" is the default agent
+	Kind        intent.Kind         // "" means event
+	Capability  string              // the topic
+	Payload     json.RawMessage     // JSON; only what readers need to decide
+	Constraints *intent.Constraints // optional
+	TTL         time.Duration       // 0 means Config.IntentTTL
+}
+
+// Publish signs an intent as the named agent and gossips it on its
+// capability's topic. If no peer is on the topic yet, it waits up to
+// Config.PublishWait (bounded by ctx) for one before it sends.
+func (n *Node) Publish(ctx context.Context, req PublishRequest) (*intent.Intent, error) {
+	if _, err := n.running(); err != nil {
+		return nil, err
+	}
+	a, err := n.Agent(req.Agent)
+	if err != nil {
+		return nil, err
+	}
+	if req.Kind == "" {
+		req.Kind = intent.KindEvent
+	}
+	ttl := req.TTL
+	if ttl <= 0 || ttl > n.cfg.IntentTTL {
+		ttl = n.cfg.IntentTTL
+	}
+	body := intent.Body{
+		Kind:        req.Kind,
+		Capability:  req.Capability,
+		Payload:     req.Payload,
+		Constraints: req.Constraints,
+		ReplyTo:     intent.ReplyTo{Peer: n.ID(), Addrs: addrStrings(n)},
+	}
+	in, err := intent.Seal(a, body, ttl)
+	if err != nil {
+		return nil, err
+	}
+	if len(in.Raw) > n.cfg.MaxIntentSize {
+		return nil, fmt.Errorf("%w: %d bytes signed, limit %d", ErrPayloadTooLarge, len(in.Raw), n.cfg.MaxIntentSize)
+	}
+	t, err := n.topic(req.Capability)
+	if err != nil {
+		return nil, err
+	}
+	if len(t.ListPeers()) == 0 {
+		n.waitForTopicPeer(ctx, t)
+	}
+	if err := t.Publish(ctx, in.Raw); err != nil {
+		return nil, fmt.Errorf("publish intent on %s: %w", intent.Topic(req.Capability), err)
+	}
+	n.metrics.published.Inc()
+	return in, nil
+}
+
+// waitForTopicPeer waits, within PublishWait and ctx, until some peer is on
+// topic t, so a publish right after joining a mesh is not sent to no one.
+func (n *Node) waitForTopicPeer(ctx context.Context, t *pubsub.Topic) {
+	ev, err := t.EventHandler()
+	if err != nil {
+		return
+	}
+	defer ev.Cancel()
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.PublishWait)
+	defer cancel()
+	if len(t.ListPeers()) > 0 {
+		return
+	}
+	for {
+		e, err := ev.NextPeerEvent(ctx)
+		if err != nil || e.Type == pubsub.PeerJoin {
+			return
+		}
+	}
+}
+
+func addrStrings(n *Node) []string {
+	h := n.Host()
+	if h == nil {
+		return nil
+	}
+	var out []string
+	for _, a := range h.Addrs() {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+// topic joins the capability's topic once and registers its validator.
+func (n *Node) topic(capability string) (*pubsub.Topic, error) {
+	if err := intent.ValidCapability(capability); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrClosed
+	}
+	if t, ok := n.topics[capability]; ok {
+		return t, nil
+	}
+	name := intent.Topic(capability)
+	if err := n.ps.RegisterTopicValidator(name, n.validator(capability)); err != nil {
+		return nil, fmt.Errorf("register validator for %s: %w", name, err)
+	}
+	t, err := n.ps.Join(name)
+	if err != nil {
+		_ = n.ps.UnregisterTopicValidator(name)
+		return nil, fmt.Errorf("join %s: %w", name, err)
+	}
+	n.topics[capability] = t
+	return t, nil
+}
+
+// validator checks every message on a capability's topic before GossipSub
+// delivers or forwards it; a verified intent rides on to subscribers in
+// ValidatorData so it is decoded once.
+func (n *Node) validator(capability string) pubsub.ValidatorEx {
+	self := n.ID()
+	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		if len(msg.Data) > n.cfg.MaxIntentSize {
+			return n.drop(from, "oversize", fmt.Errorf("%w: %d bytes, limit %d", identity.ErrTooLarge, len(msg.Data), n.cfg.MaxIntentSize))
+		}
+		in, err := intent.Open(msg.Data, capability, identity.OpenOptions{
+			MaxSize: n.cfg.MaxIntentSize,
+			Replay:  n.replay,
+		})
+		if err != nil {
+			reason := intent.DropReason(err)
+			res := n.drop(from, reason, err)
+			return res
+		}
+		msg.ValidatorData = in
+		if from != self {
+			n.metrics.received.Inc()
+		}
+		return pubsub.ValidationAccept
+	}
+}
+
+// drop counts and logs a rejected message. Replays and stale messages are
+// ignored rather than rejected: an honest peer can forward them late, and a
+// reject would cost it its score.
+func (n *Node) drop(from peer.ID, reason string, err error) pubsub.ValidationResult {
+	n.metrics.dropped.WithLabelValues(reason).Inc()
+	log.Debugw("dropped intent", "reason", reason, "from", from, "err", err)
+	if reason == "replayed" || reason == "expired" {
+		return pubsub.ValidationIgnore
+	}
+	return pubsub.ValidationReject
+}
+
+// Subscription delivers the verified intents of one capability.
+type Subscription struct {
+	sub *pubsub.Subscription
+}
+
+// Subscribe starts receiving the verified intents published on a
+// capability's topic, including this node's own.
+func (n *Node) Subscribe(ctx context.Context, capability string) (*Subscription, error) {
+	if _, err := n.running(); err != nil {
+		return nil, err
+	}
+	t, err := n.topic(capability)
+	if err != nil {
+		return nil, err
+	}
+	s, err := t.Subscribe(pubsub.WithBufferSize(256))
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to %s: %w", intent.Topic(capability), err)
+	}
+	return &Subscription{sub: s}, nil
+}
+
+// Next blocks until the next verified intent arrives, ctx ends, or the
+// subscription or node is closed.
+func (s *Subscription) Next(ctx context.Context) (*intent.Intent, error) {
+	for {
+		m, err := s.sub.Next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if in, ok := m.ValidatorData.(*intent.Intent); ok {
+			return in, nil
+		}
+	}
+}
+
+// Close stops the subscription.
+func (s *Subscription) Close() { s.sub.Cancel() }
+
+// TopicPeers returns the peers this node knows to be subscribed to a
+// capability's topic (empty if the node has not joined it).
+func (n *Node) TopicPeers(capability string) []peer.ID {
+	n.mu.Lock()
+	t, ok := n.topics[capability]
+	n.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	return t.ListPeers()
+}

@@ -1,0 +1,177 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/node/nodetest"
+)
+
+// collect subscribes every node to capability and returns a function that
+// waits until each node has received want intents (by ID) or fails.
+func collect(t *testing.T, ctx context.Context, nodes []*node.Node, capability string) func(want ...*intent.Intent) {
+	t.Helper()
+	got := make([]chan *intent.Intent, len(nodes))
+	for i, nd := range nodes {
+		sub, err := nd.Subscribe(ctx, capability)
+		if err != nil {
+			t.Fatalf("node %d subscribe %s: %v", i, capability, err)
+		}
+		t.Cleanup(sub.Close)
+		ch := make(chan *intent.Intent, 64)
+		got[i] = ch
+		go func() {
+			for {
+				in, err := sub.Next(ctx)
+				if err != nil {
+					return
+				}
+				ch <- in
+			}
+		}()
+	}
+	return func(want ...*intent.Intent) {
+		t.Helper()
+		for i, ch := range got {
+			missing := map[string]*intent.Intent{}
+			for _, w := range want {
+				missing[w.ID] = w
+			}
+			for len(missing) > 0 {
+				select {
+				case in := <-ch:
+					w, ok := missing[in.ID]
+					if !ok {
+						t.Fatalf("node %d got unexpected intent %s on %s", i, in.ID, capability)
+					}
+					if in.From != w.From || in.Capability != capability || string(in.Payload) != string(w.Payload) {
+						t.Fatalf("node %d got %+v, want %+v", i, in.Body, w.Body)
+					}
+					delete(missing, in.ID)
+				case <-ctx.Done():
+					t.Fatalf("node %d on %s: %d of %d intents never arrived", i, capability, len(missing), len(want))
+				}
+			}
+		}
+	}
+}
+
+func publish(t *testing.T, ctx context.Context, nd *node.Node, capability, payload string) *intent.Intent {
+	t.Helper()
+	in, err := nd.Publish(ctx, node.PublishRequest{Capability: capability, Payload: json.RawMessage(payload)})
+	if err != nil {
+		t.Fatalf("publish %s: %v", capability, err)
+	}
+	return in
+}
+
+func TestMeshIntentsOnTwoCapabilities(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m := nodetest.NewMesh(t, 12, nodetest.WithTopology(nodetest.Random(3, 7)))
+
+	waitWeather := collect(t, ctx, m.Nodes, "weather")
+	waitPricing := collect(t, ctx, m.Nodes[:6], "pricing")
+	nodetest.WaitTopic(t, ctx, "weather", m.Nodes...)
+	nodetest.WaitTopic(t, ctx, "pricing", m.Nodes[:6]...)
+
+	w1 := publish(t, ctx, m.Nodes[0], "weather", `{"city":"Oslo"}`)
+	w2 := publish(t, ctx, m.Nodes[11], "weather", `{"city":"Lima"}`)
+	p1 := publish(t, ctx, m.Nodes[3], "pricing", `{"sku":"A-1","qty":3}`)
+
+	waitWeather(w1, w2)
+	waitPricing(p1)
+
+	if got := m.Nodes[5].Stats().Received; got < 2 {
+		t.Errorf("node 5 counted %d received intents, want >= 2", got)
+	}
+	for i, nd := range m.Nodes {
+		for reason, c := range nd.Stats().Dropped {
+			if c != 0 {
+				t.Errorf("node %d dropped %d honest intents as %s", i, c, reason)
+			}
+		}
+	}
+}
+
+func TestPublishRejectsBadInput(t *testing.T) {
+	m := nodetest.NewMesh(t, 1)
+	nd := m.Nodes[0]
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		req  node.PublishRequest
+		want error
+	}{
+		{"bad capability", node.PublishRequest{Capability: "Bad Name!", Payload: json.RawMessage(`{}`)}, intent.ErrBadCapability},
+		{"capability with slash", node.PublishRequest{Capability: "a/b", Payload: json.RawMessage(`{}`)}, intent.ErrBadCapability},
+		{"payload not JSON", node.PublishRequest{Capability: "ok", Payload: json.RawMessage(`{nope`)}, intent.ErrBadPayload},
+		{"bad kind", node.PublishRequest{Capability: "ok", Kind: "shout", Payload: json.RawMessage(`1`)}, intent.ErrBadKind},
+		{"unknown agent", node.PublishRequest{Agent: "ghost", Capability: "ok", Payload: json.RawMessage(`1`)}, node.ErrUnknownAgent},
+		{"too large", node.PublishRequest{Capability: "ok", Payload: json.RawMessage(`"` + strings.Repeat("x", intent.DefaultMaxSize) + `"`)}, node.ErrPayloadTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := nd.Publish(ctx, tc.req)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Publish: got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if got := nd.Stats().Published; got != 0 {
+		t.Errorf("published counter = %d after only bad input, want 0", got)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	agent, err := nodetest.NewAgent("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := nodetest.Key(t)
+	cases := []struct {
+		name string
+		edit func(*node.Config)
+		want string
+	}{
+		{"no node key", func(c *node.Config) { c.NodeKey = nil }, "NodeKey"},
+		{"no agents", func(c *node.Config) { c.Agents = nil }, "Agents"},
+		{"duplicate agent", func(c *node.Config) { c.Agents = []*identity.Agent{agent, agent} }, "used twice"},
+		{"watermarks", func(c *node.Config) { c.ConnLow, c.ConnHigh = 10, 5 }, "ConnLow"},
+		{"replay shorter than ttl", func(c *node.Config) { c.IntentTTL, c.ReplayWindow = time.Hour, time.Minute }, "ReplayWindow"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := node.DefaultConfig()
+			cfg.NodeKey = key
+			cfg.Agents = []*identity.Agent{agent}
+			tc.edit(&cfg)
+			_, err := node.New(cfg)
+			if !errors.Is(err, node.ErrBadConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: got %v, want ErrBadConfig naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseBootstrapNamesBadAddress(t *testing.T) {
+	for _, bad := range []string{"not-a-multiaddr", "/ip4/1.2.3.4/tcp/1", "/ip4/999.0.0.1/tcp/1/p2p/12D3KooWFoo"} {
+		_, err := node.ParseBootstrap([]string{bad})
+		var ae *node.AddrError
+		if !errors.As(err, &ae) || ae.Addr != bad || !strings.Contains(err.Error(), bad) {
+			t.Errorf("ParseBootstrap(%q) = %v, want an AddrError naming it", bad, err)
+		}
+	}
+	good := "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf"
+	infos, err := node.ParseBootstrap([]string{good, strings.Replace(good, "tcp/4001", "udp/4001/quic-v1", 1)})
+	if err != nil || len(infos) != 1 || len(infos[0].Addrs) != 2 {
+		t.Fatalf("ParseBootstrap(two addrs of one peer) = %v, %v; want one peer with two addrs", infos, err)
+	}
+}

@@ -1,0 +1,266 @@
+// Package node owns a parley node: the libp2p host, GossipSub, the agents
+// the node hosts, intent gossip (publish, subscribe and the validators that
+// guard every topic), the bootstrap dialler that keeps the node in its mesh,
+// and the node's lifecycle. It does not own the wire format of intents
+// (package intent), keys and envelopes (package identity), or peer discovery
+// beyond bootstrap addresses (package discovery).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleynet/parley/identity"
+)
+
+var log = logging.Logger("parley/node")
+
+// Sentinel errors callers branch on.
+var (
+	ErrNotStarted     = errors.New("node not started")
+	ErrClosed         = errors.New("node closed")
+	ErrUnknownAgent   = errors.New("unknown agent")
+	ErrAlreadyStarted = errors.New("node already started")
+)
+
+// Node is one parley node. Build it with New, run it with Start, stop it
+// with Close. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	agents  map[string]*identity.Agent
+	replay  *identity.ReplayWindow
+	metrics *metrics
+
+	// ctx lives from Start to Close; every goroutine the node starts
+	// watches it and is counted in wg.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	host     host.Host
+	ownsHost bool
+	ps       *pubsub.PubSub
+	topics   map[string]*pubsub.Topic
+	boot     *bootstrapper
+}
+
+// New checks cfg and prepares a node. It opens no sockets; Start does.
+func New(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:     cfg,
+		agents:  make(map[string]*identity.Agent, len(cfg.Agents)),
+		replay:  identity.NewReplayWindow(cfg.ReplayWindow, cfg.ReplayEntries),
+		metrics: newMetrics(),
+		topics:  make(map[string]*pubsub.Topic),
+	}
+	for _, a := range cfg.Agents {
+		n.agents[a.Name] = a
+	}
+	return n, nil
+}
+
+// Start opens the host (unless Config.Host was given), starts GossipSub and
+// begins dialling the bootstrap peers. It returns once the node is ready to
+// publish and subscribe; unreachable bootstrap peers do not fail it.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return ErrClosed
+	}
+	if n.started {
+		return ErrAlreadyStarted
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+
+	h := n.cfg.Host
+	if h == nil {
+		var err error
+		if h, err = n.newHost(); err != nil {
+			n.cancel()
+			return err
+		}
+		n.ownsHost = true
+	}
+	n.host = h
+
+	ps, err := pubsub.NewGossipSub(n.ctx, h,
+		// Intents carry their own agent signature in the envelope, so a
+		// second per-message peer signature would only double the cost.
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(messageID),
+		// A call for proposals must not be lost to a mesh that has not
+		// grafted yet: send own messages to every known topic peer.
+		pubsub.WithFloodPublish(true),
+		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
+		pubsub.WithMaxMessageSize(max(n.cfg.MaxIntentSize*2, 1<<20)),
+	)
+	if err != nil {
+		n.shutdownLocked()
+		return fmt.Errorf("start gossipsub: %w", err)
+	}
+	n.ps = ps
+
+	n.boot = newBootstrapper(n, n.cfg.Bootstrap)
+	n.boot.start(n.ctx, &n.wg)
+	n.started = true
+	log.Infow("node started", "peer", h.ID(), "agents", len(n.agents))
+	return nil
+}
+
+func (n *Node) newHost() (host.Host, error) {
+	cm, err := connmgr.NewConnManager(n.cfg.ConnLow, n.cfg.ConnHigh)
+	if err != nil {
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()),
+		rcmgr.WithMetricsDisabled())
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(n.cfg.NodeKey),
+		libp2p.ListenAddrs(n.cfg.ListenAddrs...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ConnectionManager(cm),
+		libp2p.ResourceManager(rm),
+		libp2p.PrometheusRegisterer(n.metrics.registry),
+	)
+	if err != nil {
+		_ = rm.Close()
+		return nil, fmt.Errorf("start libp2p host on %v: %w", n.cfg.ListenAddrs, err)
+	}
+	return h, nil
+}
+
+// Close stops every goroutine the node started and closes its host (if it
+// built it). It is safe to call more than once.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	err := n.shutdownLocked()
+	n.mu.Unlock()
+	n.wg.Wait()
+	return err
+}
+
+func (n *Node) shutdownLocked() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.boot != nil {
+		n.boot.stop()
+	}
+	for _, t := range n.topics {
+		_ = t.Close()
+	}
+	n.topics = map[string]*pubsub.Topic{}
+	if n.ownsHost && n.host != nil {
+		if err := n.host.Close(); err != nil {
+			return fmt.Errorf("close host: %w", err)
+		}
+	}
+	return nil
+}
+
+// running returns the host and pubsub, or an error if the node is not
+// between Start and Close.
+func (n *Node) running() (*pubsub.PubSub, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return nil, ErrClosed
+	case !n.started:
+		return nil, ErrNotStarted
+	}
+	return n.ps, nil
+}
+
+// Host returns the libp2p host, or nil before Start.
+func (n *Node) Host() host.Host {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.host
+}
+
+// ID returns the node's PeerID.
+func (n *Node) ID() peer.ID {
+	id, _ := peer.IDFromPrivateKey(n.cfg.NodeKey)
+	return id
+}
+
+// Addrs returns the node's listen addresses, each ending in /p2p/<PeerID>
+// so it can be given to another node's --bootstrap as it is.
+func (n *Node) Addrs() []ma.Multiaddr {
+	h := n.Host()
+	if h == nil {
+		return nil
+	}
+	p2p, err := ma.NewComponent("p2p", h.ID().String())
+	if err != nil {
+		return nil
+	}
+	var out []ma.Multiaddr
+	for _, a := range h.Addrs() {
+		out = append(out, a.Encapsulate(p2p.Multiaddr()))
+	}
+	return out
+}
+
+// Agents returns the agents this node hosts, the default agent first.
+func (n *Node) Agents() []*identity.Agent {
+	return append([]*identity.Agent(nil), n.cfg.Agents...)
+}
+
+// Agent returns the hosted agent with the given name; "" names the default
+// agent.
+func (n *Node) Agent(name string) (*identity.Agent, error) {
+	if name == "" {
+		return n.cfg.Agents[0], nil
+	}
+	a, ok := n.agents[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownAgent, name)
+	}
+	return a, nil
+}
+
+// Registry returns the Prometheus registry holding the node's metrics and
+// go-libp2p's.
+func (n *Node) Registry() *prometheus.Registry { return n.metrics.registry }

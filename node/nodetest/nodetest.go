@@ -1,0 +1,243 @@
+// Package nodetest builds meshes of real parley nodes on go-libp2p's mocknet
+// for tests and benchmarks: one call gives N started, connected nodes that
+// are closed when the test ends.
+package nodetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/node"
+)
+
+// Topology says which nodes of a mesh are connected.
+type Topology func(n int) [][2]int
+
+// Full connects every pair of nodes.
+func Full(n int) [][2]int {
+	var e [][2]int
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			e = append(e, [2]int{i, j})
+		}
+	}
+	return e
+}
+
+// Chain connects node i to node i+1, the sparsest connected mesh.
+func Chain(n int) [][2]int {
+	var e [][2]int
+	for i := 1; i < n; i++ {
+		e = append(e, [2]int{i - 1, i})
+	}
+	return e
+}
+
+// Random connects each node to d others chosen with the seed, on top of a
+// chain so the mesh is always connected.
+func Random(d int, seed uint64) Topology {
+	return func(n int) [][2]int {
+		r := rand.New(rand.NewPCG(seed, seed))
+		seen := map[[2]int]bool{}
+		var e [][2]int
+		add := func(i, j int) {
+			if i == j {
+				return
+			}
+			if i > j {
+				i, j = j, i
+			}
+			if !seen[[2]int{i, j}] {
+				seen[[2]int{i, j}] = true
+				e = append(e, [2]int{i, j})
+			}
+		}
+		for i := 1; i < n; i++ {
+			add(i-1, i)
+		}
+		for i := range n {
+			for range d - 1 {
+				add(i, r.IntN(n))
+			}
+		}
+		return e
+	}
+}
+
+type options struct {
+	topology  Topology
+	configure func(i int, cfg *node.Config)
+	latency   time.Duration
+}
+
+// Option changes how NewMesh builds a mesh.
+type Option func(*options)
+
+// None connects no nodes; they must find each other (bootstrap peers).
+func None(int) [][2]int { return nil }
+
+// WithTopology sets which nodes connect; the default is Full.
+func WithTopology(t Topology) Option { return func(o *options) { o.topology = t } }
+
+// WithConfig edits each node's config before New.
+func WithConfig(f func(i int, cfg *node.Config)) Option { return func(o *options) { o.configure = f } }
+
+// WithLatency sets the latency of every mocknet link.
+func WithLatency(d time.Duration) Option { return func(o *options) { o.latency = d } }
+
+// Mesh is a set of started parley nodes on one mocknet.
+type Mesh struct {
+	Net   mocknet.Mocknet
+	Nodes []*node.Node
+}
+
+// NewMesh starts n nodes, each hosting one agent named "agent", connects
+// them and closes them when tb ends.
+func NewMesh(tb testing.TB, n int, opts ...Option) *Mesh {
+	tb.Helper()
+	o := options{topology: Full}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	mn := mocknet.New()
+	m := &Mesh{Net: mn}
+	tb.Cleanup(func() {
+		for _, nd := range m.Nodes {
+			_ = nd.Close()
+		}
+		_ = mn.Close()
+	})
+	if o.latency > 0 {
+		mn.SetLinkDefaults(mocknet.LinkOptions{Latency: o.latency})
+	}
+	for i := range n {
+		nd, err := newNode(mn, i, o.configure)
+		if err != nil {
+			tb.Fatalf("node %d: %v", i, err)
+		}
+		m.Nodes = append(m.Nodes, nd)
+	}
+	if err := mn.LinkAll(); err != nil {
+		tb.Fatalf("link mocknet: %v", err)
+	}
+	for _, e := range o.topology(n) {
+		if _, err := mn.ConnectPeers(m.Nodes[e[0]].ID(), m.Nodes[e[1]].ID()); err != nil {
+			tb.Fatalf("connect %d-%d: %v", e[0], e[1], err)
+		}
+	}
+	return m
+}
+
+func newNode(mn mocknet.Mocknet, i int, configure func(int, *node.Config)) (*node.Node, error) {
+	nodeKey, err := identity.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	agent, err := NewAgent("agent")
+	if err != nil {
+		return nil, err
+	}
+	cfg := node.DefaultConfig()
+	cfg.NodeKey = nodeKey
+	cfg.Agents = []*identity.Agent{agent}
+	if configure != nil {
+		configure(i, &cfg)
+	}
+	if cfg.Host == nil {
+		h, err := mn.AddPeer(cfg.NodeKey, Addr(i))
+		if err != nil {
+			return nil, fmt.Errorf("add mocknet peer: %w", err)
+		}
+		cfg.Host = h
+	}
+	nd, err := node.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := nd.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return nd, nil
+}
+
+// Addr is the mocknet address NewMesh gives node i.
+func Addr(i int) ma.Multiaddr {
+	return ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&0xff, i>>8&0xff, i&0xff))
+}
+
+// NewAgent makes an agent with a fresh key.
+func NewAgent(name string) (*identity.Agent, error) {
+	k, err := identity.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	return identity.NewAgent(name, k)
+}
+
+// Key is a convenience for tests that need a fresh ed25519 key.
+func Key(tb testing.TB) crypto.PrivKey {
+	tb.Helper()
+	k, err := identity.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return k
+}
+
+// GossipHeartbeat is GossipSub's heartbeat: meshes graft on it.
+const GossipHeartbeat = time.Second
+
+// WaitTopic waits until each of nodes sees every connected node of the set
+// on capability's topic, then one heartbeat more so the meshes have
+// grafted. An intent published into a topic whose mesh has not formed can
+// miss a peer that grafted after its first hop, so tests that count
+// deliveries wait for this first.
+func WaitTopic(tb testing.TB, ctx context.Context, capability string, nodes ...*node.Node) {
+	tb.Helper()
+	in := map[peer.ID]bool{}
+	for _, n := range nodes {
+		in[n.ID()] = true
+	}
+	for {
+		ready := true
+		for _, n := range nodes {
+			want := 0
+			for _, p := range n.Host().Network().Peers() {
+				if in[p] {
+					want++
+				}
+			}
+			got := 0
+			for _, p := range n.TopicPeers(capability) {
+				if in[p] {
+					got++
+				}
+			}
+			if got < want {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			tb.Fatalf("topic %s did not form: %v", capability, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(GossipHeartbeat + 200*time.Millisecond):
+	}
+}
