@@ -116,6 +116,9 @@ func (b *bootstrapper) keep(ctx context.Context, p peer.AddrInfo) {
 			return
 		case <-b.lost[p.ID]:
 			b.connected.Add(-1)
+			if ctx.Err() != nil {
+				return // the node is closing its own connections
+			}
 			log.Warnw("lost connection to bootstrap peer; redialling", "peer", p.ID)
 		}
 	}

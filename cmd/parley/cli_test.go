@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCLI builds the binary once and drives it as a user would.
+func TestCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the parley binary")
+	}
+	bin := filepath.Join(t.TempDir(), "parley")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Run("mesh", func(t *testing.T) { testMesh(t, bin) })
+	t.Run("bad input", func(t *testing.T) { testBadInput(t, bin) })
+}
+
+// parley runs one command to its end.
+func parley(t *testing.T, bin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = testEnv()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("parley %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+func testEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOLOG_") && !strings.HasPrefix(kv, "PARLEY_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// proc is a long-running parley command whose stdout lines arrive on lines.
+type proc struct {
+	cmd    *exec.Cmd
+	lines  chan string
+	stderr *bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+func start(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = testEnv()
+	p := &proc{cmd: cmd, lines: make(chan string, 100), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stderr goes through a pipe copied by Wait, so the buffer is only
+	// read after done.
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// line waits for the next stdout line.
+func (p *proc) line(t *testing.T, timeout time.Duration) string {
+	t.Helper()
+	select {
+	case l, ok := <-p.lines:
+		if !ok {
+			<-p.done
+			t.Fatalf("%v exited (%v) before printing; stderr:\n%s", p.cmd.Args, p.err, p.stderr)
+		}
+		return l
+	case <-time.After(timeout):
+		t.Fatalf("%v printed nothing within %s", p.cmd.Args, timeout)
+	}
+	return ""
+}
+
+// stop sends SIGTERM and asserts a clean exit within 5 s.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%v did not exit within 5 s of SIGTERM", p.cmd.Args)
+	}
+	if p.err != nil {
+		t.Fatalf("%v exited with %v; stderr:\n%s", p.cmd.Args, p.err, p.stderr)
+	}
+}
+
+// daemon is a started 'parley run' and what it printed.
+type daemon struct {
+	*proc
+	peer, listen, api string
+}
+
+func runDaemon(t *testing.T, bin, home string, args ...string) *daemon {
+	t.Helper()
+	p := start(t, bin, append([]string{"run", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
+	d := &daemon{proc: p}
+	var ok bool
+	if d.peer, ok = strings.CutPrefix(p.line(t, 20*time.Second), "peer: "); !ok {
+		t.Fatal("first line is not peer:")
+	}
+	for {
+		l := p.line(t, 10*time.Second)
+		if v, ok := strings.CutPrefix(l, "listen: "); ok {
+			if !strings.HasSuffix(v, "/p2p/"+d.peer) {
+				t.Fatalf("listen address %s does not end in /p2p/%s", v, d.peer)
+			}
+			d.listen = v
+			continue
+		}
+		if d.api, ok = strings.CutPrefix(l, "api: "); !ok || !strings.HasPrefix(d.api, "http://127.0.0.1:") {
+			t.Fatalf("unexpected line %q", l)
+		}
+		break
+	}
+	if d.listen == "" {
+		t.Fatal("no listen: line")
+	}
+	return d
+}
+
+// initHome runs 'parley init' and returns the default agent's AgentID.
+func initHome(t *testing.T, bin, home string) string {
+	t.Helper()
+	out, stderr, code := parley(t, bin, "init", "--home", home)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "peer: 12D3KooW") || !strings.HasPrefix(lines[1], "agent: did:key:z6Mk") {
+		t.Fatalf("init printed %q", out)
+	}
+	return strings.TrimPrefix(lines[1], "agent: ")
+}
+
+func testMesh(t *testing.T, bin string) {
+	homeA, homeB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	agentA := initHome(t, bin, homeA)
+	initHome(t, bin, homeB)
+
+	a := runDaemon(t, bin, homeA)
+	b := runDaemon(t, bin, homeB, "--bootstrap", a.listen)
+	if fi, err := os.Stat(filepath.Join(homeA, "api.token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("api.token: %v, mode %v", err, fi.Mode())
+	}
+
+	out, stderr, code := parley(t, bin, "id", "--home", homeA, "--json")
+	var id struct {
+		Peer   string `json:"peer"`
+		Online bool   `json:"online"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &id) != nil || id.Peer != a.peer || !id.Online {
+		t.Fatalf("id: exit %d, %q, %s", code, out, stderr)
+	}
+
+	sub := start(t, bin, "subscribe", "--home", homeB, "--capability", "weather", "--json")
+	deadline := time.Now().Add(30 * time.Second)
+	var got map[string]any
+	for got == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the subscriber on B received nothing published on A within 30 s")
+		}
+		if _, stderr, code := parley(t, bin, "publish", "--home", homeA, "--capability", "weather", "--payload", `{"city":"Oslo","temp":21}`); code != 0 {
+			t.Fatalf("publish: exit %d: %s", code, stderr)
+		}
+		select {
+		case l, ok := <-sub.lines:
+			if !ok {
+				<-sub.done
+				t.Fatalf("subscribe exited: %v\n%s", sub.err, sub.stderr)
+			}
+			if err := json.Unmarshal([]byte(l), &got); err != nil {
+				t.Fatalf("subscribe printed %q: %v", l, err)
+			}
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	t.Logf("B received %v", got)
+	if got["from"] != agentA || got["capability"] != "weather" || got["id"] == "" {
+		t.Fatalf("received %v, want from %s on weather", got, agentA)
+	}
+	if p, _ := json.Marshal(got["payload"]); string(p) != `{"city":"Oslo","temp":21}` {
+		t.Fatalf("payload %s", p)
+	}
+
+	out, _, code = parley(t, bin, "peers", "--home", homeB)
+	if code != 0 || !strings.Contains(out, a.peer) {
+		t.Fatalf("peers of B: exit %d, %q, want A", code, out)
+	}
+
+	sub.stop(t)
+	b.stop(t)
+	a.stop(t)
+	for _, h := range []string{homeA, homeB} {
+		if _, err := os.Stat(filepath.Join(h, "api")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s/api still there after the daemon stopped: %v", h, err)
+		}
+	}
+	out, _, code = parley(t, bin, "id", "--home", homeA)
+	if code != 0 || !strings.Contains(out, "peer: "+a.peer) || !strings.Contains(out, "offline") {
+		t.Fatalf("offline id: exit %d, %q", code, out)
+	}
+}
+
+// snapshot records every file in dir with its mode, size and time, to
+// show that a refused command changed nothing.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		m[path] = fmt.Sprintf("%v %v %d", fi.Mode(), fi.ModTime(), fi.Size())
+		return nil
+	})
+	return m
+}
+
+func testBadInput(t *testing.T, bin string) {
+	good := filepath.Join(t.TempDir(), "good")
+	initHome(t, bin, good)
+	peerKey := filepath.Join(t.TempDir(), "gr")
+	initHome(t, bin, peerKey)
+	if err := os.Chmod(filepath.Join(peerKey, "keys", "node.key"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(t.TempDir(), "stale")
+	initHome(t, bin, stale)
+	// A daemon that died without cleaning up: its port is closed.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	ln.Close()
+	for name, data := range map[string]string{"api": "http://" + deadAddr + "\n", "api.token": "x\n"} {
+		if err := os.WriteFile(filepath.Join(stale, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	empty := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "missing")
+
+	tests := []struct {
+		name string
+		args []string
+		home string   // checked unchanged, if set
+		want []string // in the one-line error
+	}{
+		{"malformed listen", []string{"run", "--home", good, "--listen", "/ip4/999.1.1.1/tcp/1"}, good, []string{"--listen", "/ip4/999.1.1.1/tcp/1"}},
+		{"listen not a multiaddr", []string{"run", "--home", good, "--listen", "localhost:4001"}, good, []string{"--listen", "localhost:4001"}},
+		{"bootstrap without peer id", []string{"run", "--home", good, "--bootstrap", "/ip4/127.0.0.1/tcp/4001"}, good, []string{"--bootstrap", "/ip4/127.0.0.1/tcp/4001"}},
+		{"malformed bootstrap", []string{"run", "--home", good, "--bootstrap", "/ip4/127.0.0.1/tcp/x/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"}, good, []string{"--bootstrap", "/tcp/x/"}},
+		{"run uninitialised", []string{"run", "--home", empty}, empty, []string{empty, "parley init --home " + empty}},
+		{"run missing home", []string{"run", "--home", missing}, "", []string{missing, "parley init"}},
+		{"group-readable key", []string{"run", "--home", peerKey}, peerKey, []string{filepath.Join(peerKey, "keys", "node.key"), "chmod 600"}},
+		{"payload not JSON", []string{"publish", "--home", good, "--capability", "weather", "--payload", "{oops"}, good, []string{"--payload", "{oops"}},
+		{"bad capability", []string{"publish", "--home", good, "--capability", "Weather Now", "--payload", "{}"}, good, []string{"--capability", "Weather Now"}},
+		{"subscribe bad capability", []string{"subscribe", "--home", good, "--capability", "a/b"}, good, []string{"--capability", "a/b"}},
+		{"no daemon", []string{"peers", "--home", good}, good, []string{"no daemon running for home " + good, "parley run --home " + good}},
+		{"no daemon publish", []string{"publish", "--home", good, "--capability", "weather", "--payload", "1"}, good, []string{"no daemon running for home " + good}},
+		{"stale api file", []string{"peers", "--home", stale}, stale, []string{"no daemon running for home " + stale}},
+		{"init existing", []string{"init", "--home", good}, good, []string{good, "--force"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before map[string]string
+			if tt.home != "" {
+				before = snapshot(t, tt.home)
+			}
+			out, stderr, code := parley(t, bin, tt.args...)
+			if code == 0 {
+				t.Fatalf("exit 0, want non-zero; stdout %q", out)
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "parley: ") {
+				t.Fatalf("stderr is not one 'parley: ' line: %q", stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not name %q", stderr, w)
+				}
+			}
+			if tt.home != "" {
+				after := snapshot(t, tt.home)
+				if len(after) != len(before) {
+					t.Fatalf("home changed: %v -> %v", before, after)
+				}
+				for k, v := range before {
+					if after[k] != v {
+						t.Fatalf("home changed at %s", k)
+					}
+				}
+			}
+			if tt.name == "run missing home" {
+				if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal("run created the missing home")
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,128 @@
+// Command parley is parley's one binary: it creates a node's home (init),
+// runs the daemon (run), talks to a running daemon through its local API
+// (id, peers, publish, subscribe) and runs the demo.
+//
+// The commands only parse flags, wire library packages together and print;
+// the behaviour lives in internal/home, node and node/api.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/parleynet/parley/internal/home"
+)
+
+var log = logging.Logger("parley/cli")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd(os.Stdout).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "parley: %s\n", oneLine(err))
+		os.Exit(1)
+	}
+}
+
+// cli holds the persistent flags every command shares.
+type cli struct {
+	home     string
+	logLevel string
+	out      io.Writer
+}
+
+func newRootCmd(out io.Writer) *cobra.Command {
+	c := &cli{out: out}
+	root := &cobra.Command{
+		Use:   "parley",
+		Short: "A peer-to-peer network of autonomous agents",
+		Long: `parley runs a node of a peer-to-peer network whose agents gossip signed
+intents over GossipSub. 'parley init' creates a node's home, 'parley run'
+starts its daemon, and the other commands talk to that daemon.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return c.setupLogging(cmd.Flags().Changed("log-level"))
+		},
+	}
+	root.SetOut(out)
+	pf := root.PersistentFlags()
+	pf.StringVar(&c.home, "home", home.DefaultDir(), "the node's home directory (default $"+home.EnvHome+", else ~/.parley)")
+	pf.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.AddCommand(
+		c.initCmd(),
+		c.runCmd(),
+		c.idCmd(),
+		c.peersCmd(),
+		c.publishCmd(),
+		c.subscribeCmd(),
+		c.versionCmd(),
+		c.demoCmd(),
+	)
+	return root
+}
+
+// setupLogging sends logs to stderr at the --log-level. Without the flag,
+// GOLOG_LOG_LEVEL wins if it is set.
+func (c *cli) setupLogging(flagSet bool) error {
+	lvl, err := logging.Parse(c.logLevel)
+	if err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", c.logLevel)
+	}
+	cfg := logging.GetConfig()
+	if flagSet || os.Getenv("GOLOG_LOG_LEVEL") == "" {
+		cfg.Level = lvl
+		cfg.SubsystemLevels = nil
+	}
+	cfg.Stderr, cfg.Stdout = true, false
+	if os.Getenv("GOLOG_LOG_FMT") == "" && !isTerminal(os.Stderr) {
+		cfg.Format = logging.PlaintextOutput
+	}
+	logging.SetupLogging(cfg)
+	return nil
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// oneLine keeps an error to one line of output.
+func oneLine(err error) string {
+	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+// version is the module version the binary was built from, or "devel".
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
+		return "devel"
+	}
+	return bi.Main.Version
+}
+
+func (c *cli) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print parley's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			gov := "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				gov = bi.GoVersion
+			}
+			_, err := fmt.Fprintf(c.out, "parley %s (%s)\n", version(), gov)
+			return err
+		},
+	}
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/cobra"
+
+	"github.com/parleynet/parley/internal/home"
+	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/node/api"
+)
+
+// shutdownTimeout bounds how long the daemon takes to stop after a signal.
+const shutdownTimeout = 5 * time.Second
+
+type runFlags struct {
+	listen    []string
+	bootstrap []string
+	api       string
+}
+
+func (c *cli) runCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node's daemon",
+		Long: `run starts the node of the home: its libp2p host, intent gossip, bootstrap
+dialling, and the local HTTP API that the other commands use. Once it is ready
+it prints, on stdout:
+
+  peer: <PeerID>
+  listen: <multiaddr>/p2p/<PeerID>     (one per address)
+  api: http://127.0.0.1:<port>
+
+Give a listen line to another node's --bootstrap to join it. Logs go to
+stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.run(cmd.Context(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.listen, "listen", nil, "multiaddr to listen on, repeatable (overrides config.yaml's listen)")
+	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "peer to join, a multiaddr ending in /p2p/<PeerID>, repeatable (overrides config.yaml's bootstrap)")
+	fl.StringVar(&f.api, "api", "", "host:port of the local API (default config.yaml's api.listen, else 127.0.0.1:0)")
+	return cmd
+}
+
+// run is the daemon. Everything that can be refused is checked before
+// anything is written to the home.
+func (c *cli) run(ctx context.Context, f runFlags) error {
+	var listen []ma.Multiaddr
+	for _, s := range f.listen {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("--listen %q is not a valid multiaddr: %v", s, err)
+		}
+		listen = append(listen, a)
+	}
+	boot, err := node.ParseBootstrap(f.bootstrap)
+	if err != nil {
+		var ae *node.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("--bootstrap %q is not a peer multiaddr ending in /p2p/<PeerID>: %v", ae.Addr, ae.Err)
+		}
+		return fmt.Errorf("--bootstrap: %w", err)
+	}
+	if f.api != "" {
+		if _, _, err := net.SplitHostPort(f.api); err != nil {
+			return fmt.Errorf("--api %q: want host:port, such as 127.0.0.1:5001: %v", f.api, err)
+		}
+	}
+
+	h, err := home.Open(c.home)
+	if err != nil {
+		return err
+	}
+	cfg, err := h.NodeConfig()
+	if err != nil {
+		return err
+	}
+	if len(listen) > 0 {
+		cfg.ListenAddrs = listen
+	}
+	if len(f.bootstrap) > 0 {
+		cfg.Bootstrap = boot
+	}
+	apiAddr := h.Config.API.Listen
+	if f.api != "" {
+		apiAddr = f.api
+	}
+	if url, ok := c.runningDaemon(ctx); ok {
+		return fmt.Errorf("a daemon is already running for home %s (api %s)", c.home, url)
+	}
+
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(ctx); err != nil {
+		_ = n.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		_ = n.Close()
+		return fmt.Errorf("API listen on %s: %w", apiAddr, err)
+	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		log.Warnw("the API listens beyond loopback; only its token protects it", "addr", ln.Addr())
+	}
+	token, err := api.NewToken()
+	if err != nil {
+		_ = ln.Close()
+		_ = n.Close()
+		return err
+	}
+	srv := api.NewServer(n, token, api.WithVersion(version()))
+	served := make(chan error, 1)
+	// stop, not the signal, shuts the server down, after the api file is
+	// withdrawn.
+	go func() { served <- srv.Serve(context.WithoutCancel(ctx), ln) }()
+
+	url := "http://" + ln.Addr().String()
+	if err := h.WriteAPI(url, token); err != nil {
+		return c.stop(h, n, srv, served, url, err)
+	}
+	if err := printReady(c, n, url); err != nil {
+		return c.stop(h, n, srv, served, url, err)
+	}
+	log.Infow("daemon ready", "peer", n.ID(), "api", url, "home", h.Dir)
+
+	select {
+	case <-ctx.Done():
+		log.Infow("shutting down", "peer", n.ID())
+		return c.stop(h, n, srv, served, url, nil)
+	case err := <-served:
+		served <- err
+		return c.stop(h, n, srv, served, url, fmt.Errorf("API server failed: %w", err))
+	}
+}
+
+func printReady(c *cli, n *node.Node, url string) error {
+	if _, err := fmt.Fprintf(c.out, "peer: %s\n", n.ID()); err != nil {
+		return err
+	}
+	for _, a := range n.Addrs() {
+		if _, err := fmt.Fprintf(c.out, "listen: %s\n", a); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(c.out, "api: %s\n", url)
+	return err
+}
+
+// stop withdraws the API from the home, then stops the API server and the
+// node within shutdownTimeout. cause is the reason for stopping (nil for a
+// signal); it is returned, joined with any shutdown failure.
+func (c *cli) stop(h *home.Home, n *node.Node, srv *api.Server, served <-chan error, url string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	errs := []error{cause}
+	if err := h.RemoveAPI(url); err != nil {
+		errs = append(errs, err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	select {
+	case <-served:
+	case <-ctx.Done():
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			errs = append(errs, fmt.Errorf("close node: %w", err))
+		}
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("node did not stop within %s", shutdownTimeout))
+	}
+	return errors.Join(errs...)
+}

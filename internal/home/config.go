@@ -1,0 +1,286 @@
+package home
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/node"
+)
+
+// DefaultAPIListen is where the daemon's API listens unless configured.
+const DefaultAPIListen = "127.0.0.1:0"
+
+// maxConfigSize bounds how much of config.yaml is read.
+const maxConfigSize = 1 << 20
+
+// Config is config.yaml. Every field is optional; zero values mean the
+// defaults of node.DefaultConfig.
+type Config struct {
+	// Listen are the multiaddrs the node listens on.
+	Listen []string `yaml:"listen"`
+	// Bootstrap are the peers to join, each ending in /p2p/<PeerID>.
+	Bootstrap []string `yaml:"bootstrap"`
+	// Agents are the hosted agents; the first is the default agent.
+	// Default: one agent called "default".
+	Agents []AgentConfig `yaml:"agents"`
+	// API configures the local HTTP API.
+	API APIConfig `yaml:"api"`
+	// Limits bound intents.
+	Limits LimitsConfig `yaml:"limits"`
+	// ConnMgr holds the connection manager's watermarks.
+	ConnMgr ConnMgrConfig `yaml:"connmgr"`
+}
+
+// AgentConfig names one hosted agent; its key is keys/agents/<name>.key.
+type AgentConfig struct {
+	Name string `yaml:"name"`
+}
+
+// APIConfig configures the local HTTP API.
+type APIConfig struct {
+	// Listen is host:port; default 127.0.0.1:0 (any free port).
+	Listen string `yaml:"listen"`
+}
+
+// LimitsConfig bounds intents.
+type LimitsConfig struct {
+	// MaxIntentSize caps a signed intent in bytes; default 65536.
+	MaxIntentSize int `yaml:"max_intent_size"`
+	// IntentTTL is how long a published intent stays valid; default 5m.
+	IntentTTL time.Duration `yaml:"intent_ttl"`
+}
+
+// ConnMgrConfig holds the connection manager's watermarks.
+type ConnMgrConfig struct {
+	Low  int `yaml:"low"`
+	High int `yaml:"high"`
+}
+
+// defaultConfigYAML is the config.yaml that Init writes. Open must accept
+// it (a test checks).
+const defaultConfigYAML = `# parley node configuration.
+#
+# Every field is optional; a commented-out field shows its default.
+# Flags given to 'parley run' (--listen, --bootstrap, --api) override the
+# fields of the same name. Unknown fields are an error.
+
+# Multiaddrs the node listens on. Port 0 picks a free port at every start;
+# give a fixed port (e.g. /ip4/0.0.0.0/tcp/4001) to a node that others join
+# by address.
+# listen:
+#   - /ip4/0.0.0.0/tcp/0
+#   - /ip4/0.0.0.0/udp/0/quic-v1
+
+# Peers to join at start, each ending in /p2p/<PeerID> (the 'listen:' lines
+# that 'parley run' prints). They are re-dialled whenever the connection
+# drops.
+# bootstrap:
+#   - /ip4/192.0.2.10/tcp/4001/p2p/12D3KooW...
+
+# Agents this node hosts. Each has its key in keys/agents/<name>.key; the
+# first is the default agent.
+agents:
+  - name: default
+
+# The local HTTP API. Clients find its URL in <home>/api and its bearer token
+# in <home>/api.token.
+# api:
+#   listen: 127.0.0.1:0
+
+# limits:
+#   max_intent_size: 65536  # bytes, of the signed intent
+#   intent_ttl: 5m          # how long a published intent stays valid
+
+# Connection manager watermarks: above high, connections are trimmed to low.
+# connmgr:
+#   low: 64
+#   high: 192
+`
+
+// fileConfig is config.yaml as decoded, with line numbers kept for the
+// values that are checked after decoding.
+type fileConfig struct {
+	Listen    []lineString `yaml:"listen"`
+	Bootstrap []lineString `yaml:"bootstrap"`
+	Agents    []struct {
+		Name lineString `yaml:"name"`
+	} `yaml:"agents"`
+	API struct {
+		Listen lineString `yaml:"listen"`
+	} `yaml:"api"`
+	Limits  LimitsConfig  `yaml:"limits"`
+	ConnMgr ConnMgrConfig `yaml:"connmgr"`
+}
+
+// lineString is a YAML string that remembers its line.
+type lineString struct {
+	s    string
+	line int
+}
+
+func (l *lineString) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a string", n.Line)
+	}
+	l.s, l.line = n.Value, n.Line
+	return nil
+}
+
+var inType = regexp.MustCompile(` in type [\w.*\[\]]+`)
+
+// loadConfig reads and checks config.yaml strictly: unknown fields, wrong
+// types and bad values are errors that name the file and line.
+func loadConfig(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return Config{}, fmt.Errorf("%s: larger than %d bytes", path, maxConfigSize)
+	}
+	return parseConfig(path, data)
+}
+
+func parseConfig(path string, data []byte) (Config, error) {
+	var fc fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = inType.ReplaceAllString(m, "")
+			}
+			return Config{}, fmt.Errorf("%s: %s", path, strings.Join(msgs, "; "))
+		}
+		return Config{}, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	bad := func(line int, format string, args ...any) error {
+		if line == 0 {
+			return fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...))
+		}
+		return fmt.Errorf("%s: line %d: %s", path, line, fmt.Sprintf(format, args...))
+	}
+
+	var c Config
+	for _, a := range fc.Listen {
+		if _, err := ma.NewMultiaddr(a.s); err != nil {
+			return Config{}, bad(a.line, "listen: bad multiaddr %q: %v", a.s, err)
+		}
+		c.Listen = append(c.Listen, a.s)
+	}
+	for _, a := range fc.Bootstrap {
+		if _, err := node.ParseBootstrap([]string{a.s}); err != nil {
+			return Config{}, bad(a.line, "bootstrap: %v", err)
+		}
+		c.Bootstrap = append(c.Bootstrap, a.s)
+	}
+	seen := map[string]bool{}
+	for _, a := range fc.Agents {
+		if err := identity.ValidAgentName(a.Name.s); err != nil {
+			return Config{}, bad(a.Name.line, "agents: %v", err)
+		}
+		if seen[a.Name.s] {
+			return Config{}, bad(a.Name.line, "agents: %q is listed twice", a.Name.s)
+		}
+		seen[a.Name.s] = true
+		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s})
+	}
+	if len(c.Agents) == 0 {
+		c.Agents = []AgentConfig{{Name: DefaultAgent}}
+	}
+	c.API.Listen = DefaultAPIListen
+	if l := fc.API.Listen; l.s != "" {
+		if err := checkHostPort(l.s); err != nil {
+			return Config{}, bad(l.line, "api.listen %q: %v", l.s, err)
+		}
+		c.API.Listen = l.s
+	}
+	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
+	switch {
+	case c.Limits.MaxIntentSize < 0:
+		return Config{}, fmt.Errorf("%s: limits.max_intent_size %d is negative", path, c.Limits.MaxIntentSize)
+	case c.Limits.IntentTTL < 0:
+		return Config{}, fmt.Errorf("%s: limits.intent_ttl %s is negative", path, c.Limits.IntentTTL)
+	case c.ConnMgr.Low < 0 || c.ConnMgr.High < 0:
+		return Config{}, fmt.Errorf("%s: connmgr: watermarks must not be negative", path)
+	case c.ConnMgr.Low > 0 && c.ConnMgr.High > 0 && c.ConnMgr.Low > c.ConnMgr.High:
+		return Config{}, fmt.Errorf("%s: connmgr: low %d is above high %d", path, c.ConnMgr.Low, c.ConnMgr.High)
+	}
+	return c, nil
+}
+
+// checkHostPort checks a host:port listen address.
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("bad port %q", port)
+	}
+	return nil
+}
+
+// NodeConfig turns the home into a node configuration: node.DefaultConfig
+// with the home's keys, agents and config.yaml applied. Callers may then
+// override fields (the CLI's --listen and --bootstrap do).
+func (h *Home) NodeConfig() (node.Config, error) {
+	cfg := node.DefaultConfig()
+	cfg.NodeKey = h.NodeKey
+	cfg.Agents = append([]*identity.Agent(nil), h.Agents...)
+	c := h.Config
+	if len(c.Listen) > 0 {
+		cfg.ListenAddrs = nil
+		for _, s := range c.Listen {
+			a, err := ma.NewMultiaddr(s)
+			if err != nil {
+				return node.Config{}, fmt.Errorf("%s: listen: bad multiaddr %q: %w", h.ConfigPath(), s, err)
+			}
+			cfg.ListenAddrs = append(cfg.ListenAddrs, a)
+		}
+	}
+	if len(c.Bootstrap) > 0 {
+		peers, err := node.ParseBootstrap(c.Bootstrap)
+		if err != nil {
+			return node.Config{}, fmt.Errorf("%s: bootstrap: %w", h.ConfigPath(), err)
+		}
+		cfg.Bootstrap = peers
+	}
+	if c.Limits.MaxIntentSize > 0 {
+		cfg.MaxIntentSize = c.Limits.MaxIntentSize
+	}
+	if c.Limits.IntentTTL > 0 {
+		cfg.IntentTTL = c.Limits.IntentTTL
+		// The replay window must cover an intent's whole life.
+		cfg.ReplayWindow = max(cfg.ReplayWindow, cfg.IntentTTL)
+	}
+	if c.ConnMgr.Low > 0 {
+		cfg.ConnLow = c.ConnMgr.Low
+	}
+	if c.ConnMgr.High > 0 {
+		cfg.ConnHigh = c.ConnMgr.High
+	}
+	if cfg.ConnLow > cfg.ConnHigh {
+		return node.Config{}, fmt.Errorf("%s: connmgr: low %d is above high %d", h.ConfigPath(), cfg.ConnLow, cfg.ConnHigh)
+	}
+	return cfg, nil
+}

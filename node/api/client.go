@@ -1,0 +1,201 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/node"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNoDaemon means nothing listens at the API's address: the daemon
+	// is not running (its api file may be stale).
+	ErrNoDaemon = errors.New("no daemon running")
+	// ErrStreamClosed means the daemon ended an event stream, usually
+	// because it is shutting down.
+	ErrStreamClosed = errors.New("daemon closed the event stream")
+)
+
+// maxEventSize bounds one server-sent event the client accepts.
+const maxEventSize = 8 << 20
+
+// Error is an error response of the API.
+type Error struct {
+	Status  int    // HTTP status
+	Message string // the "error" field
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Client talks to a node's API. Its methods are safe for concurrent use.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// NewClient returns a client of the API at baseURL (e.g.
+// "http://127.0.0.1:5001") that authenticates with token.
+func NewClient(baseURL, token string) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the API is local; never send it or its token through a proxy
+	return &Client{
+		base:  strings.TrimRight(baseURL, "/"),
+		token: token,
+		hc:    &http.Client{Transport: tr},
+	}
+}
+
+// Node returns the node's identity, addresses and agents.
+func (c *Client) Node(ctx context.Context) (*NodeInfo, error) {
+	var v NodeInfo
+	if err := c.do(ctx, http.MethodGet, PathNode, nil, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Peers returns the peers the node is connected to.
+func (c *Client) Peers(ctx context.Context) ([]node.PeerInfo, error) {
+	var v []node.PeerInfo
+	if err := c.do(ctx, http.MethodGet, PathPeers, nil, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Stats returns the node's intent counters.
+func (c *Client) Stats(ctx context.Context) (*node.Stats, error) {
+	var v node.Stats
+	if err := c.do(ctx, http.MethodGet, PathStats, nil, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Publish has the node sign and gossip an intent and returns it.
+func (c *Client) Publish(ctx context.Context, req PublishRequest) (*intent.Intent, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	var v intent.Intent
+	if err := c.do(ctx, http.MethodPost, PathIntents, body, http.StatusCreated, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Subscribe calls fn with every verified intent the node receives on
+// capability, until ctx ends (it returns ctx's error), fn returns an error
+// (it returns that error) or the daemon ends the stream (ErrStreamClosed).
+func (c *Client) Subscribe(ctx context.Context, capability string, fn func(*intent.Intent) error) error {
+	resp, err := c.send(ctx, http.MethodGet, PathSubscribe+"?capability="+url.QueryEscape(capability), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return readError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxEventSize)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0: // end of an event
+			if len(data) == 0 {
+				continue
+			}
+			var in intent.Intent
+			if err := json.Unmarshal(data, &in); err != nil {
+				return fmt.Errorf("subscribe %s: bad event from daemon: %w", capability, err)
+			}
+			data = data[:0]
+			if err := fn(&in); err != nil {
+				return err
+			}
+		case line[0] == ':': // comment: ping
+		default:
+			field, value, _ := bytes.Cut(line, []byte(":"))
+			value = bytes.TrimPrefix(value, []byte(" "))
+			if string(field) == "data" {
+				if len(data) > 0 {
+					data = append(data, '\n')
+				}
+				data = append(data, value...)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", capability, err)
+	}
+	return fmt.Errorf("subscribe %s: %w", capability, ErrStreamClosed)
+}
+
+// do sends a request and decodes a JSON response with status want into v.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, want int, v any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		return readError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%s %s: bad response: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w at %s", ErrNoDaemon, c.base)
+		}
+		return nil, err
+	}
+	return resp, nil
+}
+
+// readError turns an error response into an *Error.
+func readError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var eb errorBody
+	if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
+		eb.Error = strings.TrimSpace(string(b))
+		if eb.Error == "" {
+			eb.Error = resp.Status
+		}
+	}
+	return &Error{Status: resp.StatusCode, Message: eb.Error}
+}

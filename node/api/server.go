@@ -1,0 +1,382 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/node"
+)
+
+// Defaults of the server's options.
+const (
+	DefaultMaxBodySize     = 1 << 20
+	DefaultPingInterval    = 15 * time.Second
+	DefaultShutdownTimeout = 5 * time.Second
+)
+
+// Server serves a node's API. Build it with NewServer, run it with Serve,
+// stop it with Shutdown or by cancelling Serve's context. It is also an
+// http.Handler, with authentication, so tests can mount it as they like.
+type Server struct {
+	n       *node.Node
+	token   string
+	version string
+	maxBody int64
+	ping    time.Duration
+
+	routes  map[string]map[string]http.HandlerFunc // path → method → handler
+	srv     *http.Server
+	closing chan struct{} // closed by Shutdown; ends event streams
+	once    sync.Once
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithVersion sets the version reported by GET /v1/node.
+func WithVersion(v string) Option { return func(s *Server) { s.version = v } }
+
+// WithMaxBodySize caps request bodies (default 1 MiB).
+func WithMaxBodySize(n int64) Option { return func(s *Server) { s.maxBody = n } }
+
+// WithPingInterval sets how often an idle event stream gets a ": ping"
+// comment (default 15 s).
+func WithPingInterval(d time.Duration) Option { return func(s *Server) { s.ping = d } }
+
+// NewServer returns the API server of n. Requests must carry token as a
+// bearer token; an empty token refuses every request.
+func NewServer(n *node.Node, token string, opts ...Option) *Server {
+	s := &Server{
+		n:       n,
+		token:   token,
+		version: "devel",
+		maxBody: DefaultMaxBodySize,
+		ping:    DefaultPingInterval,
+		closing: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	metrics := promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{})
+	s.routes = map[string]map[string]http.HandlerFunc{
+		PathNode:      {http.MethodGet: s.handleNode},
+		PathPeers:     {http.MethodGet: s.handlePeers},
+		PathStats:     {http.MethodGet: s.handleStats},
+		PathIntents:   {http.MethodPost: s.handlePublish},
+		PathSubscribe: {http.MethodGet: s.handleSubscribe},
+		PathMetrics:   {http.MethodGet: metrics.ServeHTTP},
+	}
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return s
+}
+
+// Serve accepts connections on ln until ctx ends or Shutdown is called.
+// When ctx ends it shuts down gracefully, waiting up to
+// DefaultShutdownTimeout for requests in flight. It returns nil after a
+// shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultShutdownTimeout)
+		defer cancel()
+		err := s.Shutdown(sctx)
+		<-errc
+		return err
+	}
+}
+
+// Shutdown ends event streams, stops accepting requests and waits, within
+// ctx, for the others to finish; when ctx ends first the remaining
+// connections are closed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.once.Do(func() { close(s.closing) })
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+		return fmt.Errorf("api shutdown: %w", err)
+	}
+	return nil
+}
+
+// ServeHTTP authenticates and routes one request. A panic in a handler is
+// answered with 500 and logged; it never takes the daemon down.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			log.Errorw("api handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			writeError(w, http.StatusInternalServerError, "internal error")
+		}
+	}()
+	if !s.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+		writeError(w, http.StatusUnauthorized, "missing or wrong API token: send Authorization: Bearer <token from the home's api.token>")
+		return
+	}
+	methods, ok := s.routes[r.URL.Path]
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q", r.URL.Path))
+		return
+	}
+	h, ok := methods[r.Method]
+	if !ok {
+		allow := make([]string, 0, len(methods))
+		for m := range methods {
+			allow = append(allow, m)
+		}
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
+		return
+	}
+	h(w, r)
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.token == "" {
+		return false
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1
+}
+
+// started answers 503 and reports false when the node is not running.
+func (s *Server) started(w http.ResponseWriter) bool {
+	if s.n.Host() == nil {
+		writeError(w, http.StatusServiceUnavailable, node.ErrNotStarted.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) handleNode(w http.ResponseWriter, _ *http.Request) {
+	if !s.started(w) {
+		return
+	}
+	info := NodeInfo{Peer: s.n.ID(), Addrs: []string{}, Version: s.version}
+	for _, a := range s.n.Addrs() {
+		info.Addrs = append(info.Addrs, a.String())
+	}
+	for _, a := range s.n.Agents() {
+		info.Agents = append(info.Agents, AgentInfo{Name: a.Name, ID: a.ID})
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) handlePeers(w http.ResponseWriter, _ *http.Request) {
+	if !s.started(w) {
+		return
+	}
+	peers := s.n.Peers()
+	if peers == nil {
+		peers = []node.PeerInfo{}
+	}
+	writeJSON(w, http.StatusOK, peers)
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.n.Stats())
+}
+
+func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
+	var req PublishRequest
+	if err := decodeBody(w, r, s.maxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(req.Payload) == 0 {
+		writeError(w, http.StatusBadRequest, "payload is required (any JSON value)")
+		return
+	}
+	if err := intent.ValidCapability(req.Capability); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if req.Kind != "" && !req.Kind.Valid() {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%v %q: want task, offer or event", intent.ErrBadKind, req.Kind))
+		return
+	}
+	var ttl time.Duration
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: want a positive Go duration such as \"30s\"", req.TTL))
+			return
+		}
+		ttl = d
+	}
+	in, err := s.n.Publish(r.Context(), node.PublishRequest{
+		Agent:      req.Agent,
+		Kind:       req.Kind,
+		Capability: req.Capability,
+		Payload:    req.Payload,
+		TTL:        ttl,
+	})
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, in)
+}
+
+// handleSubscribe streams the verified intents of one capability as
+// Server-Sent Events until the client goes away or the server shuts down.
+func (s *Server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
+	c := r.URL.Query().Get("capability")
+	if err := intent.ValidCapability(c); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	sub, err := s.n.Subscribe(ctx, c)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	defer sub.Close()
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(format string, args ...any) bool {
+		if _, err := fmt.Fprintf(w, format, args...); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send(": subscribed to %s\n\n", c) {
+		return
+	}
+
+	// One goroutine waits on the subscription; this one owns the writer.
+	ins := make(chan *intent.Intent)
+	go func() {
+		for {
+			in, err := sub.Next(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Debugw("subscription ended", "capability", c, "err", err)
+					cancel()
+				}
+				return
+			}
+			select {
+			case ins <- in:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	ping := time.NewTicker(s.ping)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.closing:
+			return
+		case <-ping.C:
+			if !send(": ping\n\n") {
+				return
+			}
+		case in := <-ins:
+			b, err := json.Marshal(in)
+			if err != nil {
+				log.Warnw("marshal intent", "id", in.ID, "err", err)
+				continue
+			}
+			if !send("data: %s\n\n", b) {
+				return
+			}
+		}
+	}
+}
+
+// decodeBody decodes one JSON object from r's body into v: at most max
+// bytes, no unknown fields, nothing after it.
+func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) error {
+	body := http.MaxBytesReader(w, r.Body, max)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if err = dec.Decode(&struct{}{}); err == io.EOF {
+			return nil
+		} else if err == nil {
+			return errors.New("bad request body: more than one JSON value")
+		}
+	}
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return fmt.Errorf("request body is over the limit of %d bytes", max)
+	case errors.Is(err, io.EOF):
+		return errors.New("bad request body: empty, want a JSON object")
+	}
+	return fmt.Errorf("bad request body: %v", err)
+}
+
+// statusOf maps an error of the node to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, node.ErrUnknownAgent):
+		return http.StatusNotFound
+	case errors.Is(err, intent.ErrBadCapability), errors.Is(err, intent.ErrBadKind),
+		errors.Is(err, intent.ErrBadPayload), errors.Is(err, node.ErrPayloadTooLarge):
+		return http.StatusBadRequest
+	case errors.Is(err, node.ErrNotStarted), errors.Is(err, node.ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		log.Errorw("marshal response", "err", err)
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	if status >= 500 {
+		log.Warnw("api error", "status", status, "err", msg)
+	}
+	writeJSON(w, status, errorBody{Error: msg})
+}
