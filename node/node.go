@@ -27,6 +27,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 )
 
@@ -61,7 +62,7 @@ type Node struct {
 	ownsHost bool
 	ps       *pubsub.PubSub
 	topics   map[string]*pubsub.Topic
-	boot     *bootstrapper
+	boot     *discovery.Bootstrapper
 }
 
 // New checks cfg and prepares a node. It opens no sockets; Start does.
@@ -126,8 +127,12 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.ps = ps
 
-	n.boot = newBootstrapper(n, n.cfg.Bootstrap)
-	n.boot.start(n.ctx, &n.wg)
+	n.boot = discovery.NewBootstrapper(h, discovery.BootstrapConfig{
+		Peers:      n.cfg.Bootstrap,
+		Backoff:    n.cfg.BootstrapBackoff,
+		MaxBackoff: n.cfg.BootstrapMaxBackoff,
+	})
+	n.boot.Start()
 	n.started = true
 	log.Infow("node started", "peer", h.ID(), "agents", len(n.agents))
 	return nil
@@ -184,7 +189,7 @@ func (n *Node) shutdownLocked() error {
 		n.cancel()
 	}
 	if n.boot != nil {
-		n.boot.stop()
+		n.boot.Close()
 	}
 	for _, t := range n.topics {
 		_ = t.Close()

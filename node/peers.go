@@ -34,7 +34,7 @@ func (n *Node) Peers() []PeerInfo {
 		if conns[0].Stat().Direction == network.DirInbound {
 			pi.Direction = "inbound"
 		}
-		if boot.isBootstrap(p) {
+		if boot != nil && boot.IsBootstrap(p) {
 			pi.Source = "bootstrap"
 		}
 		for _, c := range conns {

@@ -10,6 +10,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/internal/home"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
@@ -62,9 +63,9 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 		}
 		listen = append(listen, a)
 	}
-	boot, err := node.ParseBootstrap(f.bootstrap)
+	boot, err := discovery.ParseAddrs(f.bootstrap)
 	if err != nil {
-		var ae *node.AddrError
+		var ae *discovery.AddrError
 		if errors.As(err, &ae) {
 			return fmt.Errorf("--bootstrap %q is not a peer multiaddr ending in /p2p/<PeerID>: %v", ae.Addr, ae.Err)
 		}

@@ -15,6 +15,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/node"
 )
@@ -188,7 +189,7 @@ func parseConfig(path string, data []byte) (Config, error) {
 		c.Listen = append(c.Listen, a.s)
 	}
 	for _, a := range fc.Bootstrap {
-		if _, err := node.ParseBootstrap([]string{a.s}); err != nil {
+		if _, err := discovery.ParseAddrs([]string{a.s}); err != nil {
 			return Config{}, bad(a.line, "bootstrap: %v", err)
 		}
 		c.Bootstrap = append(c.Bootstrap, a.s)
@@ -259,7 +260,7 @@ func (h *Home) NodeConfig() (node.Config, error) {
 		}
 	}
 	if len(c.Bootstrap) > 0 {
-		peers, err := node.ParseBootstrap(c.Bootstrap)
+		peers, err := discovery.ParseAddrs(c.Bootstrap)
 		if err != nil {
 			return node.Config{}, fmt.Errorf("%s: bootstrap: %w", h.ConfigPath(), err)
 		}

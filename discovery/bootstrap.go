@@ -1,4 +1,4 @@
-package node
+package discovery
 
 import (
 	"context"
@@ -7,29 +7,58 @@ import (
 	"sync/atomic"
 	"time"
 
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
-// bootstrapper keeps the node connected to its bootstrap peers: it dials
+var log = logging.Logger("parley/discovery")
+
+// BootstrapConfig says which peers to keep connected and how to pace
+// retries.
+type BootstrapConfig struct {
+	Peers []peer.AddrInfo
+	// Backoff is the first retry delay for an unreachable peer; it doubles
+	// up to MaxBackoff. Zero means one second and one minute.
+	Backoff, MaxBackoff time.Duration
+	// DialTimeout bounds one dial; zero means 15 s.
+	DialTimeout time.Duration
+}
+
+// Bootstrapper keeps a host connected to its bootstrap peers: it dials
 // each with exponential backoff and dials again when the connection drops.
-// An unreachable peer never stops the node; it is logged and retried.
-type bootstrapper struct {
-	n     *Node
+// An unreachable peer never stops it; it is logged and retried.
+type Bootstrapper struct {
+	h     host.Host
+	cfg   BootstrapConfig
 	peers []peer.AddrInfo
 	// lost wakes a peer's loop when its last connection closes. The map is
-	// filled before any goroutine starts and only read after.
+	// filled in NewBootstrapper and only read after.
 	lost      map[peer.ID]chan struct{}
 	connected atomic.Int32
 	notifee   *network.NotifyBundle
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func newBootstrapper(n *Node, peers []peer.AddrInfo) *bootstrapper {
-	b := &bootstrapper{n: n, lost: make(map[peer.ID]chan struct{})}
-	self := n.ID()
-	for _, p := range peers {
-		if p.ID == self {
+// NewBootstrapper prepares a Bootstrapper for h; Start begins dialling.
+// The host's own PeerID and repeated peers are skipped.
+func NewBootstrapper(h host.Host, cfg BootstrapConfig) *Bootstrapper {
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = time.Second
+	}
+	if cfg.MaxBackoff < cfg.Backoff {
+		cfg.MaxBackoff = max(time.Minute, cfg.Backoff)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	b := &Bootstrapper{h: h, cfg: cfg, lost: make(map[peer.ID]chan struct{})}
+	for _, p := range cfg.Peers {
+		if p.ID == h.ID() {
 			continue
 		}
 		if _, dup := b.lost[p.ID]; dup {
@@ -41,11 +70,14 @@ func newBootstrapper(n *Node, peers []peer.AddrInfo) *bootstrapper {
 	return b
 }
 
-func (b *bootstrapper) start(ctx context.Context, wg *sync.WaitGroup) {
+// Start begins keeping every bootstrap peer connected, one goroutine per
+// peer, until Close.
+func (b *Bootstrapper) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
 	if len(b.peers) == 0 {
 		return
 	}
-	h := b.n.host
 	b.notifee = &network.NotifyBundle{
 		DisconnectedF: func(nw network.Network, c network.Conn) {
 			p := c.RemotePeer()
@@ -59,38 +91,42 @@ func (b *bootstrapper) start(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		},
 	}
-	h.Network().Notify(b.notifee)
+	b.h.Network().Notify(b.notifee)
 	for _, p := range b.peers {
-		h.ConnManager().Protect(p.ID, "parley-bootstrap")
-		h.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
-		wg.Add(1)
+		b.h.ConnManager().Protect(p.ID, "parley-bootstrap")
+		b.h.Peerstore().AddAddrs(p.ID, p.Addrs, time.Hour)
+		b.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer b.wg.Done()
 			b.keep(ctx, p)
 		}()
 	}
 }
 
-func (b *bootstrapper) stop() {
-	if b.notifee != nil {
-		b.n.host.Network().StopNotify(b.notifee)
+// Close stops dialling and waits for the dialling goroutines to end. It
+// leaves open connections alone.
+func (b *Bootstrapper) Close() {
+	if b.cancel != nil {
+		b.cancel()
 	}
+	if b.notifee != nil {
+		b.h.Network().StopNotify(b.notifee)
+	}
+	b.wg.Wait()
 }
 
 // keep owns the connection to one bootstrap peer until ctx ends.
-func (b *bootstrapper) keep(ctx context.Context, p peer.AddrInfo) {
-	h := b.n.host
-	cfg := b.n.cfg
-	backoff := cfg.BootstrapBackoff
+func (b *Bootstrapper) keep(ctx context.Context, p peer.AddrInfo) {
+	backoff := b.cfg.Backoff
 	attempt := 0
 	for ctx.Err() == nil {
-		if h.Network().Connectedness(p.ID) != network.Connected {
+		if b.h.Network().Connectedness(p.ID) != network.Connected {
 			attempt++
-			dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			dctx, cancel := context.WithTimeout(ctx, b.cfg.DialTimeout)
 			// Our own backoff paces the retries; the swarm's would only
 			// delay a peer that has just come back.
 			dctx = network.WithForceDirectDial(dctx, "parley bootstrap")
-			err := h.Connect(dctx, p)
+			err := b.h.Connect(dctx, p)
 			cancel()
 			if ctx.Err() != nil {
 				return
@@ -104,12 +140,12 @@ func (b *bootstrapper) keep(ctx context.Context, p peer.AddrInfo) {
 				if !sleep(ctx, wait) {
 					return
 				}
-				backoff = min(backoff*2, cfg.BootstrapMaxBackoff)
+				backoff = min(backoff*2, b.cfg.MaxBackoff)
 				continue
 			}
 			log.Infow("connected to bootstrap peer", "peer", p.ID, "attempt", attempt)
 		}
-		attempt, backoff = 0, cfg.BootstrapBackoff
+		attempt, backoff = 0, b.cfg.Backoff
 		b.connected.Add(1)
 		select {
 		case <-ctx.Done():
@@ -139,8 +175,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// isBootstrap reports whether p is one of the node's bootstrap peers.
-func (b *bootstrapper) isBootstrap(p peer.ID) bool {
+// IsBootstrap reports whether p is one of the bootstrap peers.
+func (b *Bootstrapper) IsBootstrap(p peer.ID) bool {
 	if b == nil {
 		return false
 	}
@@ -148,9 +184,9 @@ func (b *bootstrapper) isBootstrap(p peer.ID) bool {
 	return ok
 }
 
-// ParseBootstrap parses multiaddrs that end in /p2p/<PeerID> into the
+// ParseAddrs parses multiaddrs that end in /p2p/<PeerID> into the
 // peers to dial, merging addresses of the same peer.
-func ParseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+func ParseAddrs(addrs []string) ([]peer.AddrInfo, error) {
 	var mas []ma.Multiaddr
 	for _, s := range addrs {
 		m, err := ma.NewMultiaddr(s)
