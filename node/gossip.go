@@ -50,17 +50,21 @@ func (n *Node) Publish(ctx context.Context, req PublishRequest) (*intent.Intent,
 	if req.Kind == "" {
 		req.Kind = intent.KindEvent
 	}
-	ttl := req.TTL
-	if ttl <= 0 || ttl > n.cfg.IntentTTL {
-		ttl = n.cfg.IntentTTL
-	}
-	body := intent.Body{
+	return n.publishAs(ctx, a, intent.Body{
 		Kind:        req.Kind,
 		Capability:  req.Capability,
 		Payload:     req.Payload,
 		Constraints: req.Constraints,
-		ReplyTo:     intent.ReplyTo{Peer: n.ID(), Addrs: addrStrings(n)},
+	}, req.TTL)
+}
+
+// publishAs signs body as agent a, with this node as the reply-to, and
+// gossips it. It is also how the negotiation service sends its calls.
+func (n *Node) publishAs(ctx context.Context, a *identity.Agent, body intent.Body, ttl time.Duration) (*intent.Intent, error) {
+	if ttl <= 0 || ttl > n.cfg.IntentTTL {
+		ttl = n.cfg.IntentTTL
 	}
+	body.ReplyTo = intent.ReplyTo{Peer: n.ID(), Addrs: addrStrings(n)}
 	in, err := intent.Seal(a, body, ttl)
 	if err != nil {
 		return nil, err
@@ -68,7 +72,7 @@ func (n *Node) Publish(ctx context.Context, req PublishRequest) (*intent.Intent,
 	if len(in.Raw) > n.cfg.MaxIntentSize {
 		return nil, fmt.Errorf("%w: %d bytes signed, limit %d", ErrPayloadTooLarge, len(in.Raw), n.cfg.MaxIntentSize)
 	}
-	t, err := n.topic(req.Capability)
+	t, err := n.topic(body.Capability)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func (n *Node) Publish(ctx context.Context, req PublishRequest) (*intent.Intent,
 		n.waitForTopicPeer(ctx, t)
 	}
 	if err := t.Publish(ctx, in.Raw); err != nil {
-		return nil, fmt.Errorf("publish intent on %s: %w", intent.Topic(req.Capability), err)
+		return nil, fmt.Errorf("publish intent on %s: %w", intent.Topic(body.Capability), err)
 	}
 	n.metrics.published.Inc()
 	return in, nil
@@ -219,12 +223,13 @@ func (s *Subscription) Next(ctx context.Context) (*intent.Intent, error) {
 func (s *Subscription) Close() { s.sub.Cancel() }
 
 // TopicPeers returns the peers this node knows to be subscribed to a
-// capability's topic (empty if the node has not joined it).
+// capability's topic. It joins the topic (without subscribing) if needed.
 func (n *Node) TopicPeers(capability string) []peer.ID {
-	n.mu.Lock()
-	t, ok := n.topics[capability]
-	n.mu.Unlock()
-	if !ok {
+	if _, err := n.running(); err != nil {
+		return nil
+	}
+	t, err := n.topic(capability)
+	if err != nil {
 		return nil
 	}
 	return t.ListPeers()

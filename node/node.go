@@ -29,6 +29,7 @@ import (
 
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/negotiation"
 )
 
 var log = logging.Logger("parley/node")
@@ -45,7 +46,6 @@ var (
 // with Close. Its methods are safe for concurrent use.
 type Node struct {
 	cfg     Config
-	agents  map[string]*identity.Agent
 	replay  *identity.ReplayWindow
 	metrics *metrics
 
@@ -63,6 +63,13 @@ type Node struct {
 	ps       *pubsub.PubSub
 	topics   map[string]*pubsub.Topic
 	boot     *discovery.Bootstrapper
+	neg      *negotiation.Service
+	// agents are the hosted agents, by name and in order (default first);
+	// AddAgent can add more while the node runs.
+	agents    map[string]*identity.Agent
+	agentList []*identity.Agent
+	// watching holds the capabilities whose calls reach the contractors.
+	watching map[string]bool
 }
 
 // New checks cfg and prepares a node. It opens no sockets; Start does.
@@ -72,14 +79,16 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		agents:  make(map[string]*identity.Agent, len(cfg.Agents)),
-		replay:  identity.NewReplayWindow(cfg.ReplayWindow, cfg.ReplayEntries),
-		metrics: newMetrics(),
-		topics:  make(map[string]*pubsub.Topic),
+		cfg:      cfg,
+		agents:   make(map[string]*identity.Agent, len(cfg.Agents)),
+		watching: map[string]bool{},
+		replay:   identity.NewReplayWindow(cfg.ReplayWindow, cfg.ReplayEntries),
+		metrics:  newMetrics(),
+		topics:   make(map[string]*pubsub.Topic),
 	}
 	for _, a := range cfg.Agents {
 		n.agents[a.Name] = a
+		n.agentList = append(n.agentList, a)
 	}
 	return n, nil
 }
@@ -127,6 +136,11 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.ps = ps
 
+	n.neg = negotiation.New(h, negotiation.Config{
+		Publish:    n.publishAs,
+		Replay:     n.replay,
+		Registerer: n.metrics.registry,
+	})
 	n.boot = discovery.NewBootstrapper(h, discovery.BootstrapConfig{
 		Peers:      n.cfg.Bootstrap,
 		Backoff:    n.cfg.BootstrapBackoff,
@@ -187,6 +201,9 @@ func (n *Node) Close() error {
 func (n *Node) shutdownLocked() error {
 	if n.cancel != nil {
 		n.cancel()
+	}
+	if n.neg != nil {
+		_ = n.neg.Close()
 	}
 	if n.boot != nil {
 		n.boot.Close()
@@ -250,14 +267,18 @@ func (n *Node) Addrs() []ma.Multiaddr {
 
 // Agents returns the agents this node hosts, the default agent first.
 func (n *Node) Agents() []*identity.Agent {
-	return append([]*identity.Agent(nil), n.cfg.Agents...)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]*identity.Agent(nil), n.agentList...)
 }
 
 // Agent returns the hosted agent with the given name; "" names the default
 // agent.
 func (n *Node) Agent(name string) (*identity.Agent, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if name == "" {
-		return n.cfg.Agents[0], nil
+		return n.agentList[0], nil
 	}
 	a, ok := n.agents[name]
 	if !ok {

@@ -1,0 +1,453 @@
+package negotiation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/internal/frame"
+)
+
+// contractor is a hosted agent that bids on calls for its capabilities.
+type contractor struct {
+	agent *identity.Agent
+	caps  map[string]bool
+	h     Handler
+}
+
+// AddContractor makes agent bid, through h, on calls for capabilities.
+// Adding the same agent again replaces its capabilities and handler.
+func (s *Service) AddContractor(agent *identity.Agent, capabilities []string, h Handler) error {
+	caps := map[string]bool{}
+	for _, c := range capabilities {
+		if err := intent.ValidCapability(c); err != nil {
+			return err
+		}
+		caps[c] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.contractors[agent.ID] = &contractor{agent: agent, caps: caps, h: h}
+	return nil
+}
+
+// RemoveContractor stops agent bidding. Tasks it holds run on.
+func (s *Service) RemoveContractor(id identity.AgentID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.contractors, id)
+}
+
+// HandleCall considers a task intent seen on the mesh: every contractor
+// offering its capability is asked whether to bid. Calls from this node
+// itself are skipped (a node cannot stream to itself).
+func (s *Service) HandleCall(in *intent.Intent) {
+	if in.Kind != intent.KindTask || in.ReplyTo.Peer == s.h.ID() {
+		return
+	}
+	var c cfp
+	if err := json.Unmarshal(in.Payload, &c); err != nil || c.Task == "" {
+		log.Debugw("ignoring task intent without a call", "intent", in.ID, "from", in.From)
+		return
+	}
+	call := Call{
+		Task:          c.Task,
+		Capability:    in.Capability,
+		Requester:     in.From,
+		RequesterPeer: in.ReplyTo.Peer,
+		Summary:       c.Summary,
+	}
+	if k := in.Constraints; k != nil {
+		call.Budget, call.BidWindow, call.Deadline = k.Budget, time.Duration(k.BidWindow), k.Deadline
+	}
+	if call.BidWindow <= 0 {
+		call.BidWindow = s.cfg.BidWindow
+	}
+	if call.Deadline.IsZero() || call.Deadline.After(in.Expires) {
+		call.Deadline = in.Expires
+	}
+	if time.Now().After(call.Deadline) {
+		return
+	}
+	progress := time.Duration(c.ProgressMillis) * time.Millisecond
+	if progress <= 0 {
+		progress = s.cfg.ProgressTimeout
+	}
+	var addrs []ma.Multiaddr
+	for _, a := range in.ReplyTo.Addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			addrs = append(addrs, m)
+		}
+	}
+	s.mu.Lock()
+	var bidders []*contractor
+	for _, con := range s.contractors {
+		if con.caps[call.Capability] && con.agent.ID != call.Requester {
+			bidders = append(bidders, con)
+		}
+	}
+	s.mu.Unlock()
+	for _, con := range bidders {
+		s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}) })
+	}
+}
+
+// contract is one task this node's agent bid on or works on.
+type contract struct {
+	s        *Service
+	agent    *identity.Agent
+	con      *contractor
+	call     Call
+	bid      Bid
+	progress time.Duration
+	hist     history
+
+	mu       sync.Mutex
+	busy     bool // an award is being served
+	done     bool // a result was delivered
+	result   json.RawMessage
+	cancelF  context.CancelCauseFunc
+	canceled bool
+}
+
+// bid asks the handler about a call and, if it bids, proposes on a stream
+// to the requester and waits there for the verdict.
+func (s *Service) bid(con *contractor, call Call, progress time.Duration, requester peer.AddrInfo) {
+	key := contractKey{call.Task, con.agent.ID}
+	s.mu.Lock()
+	if old := s.contracts[key]; old != nil && old.holding() {
+		s.mu.Unlock()
+		return // a re-issued call for a task we already hold
+	}
+	c := &contract{s: s, agent: con.agent, con: con, call: call, progress: progress}
+	s.contracts[key] = c
+	s.mu.Unlock()
+	c.hist.set(StateSubmitted, "call from "+short(call.Requester))
+
+	bctx, cancel := context.WithTimeout(s.ctx, call.BidWindow)
+	bid, err := safeBid(bctx, con.h, call)
+	cancel()
+	if err != nil {
+		if errors.Is(err, ErrNoBid) && err == ErrNoBid {
+			c.end(StateRejected, "no bid")
+			return
+		}
+		c.end(StateRejected, "refused: "+err.Error())
+		c.send(requester, msgRefuse, wire{Task: call.Task, Reason: err.Error()})
+		return
+	}
+	if call.Budget > 0 && bid.Price > call.Budget {
+		c.end(StateRejected, fmt.Sprintf("own price %g over the budget %g; no bid", bid.Price, call.Budget))
+		return
+	}
+	c.bid = bid
+	c.hist.set(StateNegotiating, fmt.Sprintf("proposed price %g, eta %s", bid.Price, bid.ETA))
+	conn := c.send(requester, msgPropose, bidWire(call.Task, bid))
+	if conn == nil {
+		return
+	}
+	// The verdict comes when the window closes, or later if we stand by
+	// for a winner that has not yet committed.
+	conn.SetReadTimeout(time.Until(call.Deadline))
+	var w wire
+	m, err := conn.Recv(&w)
+	if err != nil {
+		if frame.Reason(err) != "" {
+			s.refuseFrame(conn.Stream(), err)
+		} else {
+			_ = conn.Reset()
+		}
+		c.hist.set(StateRejected, "no verdict: "+err.Error())
+		return
+	}
+	switch m.Type {
+	case msgAccept:
+		c.serveAward(s.ctx, conn, w)
+	case msgReject:
+		// Stay eligible for a re-award until the deadline.
+		c.hist.set(StateRejected, "rejected: "+w.Reason)
+		_ = conn.Close()
+	default:
+		s.refuseFrame(conn.Stream(), fmt.Errorf("%w: %q as a verdict", frame.ErrBadBody, m.Type))
+	}
+}
+
+// send opens a stream to the requester and sends one frame on it.
+func (c *contract) send(requester peer.AddrInfo, typ string, w wire) *frame.Conn {
+	s := c.s
+	if len(requester.Addrs) > 0 {
+		s.h.Peerstore().AddAddrs(requester.ID, requester.Addrs, peerstore.TempAddrTTL)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, max(c.call.BidWindow, time.Second))
+	defer cancel()
+	st, err := s.h.NewStream(ctx, requester.ID, ProtocolID)
+	if err != nil {
+		c.hist.set(StateFailed, "could not reach the requester: "+err.Error())
+		return nil
+	}
+	conn := s.newConn(st, c.agent)
+	conn.ExpectPeer(c.call.Requester)
+	if err := conn.Send(typ, wireVersion, w); err != nil {
+		_ = conn.Reset()
+		c.hist.set(StateFailed, "could not send "+typ+": "+err.Error())
+		return nil
+	}
+	if typ == msgRefuse {
+		_ = conn.Close()
+		return nil
+	}
+	return conn
+}
+
+// holding reports whether the contract has an award in hand or done, so a
+// repeated call must not start another bid.
+func (c *contract) holding() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.busy || c.done
+}
+
+func (c *contract) ended() bool {
+	st, _, _ := c.hist.get()
+	return st.Terminal() && !c.holding()
+}
+
+func (c *contract) end(st State, note string) {
+	c.hist.set(st, note)
+	c.s.m.outcomes.WithLabelValues(string(RoleContractor), string(st)).Inc()
+	c.s.mu.Lock()
+	c.s.endedLocked(c.call.Task)
+	c.s.mu.Unlock()
+}
+
+// cancel stops the work of an awarded task; false if none is running.
+func (c *contract) cancel(why string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cancelF == nil || c.done {
+		return false
+	}
+	c.canceled = true
+	c.cancelF(errors.New(why))
+	return true
+}
+
+// serveAward answers an accept on conn: commit or decline, receive the
+// input, run the work with progress, send the result, wait for the ack. A
+// repeated award for a task already served changes nothing.
+func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire) {
+	defer conn.Close()
+	c.mu.Lock()
+	switch {
+	case c.done:
+		result := c.result
+		c.mu.Unlock()
+		_ = conn.Send(msgResult, wireVersion, wire{Task: c.call.Task, Output: result})
+		return
+	case c.busy:
+		c.mu.Unlock()
+		_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: "already working on this task"})
+		return
+	}
+	c.busy = true
+	c.mu.Unlock()
+	release := func() {
+		c.mu.Lock()
+		c.busy = false
+		c.mu.Unlock()
+	}
+	if time.Now().After(c.call.Deadline) {
+		release()
+		_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: "past the deadline"})
+		return
+	}
+	if cm, ok := c.con.h.(Committer); ok {
+		if err := safeCommit(ctx, cm, c.call, c.bid); err != nil {
+			release()
+			c.hist.set(StateRejected, "declined the award: "+err.Error())
+			_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: err.Error()})
+			return
+		}
+	}
+	if err := conn.Send(msgCommit, wireVersion, wire{Task: c.call.Task}); err != nil {
+		release()
+		c.hist.set(StateFailed, "could not commit: "+err.Error())
+		return
+	}
+	c.hist.revive(StateWorking, "awarded: "+accept.Rationale)
+
+	conn.SetReadTimeout(c.s.cfg.CommitTimeout)
+	var w wire
+	m, err := conn.Recv(&w)
+	if err != nil || m.Type != msgTask {
+		release()
+		if err != nil && frame.Reason(err) != "" {
+			c.s.refuseFrame(conn.Stream(), err)
+		}
+		c.end(StateCanceled, "no task input after commit")
+		return
+	}
+
+	wctx, cancel := context.WithDeadline(ctx, c.call.Deadline)
+	wctx, cancelCause := context.WithCancelCause(wctx)
+	defer cancel()
+	c.mu.Lock()
+	c.cancelF = cancelCause
+	c.mu.Unlock()
+
+	var sendMu sync.Mutex
+	send := func(typ string, w wire) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		_ = conn.Stream().SetWriteDeadline(time.Now().Add(c.s.cfg.CommitTimeout))
+		return conn.Send(typ, wireVersion, w)
+	}
+	// The reader hears cancel and ack while the work runs; a lost stream
+	// cancels the work, since nobody is waiting for its result.
+	acked := make(chan struct{})
+	var readers sync.WaitGroup
+	readers.Add(1)
+	go func() {
+		defer readers.Done()
+		conn.SetReadTimeout(0)
+		for {
+			var in wire
+			m, err := conn.Recv(&in)
+			if err != nil {
+				cancelCause(fmt.Errorf("requester gone: %w", err))
+				return
+			}
+			switch m.Type {
+			case msgCancel:
+				c.mu.Lock()
+				c.canceled = true
+				c.mu.Unlock()
+				cancelCause(errors.New("canceled by the requester: " + in.Reason))
+			case msgAck:
+				close(acked)
+				return
+			}
+		}
+	}()
+	// Keepalives let the requester tell slow work from a dead contractor.
+	keepalive := time.NewTicker(max(c.progress/3, 50*time.Millisecond))
+	stopKeepalive := make(chan struct{})
+	readers.Add(1)
+	go func() {
+		defer readers.Done()
+		defer keepalive.Stop()
+		for {
+			select {
+			case <-keepalive.C:
+				_ = send(msgProgress, wire{Task: c.call.Task})
+			case <-stopKeepalive:
+				return
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+
+	task := Task{Call: c.call, Bid: c.bid, Input: w.Input, Progress: func(f float64, note string) {
+		_ = send(msgProgress, wire{Task: c.call.Task, Fraction: f, Note: note})
+	}}
+	out, werr := safeWork(wctx, c.con.h, task)
+	close(stopKeepalive)
+
+	c.mu.Lock()
+	canceled := c.canceled
+	c.mu.Unlock()
+	switch {
+	case canceled || (wctx.Err() != nil && werr != nil):
+		c.mu.Lock()
+		c.busy = false
+		c.mu.Unlock()
+		_ = conn.Reset()
+		readers.Wait()
+		c.end(StateCanceled, context.Cause(wctx).Error())
+		return
+	case werr != nil:
+		_ = send(msgFailure, wire{Task: c.call.Task, Reason: werr.Error()})
+		c.mu.Lock()
+		c.busy = false
+		c.mu.Unlock()
+		_ = conn.Close()
+		readers.Wait()
+		c.end(StateFailed, werr.Error())
+		return
+	}
+	if len(out) == 0 {
+		out = json.RawMessage("null")
+	}
+	c.mu.Lock()
+	c.done, c.result = true, out
+	c.mu.Unlock()
+	if err := send(msgResult, wire{Task: c.call.Task, Output: out}); err != nil {
+		_ = conn.Reset()
+		readers.Wait()
+		c.end(StateFailed, "could not deliver the result: "+err.Error())
+		return
+	}
+	select {
+	case <-acked:
+	case <-time.After(c.s.cfg.CommitTimeout):
+	case <-ctx.Done():
+	}
+	_ = conn.Close()
+	readers.Wait()
+	c.end(StateCompleted, "result delivered")
+}
+
+func (c *contract) info() TaskInfo {
+	st, steps, updated := c.hist.get()
+	return TaskInfo{Task: c.call.Task, Role: RoleContractor, Capability: c.call.Capability, Agent: c.agent.ID,
+		Peer: c.call.Requester, State: st, Updated: updated, History: steps}
+}
+
+// revive moves a contract out of "rejected" when a stand-by bid is
+// awarded after all.
+func (h *history) revive(st State, note string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	h.state, h.updated = st, now
+	h.steps = append(h.steps, Transition{State: st, At: now, Note: note})
+}
+
+// The handler is the agent author's code: a panic in it must not take the
+// node down.
+func safeBid(ctx context.Context, h Handler, call Call) (b Bid, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bid handler panicked: %v", r)
+		}
+	}()
+	return h.Bid(ctx, call)
+}
+
+func safeWork(ctx context.Context, h Handler, t Task) (out json.RawMessage, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("work handler panicked: %v", r)
+		}
+	}()
+	return h.Work(ctx, t)
+}
+
+func safeCommit(ctx context.Context, c Committer, call Call, b Bid) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("commit handler panicked: %v", r)
+		}
+	}()
+	return c.Commit(ctx, call, b)
+}

@@ -1,0 +1,48 @@
+package negotiation
+
+import "time"
+
+// RequestOptions tune one Request. Zero fields take the service's defaults.
+type RequestOptions struct {
+	BidWindow time.Duration // how long bids are taken after each call
+	Timeout   time.Duration // the whole task's deadline from now
+	// ProgressTimeout fails over a contractor silent for this long.
+	ProgressTimeout time.Duration
+	// CommitTimeout fails over a winner that neither commits nor declines.
+	CommitTimeout time.Duration
+	// Calls is the retry budget: how many calls for proposals at most.
+	Calls    int
+	Strategy Strategy
+	// Agent names the requesting hosted agent; "" is the default agent.
+	Agent string
+}
+
+// RequestOption changes RequestOptions.
+type RequestOption func(*RequestOptions)
+
+// WithBidWindow sets how long bids are taken after each call.
+func WithBidWindow(d time.Duration) RequestOption {
+	return func(o *RequestOptions) { o.BidWindow = d }
+}
+
+// WithTimeout sets the task's deadline, from now.
+func WithTimeout(d time.Duration) RequestOption { return func(o *RequestOptions) { o.Timeout = d } }
+
+// WithProgressTimeout sets how long a working contractor may be silent.
+func WithProgressTimeout(d time.Duration) RequestOption {
+	return func(o *RequestOptions) { o.ProgressTimeout = d }
+}
+
+// WithCommitTimeout sets how long an awarded contractor has to commit.
+func WithCommitTimeout(d time.Duration) RequestOption {
+	return func(o *RequestOptions) { o.CommitTimeout = d }
+}
+
+// WithCalls sets the retry budget: the most calls for proposals.
+func WithCalls(n int) RequestOption { return func(o *RequestOptions) { o.Calls = n } }
+
+// WithStrategy sets how bids are ranked.
+func WithStrategy(s Strategy) RequestOption { return func(o *RequestOptions) { o.Strategy = s } }
+
+// WithAgent names the requesting hosted agent.
+func WithAgent(name string) RequestOption { return func(o *RequestOptions) { o.Agent = name } }

@@ -1,0 +1,66 @@
+package negotiation
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/parleynet/parley/identity"
+)
+
+// ProtocolID is the negotiation protocol. A later /parley/negotiate/1.1.0
+// can be served beside it and chosen by libp2p's protocol selection.
+const ProtocolID = "/parley/negotiate/1.0.0"
+
+// wireVersion is the schema version of every message below.
+const wireVersion = 1
+
+// Message types, FIPA Contract Net's performatives.
+const (
+	msgPropose  = "propose"  // contractor → requester: a bid
+	msgRefuse   = "refuse"   // contractor → requester: no bid, with a reason
+	msgAccept   = "accept"   // requester → contractor: the award, with a rationale
+	msgReject   = "reject"   // requester → contractor: not this time, with a reason
+	msgCounter  = "counter"  // reserved for counter-proposal rounds
+	msgCommit   = "commit"   // contractor → requester: will do it
+	msgDecline  = "decline"  // contractor → requester: will not after all
+	msgTask     = "task"     // requester → contractor: the full input
+	msgProgress = "progress" // contractor → requester: alive, how far
+	msgResult   = "result"   // contractor → requester: the output
+	msgFailure  = "failure"  // contractor → requester: could not do it
+	msgCancel   = "cancel"   // either side: stop
+	msgAck      = "ack"      // requester → contractor: result received
+)
+
+// wire is the JSON body of every negotiation frame; each message uses the
+// fields it needs. The sender's AgentID is the envelope's signer.
+type wire struct {
+	Task string `json:"task"`
+	// Agent names the contractor agent an accept is for (a node may host
+	// several bidders for one task).
+	Agent     identity.AgentID `json:"agent,omitempty"`
+	Price     float64          `json:"price,omitempty"`
+	ETAMillis int64            `json:"eta_ms,omitempty"`
+	Rationale string           `json:"rationale,omitempty"`
+	Reason    string           `json:"reason,omitempty"`
+	Input     json.RawMessage  `json:"input,omitempty"`
+	Output    json.RawMessage  `json:"output,omitempty"`
+	Fraction  float64          `json:"fraction,omitempty"`
+	Note      string           `json:"note,omitempty"`
+}
+
+func (w wire) bid() Bid {
+	return Bid{Price: w.Price, ETA: time.Duration(w.ETAMillis) * time.Millisecond, Rationale: w.Rationale}
+}
+
+func bidWire(task string, b Bid) wire {
+	return wire{Task: task, Price: b.Price, ETAMillis: b.ETA.Milliseconds(), Rationale: b.Rationale}
+}
+
+// cfp is the payload of a task intent: the call for proposals.
+type cfp struct {
+	Task    string          `json:"task"`
+	Summary json.RawMessage `json:"summary,omitempty"`
+	// ProgressMillis is the requester's progress timeout, so the winner
+	// knows how often it must show signs of life.
+	ProgressMillis int64 `json:"progress_ms,omitempty"`
+}

@@ -1,0 +1,508 @@
+package negotiation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/internal/frame"
+)
+
+// bidder is one bid and, until a verdict is sent, its open stream.
+type bidder struct {
+	info BidInfo
+	conn *frame.Conn
+}
+
+// request is one task this node requested. Its runner (Service.Request's
+// goroutine) owns the bids once the window closes; stream goroutines only
+// add bids while the window is open, under mu.
+type request struct {
+	s       *Service
+	id      string
+	agent   *identity.Agent
+	need    Need
+	opts    RequestOptions
+	hist    history
+	created time.Time
+	cancelF context.CancelCauseFunc
+
+	mu       sync.Mutex
+	window   int // the call whose window is open; 0 when closed
+	pending  []*bidder
+	all      []*bidder
+	winner   *bidder
+	result   json.RawMessage
+	calls    int
+	commitAt time.Time
+	outcome  *Outcome
+}
+
+var (
+	errCanceledByUser = errors.New("canceled by the requester")
+	errServiceClosed  = errors.New("node closing")
+)
+
+// Request runs a whole negotiation as agent and returns its outcome. The
+// error wraps ErrTaskFailed or ErrCanceled when the task did not complete;
+// the outcome is returned then too.
+func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need, opts ...RequestOption) (*Outcome, error) {
+	var o RequestOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s.fill(&o)
+	if err := intent.ValidCapability(need.Capability); err != nil {
+		return nil, err
+	}
+	for name, raw := range map[string]json.RawMessage{"summary": need.Summary, "input": need.Input} {
+		if len(raw) > 0 && !json.Valid(raw) {
+			return nil, fmt.Errorf("%w: need %s is not valid JSON", intent.ErrBadPayload, name)
+		}
+	}
+	if s.cfg.Publish == nil {
+		return nil, errors.New("negotiation: no Publish function configured")
+	}
+	r := &request{s: s, id: identity.NewID(), agent: agent, need: need, opts: o, created: time.Now()}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	ctx, cancelT := context.WithTimeout(ctx, o.Timeout)
+	defer cancelT()
+	r.cancelF = cancel
+	stop := context.AfterFunc(s.ctx, func() { cancel(errServiceClosed) })
+	defer stop()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.requests[r.id] = r
+	s.mu.Unlock()
+	r.hist.set(StateSubmitted, fmt.Sprintf("%s needs %s", agent.Name, need.Capability))
+
+	reason := r.run(ctx)
+	out := r.finish(ctx, reason)
+	s.mu.Lock()
+	s.endedLocked(r.id)
+	s.mu.Unlock()
+	s.m.outcomes.WithLabelValues(string(RoleRequester), string(out.State)).Inc()
+	s.m.latency.Observe(out.Timings.Total.Seconds())
+	switch out.State {
+	case StateCompleted:
+		return out, nil
+	case StateCanceled:
+		return out, fmt.Errorf("task %s: %w: %s", r.id, ErrCanceled, out.Reason)
+	}
+	return out, fmt.Errorf("task %s: %w: %s", r.id, ErrTaskFailed, out.Reason)
+}
+
+func (s *Service) fill(o *RequestOptions) {
+	if o.BidWindow <= 0 {
+		o.BidWindow = s.cfg.BidWindow
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = s.cfg.Timeout
+	}
+	if o.CommitTimeout <= 0 {
+		o.CommitTimeout = s.cfg.CommitTimeout
+	}
+	if o.ProgressTimeout <= 0 {
+		o.ProgressTimeout = s.cfg.ProgressTimeout
+	}
+	if o.Calls <= 0 {
+		o.Calls = s.cfg.Calls
+	}
+	if o.Strategy == nil {
+		o.Strategy = Cheapest()
+	}
+}
+
+// cancel ends the task as canceled; false if it had already ended.
+func (r *request) cancel(why string) bool {
+	if st, _, _ := r.hist.get(); st.Terminal() {
+		return false
+	}
+	r.cancelF(fmt.Errorf("%w: %s", errCanceledByUser, why))
+	return true
+}
+
+func (r *request) ended() bool {
+	st, _, _ := r.hist.get()
+	return st.Terminal()
+}
+
+// receiveBid takes a proposal or refusal from a bidder's stream.
+func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID, w wire) {
+	b := &bidder{info: BidInfo{Agent: from, Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
+	r.mu.Lock()
+	b.info.Call = r.window
+	late := r.window == 0
+	dup := false
+	for _, p := range r.pending {
+		dup = dup || p.info.Agent == from
+	}
+	switch {
+	case typ == msgRefuse:
+		b.info.Status, b.info.Note, b.conn = "refused", w.Reason, nil
+	case late:
+		b.info.Status, b.info.Note, b.conn = "late", "bid window closed", nil
+	case dup:
+		r.mu.Unlock()
+		r.reject(conn, "duplicate bid for this call")
+		return
+	default:
+		r.pending = append(r.pending, b)
+	}
+	r.all = append(r.all, b)
+	r.mu.Unlock()
+	switch {
+	case typ == msgRefuse:
+		_ = conn.Close()
+	case late:
+		r.reject(conn, "bid window closed; thank you")
+	}
+}
+
+func (r *request) reject(conn *frame.Conn, reason string) {
+	conn.SetReadTimeout(0)
+	_ = conn.Send(msgReject, wireVersion, wire{Task: r.id, Reason: reason})
+	_ = conn.Close()
+}
+
+// run calls for proposals and awards until the task completes, the retry
+// budget is spent or ctx ends. It returns why the task did not complete,
+// or "" if it did.
+func (r *request) run(ctx context.Context) string {
+	var reasons []string
+	for call := 1; call <= r.opts.Calls; call++ {
+		r.hist.set(StateNegotiating, fmt.Sprintf("call %d of %d", call, r.opts.Calls))
+		bids, err := r.callForProposals(ctx, call)
+		if err != nil {
+			return err.Error()
+		}
+		if ctx.Err() != nil {
+			return ""
+		}
+		if len(bids) == 0 {
+			reasons = append(reasons, fmt.Sprintf("call %d: no bids within the %s bid window", call, r.opts.BidWindow))
+			continue
+		}
+		ranked := r.rank(bids)
+		for i, b := range ranked {
+			rationale := fmt.Sprintf("ranked %d of %d by %s (price %g, eta %s)", i+1, len(ranked), r.opts.Strategy.Name(), b.info.Price, b.info.ETA)
+			done, why := r.award(ctx, b, rationale)
+			if done || ctx.Err() != nil {
+				r.rejectRest("task ended")
+				return ""
+			}
+			reasons = append(reasons, fmt.Sprintf("%s %s", short(b.info.Agent), why))
+			r.hist.note(fmt.Sprintf("%s %s; moving on", short(b.info.Agent), why))
+		}
+		r.rejectRest("no award this call")
+	}
+	return "no contractor completed it: " + strings.Join(reasons, "; ")
+}
+
+// callForProposals publishes call number n and returns the bids that
+// arrived within the bid window and the budget.
+func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error) {
+	deadline, _ := ctx.Deadline()
+	payload, err := json.Marshal(cfp{Task: r.id, Summary: r.need.Summary, ProgressMillis: r.opts.ProgressTimeout.Milliseconds()})
+	if err != nil {
+		return nil, fmt.Errorf("marshal call: %w", err)
+	}
+	body := intent.Body{
+		Kind:       intent.KindTask,
+		Capability: r.need.Capability,
+		Payload:    payload,
+		Constraints: &intent.Constraints{
+			Deadline:  deadline,
+			BidWindow: intent.Duration(r.opts.BidWindow),
+			Budget:    r.need.Budget,
+		},
+	}
+	r.mu.Lock()
+	r.window, r.pending, r.calls = n, nil, n
+	r.mu.Unlock()
+	if _, err := r.s.cfg.Publish(ctx, r.agent, body, time.Until(deadline)); err != nil {
+		r.closeWindow()
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("publish call %d: %w", n, err)
+	}
+	t := time.NewTimer(r.opts.BidWindow)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+	}
+	bids := r.closeWindow()
+	var ok []*bidder
+	for _, b := range bids {
+		if r.need.Budget > 0 && b.info.Price > r.need.Budget {
+			b.info.Status, b.info.Note = "over_budget", fmt.Sprintf("price %g over budget %g", b.info.Price, r.need.Budget)
+			r.reject(b.conn, b.info.Note)
+			b.conn = nil
+			continue
+		}
+		ok = append(ok, b)
+	}
+	return ok, nil
+}
+
+func (r *request) closeWindow() []*bidder {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.window = 0
+	bids := r.pending
+	r.pending = nil
+	return bids
+}
+
+// rank orders bids by the strategy and records each one's rank.
+func (r *request) rank(bids []*bidder) []*bidder {
+	byAgent := map[identity.AgentID]*bidder{}
+	infos := make([]BidInfo, len(bids))
+	for i, b := range bids {
+		byAgent[b.info.Agent] = b
+		infos[i] = b.info
+	}
+	ranked := make([]*bidder, 0, len(bids))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, in := range r.opts.Strategy.Rank(infos) {
+		b := byAgent[in.Agent]
+		b.info.Rank, b.info.Status = i+1, "standby"
+		ranked = append(ranked, b)
+	}
+	return ranked
+}
+
+// rejectRest sends a verdict to every bidder still waiting on a stream.
+func (r *request) rejectRest(reason string) {
+	r.mu.Lock()
+	var open []*frame.Conn
+	for _, b := range r.all {
+		if b.conn != nil {
+			open = append(open, b.conn)
+			b.conn = nil
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range open {
+		r.reject(c, reason)
+	}
+}
+
+func (r *request) setStatus(b *bidder, status, note string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b.info.Status, b.info.Note = status, note
+}
+
+// award offers the task to b and, if it commits, sees the work through.
+// It reports whether the task completed, or why b did not complete it.
+func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool, string) {
+	r.mu.Lock()
+	conn := b.conn
+	b.conn = nil
+	r.mu.Unlock()
+	if conn == nil {
+		// The bidder's stream is gone (we rejected it or it closed):
+		// re-award on a new stream; it stands by until the deadline.
+		st, err := r.s.h.NewStream(ctx, b.info.Peer, ProtocolID)
+		if err != nil {
+			r.setStatus(b, "failed", "unreachable: "+err.Error())
+			return false, "was unreachable for the award"
+		}
+		conn = r.s.newConn(st, r.agent)
+		conn.ExpectPeer(b.info.Agent)
+	}
+	// When the task is canceled, tell the contractor and end the stream,
+	// which also ends a blocked read.
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.Stream().SetWriteDeadline(time.Now().Add(time.Second))
+		_ = conn.Send(msgCancel, wireVersion, wire{Task: r.id, Reason: causeText(ctx)})
+		_ = conn.Reset()
+	})
+	defer stop()
+	ok := false
+	defer func() {
+		if ok {
+			_ = conn.Close()
+		} else {
+			_ = conn.Reset()
+		}
+	}()
+
+	w := bidWire(r.id, b.info.Bid)
+	w.Agent, w.Rationale = b.info.Agent, rationale
+	if err := conn.Send(msgAccept, wireVersion, w); err != nil {
+		r.setStatus(b, "failed", err.Error())
+		return false, "could not be sent the award"
+	}
+	r.setStatus(b, "awarded", rationale)
+	r.hist.note(fmt.Sprintf("awarded to %s: %s", short(b.info.Agent), rationale))
+
+	conn.SetReadTimeout(r.opts.CommitTimeout)
+	var in wire
+	m, err := conn.Recv(&in)
+	if err != nil {
+		return false, r.lost(ctx, conn, b, err, "commit")
+	}
+	switch m.Type {
+	case msgCommit:
+	case msgDecline:
+		r.setStatus(b, "declined", in.Reason)
+		return false, "declined: " + in.Reason
+	default:
+		r.setStatus(b, "failed", "sent "+m.Type+" instead of commit")
+		return false, "answered the award with " + m.Type
+	}
+
+	r.mu.Lock()
+	r.winner, r.commitAt = b, time.Now()
+	r.mu.Unlock()
+	r.hist.set(StateWorking, short(b.info.Agent)+" committed")
+	r.rejectRest(fmt.Sprintf("awarded to another bid (%s); standing by until the deadline", rationale))
+	if err := conn.Send(msgTask, wireVersion, wire{Task: r.id, Input: r.need.Input}); err != nil {
+		r.setStatus(b, "failed", err.Error())
+		return false, "could not be sent the task"
+	}
+	for {
+		conn.SetReadTimeout(r.opts.ProgressTimeout)
+		m, err := conn.Recv(&in)
+		if err != nil {
+			return false, r.lost(ctx, conn, b, err, "progress")
+		}
+		switch m.Type {
+		case msgProgress, msgCommit: // alive; a repeated commit changes nothing
+		case msgResult:
+			r.mu.Lock()
+			r.result = in.Output
+			b.info.Status, b.info.Note = "completed", ""
+			r.mu.Unlock()
+			_ = conn.Send(msgAck, wireVersion, wire{Task: r.id})
+			ok = true
+			return true, ""
+		case msgFailure:
+			r.setStatus(b, "failed", in.Reason)
+			return false, "failed: " + in.Reason
+		case msgCancel:
+			r.setStatus(b, "failed", "withdrew: "+in.Reason)
+			return false, "withdrew: " + in.Reason
+		default:
+			r.setStatus(b, "failed", "sent "+m.Type+" while working")
+			return false, "sent " + m.Type + " while working"
+		}
+	}
+}
+
+// lost explains a failed read from the awarded contractor and, if the task
+// itself was canceled, tells the contractor.
+func (r *request) lost(ctx context.Context, conn *frame.Conn, b *bidder, err error, waitingFor string) string {
+	if ctx.Err() != nil {
+		r.setStatus(b, "canceled", causeText(ctx))
+		return "was canceled"
+	}
+	if reason := frame.Reason(err); reason != "" {
+		r.s.m.dropped.WithLabelValues(reason).Inc()
+		r.setStatus(b, "failed", "bad frame: "+reason)
+		return "sent a bad frame (" + reason + ")"
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		timeout := r.opts.CommitTimeout
+		if waitingFor == "progress" {
+			timeout = r.opts.ProgressTimeout
+		}
+		r.setStatus(b, "silent", fmt.Sprintf("no %s within %s", waitingFor, timeout))
+		return fmt.Sprintf("went silent (no %s within %s)", waitingFor, timeout)
+	}
+	r.setStatus(b, "failed", "stream lost: "+err.Error())
+	return "was lost (stream closed while waiting for " + waitingFor + ")"
+}
+
+func causeText(ctx context.Context) string {
+	cause := context.Cause(ctx)
+	switch {
+	case errors.Is(cause, context.DeadlineExceeded):
+		return "deadline exceeded"
+	case cause != nil:
+		return cause.Error()
+	}
+	return "canceled"
+}
+
+// finish builds the outcome and sets the final state.
+func (r *request) finish(ctx context.Context, failReason string) *Outcome {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	out := &Outcome{Task: r.id, Capability: r.need.Capability, Calls: r.calls, Result: r.result}
+	cause := context.Cause(ctx)
+	switch {
+	case r.result != nil:
+		r.hist.set(StateCompleted, "result received and acknowledged")
+	case errors.Is(cause, errCanceledByUser) || (cause != nil && !errors.Is(cause, context.DeadlineExceeded) && !errors.Is(cause, errServiceClosed) && failReason == ""):
+		out.Reason = causeText(ctx)
+		r.hist.set(StateCanceled, out.Reason)
+	case errors.Is(cause, errServiceClosed):
+		out.Reason = "node closed before the task ended"
+		r.hist.set(StateFailed, out.Reason)
+	case errors.Is(cause, context.DeadlineExceeded):
+		out.Reason = fmt.Sprintf("deadline of %s exceeded", r.opts.Timeout)
+		if failReason != "" {
+			out.Reason += "; " + failReason
+		}
+		r.hist.set(StateFailed, out.Reason)
+	default:
+		out.Reason = failReason
+		r.hist.set(StateFailed, out.Reason)
+	}
+	out.State, out.History, _ = r.hist.get()
+	if r.winner != nil && r.result != nil {
+		out.Winner, out.WinnerPeer = r.winner.info.Agent, r.winner.info.Peer
+	}
+	for _, b := range r.all {
+		out.Bids = append(out.Bids, b.info)
+	}
+	out.Timings.Total = now.Sub(r.created)
+	if !r.commitAt.IsZero() {
+		out.Timings.Negotiation = r.commitAt.Sub(r.created)
+		if r.result != nil {
+			out.Timings.Work = now.Sub(r.commitAt)
+		}
+	}
+	r.outcome = out
+	return out
+}
+
+func (r *request) info() TaskInfo {
+	st, steps, updated := r.hist.get()
+	ti := TaskInfo{Task: r.id, Role: RoleRequester, Capability: r.need.Capability, Agent: r.agent.ID, State: st, Updated: updated, History: steps}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.winner != nil {
+		ti.Peer = r.winner.info.Agent
+	}
+	ti.Outcome = r.outcome
+	return ti
+}
+
+// short abbreviates an AgentID for logs and notes.
+func short(a identity.AgentID) string {
+	s := string(a)
+	if len(s) > 20 {
+		return "…" + s[len(s)-8:]
+	}
+	return s
+}

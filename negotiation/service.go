@@ -1,0 +1,377 @@
+package negotiation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/internal/frame"
+)
+
+var log = logging.Logger("parley/negotiation")
+
+// PublishFunc gossips a call for proposals signed by agent; the node
+// supplies it.
+type PublishFunc func(ctx context.Context, agent *identity.Agent, body intent.Body, ttl time.Duration) (*intent.Intent, error)
+
+// Config sets up a Service. Zero durations take the defaults shown.
+type Config struct {
+	// Publish sends calls for proposals. Required to make requests.
+	Publish PublishFunc
+	// Replay refuses replayed frames; the node shares its window.
+	Replay *identity.ReplayWindow
+	// MaxFrameSize caps one frame (default frame.DefaultMaxSize).
+	MaxFrameSize int
+	// Registerer receives the service's metrics; nil registers none.
+	Registerer prometheus.Registerer
+
+	BidWindow       time.Duration // default 1s
+	Timeout         time.Duration // a task's deadline; default 60s
+	CommitTimeout   time.Duration // default 5s
+	ProgressTimeout time.Duration // default 10s
+	Calls           int           // calls for proposals per task; default 2
+	// KeepTasks bounds how many finished tasks are remembered (default 1000).
+	KeepTasks int
+}
+
+func (c *Config) setDefaults() {
+	if c.BidWindow <= 0 {
+		c.BidWindow = time.Second
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = time.Minute
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = 5 * time.Second
+	}
+	if c.ProgressTimeout <= 0 {
+		c.ProgressTimeout = 10 * time.Second
+	}
+	if c.Calls <= 0 {
+		c.Calls = 2
+	}
+	if c.MaxFrameSize <= 0 {
+		c.MaxFrameSize = frame.DefaultMaxSize
+	}
+	if c.KeepTasks <= 0 {
+		c.KeepTasks = 1000
+	}
+}
+
+// Service runs both roles of the contract net for one node.
+type Service struct {
+	h   host.Host
+	cfg Config
+	m   *metrics
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	closed      bool
+	requests    map[string]*request       // by task ID
+	contracts   map[contractKey]*contract // by task ID and our agent
+	contractors map[identity.AgentID]*contractor
+	finished    []string // task keys in the order they ended, for eviction
+}
+
+type contractKey struct {
+	task  string
+	agent identity.AgentID
+}
+
+// New starts a Service on h and registers its stream handler.
+func New(h host.Host, cfg Config) *Service {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		h:           h,
+		cfg:         cfg,
+		m:           newMetrics(cfg.Registerer),
+		ctx:         ctx,
+		cancel:      cancel,
+		requests:    map[string]*request{},
+		contracts:   map[contractKey]*contract{},
+		contractors: map[identity.AgentID]*contractor{},
+	}
+	h.SetStreamHandler(ProtocolID, s.handleStream)
+	return s
+}
+
+// Close stops the stream handler, cancels every task this node requests or
+// works on, and waits for their goroutines.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.h.RemoveStreamHandler(ProtocolID)
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+// goroutine runs f as a goroutine the service owns.
+func (s *Service) goroutine(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				log.Errorw("negotiation goroutine panicked; task abandoned", "panic", r)
+			}
+		}()
+		f()
+	}()
+	return true
+}
+
+func (s *Service) newConn(st network.Stream, self *identity.Agent) *frame.Conn {
+	return frame.New(st, self, frame.Options{MaxSize: s.cfg.MaxFrameSize, Replay: s.cfg.Replay})
+}
+
+// refuseFrame resets a stream whose frame failed verification and counts
+// why. Nothing a peer sends gets further than this.
+func (s *Service) refuseFrame(st network.Stream, err error) {
+	reason := frame.Reason(err)
+	if reason == "" {
+		reason = "stream"
+	}
+	s.m.dropped.WithLabelValues(reason).Inc()
+	log.Debugw("negotiation frame refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", reason, "err", err)
+	_ = st.Reset()
+}
+
+// handleStream serves a stream a peer opened: a bidder's proposal (we are
+// the requester) or a requester's re-award (we are the contractor).
+func (s *Service) handleStream(st network.Stream) {
+	if !s.goroutine(func() { s.serveStream(st) }) {
+		_ = st.Reset()
+	}
+}
+
+func (s *Service) serveStream(st network.Stream) {
+	conn := s.newConn(st, nil)
+	conn.SetReadTimeout(s.cfg.CommitTimeout)
+	var w wire
+	m, err := conn.Recv(&w)
+	if err != nil {
+		s.refuseFrame(st, err)
+		return
+	}
+	switch m.Type {
+	case msgPropose, msgRefuse:
+		s.mu.Lock()
+		r := s.requests[w.Task]
+		s.mu.Unlock()
+		if r == nil {
+			// A bid for a task we never asked for, or long forgotten.
+			_ = st.Reset()
+			s.m.dropped.WithLabelValues("unknown_task").Inc()
+			return
+		}
+		conn.SetSelf(r.agent)
+		conn.ExpectPeer(m.From)
+		r.receiveBid(conn, m.Type, m.From, w)
+	case msgAccept:
+		s.mu.Lock()
+		c := s.contracts[contractKey{w.Task, w.Agent}]
+		s.mu.Unlock()
+		if c == nil || c.call.Requester != m.From {
+			_ = st.Reset()
+			s.m.dropped.WithLabelValues("unknown_task").Inc()
+			return
+		}
+		conn.SetSelf(c.agent)
+		conn.ExpectPeer(m.From)
+		c.serveAward(s.ctx, conn, w)
+	default:
+		s.refuseFrame(st, fmt.Errorf("%w: a stream may not open with %q", frame.ErrBadBody, m.Type))
+	}
+}
+
+// Tasks lists every task this node knows, newest first.
+func (s *Service) Tasks() []TaskInfo {
+	s.mu.Lock()
+	reqs := make([]*request, 0, len(s.requests))
+	for _, r := range s.requests {
+		reqs = append(reqs, r)
+	}
+	cons := make([]*contract, 0, len(s.contracts))
+	for _, c := range s.contracts {
+		cons = append(cons, c)
+	}
+	s.mu.Unlock()
+	out := make([]TaskInfo, 0, len(reqs)+len(cons))
+	for _, r := range reqs {
+		out = append(out, r.info())
+	}
+	for _, c := range cons {
+		out = append(out, c.info())
+	}
+	slices.SortFunc(out, func(a, b TaskInfo) int { return b.Updated.Compare(a.Updated) })
+	return out
+}
+
+// Task returns one task; a task this node both requested and bid on is
+// shown from the requester's side.
+func (s *Service) Task(id string) (TaskInfo, error) {
+	s.mu.Lock()
+	r := s.requests[id]
+	var c *contract
+	for k, v := range s.contracts {
+		if k.task == id {
+			c = v
+			break
+		}
+	}
+	s.mu.Unlock()
+	switch {
+	case r != nil:
+		return r.info(), nil
+	case c != nil:
+		return c.info(), nil
+	}
+	return TaskInfo{}, fmt.Errorf("%w %q", ErrUnknownTask, id)
+}
+
+// Cancel cancels a task this node requested or works on.
+func (s *Service) Cancel(id string) error {
+	s.mu.Lock()
+	r := s.requests[id]
+	var cs []*contract
+	for k, v := range s.contracts {
+		if k.task == id {
+			cs = append(cs, v)
+		}
+	}
+	s.mu.Unlock()
+	if r == nil && len(cs) == 0 {
+		return fmt.Errorf("%w %q", ErrUnknownTask, id)
+	}
+	done := false
+	if r != nil {
+		done = r.cancel("canceled by the requester") || done
+	}
+	for _, c := range cs {
+		done = c.cancel("canceled by the contractor") || done
+	}
+	if !done {
+		return fmt.Errorf("task %q already ended: %w", id, errAlreadyEnded)
+	}
+	return nil
+}
+
+var errAlreadyEnded = errors.New("task already ended")
+
+// ErrAlreadyEnded is returned by Cancel for a task that has ended.
+var ErrAlreadyEnded = errAlreadyEnded
+
+// forget records that a task ended and evicts the oldest ended tasks past
+// KeepTasks. Call with s.mu held.
+func (s *Service) endedLocked(task string) {
+	s.finished = append(s.finished, task)
+	for len(s.finished) > s.cfg.KeepTasks {
+		old := s.finished[0]
+		s.finished = s.finished[1:]
+		if r, ok := s.requests[old]; ok && r.ended() {
+			delete(s.requests, old)
+		}
+		for k, c := range s.contracts {
+			if k.task == old && c.ended() {
+				delete(s.contracts, k)
+			}
+		}
+	}
+}
+
+// history is a task's state and its transitions, safe for concurrent use.
+type history struct {
+	mu      sync.Mutex
+	state   State
+	steps   []Transition
+	updated time.Time
+}
+
+func (h *history) set(st State, note string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.state.Terminal() {
+		return
+	}
+	now := time.Now()
+	h.state, h.updated = st, now
+	h.steps = append(h.steps, Transition{State: st, At: now, Note: note})
+}
+
+func (h *history) note(note string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := time.Now()
+	h.updated = now
+	h.steps = append(h.steps, Transition{State: h.state, At: now, Note: note})
+}
+
+func (h *history) get() (State, []Transition, time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state, slices.Clone(h.steps), h.updated
+}
+
+type metrics struct {
+	dropped  *prometheus.CounterVec
+	outcomes *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_negotiation_frames_dropped_total",
+			Help: "Negotiation frames refused (stream reset), by reason.",
+		}, []string{"reason"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_negotiations_total",
+			Help: "Negotiations ended, by role and final state.",
+		}, []string{"role", "state"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_negotiation_duration_seconds",
+			Help:    "Requested tasks from call to end.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.dropped, m.outcomes, m.latency)
+	}
+	return m
+}
+
+// Dropped returns how many frames were refused, by reason.
+func (s *Service) Dropped() map[string]uint64 {
+	out := map[string]uint64{}
+	ch := make(chan prometheus.Metric, 16)
+	go func() { s.m.dropped.Collect(ch); close(ch) }()
+	for m := range ch {
+		out[metricLabel(m)] = metricValue(m)
+	}
+	return out
+}
