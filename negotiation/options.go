@@ -13,6 +13,9 @@ type RequestOptions struct {
 	// Calls is the retry budget: how many calls for proposals at most.
 	Calls    int
 	Strategy Strategy
+	// EnoughBids closes the bid window early once this many bids are in;
+	// zero waits for the whole window.
+	EnoughBids int
 	// Agent names the requesting hosted agent; "" is the default agent.
 	Agent string
 }
@@ -46,3 +49,7 @@ func WithStrategy(s Strategy) RequestOption { return func(o *RequestOptions) { o
 
 // WithAgent names the requesting hosted agent.
 func WithAgent(name string) RequestOption { return func(o *RequestOptions) { o.Agent = name } }
+
+// WithEnoughBids closes the bid window as soon as n bids are in, for a
+// requester that knows how many offers it wants to compare.
+func WithEnoughBids(n int) RequestOption { return func(o *RequestOptions) { o.EnoughBids = n } }

@@ -37,6 +37,7 @@ type request struct {
 	mu       sync.Mutex
 	window   int // the call whose window is open; 0 when closed
 	pending  []*bidder
+	enough   chan struct{} // closed when EnoughBids bids are pending
 	all      []*bidder
 	winner   *bidder
 	result   json.RawMessage
@@ -160,6 +161,9 @@ func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID
 		return
 	default:
 		r.pending = append(r.pending, b)
+		if r.opts.EnoughBids > 0 && len(r.pending) == r.opts.EnoughBids {
+			close(r.enough)
+		}
 	}
 	r.all = append(r.all, b)
 	r.mu.Unlock()
@@ -231,6 +235,8 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 	}
 	r.mu.Lock()
 	r.window, r.pending, r.calls = n, nil, n
+	r.enough = make(chan struct{})
+	enough := r.enough
 	r.mu.Unlock()
 	if _, err := r.s.cfg.Publish(ctx, r.agent, body, time.Until(deadline)); err != nil {
 		r.closeWindow()
@@ -242,9 +248,10 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 	t := time.NewTimer(r.opts.BidWindow)
 	select {
 	case <-t.C:
+	case <-enough:
 	case <-ctx.Done():
-		t.Stop()
 	}
+	t.Stop()
 	bids := r.closeWindow()
 	var ok []*bidder
 	for _, b := range bids {
@@ -298,8 +305,11 @@ func (r *request) rejectRest(reason string) {
 		}
 	}
 	r.mu.Unlock()
+	// Off the critical path: closing a stream can wait for the peer.
 	for _, c := range open {
-		r.reject(c, reason)
+		if !r.s.goroutine(func() { r.reject(c, reason) }) {
+			_ = c.Reset()
+		}
 	}
 }
 

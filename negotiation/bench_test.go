@@ -1,0 +1,174 @@
+package negotiation_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-msgio"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/node/nodetest"
+)
+
+const benchInput = `{"sku":"bolt-m8","qty":500,"deliver_to":"warehouse-7"}`
+
+// loopbackNode starts a real node on 127.0.0.1 TCP.
+func loopbackNode(b *testing.B, bootstrap *node.Node) *node.Node {
+	b.Helper()
+	agent, err := nodetest.NewAgent("requester")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.NodeKey = nodetest.Key(b)
+	cfg.Agents = []*identity.Agent{agent}
+	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	if bootstrap != nil {
+		infos, err := peer.AddrInfosFromP2pAddrs(bootstrap.Addrs()...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.Bootstrap = infos
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+var echo = negotiation.HandlerFuncs{
+	BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+		return negotiation.Bid{Price: 1, ETA: time.Millisecond}, nil
+	},
+	WorkFunc: func(_ context.Context, t negotiation.Task) (json.RawMessage, error) { return t.Input, nil },
+}
+
+// BenchmarkNegotiation is one whole negotiation per op between two real
+// nodes on loopback TCP: call (gossip), propose, accept, commit, task,
+// result, ack, every frame signed and verified. The window closes at the
+// first bid. Compare with BenchmarkRawStreamRoundTrip.
+func BenchmarkNegotiation(b *testing.B) {
+	requester := loopbackNode(b, nil)
+	contractor := loopbackNode(b, requester)
+	if _, err := contractor.AddAgent(node.AgentCard{Name: "echo", Capabilities: []string{"echo"}}, echo); err != nil {
+		b.Fatal(err)
+	}
+	for len(requester.TopicPeers("echo")) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	need := negotiation.Need{Capability: "echo", Input: json.RawMessage(benchInput)}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		out, err := requester.Request(ctx, need, negotiation.WithEnoughBids(1), negotiation.WithBidWindow(5*time.Second))
+		if err != nil {
+			b.Fatalf("negotiation: %v", err)
+		}
+		if len(out.Result) == 0 {
+			b.Fatal("no result")
+		}
+	}
+}
+
+// BenchmarkRawStreamRoundTrip is the baseline: two plain libp2p hosts on
+// loopback TCP, one new stream per op carrying one msgio request and one
+// reply, with no signatures.
+func BenchmarkRawStreamRoundTrip(b *testing.B) {
+	hosts := make([]host.Host, 2)
+	for i := range hosts {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = h.Close() })
+		hosts[i] = h
+	}
+	const proto = "/bench/echo/1.0.0"
+	hosts[1].SetStreamHandler(proto, func(s network.Stream) {
+		defer s.Close()
+		r, w := msgio.NewVarintReader(s), msgio.NewVarintWriter(s)
+		msg, err := r.ReadMsg()
+		if err != nil {
+			_ = s.Reset()
+			return
+		}
+		_ = w.WriteMsg(msg)
+	})
+	ctx := context.Background()
+	if err := hosts[0].Connect(ctx, peer.AddrInfo{ID: hosts[1].ID(), Addrs: hosts[1].Addrs()}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		s, err := hosts[0].NewStream(ctx, hosts[1].ID(), proto)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := msgio.NewVarintWriter(s).WriteMsg([]byte(benchInput)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := msgio.NewVarintReader(s).ReadMsg(); err != nil {
+			b.Fatal(err)
+		}
+		_ = s.CloseWrite()
+		_, _ = io.Copy(io.Discard, s)
+		_ = s.Close()
+	}
+}
+
+// BenchmarkNegotiationLatency runs negotiations on mocknet with 50 ms links
+// and 10 bidders, each directly connected to the requester, and reports the
+// median latency against the protocol's floor: the call's one gossip hop
+// plus the five one-way legs (propose, accept, commit, task, result).
+func BenchmarkNegotiationLatency(b *testing.B) {
+	const link = 50 * time.Millisecond
+	const bidders = 10
+	m := nodetest.NewMesh(b, bidders+1, nodetest.WithLatency(link))
+	for i, n := range m.Nodes[1:] {
+		if _, err := n.AddAgent(node.AgentCard{Name: "bidder", Capabilities: []string{"echo"}}, negotiation.HandlerFuncs{
+			BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+				return negotiation.Bid{Price: float64(1 + i), ETA: time.Millisecond}, nil
+			},
+			WorkFunc: echo.WorkFunc,
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for len(m.Nodes[0].TopicPeers("echo")) < bidders {
+		time.Sleep(20 * time.Millisecond)
+	}
+	need := negotiation.Need{Capability: "echo", Input: json.RawMessage(benchInput)}
+	ctx := context.Background()
+	var lat []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := m.Nodes[0].Request(ctx, need, negotiation.WithEnoughBids(bidders), negotiation.WithBidWindow(5*time.Second)); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	floor := 6 * link
+	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)/2])/float64(floor), "x-floor")
+}
