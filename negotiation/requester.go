@@ -40,6 +40,7 @@ type request struct {
 	enough   chan struct{} // closed when EnoughBids bids are pending
 	all      []*bidder
 	winner   *bidder
+	why      string // the winner's award rationale
 	result   json.RawMessage
 	calls    int
 	commitAt time.Time
@@ -193,7 +194,7 @@ func (r *request) run(ctx context.Context) string {
 			return err.Error()
 		}
 		if ctx.Err() != nil {
-			return ""
+			return strings.Join(reasons, "; ")
 		}
 		if len(bids) == 0 {
 			reasons = append(reasons, fmt.Sprintf("call %d: no bids within the %s bid window", call, r.opts.BidWindow))
@@ -380,7 +381,7 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	}
 
 	r.mu.Lock()
-	r.winner, r.commitAt = b, time.Now()
+	r.winner, r.why, r.commitAt = b, rationale, time.Now()
 	r.mu.Unlock()
 	r.hist.set(StateWorking, short(b.info.Agent)+" committed")
 	r.rejectRest(fmt.Sprintf("awarded to another bid (%s); standing by until the deadline", rationale))
@@ -457,30 +458,33 @@ func (r *request) finish(ctx context.Context, failReason string) *Outcome {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	out := &Outcome{Task: r.id, Capability: r.need.Capability, Calls: r.calls, Result: r.result}
+	out := &Outcome{Task: r.id, Capability: r.need.Capability, Calls: r.calls, Result: r.result, Bids: []BidInfo{}}
 	cause := context.Cause(ctx)
 	switch {
 	case r.result != nil:
 		r.hist.set(StateCompleted, "result received and acknowledged")
-	case errors.Is(cause, errCanceledByUser) || (cause != nil && !errors.Is(cause, context.DeadlineExceeded) && !errors.Is(cause, errServiceClosed) && failReason == ""):
-		out.Reason = causeText(ctx)
-		r.hist.set(StateCanceled, out.Reason)
 	case errors.Is(cause, errServiceClosed):
 		out.Reason = "node closed before the task ended"
 		r.hist.set(StateFailed, out.Reason)
 	case errors.Is(cause, context.DeadlineExceeded):
 		out.Reason = fmt.Sprintf("deadline of %s exceeded", r.opts.Timeout)
-		if failReason != "" {
+		switch {
+		case failReason != "":
 			out.Reason += "; " + failReason
+		case len(r.all) == 0:
+			out.Reason += "; no bids so far"
 		}
 		r.hist.set(StateFailed, out.Reason)
+	case cause != nil:
+		out.Reason = causeText(ctx)
+		r.hist.set(StateCanceled, out.Reason)
 	default:
 		out.Reason = failReason
 		r.hist.set(StateFailed, out.Reason)
 	}
 	out.State, out.History, _ = r.hist.get()
 	if r.winner != nil && r.result != nil {
-		out.Winner, out.WinnerPeer = r.winner.info.Agent, r.winner.info.Peer
+		out.Winner, out.WinnerPeer, out.Rationale = r.winner.info.Agent, r.winner.info.Peer, r.why
 	}
 	for _, b := range r.all {
 		out.Bids = append(out.Bids, b.info)

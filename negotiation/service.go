@@ -276,7 +276,7 @@ func (s *Service) Cancel(id string) error {
 		done = c.cancel("canceled by the contractor") || done
 	}
 	if !done {
-		return fmt.Errorf("task %q already ended: %w", id, errAlreadyEnded)
+		return fmt.Errorf("task %q: %w", id, errAlreadyEnded)
 	}
 	return nil
 }

@@ -167,6 +167,8 @@ type Outcome struct {
 	State      State            `json:"state"`
 	Winner     identity.AgentID `json:"winner,omitempty"`
 	WinnerPeer peer.ID          `json:"winner_peer,omitempty"`
+	// Rationale says why the winner was chosen.
+	Rationale string `json:"rationale,omitempty"`
 	Bids       []BidInfo        `json:"bids"`
 	Result     json.RawMessage  `json:"result,omitempty"`
 	// Reason says why a task failed or was canceled.

@@ -237,6 +237,8 @@ func testMesh(t *testing.T, bin string) {
 		t.Fatalf("peers of B: exit %d, %q, want A", code, out)
 	}
 
+	testRequestNoBids(t, bin, homeA)
+
 	sub.stop(t)
 	b.stop(t)
 	a.stop(t)
@@ -248,6 +250,35 @@ func testMesh(t *testing.T, bin string) {
 	out, _, code = parley(t, bin, "id", "--home", homeA)
 	if code != 0 || !strings.Contains(out, "peer: "+a.peer) || !strings.Contains(out, "offline") {
 		t.Fatalf("offline id: exit %d, %q", code, out)
+	}
+}
+
+// testRequestNoBids runs a request nobody bids on: it fails once its one
+// bid window closes, and the task is then listed.
+func testRequestNoBids(t *testing.T, bin, home string) {
+	out, stderr, code := parley(t, bin, "request", "--home", home, "--capability", "nobody-offers-this",
+		"--input", `{"n":1}`, "--bid-window", "300ms", "--timeout", "3s", "--calls", "1")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "parley: task ") ||
+		!strings.Contains(stderr, "failed") || !strings.Contains(stderr, "no bids") {
+		t.Fatalf("request with no bidders: exit %d, stderr %q, want exit 1 and one line saying no bids", code, stderr)
+	}
+	if !strings.Contains(out, "bids: none") || !strings.Contains(out, "state: failed") {
+		t.Fatalf("request printed %q", out)
+	}
+	id := strings.Fields(strings.TrimPrefix(stderr, "parley: task "))[0]
+
+	out, stderr, code = parley(t, bin, "tasks", "--home", home, "--json")
+	var tasks []struct{ Task, Role, Capability, State string }
+	if code != 0 || json.Unmarshal([]byte(out), &tasks) != nil || len(tasks) != 1 || tasks[0].Task != id ||
+		tasks[0].Role != "requester" || tasks[0].State != "failed" || tasks[0].Capability != "nobody-offers-this" {
+		t.Fatalf("tasks --json: exit %d, %q, %s; want the failed task %s", code, out, stderr, id)
+	}
+	out, _, code = parley(t, bin, "tasks", "show", id, "--home", home)
+	if code != 0 || !strings.Contains(out, "task: "+id) || !strings.Contains(out, "negotiating") || !strings.Contains(out, "state: failed") {
+		t.Fatalf("tasks show: exit %d, %q", code, out)
+	}
+	if _, stderr, code = parley(t, bin, "tasks", "cancel", id, "--home", home); code != 1 || !strings.Contains(stderr, "already ended") {
+		t.Fatalf("cancel an ended task: exit %d, %q", code, stderr)
 	}
 }
 
@@ -314,6 +345,12 @@ func testBadInput(t *testing.T, bin string) {
 		{"no daemon", []string{"peers", "--home", good}, good, []string{"no daemon running for home " + good, "parley run --home " + good}},
 		{"no daemon publish", []string{"publish", "--home", good, "--capability", "weather", "--payload", "1"}, good, []string{"no daemon running for home " + good}},
 		{"stale api file", []string{"peers", "--home", stale}, stale, []string{"no daemon running for home " + stale}},
+		{"request input not JSON", []string{"request", "--home", good, "--capability", "echo", "--input", "{oops"}, good, []string{"--input", "{oops"}},
+		{"request summary not JSON", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--summary", "nope"}, good, []string{"--summary", "nope"}},
+		{"request bad strategy", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--strategy", "random"}, good, []string{"--strategy", "random"}},
+		{"request bad timeout", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--timeout", "soon"}, good, []string{"--timeout", "soon"}},
+		{"request no daemon", []string{"request", "--home", good, "--capability", "echo", "--input", "1"}, good, []string{"no daemon running for home " + good}},
+		{"tasks no daemon", []string{"tasks", "--home", good}, good, []string{"no daemon running for home " + good}},
 		{"init existing", []string{"init", "--home", good}, good, []string{good, "--force"}},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,6 @@
 // Command parley is parley's one binary: it creates a node's home (init),
 // runs the daemon (run), talks to a running daemon through its local API
-// (id, peers, publish, subscribe) and runs the demo.
+// (id, peers, publish, subscribe, request, tasks) and runs the demo.
 //
 // The commands only parse flags, wire library packages together and print;
 // the behaviour lives in internal/home, node and node/api.
@@ -66,6 +66,8 @@ starts its daemon, and the other commands talk to that daemon.`,
 		c.peersCmd(),
 		c.publishCmd(),
 		c.subscribeCmd(),
+		c.requestCmd(),
+		c.tasksCmd(),
 		c.versionCmd(),
 		c.demoCmd(),
 	)

@@ -11,10 +11,18 @@
 //	POST /v1/intents                      PublishRequest → 201 intent.Intent
 //	GET  /v1/intents/subscribe?capability=C
 //	                                      text/event-stream, one "data: <intent JSON>" event per verified intent
+//	POST   /v1/tasks                      RequestBody → 200 negotiation.Outcome
+//	                                      runs one negotiation and answers when it ends,
+//	                                      completed or not (see the outcome's state); the
+//	                                      task is canceled if the client goes away
+//	GET    /v1/tasks                      []negotiation.TaskInfo, newest first, both roles
+//	GET    /v1/tasks/{id}                 negotiation.TaskInfo; 404 if unknown
+//	DELETE /v1/tasks/{id}                 cancels the task → 202 negotiation.TaskInfo;
+//	                                      404 if unknown, 409 if it has already ended
 //	GET  /metrics                         Prometheus text
 //
-// It does not own the node (package node), the intent format (package
-// intent) or where the daemon publishes its URL and token (internal/home).
+// It does not own the node (package node), negotiation (package
+// negotiation), the intent format (package intent) or where the daemon publishes its URL and token (internal/home).
 package api
 
 import (
@@ -28,6 +36,7 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
 )
 
 var log = logging.Logger("parley/api")
@@ -39,6 +48,8 @@ const (
 	PathStats     = "/v1/stats"
 	PathIntents   = "/v1/intents"
 	PathSubscribe = "/v1/intents/subscribe"
+	PathTasks     = "/v1/tasks"
+	PathTask      = "/v1/tasks/{id}" // a pattern: {id} is one path segment
 	PathMetrics   = "/metrics"
 )
 
@@ -63,6 +74,38 @@ type PublishRequest struct {
 	Payload    json.RawMessage `json:"payload"`         // any JSON value; required
 	Agent      string          `json:"agent,omitempty"` // hosted agent; default agent if empty
 	TTL        string          `json:"ttl,omitempty"`   // Go duration, e.g. "30s"; node default if empty
+}
+
+// RequestBody is the body of POST /v1/tasks: what a hosted agent needs
+// done and how to negotiate it. Empty fields take the node's defaults.
+type RequestBody struct {
+	Capability string `json:"capability"` // required
+	// Summary is the public part of the call, seen by every bidder.
+	Summary json.RawMessage `json:"summary,omitempty"`
+	// Input is the full task input, sent only to the contractor that
+	// commits.
+	Input json.RawMessage `json:"input,omitempty"`
+	// Budget is the most the requester will pay; 0 means no limit.
+	Budget    float64 `json:"budget,omitempty"`
+	Agent     string  `json:"agent,omitempty"`      // requesting hosted agent; default agent if empty
+	BidWindow string  `json:"bid_window,omitempty"` // Go duration, e.g. "2s"
+	Timeout   string  `json:"timeout,omitempty"`    // the whole task's deadline, e.g. "30s"
+	Calls     int     `json:"calls,omitempty"`      // the most calls for proposals (retry budget)
+	Strategy  string  `json:"strategy,omitempty"`   // "cheapest" (default) or "fastest"
+}
+
+// ParseStrategy returns the bid-ranking strategy RequestBody.Strategy
+// names: "cheapest" or "fastest"; "" is nil, the node's default.
+func ParseStrategy(name string) (negotiation.Strategy, error) {
+	switch name {
+	case "":
+		return nil, nil
+	case "cheapest":
+		return negotiation.Cheapest(), nil
+	case "fastest":
+		return negotiation.Fastest(), nil
+	}
+	return nil, fmt.Errorf("strategy %q: want cheapest or fastest", name)
 }
 
 // errorBody is the JSON of every error response.

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )
 
@@ -146,6 +147,65 @@ func (c *Client) Subscribe(ctx context.Context, capability string, fn func(*inte
 		return fmt.Errorf("subscribe %s: %w", capability, err)
 	}
 	return fmt.Errorf("subscribe %s: %w", capability, ErrStreamClosed)
+}
+
+// Request has the node negotiate need as one of its agents and returns the
+// outcome. It blocks until the task ends: there is no client-side timeout,
+// the task's own timeout (RequestBody.Timeout) bounds it; cancelling ctx
+// cancels the task. Like node.Request, the outcome is returned whether or
+// not the task completed, and the error then wraps
+// negotiation.ErrTaskFailed or negotiation.ErrCanceled.
+func (c *Client) Request(ctx context.Context, req RequestBody) (*negotiation.Outcome, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", req.Capability, err)
+	}
+	var out negotiation.Outcome
+	if err := c.do(ctx, http.MethodPost, PathTasks, body, http.StatusOK, &out); err != nil {
+		return nil, err
+	}
+	switch out.State {
+	case negotiation.StateCompleted:
+		return &out, nil
+	case negotiation.StateCanceled:
+		return &out, fmt.Errorf("task %s: %w: %s", out.Task, negotiation.ErrCanceled, out.Reason)
+	}
+	return &out, fmt.Errorf("task %s: %w: %s", out.Task, negotiation.ErrTaskFailed, out.Reason)
+}
+
+// Tasks lists the node's tasks, as requester and as contractor, newest
+// first.
+func (c *Client) Tasks(ctx context.Context) ([]negotiation.TaskInfo, error) {
+	var v []negotiation.TaskInfo
+	if err := c.do(ctx, http.MethodGet, PathTasks, nil, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// Task returns one task with its state history. An unknown ID is an *Error
+// with Status 404.
+func (c *Client) Task(ctx context.Context, id string) (*negotiation.TaskInfo, error) {
+	var v negotiation.TaskInfo
+	if err := c.do(ctx, http.MethodGet, taskPath(id), nil, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// CancelTask cancels a task and returns it as it was right after the
+// cancel, which may not have taken effect yet. An unknown ID is an *Error
+// with Status 404, a task that already ended one with Status 409.
+func (c *Client) CancelTask(ctx context.Context, id string) (*negotiation.TaskInfo, error) {
+	var v negotiation.TaskInfo
+	if err := c.do(ctx, http.MethodDelete, taskPath(id), nil, http.StatusAccepted, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+func taskPath(id string) string {
+	return strings.Replace(PathTask, "{id}", url.PathEscape(id), 1)
 }
 
 // do sends a request and decodes a JSON response with status want into v.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )
 
@@ -77,6 +79,8 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		PathStats:     {http.MethodGet: s.handleStats},
 		PathIntents:   {http.MethodPost: s.handlePublish},
 		PathSubscribe: {http.MethodGet: s.handleSubscribe},
+		PathTasks:     {http.MethodPost: s.handleRequest, http.MethodGet: s.handleTasks},
+		PathTask:      {http.MethodGet: s.handleTask, http.MethodDelete: s.handleCancel},
 		PathMetrics:   {http.MethodGet: metrics.ServeHTTP},
 	}
 	s.srv = &http.Server{
@@ -140,7 +144,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "missing or wrong API token: send Authorization: Bearer <token from the home's api.token>")
 		return
 	}
-	methods, ok := s.routes[r.URL.Path]
+	methods, ok := s.route(r)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q", r.URL.Path))
 		return
@@ -151,11 +155,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for m := range methods {
 			allow = append(allow, m)
 		}
+		slices.Sort(allow)
 		w.Header().Set("Allow", strings.Join(allow, ", "))
 		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
 		return
 	}
 	h(w, r)
+}
+
+// route finds the handlers of r's path: an exact path, else a pattern
+// whose last segment is "{id}", which sets r's path value "id".
+func (s *Server) route(r *http.Request) (map[string]http.HandlerFunc, bool) {
+	if methods, ok := s.routes[r.URL.Path]; ok {
+		return methods, true
+	}
+	for pattern, methods := range s.routes {
+		prefix, ok := strings.CutSuffix(pattern, "{id}")
+		if !ok {
+			continue
+		}
+		id, ok := strings.CutPrefix(r.URL.Path, prefix)
+		if ok && id != "" && !strings.Contains(id, "/") {
+			r.SetPathValue("id", id)
+			return methods, true
+		}
+	}
+	return nil, false
 }
 
 func (s *Server) authorized(r *http.Request) bool {
@@ -354,7 +379,9 @@ func statusOf(err error) int {
 	case errors.Is(err, intent.ErrBadCapability), errors.Is(err, intent.ErrBadKind),
 		errors.Is(err, intent.ErrBadPayload), errors.Is(err, node.ErrPayloadTooLarge):
 		return http.StatusBadRequest
-	case errors.Is(err, node.ErrNotStarted), errors.Is(err, node.ErrClosed):
+	case errors.Is(err, negotiation.ErrUnknownTask):
+		return http.StatusNotFound
+	case errors.Is(err, node.ErrNotStarted), errors.Is(err, node.ErrClosed), errors.Is(err, negotiation.ErrClosed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable

@@ -1,0 +1,360 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/node/api"
+)
+
+type requestFlags struct {
+	capability, input, summary, strategy, agent string
+	budget                                      float64
+	bidWindow, timeout                          time.Duration
+	calls                                       int
+	asJSON                                      bool
+}
+
+func (c *cli) requestCmd() *cobra.Command {
+	var f requestFlags
+	cmd := &cobra.Command{
+		Use:   "request --capability C --input JSON",
+		Short: "Have the running daemon negotiate a task with the network's agents",
+		Long: `request has one of the running daemon's agents call for proposals on a
+capability, take bids for the bid window, award the task to the best bid and
+send the input to that contractor only, then wait for the result, moving on
+to the next bid or calling again if a contractor fails. It prints the bids,
+the winner, the result and the timings, and exits 0 only if the task
+completed. Interrupting it cancels the task.
+
+The summary is the public part of the call that every bidder sees; the input
+goes to the winner alone.`,
+		Example: `  parley request --capability echo --input '{"text":"hi"}' --bid-window 1s --timeout 30s`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req, err := f.request()
+			if err != nil {
+				return err
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			// No client timeout: the task's own timeout bounds the call.
+			out, err := cl.Request(cmd.Context(), req)
+			if out == nil {
+				if cmd.Context().Err() != nil {
+					return errors.New("interrupted: the daemon cancels the task")
+				}
+				return c.apiErr(err)
+			}
+			if f.asJSON {
+				if err := c.printJSON(out); err != nil {
+					return err
+				}
+			} else if err := printOutcome(c.out, out); err != nil {
+				return err
+			}
+			if out.State != negotiation.StateCompleted {
+				return fmt.Errorf("task %s failed: %s", out.Task, out.Reason)
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.capability, "capability", "", "capability the task needs (required)")
+	fl.StringVar(&f.input, "input", "", "the task's input, a JSON value sent only to the winner (required)")
+	fl.StringVar(&f.summary, "summary", "", "the public part of the call, a JSON value every bidder sees")
+	fl.Float64Var(&f.budget, "budget", 0, "the most to pay; higher bids are refused (default: no limit)")
+	fl.DurationVar(&f.bidWindow, "bid-window", 0, "how long to take bids after each call, e.g. 2s (default: the node's)")
+	fl.DurationVar(&f.timeout, "timeout", 0, "the whole task's deadline, e.g. 30s (default: the node's)")
+	fl.IntVar(&f.calls, "calls", 0, "the most calls for proposals, the retry budget (default: the node's)")
+	fl.StringVar(&f.strategy, "strategy", "", "how bids are ranked: cheapest or fastest (default: cheapest)")
+	fl.StringVar(&f.agent, "agent", "", "hosted agent that requests (default: the default agent)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the outcome as one JSON object")
+	_ = cmd.MarkFlagRequired("capability")
+	_ = cmd.MarkFlagRequired("input")
+	return cmd
+}
+
+// request checks the flags locally, before anything is sent.
+func (f *requestFlags) request() (api.RequestBody, error) {
+	var none api.RequestBody
+	if err := intent.ValidCapability(f.capability); err != nil {
+		return none, fmt.Errorf("--capability: %w", err)
+	}
+	req := api.RequestBody{Capability: f.capability, Budget: f.budget, Calls: f.calls, Strategy: f.strategy, Agent: f.agent}
+	for _, j := range []struct {
+		flag, value string
+		dst         *json.RawMessage
+	}{{"--input", f.input, &req.Input}, {"--summary", f.summary, &req.Summary}} {
+		if j.value == "" && j.flag == "--summary" {
+			continue
+		}
+		var v any
+		if err := json.Unmarshal([]byte(j.value), &v); err != nil {
+			return none, fmt.Errorf("%s %s is not valid JSON: %v", j.flag, abbrev(j.value), err)
+		}
+		*j.dst = json.RawMessage(j.value)
+	}
+	if f.budget < 0 {
+		return none, fmt.Errorf("--budget %g: want a price ≥ 0", f.budget)
+	}
+	if f.calls < 0 {
+		return none, fmt.Errorf("--calls %d: want at least 1", f.calls)
+	}
+	for _, d := range []struct {
+		flag  string
+		value time.Duration
+		dst   *string
+	}{{"--bid-window", f.bidWindow, &req.BidWindow}, {"--timeout", f.timeout, &req.Timeout}} {
+		if d.value < 0 {
+			return none, fmt.Errorf("%s %s: want a positive duration", d.flag, d.value)
+		}
+		if d.value > 0 {
+			*d.dst = d.value.String()
+		}
+	}
+	if _, err := api.ParseStrategy(f.strategy); err != nil {
+		return none, fmt.Errorf("--strategy: %w", err)
+	}
+	return req, nil
+}
+
+// printOutcome writes an outcome as readable lines.
+func printOutcome(w io.Writer, out *negotiation.Outcome) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "task: %s (%s, %d call(s))\n", out.Task, out.Capability, out.Calls)
+	if len(out.Bids) == 0 {
+		b.WriteString("bids: none\n")
+	}
+	for _, bid := range out.Bids {
+		fmt.Fprintf(&b, "bid: %s price %g eta %s %s", shortID(bid.Agent), bid.Price, dur(bid.ETA), bid.Status)
+		if bid.Rank > 0 {
+			fmt.Fprintf(&b, " rank %d", bid.Rank)
+		}
+		fmt.Fprintf(&b, " call %d", bid.Call)
+		if bid.Note != "" {
+			fmt.Fprintf(&b, " (%s)", bid.Note)
+		}
+		b.WriteString("\n")
+	}
+	if out.Winner != "" {
+		fmt.Fprintf(&b, "winner: %s", out.Winner)
+		if out.WinnerPeer != "" {
+			fmt.Fprintf(&b, " on %s", out.WinnerPeer)
+		}
+		b.WriteString("\n")
+	}
+	if out.Rationale != "" {
+		fmt.Fprintf(&b, "award: %s\n", out.Rationale)
+	}
+	if len(out.Result) > 0 {
+		fmt.Fprintf(&b, "result: %s\n", out.Result)
+	}
+	fmt.Fprintf(&b, "timings: negotiation %s, work %s, total %s\n", orDash(out.Timings.Negotiation), orDash(out.Timings.Work), dur(out.Timings.Total))
+	fmt.Fprintf(&b, "state: %s", out.State)
+	if out.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", out.Reason)
+	}
+	b.WriteString("\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// shortID is the end of an AgentID, enough to tell agents apart.
+func shortID(a identity.AgentID) string {
+	s := string(a)
+	if len(s) > 20 {
+		return "…" + s[len(s)-8:]
+	}
+	return s
+}
+
+// dur rounds a duration for people.
+func dur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.String()
+}
+
+// orDash is dur, or "-" for a phase never reached.
+func orDash(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return dur(d)
+}
+
+func (c *cli) tasksCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "tasks",
+		Short: "List the running daemon's tasks, as requester and as contractor",
+		Long: `tasks lists the tasks the running daemon's agents requested or work on,
+newest first: ID, role, capability, state and when it last changed. 'parley
+tasks show ID' prints one task with its state history, 'parley tasks cancel
+ID' cancels it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			tasks, err := cl.Tasks(cmd.Context())
+			if err != nil {
+				return c.apiErr(err)
+			}
+			if asJSON {
+				return c.printJSON(tasks)
+			}
+			if len(tasks) == 0 {
+				fmt.Fprintln(os.Stderr, "no tasks")
+				return nil
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TASK\tROLE\tCAPABILITY\tSTATE\tUPDATED")
+			for _, t := range tasks {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Task, t.Role, t.Capability, t.State, clock(t.Updated))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	cmd.AddCommand(c.taskShowCmd(), c.taskCancelCmd())
+	return cmd
+}
+
+func (c *cli) taskShowCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show ID",
+		Short: "Print one task with its state history",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			t, err := cl.Task(cmd.Context(), args[0])
+			if err != nil {
+				return c.apiErr(err)
+			}
+			if asJSON {
+				return c.printJSON(t)
+			}
+			return printTask(c.out, t)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printTask(w io.Writer, t *negotiation.TaskInfo) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "task: %s\nrole: %s\ncapability: %s\nagent: %s\n", t.Task, t.Role, t.Capability, t.Agent)
+	if t.Peer != "" {
+		other := "contractor"
+		if t.Role == negotiation.RoleContractor {
+			other = "requester"
+		}
+		fmt.Fprintf(&b, "%s: %s\n", other, t.Peer)
+	}
+	fmt.Fprintf(&b, "state: %s\nupdated: %s\nhistory:\n", t.State, clock(t.Updated))
+	for _, h := range t.History {
+		fmt.Fprintf(&b, "  %s %s", h.At.Local().Format("15:04:05.000"), h.State)
+		if h.Note != "" {
+			fmt.Fprintf(&b, " %s", h.Note)
+		}
+		b.WriteString("\n")
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	if t.Outcome != nil {
+		if _, err := io.WriteString(w, "outcome:\n"); err != nil {
+			return err
+		}
+		return printOutcome(indent{w}, t.Outcome)
+	}
+	return nil
+}
+
+// indent prefixes each line written through it with two spaces; it expects
+// whole lines.
+type indent struct{ w io.Writer }
+
+func (in indent) Write(p []byte) (int, error) {
+	s := strings.TrimSuffix(string(p), "\n")
+	_, err := io.WriteString(in.w, "  "+strings.ReplaceAll(s, "\n", "\n  ")+"\n")
+	return len(p), err
+}
+
+func (c *cli) taskCancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a task the running daemon requested or works on",
+		Long: `cancel tells the other side of the task and stops the local agent's part
+of it. It fails if the task is unknown or has already ended.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			t, err := cl.CancelTask(cmd.Context(), args[0])
+			if err != nil {
+				return c.apiErr(err)
+			}
+			t = settled(cmd.Context(), cl, t)
+			_, err = fmt.Fprintf(c.out, "task %s: cancel sent, state %s\n", args[0], t.State)
+			return err
+		},
+	}
+}
+
+// settled waits briefly for a canceled task to reach a terminal state, so
+// the state printed is the one it ends in when that is quick.
+func settled(ctx context.Context, cl *api.Client, t *negotiation.TaskInfo) *negotiation.TaskInfo {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !t.State.Terminal() {
+		select {
+		case <-ctx.Done():
+			return t
+		case <-tick.C:
+		}
+		nt, err := cl.Task(ctx, t.Task)
+		if err != nil {
+			return t
+		}
+		t = nt
+	}
+	return t
+}
+
+// clock formats a time for a table: local, to the second.
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
