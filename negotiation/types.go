@@ -168,9 +168,9 @@ type Outcome struct {
 	Winner     identity.AgentID `json:"winner,omitempty"`
 	WinnerPeer peer.ID          `json:"winner_peer,omitempty"`
 	// Rationale says why the winner was chosen.
-	Rationale string `json:"rationale,omitempty"`
-	Bids       []BidInfo        `json:"bids"`
-	Result     json.RawMessage  `json:"result,omitempty"`
+	Rationale string          `json:"rationale,omitempty"`
+	Bids      []BidInfo       `json:"bids"`
+	Result    json.RawMessage `json:"result,omitempty"`
 	// Reason says why a task failed or was canceled.
 	Reason  string       `json:"reason,omitempty"`
 	Calls   int          `json:"calls"`

@@ -6,6 +6,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
+	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
@@ -45,12 +46,37 @@ func (n *Node) AddAgent(card AgentCard, h negotiation.Handler) (*identity.Agent,
 	if err := n.neg.AddContractor(a, card.Capabilities, h); err != nil {
 		return nil, err
 	}
+	caps := make([]discovery.Capability, 0, len(card.Capabilities))
 	for _, c := range card.Capabilities {
 		if err := n.watchCalls(c); err != nil {
 			return nil, err
 		}
+		caps = append(caps, discovery.Capability{Name: c})
+	}
+	if err := n.disc.Offer(a, caps); err != nil {
+		return nil, fmt.Errorf("agent %q: offer card: %w", card.Name, err)
 	}
 	return a, nil
+}
+
+// FindAgents returns the verified cards of agents in the mesh that offer
+// capability, found through the DHT's capability rendezvous and fetched
+// from their nodes, plus this node's own.
+func (n *Node) FindAgents(ctx context.Context, capability string) ([]*discovery.SignedCard, error) {
+	if _, err := n.running(); err != nil {
+		return nil, err
+	}
+	if err := intent.ValidCapability(capability); err != nil {
+		return nil, err
+	}
+	return n.disc.FindAgents(ctx, capability)
+}
+
+// Discovery returns the node's discovery service, or nil before Start.
+func (n *Node) Discovery() *discovery.Service {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.disc
 }
 
 // hostAgent returns the hosted agent named by card, creating it if new.

@@ -36,6 +36,24 @@ type Config struct {
 	BootstrapBackoff    time.Duration
 	BootstrapMaxBackoff time.Duration
 
+	// MDNS turns on LAN discovery (the daemon turns it on; in-process
+	// meshes leave it off).
+	MDNS bool
+	// DHTMode is the Kademlia DHT's mode: server (default), client, auto
+	// or off. Server by default so that private meshes have a routing
+	// table; auto lets AutoNAT keep unreachable nodes out of it.
+	DHTMode string
+	// PeersFile remembers the peers met, to rejoin them after a restart;
+	// "" remembers nothing.
+	PeersFile string
+	// Announce, if set, are the addresses other peers are told to dial
+	// instead of the listen addresses (port forwarding, public IPs).
+	Announce []ma.Multiaddr
+	// NAT sets NAT traversal.
+	NAT NATConfig
+	// CardTTL is how long agent cards are valid; they are re-signed.
+	CardTTL time.Duration
+
 	// ConnLow and ConnHigh are the connection manager's watermarks.
 	ConnLow, ConnHigh int
 
@@ -59,6 +77,22 @@ type Config struct {
 	Host host.Host
 }
 
+// NATConfig sets go-libp2p's NAT traversal. The zero value is a node
+// behind NAT that uses relays and hole punching but serves neither.
+type NATConfig struct {
+	// AutoNATService answers other peers' reachability checks.
+	AutoNATService bool
+	// RelayService makes this node a circuit relay v2 for others; for
+	// publicly reachable nodes.
+	RelayService bool
+	// NoRelayClient stops the node from using relays to be reachable.
+	NoRelayClient bool
+	// NoHolePunching turns off DCUtR hole punching.
+	NoHolePunching bool
+	// PortMap asks the router for a port mapping (UPnP / NAT-PMP).
+	PortMap bool
+}
+
 // DefaultConfig returns a working configuration without keys.
 func DefaultConfig() Config {
 	return Config{
@@ -76,6 +110,7 @@ func DefaultConfig() Config {
 		ReplayEntries:       identity.DefaultReplayEntries,
 		SeenTTL:             2 * time.Minute,
 		PublishWait:         2 * time.Second,
+		DHTMode:             "server",
 	}
 }
 
@@ -115,6 +150,9 @@ func (c Config) withDefaults() Config {
 	if c.PublishWait <= 0 {
 		c.PublishWait = d.PublishWait
 	}
+	if c.DHTMode == "" {
+		c.DHTMode = d.DHTMode
+	}
 	return c
 }
 
@@ -146,6 +184,11 @@ func (c Config) validate() error {
 	}
 	if c.ConnLow > c.ConnHigh {
 		return fmt.Errorf("%w: ConnLow %d is above ConnHigh %d", ErrBadConfig, c.ConnLow, c.ConnHigh)
+	}
+	switch c.DHTMode {
+	case "server", "client", "auto", "off":
+	default:
+		return fmt.Errorf("%w: DHTMode %q: want server, client, auto or off", ErrBadConfig, c.DHTMode)
 	}
 	if c.ReplayWindow < c.IntentTTL {
 		return fmt.Errorf("%w: ReplayWindow %s is shorter than IntentTTL %s", ErrBadConfig, c.ReplayWindow, c.IntentTTL)

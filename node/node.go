@@ -62,7 +62,7 @@ type Node struct {
 	ownsHost bool
 	ps       *pubsub.PubSub
 	topics   map[string]*pubsub.Topic
-	boot     *discovery.Bootstrapper
+	disc     *discovery.Service
 	neg      *negotiation.Service
 	// agents are the hosted agents, by name and in order (default first);
 	// AddAgent can add more while the node runs.
@@ -141,12 +141,27 @@ func (n *Node) Start(ctx context.Context) error {
 		Replay:     n.replay,
 		Registerer: n.metrics.registry,
 	})
-	n.boot = discovery.NewBootstrapper(h, discovery.BootstrapConfig{
-		Peers:      n.cfg.Bootstrap,
-		Backoff:    n.cfg.BootstrapBackoff,
-		MaxBackoff: n.cfg.BootstrapMaxBackoff,
+	disc, err := discovery.New(h, discovery.Config{
+		Bootstrap: discovery.BootstrapConfig{
+			Peers:      n.cfg.Bootstrap,
+			Backoff:    n.cfg.BootstrapBackoff,
+			MaxBackoff: n.cfg.BootstrapMaxBackoff,
+		},
+		MDNS:       n.cfg.MDNS,
+		DHTMode:    n.cfg.DHTMode,
+		PeersFile:  n.cfg.PeersFile,
+		CardTTL:    n.cfg.CardTTL,
+		Registerer: n.metrics.registry,
 	})
-	n.boot.Start()
+	if err != nil {
+		n.shutdownLocked()
+		return fmt.Errorf("start discovery: %w", err)
+	}
+	n.disc = disc
+	if err := disc.Start(); err != nil {
+		// mDNS needs a multicast-capable interface; the rest still works.
+		log.Warnw("discovery started with an error", "err", err)
+	}
 	n.started = true
 	log.Infow("node started", "peer", h.ID(), "agents", len(n.agents))
 	return nil
@@ -164,7 +179,7 @@ func (n *Node) newHost() (host.Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(n.cfg.NodeKey),
 		libp2p.ListenAddrs(n.cfg.ListenAddrs...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -175,7 +190,28 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
 		libp2p.PrometheusRegisterer(n.metrics.registry),
-	)
+	}
+	if len(n.cfg.Announce) > 0 {
+		announce := n.cfg.Announce
+		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
+	}
+	nat := n.cfg.NAT
+	if nat.AutoNATService {
+		opts = append(opts, libp2p.EnableNATService())
+	}
+	if nat.RelayService {
+		opts = append(opts, libp2p.EnableRelayService())
+	}
+	if nat.NoRelayClient {
+		opts = append(opts, libp2p.DisableRelay())
+	}
+	if !nat.NoHolePunching && !nat.NoRelayClient {
+		opts = append(opts, libp2p.EnableHolePunching())
+	}
+	if nat.PortMap {
+		opts = append(opts, libp2p.NATPortMap())
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = rm.Close()
 		return nil, fmt.Errorf("start libp2p host on %v: %w", n.cfg.ListenAddrs, err)
@@ -205,8 +241,8 @@ func (n *Node) shutdownLocked() error {
 	if n.neg != nil {
 		_ = n.neg.Close()
 	}
-	if n.boot != nil {
-		n.boot.Close()
+	if n.disc != nil {
+		_ = n.disc.Close()
 	}
 	for _, t := range n.topics {
 		_ = t.Close()

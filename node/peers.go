@@ -12,7 +12,9 @@ type PeerInfo struct {
 	ID        peer.ID  `json:"id"`
 	Addrs     []string `json:"addrs"`     // remote addresses of the open connections
 	Direction string   `json:"direction"` // "inbound" or "outbound" (of the first connection)
-	Source    string   `json:"source"`    // how the peer was found: "bootstrap" or "direct"
+	// Source says how the peer was found: bootstrap, mdns, dht,
+	// remembered, inbound (it dialled us) or direct (dialled by other code).
+	Source string `json:"source"`
 }
 
 // Peers lists the peers the node is connected to, sorted by PeerID.
@@ -22,7 +24,7 @@ func (n *Node) Peers() []PeerInfo {
 		return nil
 	}
 	n.mu.Lock()
-	boot := n.boot
+	disc := n.disc
 	n.mu.Unlock()
 	var out []PeerInfo
 	for _, p := range h.Network().Peers() {
@@ -30,12 +32,15 @@ func (n *Node) Peers() []PeerInfo {
 		if len(conns) == 0 {
 			continue
 		}
-		pi := PeerInfo{ID: p, Source: "direct", Direction: "outbound"}
+		pi := PeerInfo{ID: p, Direction: "outbound"}
 		if conns[0].Stat().Direction == network.DirInbound {
 			pi.Direction = "inbound"
 		}
-		if boot != nil && boot.IsBootstrap(p) {
-			pi.Source = "bootstrap"
+		if disc != nil {
+			pi.Source = disc.Source(p)
+		}
+		if pi.Source == "" {
+			pi.Source = "direct"
 		}
 		for _, c := range conns {
 			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
