@@ -52,6 +52,10 @@ type Config struct {
 	DHTMode string
 	// PeersFile remembers peers across restarts; "" remembers nothing.
 	PeersFile string
+	// RememberEvery is how often the peers file is rewritten (default
+	// 30 s); it is also written a second after a new peer connects, so a
+	// node killed without a clean close still remembers its mesh.
+	RememberEvery time.Duration
 	// CardTTL is how long the cards this node signs are valid (default
 	// DefaultCardTTL); they are re-signed before they expire.
 	CardTTL time.Duration
@@ -77,6 +81,8 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	wake   chan struct{}
+	// met wakes rememberLoop when a new peer connects.
+	met chan struct{}
 
 	mu      sync.Mutex
 	sources map[peer.ID]string
@@ -109,6 +115,7 @@ func New(h host.Host, cfg Config) (*Service, error) {
 	s := &Service{
 		h: h, cfg: cfg, ctx: ctx, cancel: cancel,
 		wake:    make(chan struct{}, 1),
+		met:     make(chan struct{}, 1),
 		sources: map[peer.ID]string{},
 		offers:  map[identity.AgentID]*offer{},
 		cache:   map[identity.AgentID]*SignedCard{},
@@ -158,6 +165,10 @@ func (s *Service) Start() error {
 		log.Warnw("remembered peers not used", "err", err)
 	}
 	s.notifee = &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		select {
+		case s.met <- struct{}{}:
+		default:
+		}
 		if c.Stat().Direction != network.DirInbound {
 			return
 		}
@@ -498,17 +509,29 @@ func (s *Service) loadRemembered() ([]peer.AddrInfo, error) {
 	return LoadPeers(s.cfg.PeersFile)
 }
 
-// rememberLoop saves the connected peers every half minute.
+// rememberLoop saves the connected peers every RememberEvery and soon
+// after a new peer connects.
 func (s *Service) rememberLoop() {
-	t := time.NewTicker(30 * time.Second)
+	every := s.cfg.RememberEvery
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			s.remember()
+		case <-s.met:
+			// Let a burst of connections settle into one write.
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
+		s.remember()
 	}
 }
 
