@@ -149,6 +149,21 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		c.end(StateRejected, fmt.Sprintf("own price %g over the budget %g; no bid", bid.Price, call.Budget))
 		return
 	}
+	ev := Event{Role: RoleContractor, Task: call.Task, Capability: call.Capability, Agent: con.agent.ID, Other: call.Requester, Peer: call.RequesterPeer, Price: bid.Price}
+	if g := s.cfg.Guard; g != nil {
+		if err := g.Bid(s.ctx, con.agent, call, bid); err != nil {
+			e := ev
+			e.Kind, e.Rationale = "policy", "bid withheld: "+err.Error()
+			_ = s.audit(e)
+			c.end(StateRejected, "policy: "+err.Error())
+			return
+		}
+	}
+	ev.Kind, ev.Rationale = "proposal", bid.Rationale
+	if err := s.audit(ev); err != nil {
+		c.end(StateRejected, "audit log failed; no bid")
+		return
+	}
 	c.bid = bid
 	c.hist.set(StateNegotiating, fmt.Sprintf("proposed price %g, eta %s", bid.Price, bid.ETA))
 	conn := c.send(requester, msgPropose, bidWire(call.Task, bid))
@@ -278,6 +293,28 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 			return
 		}
 	}
+	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: c.bid.Price}
+	if g := c.s.cfg.Guard; g != nil {
+		free, err := g.Commit(ctx, c.agent, c.call, c.bid)
+		if err != nil {
+			release()
+			e := ev
+			e.Kind, e.Rationale = "policy", "commit refused: "+err.Error()
+			_ = c.s.audit(e)
+			c.hist.set(StateRejected, "declined the award: "+err.Error())
+			_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: err.Error()})
+			return
+		}
+		if free != nil {
+			defer free()
+		}
+	}
+	ev.Kind, ev.Rationale = "commit", accept.Rationale
+	if err := c.s.audit(ev); err != nil {
+		release()
+		_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: "cannot record the commitment"})
+		return
+	}
 	if err := conn.Send(msgCommit, wireVersion, wire{Task: c.call.Task}); err != nil {
 		release()
 		c.hist.set(StateFailed, "could not commit: "+err.Error())
@@ -376,6 +413,8 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		c.end(StateCanceled, context.Cause(wctx).Error())
 		return
 	case werr != nil:
+		ev.Kind, ev.Rationale = "failure", werr.Error()
+		_ = c.s.audit(ev)
 		_ = send(msgFailure, wire{Task: c.call.Task, Reason: werr.Error()})
 		c.mu.Lock()
 		c.busy = false
@@ -387,6 +426,17 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 	}
 	if len(out) == 0 {
 		out = json.RawMessage("null")
+	}
+	ev.Kind, ev.Rationale = "result", fmt.Sprintf("%d bytes", len(out))
+	if err := c.s.audit(ev); err != nil {
+		c.mu.Lock()
+		c.busy = false
+		c.mu.Unlock()
+		_ = send(msgFailure, wire{Task: c.call.Task, Reason: "result could not be recorded"})
+		_ = conn.Close()
+		readers.Wait()
+		c.end(StateFailed, "audit log failed")
+		return
 	}
 	c.mu.Lock()
 	c.done, c.result = true, out

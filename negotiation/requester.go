@@ -72,6 +72,12 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	if s.cfg.Publish == nil {
 		return nil, errors.New("negotiation: no Publish function configured")
 	}
+	if g := s.cfg.Guard; g != nil {
+		if err := g.Request(ctx, agent, need); err != nil {
+			_ = s.audit(Event{Kind: "policy", Role: RoleRequester, Capability: need.Capability, Agent: agent.ID, Rationale: err.Error()})
+			return nil, fmt.Errorf("request %s as %s: %w", need.Capability, agent.Name, err)
+		}
+	}
 	r := &request{s: s, id: identity.NewID(), agent: agent, need: need, opts: o, created: time.Now()}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -234,6 +240,10 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 			Budget:    r.need.Budget,
 		},
 	}
+	if err := r.s.audit(Event{Kind: "call", Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID,
+		Price: r.need.Budget, Rationale: fmt.Sprintf("call %d of %d, bid window %s", n, r.opts.Calls, r.opts.BidWindow)}); err != nil {
+		return nil, fmt.Errorf("audit call %d: %w", n, err)
+	}
 	r.mu.Lock()
 	r.window, r.pending, r.calls = n, nil, n
 	r.enough = make(chan struct{})
@@ -323,6 +333,27 @@ func (r *request) setStatus(b *bidder, status, note string) {
 // award offers the task to b and, if it commits, sees the work through.
 // It reports whether the task completed, or why b did not complete it.
 func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool, string) {
+	ev := Event{Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID, Other: b.info.Agent, Peer: b.info.Peer, Price: b.info.Price}
+	if g := r.s.cfg.Guard; g != nil {
+		if err := g.Award(ctx, r.agent, r.id, r.need.Capability, b.info); err != nil {
+			e := ev
+			e.Kind, e.Rationale = "policy", "award refused: "+err.Error()
+			_ = r.s.audit(e)
+			r.setStatus(b, "denied", err.Error())
+			r.mu.Lock()
+			conn := b.conn
+			b.conn = nil
+			r.mu.Unlock()
+			if conn != nil {
+				r.reject(conn, "not awarded: "+err.Error())
+			}
+			return false, "was not awarded: " + err.Error()
+		}
+	}
+	ev.Kind, ev.Rationale = "award", rationale
+	if err := r.s.audit(ev); err != nil {
+		return false, "could not be awarded (audit log failed)"
+	}
 	r.mu.Lock()
 	conn := b.conn
 	b.conn = nil
@@ -372,7 +403,13 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	}
 	switch m.Type {
 	case msgCommit:
+		ev.Kind, ev.Rationale = "commit", "committed"
+		if err := r.s.audit(ev); err != nil {
+			return false, "committed, but the audit log failed"
+		}
 	case msgDecline:
+		ev.Kind, ev.Rationale = "decline", in.Reason
+		_ = r.s.audit(ev)
 		r.setStatus(b, "declined", in.Reason)
 		return false, "declined: " + in.Reason
 	default:
@@ -398,6 +435,10 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 		switch m.Type {
 		case msgProgress, msgCommit: // alive; a repeated commit changes nothing
 		case msgResult:
+			ev.Kind, ev.Rationale = "result", fmt.Sprintf("%d bytes", len(in.Output))
+			if err := r.s.audit(ev); err != nil {
+				return false, "sent a result the audit log could not record"
+			}
 			r.mu.Lock()
 			r.result = in.Output
 			b.info.Status, b.info.Note = "completed", ""
@@ -406,6 +447,8 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 			ok = true
 			return true, ""
 		case msgFailure:
+			ev.Kind, ev.Rationale = "failure", in.Reason
+			_ = r.s.audit(ev)
 			r.setStatus(b, "failed", in.Reason)
 			return false, "failed: " + in.Reason
 		case msgCancel:

@@ -34,6 +34,10 @@ type Config struct {
 	MaxFrameSize int
 	// Registerer receives the service's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Guard is consulted at every decision; nil allows everything.
+	Guard Guard
+	// Audit records each step before it is acknowledged; nil records none.
+	Audit AuditFunc
 
 	BidWindow       time.Duration // default 1s
 	Timeout         time.Duration // a task's deadline; default 60s
