@@ -25,6 +25,9 @@ type BootstrapConfig struct {
 	Backoff, MaxBackoff time.Duration
 	// DialTimeout bounds one dial; zero means 15 s.
 	DialTimeout time.Duration
+	// Hint is added to dial failure logs (e.g. that this node is on a
+	// private network, whose handshakes fail without saying why).
+	Hint string
 }
 
 // Bootstrapper keeps a host connected to its bootstrap peers: it dials
@@ -133,7 +136,11 @@ func (b *Bootstrapper) keep(ctx context.Context, p peer.AddrInfo) {
 			}
 			if err != nil {
 				wait := jitter(backoff)
-				log.Warnw("bootstrap peer unreachable; retrying", "peer", p.ID, "addrs", p.Addrs, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+				if b.cfg.Hint != "" {
+					log.Warnw("bootstrap peer unreachable; retrying", "peer", p.ID, "addrs", p.Addrs, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err, "hint", b.cfg.Hint)
+				} else {
+					log.Warnw("bootstrap peer unreachable; retrying", "peer", p.ID, "addrs", p.Addrs, "attempt", attempt, "retry_in", wait.Round(time.Millisecond), "err", err)
+				}
 				if b.connected.Load() == 0 {
 					log.Warnw("no bootstrap peer reachable; the node keeps running and keeps trying", "bootstrap_peers", len(b.peers))
 				}

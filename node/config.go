@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/identity"
@@ -51,6 +52,14 @@ type Config struct {
 	Announce []ma.Multiaddr
 	// NAT sets NAT traversal.
 	NAT NATConfig
+	// PSK, if set, makes this a private network: only nodes with the same
+	// 32-byte key can connect. QUIC cannot carry a private network, so
+	// such a node listens and dials on TCP only.
+	PSK pnet.PSK
+	// NoPeerScoring turns off GossipSub peer scoring, which otherwise
+	// costs a peer its mesh place (and then its hearing) when it forwards
+	// invalid intents.
+	NoPeerScoring bool
 	// CardTTL is how long agent cards are valid; they are re-signed.
 	CardTTL time.Duration
 
@@ -181,6 +190,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("%w: Agents: name %q is used twice", ErrBadConfig, a.Name)
 		}
 		seen[a.Name] = true
+	}
+	if c.PSK != nil && len(c.PSK) != 32 {
+		return fmt.Errorf("%w: PSK is %d bytes, want 32", ErrBadConfig, len(c.PSK))
 	}
 	if c.ConnLow > c.ConnHigh {
 		return fmt.Errorf("%w: ConnLow %d is above ConnHigh %d", ErrBadConfig, c.ConnLow, c.ConnHigh)

@@ -141,6 +141,11 @@ func (n *Node) topic(capability string) (*pubsub.Topic, error) {
 		_ = n.ps.UnregisterTopicValidator(name)
 		return nil, fmt.Errorf("join %s: %w", name, err)
 	}
+	if !n.cfg.NoPeerScoring {
+		if err := t.SetScoreParams(topicScoreParams()); err != nil {
+			return nil, fmt.Errorf("score params for %s: %w", name, err)
+		}
+	}
 	n.topics[capability] = t
 	return t, nil
 }

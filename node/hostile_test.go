@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -43,7 +44,11 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const capability = "weather"
-	m := nodetest.NewMesh(t, 2)
+	// Scoring off: this test counts every drop, and scoring would rightly
+	// graylist the attacker after a few (see TestFloodingPeerIsGraylisted).
+	// Scoring off: this test counts every drop, and scoring rightly
+	// graylists the attacker after a few (TestFloodingPeerIsGraylisted).
+	m := nodetest.NewMesh(t, 2, nodetest.WithConfig(func(_ int, c *node.Config) { c.NoPeerScoring = true }))
 	victim, behind := m.Nodes[0], m.Nodes[1]
 	// behind is connected to victim only: what it receives, victim forwarded.
 	if err := m.Net.DisconnectPeers(behind.ID(), victim.ID()); err != nil {
@@ -180,5 +185,56 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 		if n != 0 {
 			t.Errorf("victim forwarded a bad intent: node behind it dropped %d as %s", n, r)
 		}
+	}
+}
+
+// TestFloodingPeerIsGraylisted floods a node with invalid intents from a
+// raw GossipSub peer: peer scoring graylists it after a few, so the node
+// stops even validating its traffic, while honest intents still flow.
+func TestFloodingPeerIsGraylisted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m := nodetest.NewMesh(t, 2)
+	victim, honest := m.Nodes[0], m.Nodes[1]
+	rawHost, err := m.Net.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Net.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Net.ConnectPeers(rawHost.ID(), victim.ID()); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := pubsub.NewGossipSub(ctx, rawHost,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign), pubsub.WithNoAuthor(),
+		pubsub.WithMessageIdFn(func(*pb.Message) string { return rand.Text() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, err := raw.Join(intent.Topic("weather"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait := collect(t, ctx, []*node.Node{victim}, "weather")
+	for len(honest.TopicPeers("weather")) == 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	const flood = 200
+	for i := range flood {
+		if err := topic.Publish(ctx, []byte(fmt.Sprintf("garbage %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(publish(t, ctx, honest, "weather", `{"still":"working"}`))
+	if got := victim.Stats().Dropped["unsigned"]; got == 0 || got >= flood {
+		t.Fatalf("victim validated %d of %d flood messages; want a few, then the flooder graylisted", got, flood)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for victim.PeerScores()[rawHost.ID()] >= -80 {
+		if time.Now().After(deadline) {
+			t.Fatalf("flooder's score = %v, want below the graylist threshold", victim.PeerScores()[rawHost.ID()])
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -11,12 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -70,6 +72,8 @@ type Node struct {
 	agentList []*identity.Agent
 	// watching holds the capabilities whose calls reach the contractors.
 	watching map[string]bool
+	// scores are the GossipSub peer scores, refreshed every second.
+	scores map[peer.ID]float64
 }
 
 // New checks cfg and prepares a node. It opens no sockets; Start does.
@@ -118,7 +122,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.host = h
 
-	ps, err := pubsub.NewGossipSub(n.ctx, h,
+	psOpts := []pubsub.Option{
 		// Intents carry their own agent signature in the envelope, so a
 		// second per-message peer signature would only double the cost.
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
@@ -129,7 +133,17 @@ func (n *Node) Start(ctx context.Context) error {
 		pubsub.WithFloodPublish(true),
 		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
 		pubsub.WithMaxMessageSize(max(n.cfg.MaxIntentSize*2, 1<<20)),
-	)
+	}
+	if !n.cfg.NoPeerScoring {
+		params, thresholds := peerScoreParams()
+		psOpts = append(psOpts, pubsub.WithPeerScore(params, thresholds),
+			pubsub.WithPeerScoreInspect(func(scores map[peer.ID]float64) {
+				n.mu.Lock()
+				n.scores = scores
+				n.mu.Unlock()
+			}, time.Second))
+	}
+	ps, err := pubsub.NewGossipSub(n.ctx, h, psOpts...)
 	if err != nil {
 		n.shutdownLocked()
 		return fmt.Errorf("start gossipsub: %w", err)
@@ -146,6 +160,7 @@ func (n *Node) Start(ctx context.Context) error {
 			Peers:      n.cfg.Bootstrap,
 			Backoff:    n.cfg.BootstrapBackoff,
 			MaxBackoff: n.cfg.BootstrapMaxBackoff,
+			Hint:       pskHint(n.cfg.PSK),
 		},
 		MDNS:       n.cfg.MDNS,
 		DHTMode:    n.cfg.DHTMode,
@@ -174,22 +189,40 @@ func (n *Node) newHost() (host.Host, error) {
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
+	// Caps per peer on parley's own protocols, so one peer cannot hold
+	// open unbounded negotiations or card fetches.
+	limits.AddProtocolPeerLimit(negotiation.ProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 16 << 20}, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolPeerLimit(discovery.CardProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 4, StreamsOutbound: 4, Streams: 8, Memory: 1 << 20}, rcmgr.BaseLimitIncrease{})
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()),
 		rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
+	listen := n.cfg.ListenAddrs
+	transports := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport)}
+	if n.cfg.PSK != nil {
+		listen = tcpOnly(listen)
+		if len(listen) == 0 {
+			return nil, fmt.Errorf("%w: a private network (PSK) needs a TCP listen address; QUIC cannot carry one", ErrBadConfig)
+		}
+	} else {
+		transports = append(transports, libp2p.Transport(quic.NewTransport))
+	}
 	opts := []libp2p.Option{
 		libp2p.Identity(n.cfg.NodeKey),
-		libp2p.ListenAddrs(n.cfg.ListenAddrs...),
-		libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.Transport(quic.NewTransport),
+		libp2p.ListenAddrs(listen...),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
 		libp2p.ResourceManager(rm),
 		libp2p.PrometheusRegisterer(n.metrics.registry),
+	}
+	opts = append(opts, transports...)
+	if n.cfg.PSK != nil {
+		opts = append(opts, libp2p.PrivateNetwork(n.cfg.PSK))
 	}
 	if len(n.cfg.Announce) > 0 {
 		announce := n.cfg.Announce
@@ -326,3 +359,23 @@ func (n *Node) Agent(name string) (*identity.Agent, error) {
 // Registry returns the Prometheus registry holding the node's metrics and
 // go-libp2p's.
 func (n *Node) Registry() *prometheus.Registry { return n.metrics.registry }
+
+// tcpOnly drops the addresses that are not TCP.
+func tcpOnly(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var out []ma.Multiaddr
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_TCP); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// pskHint explains failed dials on a private network: a peer with another
+// key (or none) fails the handshake without a useful error.
+func pskHint(psk pnet.PSK) string {
+	if psk == nil {
+		return ""
+	}
+	return "this node is on a private network (PSK); peers with a different key or none cannot connect"
+}

@@ -1,0 +1,65 @@
+package node
+
+import (
+	"maps"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Peer scoring: the one signal parley relies on is invalid intents. Every
+// intent a peer forwards that a validator rejects (bad signature, forged
+// signer, oversize, not JSON…) counts against it, squared, so a handful
+// pushes it below the graylist threshold and its gossip is ignored. Honest
+// peers validate before forwarding and never pay this. Positive scores
+// (time in mesh, first deliveries) are kept small so they cannot buy back
+// a flood. IP colocation is not scored: meshes under test share an address.
+const (
+	gossipThreshold    = -10
+	publishThreshold   = -50
+	graylistThreshold  = -80
+	acceptPXThreshold  = 10
+	opportunisticGraft = 3
+)
+
+func peerScoreParams() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+	return &pubsub.PeerScoreParams{
+			Topics: map[string]*pubsub.TopicScoreParams{},
+			AppSpecificScore: func(peer.ID) float64 {
+				return 0
+			},
+			DecayInterval: time.Second,
+			DecayToZero:   0.01,
+			RetainScore:   10 * time.Minute,
+		}, &pubsub.PeerScoreThresholds{
+			GossipThreshold:             gossipThreshold,
+			PublishThreshold:            publishThreshold,
+			GraylistThreshold:           graylistThreshold,
+			AcceptPXThreshold:           acceptPXThreshold,
+			OpportunisticGraftThreshold: opportunisticGraft,
+		}
+}
+
+// topicScoreParams scores one capability topic.
+func topicScoreParams() *pubsub.TopicScoreParams {
+	return &pubsub.TopicScoreParams{
+		TopicWeight:                    1,
+		TimeInMeshWeight:               0.01,
+		TimeInMeshQuantum:              time.Second,
+		TimeInMeshCap:                  100,
+		FirstMessageDeliveriesWeight:   0.1,
+		FirstMessageDeliveriesDecay:    0.9,
+		FirstMessageDeliveriesCap:      20,
+		InvalidMessageDeliveriesWeight: -10,
+		InvalidMessageDeliveriesDecay:  0.99,
+	}
+}
+
+// PeerScores returns the GossipSub scores of connected peers, as of the
+// last inspection (every second); nil when scoring is off.
+func (n *Node) PeerScores() map[peer.ID]float64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return maps.Clone(n.scores)
+}
