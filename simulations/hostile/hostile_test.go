@@ -1,0 +1,177 @@
+package hostile_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/simulations/hostile"
+)
+
+var echo = negotiation.HandlerFuncs{
+	BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+		return negotiation.Bid{Price: 1, ETA: time.Millisecond}, nil
+	},
+	WorkFunc: func(_ context.Context, t negotiation.Task) (json.RawMessage, error) { return t.Input, nil },
+}
+
+func negotiate(t testing.TB, n *node.Node, rounds int) []time.Duration {
+	t.Helper()
+	var lat []time.Duration
+	for i := range rounds {
+		start := time.Now()
+		in := fmt.Sprintf(`{"i":%d}`, i)
+		out, err := n.Request(context.Background(), negotiation.Need{Capability: "work", Input: json.RawMessage(in)},
+			negotiation.WithEnoughBids(2), negotiation.WithBidWindow(2*time.Second), negotiation.WithTimeout(20*time.Second))
+		if err != nil || string(out.Result) != in {
+			t.Errorf("honest negotiation %d: %v (result %s)", i, err, out.Result)
+			continue
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return lat
+}
+
+func p99(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[(len(d)*99)/100]
+}
+
+// TestHostilePeerHarness runs honest negotiations, then runs them again
+// while a raw libp2p peer floods the mesh with over 10,000 bad intents and
+// bad negotiation frames. Nothing bad may be accepted, nothing may crash,
+// and every honest negotiation must complete. (Latency under the flood is
+// BenchmarkHostileFlood's to measure.)
+func TestHostilePeerHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods a mesh with 10,000+ messages")
+	}
+	calm, flooded := harness(t)
+	t.Logf("honest negotiation p99: calm %s, under flood %s", p99(calm), p99(flooded))
+}
+
+// BenchmarkHostileFlood reports honest negotiations' p99 latency under the
+// flood as a multiple of the calm p99 (target < 2x). Run it with
+// -benchtime 1x: one op is the whole scenario.
+func BenchmarkHostileFlood(b *testing.B) {
+	var ratio float64
+	for range b.N {
+		calm, flooded := harness(b)
+		ratio += float64(p99(flooded)) / float64(p99(calm))
+	}
+	b.ReportMetric(ratio/float64(b.N), "p99-flood/calm")
+}
+
+// harness builds the mesh, runs the calm and the flooded rounds and checks
+// correctness; it returns both rounds' latencies.
+func harness(t testing.TB) (calm, flooded []time.Duration) {
+	t.Helper()
+	m := nodetest.NewMesh(t, 4)
+	requester, relay := m.Nodes[0], m.Nodes[1]
+	honest := map[identity.AgentID]bool{}
+	for _, n := range m.Nodes {
+		for _, a := range n.Agents() {
+			honest[a.ID] = true
+		}
+	}
+	for _, n := range m.Nodes[2:] {
+		a, err := n.AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"work"}}, echo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		honest[a.ID] = true
+	}
+	for len(requester.TopicPeers("work")) < 2 {
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Watch what the requester's and the relay's subscribers get.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var accepted []*intent.Intent
+	var captured []byte
+	for _, n := range []*node.Node{requester, relay} {
+		sub, err := n.Subscribe(ctx, "work")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				in, err := sub.Next(ctx)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				if !honest[in.From] {
+					accepted = append(accepted, in)
+				}
+				if captured == nil {
+					captured = in.Raw
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+
+	calm = negotiate(t, requester, 20)
+
+	h, err := m.Net.GenPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Net.LinkAll(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*node.Node{requester, relay} {
+		if _, err := m.Net.ConnectPeers(h.ID(), n.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attacker, err := hostile.New(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqAgent, _ := requester.Agent("")
+	mu.Lock()
+	replay := captured
+	mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := attacker.FloodIntents(ctx, "work", string(reqAgent.ID), replay, 1300); err != nil && ctx.Err() == nil {
+			t.Errorf("flood: %v", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		attacker.FloodFrames(ctx, requester.ID(), "unknown", string(reqAgent.ID), 1500)
+	}()
+	flooded = negotiate(t, requester, 20)
+	wg.Wait()
+
+	if sent := attacker.Sent.Load(); sent < 10000 {
+		t.Errorf("attacker sent %d bad messages, want >= 10,000", sent)
+	}
+	mu.Lock()
+	if len(accepted) > 0 {
+		t.Errorf("%d bad intents reached a subscriber, first from %s", len(accepted), accepted[0].From)
+	}
+	mu.Unlock()
+	if len(calm) < 20 || len(flooded) < 20 {
+		t.Fatalf("honest negotiations completed: %d calm, %d under flood; want all 20 each", len(calm), len(flooded))
+	}
+	t.Logf("attacker sent %d messages and frames (%d streams reset); intents dropped by the requester: %v; frames dropped: %v",
+		attacker.Sent.Load(), attacker.Reset.Load(), requester.Stats().Dropped, requester.NegotiationDropped())
+	return calm, flooded
+}
