@@ -236,3 +236,40 @@ func waitConnected(t *testing.T, n *node.Node, p peer.ID, within time.Duration) 
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func FuzzOpenCard(f *testing.F) {
+	k := nodetest.Key(f)
+	a, _ := identity.NewAgent("a", k)
+	id, _ := peer.IDFromPrivateKey(k)
+	sc, err := discovery.SealCard(a, discovery.Card{Name: "a", Capabilities: []discovery.Capability{{Name: "x"}}, Peer: id}, time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(sc.Raw)
+	f.Add([]byte("not a card"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := discovery.OpenCard(data, 16<<10)
+		if err == nil && (c == nil || c.Agent == "" || c.Peer == "") {
+			t.Fatalf("accepted an incomplete card: %+v", c)
+		}
+	})
+}
+
+func FuzzLoadPeers(f *testing.F) {
+	f.Add([]byte(`{"version":1,"peers":[{"id":"12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf","addrs":["/ip4/127.0.0.1/tcp/4001"]}]}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "peers.json")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		peers, err := discovery.LoadPeers(path)
+		if err != nil && len(peers) > 0 {
+			t.Fatal("peers returned with an error")
+		}
+		if len(peers) > discovery.MaxRemembered {
+			t.Fatalf("%d peers loaded, cap is %d", len(peers), discovery.MaxRemembered)
+		}
+	})
+}

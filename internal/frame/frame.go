@@ -142,12 +142,22 @@ func (c *Conn) Recv(body any) (*identity.Message, error) {
 		return nil, fmt.Errorf("frame: read: %w", err)
 	}
 	defer c.r.ReleaseMsg(data)
-	m, err := identity.Open(data, identity.OpenOptions{MaxSize: c.opts.MaxSize, Replay: c.opts.Replay})
+	return Decode(data, c.peer, c.opts, body)
+}
+
+// Decode verifies one frame's bytes as Recv does: the envelope, its
+// signer, times and replay, that it comes from peer (if not ""), and
+// decodes its body into body (if not nil).
+func Decode(data []byte, peer identity.AgentID, opts Options, body any) (*identity.Message, error) {
+	if opts.MaxSize <= 0 {
+		opts.MaxSize = DefaultMaxSize
+	}
+	m, err := identity.Open(data, identity.OpenOptions{MaxSize: opts.MaxSize, Replay: opts.Replay})
 	if err != nil {
 		return nil, fmt.Errorf("frame: %w", err)
 	}
-	if c.peer != "" && m.From != c.peer {
-		return nil, fmt.Errorf("frame: %s from %s, expected %s: %w", m.Type, m.From, c.peer, ErrUnexpectedSender)
+	if peer != "" && m.From != peer {
+		return nil, fmt.Errorf("frame: %s from %s, expected %s: %w", m.Type, m.From, peer, ErrUnexpectedSender)
 	}
 	if body != nil {
 		if err := json.Unmarshal(m.Body, body); err != nil {
