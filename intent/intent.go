@@ -210,5 +210,7 @@ func DropReason(err error) string {
 // DropReasons lists every reason DropReason can return, so counters can be
 // created up front and read as zero.
 func DropReasons() []string {
-	return []string{"oversize", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other"}
+	return []string{"oversize", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other",
+		// Policy drops, counted by the node.
+		"denied_peer", "denied_agent", "rate_limited"}
 }

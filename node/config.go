@@ -13,6 +13,7 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/policy"
 )
 
 // ErrBadConfig is wrapped by every configuration error New returns.
@@ -56,6 +57,9 @@ type Config struct {
 	// 32-byte key can connect. QUIC cannot carry a private network, so
 	// such a node listens and dials on TCP only.
 	PSK pnet.PSK
+	// Policy is the node's guardrails; nil allows everything. Reload it
+	// with Node.ReloadPolicy.
+	Policy *policy.Policy
 	// NoPeerScoring turns off GossipSub peer scoring, which otherwise
 	// costs a peer its mesh place (and then its hearing) when it forwards
 	// invalid intents.

@@ -64,6 +64,9 @@ func (n *Node) publishAs(ctx context.Context, a *identity.Agent, body intent.Bod
 	if ttl <= 0 || ttl > n.cfg.IntentTTL {
 		ttl = n.cfg.IntentTTL
 	}
+	if err := n.admitPublish(a, body.Kind, body.Capability); err != nil {
+		return nil, err
+	}
 	body.ReplyTo = intent.ReplyTo{Peer: n.ID(), Addrs: addrStrings(n)}
 	in, err := intent.Seal(a, body, ttl)
 	if err != nil {
@@ -78,6 +81,9 @@ func (n *Node) publishAs(ctx context.Context, a *identity.Agent, body intent.Bod
 	}
 	if len(t.ListPeers()) == 0 {
 		n.waitForTopicPeer(ctx, t)
+	}
+	if err := n.recordPeer("intent.published", "", string(a.ID), "", string(body.Kind)+" on "+body.Capability, intentDetail(in)); err != nil {
+		return nil, err
 	}
 	if err := t.Publish(ctx, in.Raw); err != nil {
 		return nil, fmt.Errorf("publish intent on %s: %w", intent.Topic(body.Capability), err)
@@ -168,10 +174,18 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 			res := n.drop(from, reason, err)
 			return res
 		}
-		msg.ValidatorData = in
 		if from != self {
+			if reason, d := n.admitIntent(in, from); reason != "" {
+				n.metrics.dropped.WithLabelValues(reason).Inc()
+				log.Debugw("dropped intent by policy", "reason", reason, "from", from, "origin", in.From, "rationale", d.Rationale)
+				return pubsub.ValidationIgnore
+			}
+			if err := n.recordPeer("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
+				return pubsub.ValidationIgnore
+			}
 			n.metrics.received.Inc()
 		}
+		msg.ValidatorData = in
 		return pubsub.ValidationAccept
 	}
 }
@@ -238,4 +252,10 @@ func (n *Node) TopicPeers(capability string) []peer.ID {
 		return nil
 	}
 	return t.ListPeers()
+}
+
+// intentDetail is what the audit log keeps of an intent: enough to find
+// it, not its payload.
+func intentDetail(in *intent.Intent) map[string]any {
+	return map[string]any{"id": in.ID, "kind": in.Kind, "capability": in.Capability, "from": in.From, "bytes": len(in.Raw)}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/policy"
 )
 
 var log = logging.Logger("parley/node")
@@ -74,6 +75,10 @@ type Node struct {
 	watching map[string]bool
 	// scores are the GossipSub peer scores, refreshed every second.
 	scores map[peer.ID]float64
+	// policy decides what the node's agents may do; appr holds the steps
+	// waiting for a human.
+	policy *policy.Engine
+	appr   approvals
 }
 
 // New checks cfg and prepares a node. It opens no sockets; Start does.
@@ -85,6 +90,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:      cfg,
 		agents:   make(map[string]*identity.Agent, len(cfg.Agents)),
+		policy:   policy.NewEngine(cfg.Policy),
 		watching: map[string]bool{},
 		replay:   identity.NewReplayWindow(cfg.ReplayWindow, cfg.ReplayEntries),
 		metrics:  newMetrics(),
@@ -154,6 +160,8 @@ func (n *Node) Start(ctx context.Context) error {
 		Publish:    n.publishAs,
 		Replay:     n.replay,
 		Registerer: n.metrics.registry,
+		Guard:      guard{n},
+		Audit:      n.auditEvent,
 	})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
