@@ -73,8 +73,10 @@ type Node struct {
 	agentList []*identity.Agent
 	// watching holds the capabilities whose calls reach the contractors.
 	watching map[string]bool
-	// scores are the GossipSub peer scores, refreshed every second.
-	scores map[peer.ID]float64
+	// scores are the GossipSub peer scores, refreshed every second by
+	// pubsub's inspector, under their own lock so it never waits on mu.
+	scoresMu sync.Mutex
+	scores   map[peer.ID]float64
 	// policy decides what the node's agents may do; appr holds the steps
 	// waiting for a human.
 	policy *policy.Engine
@@ -144,9 +146,9 @@ func (n *Node) Start(ctx context.Context) error {
 		params, thresholds := peerScoreParams()
 		psOpts = append(psOpts, pubsub.WithPeerScore(params, thresholds),
 			pubsub.WithPeerScoreInspect(func(scores map[peer.ID]float64) {
-				n.mu.Lock()
+				n.scoresMu.Lock()
 				n.scores = scores
-				n.mu.Unlock()
+				n.scoresMu.Unlock()
 			}, time.Second))
 	}
 	ps, err := pubsub.NewGossipSub(n.ctx, h, psOpts...)
@@ -269,33 +271,57 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
-	err := n.shutdownLocked()
+	p := n.detachLocked()
 	n.mu.Unlock()
+	// Shut down without the lock: the services wait for goroutines that
+	// may need it (a negotiation publishing a call, say).
+	err := p.shutdown()
 	n.wg.Wait()
 	return err
 }
 
-func (n *Node) shutdownLocked() error {
-	if n.cancel != nil {
-		n.cancel()
-	}
-	if n.neg != nil {
-		_ = n.neg.Close()
-	}
-	if n.disc != nil {
-		_ = n.disc.Close()
-	}
-	for _, t := range n.topics {
-		_ = t.Close()
+// parts are what shutdown stops, detached from the node under its lock.
+type parts struct {
+	cancel context.CancelFunc
+	neg    *negotiation.Service
+	disc   *discovery.Service
+	topics map[string]*pubsub.Topic
+	host   host.Host // only if the node built it
+}
+
+func (n *Node) detachLocked() parts {
+	p := parts{cancel: n.cancel, neg: n.neg, disc: n.disc, topics: n.topics}
+	if n.ownsHost {
+		p.host = n.host
 	}
 	n.topics = map[string]*pubsub.Topic{}
-	if n.ownsHost && n.host != nil {
-		if err := n.host.Close(); err != nil {
+	return p
+}
+
+func (p parts) shutdown() error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	if p.neg != nil {
+		_ = p.neg.Close()
+	}
+	if p.disc != nil {
+		_ = p.disc.Close()
+	}
+	for _, t := range p.topics {
+		_ = t.Close()
+	}
+	if p.host != nil {
+		if err := p.host.Close(); err != nil {
 			return fmt.Errorf("close host: %w", err)
 		}
 	}
 	return nil
 }
+
+// shutdownLocked undoes a Start that failed part way; nothing the node
+// started can be waiting for its lock yet.
+func (n *Node) shutdownLocked() error { return n.detachLocked().shutdown() }
 
 // running returns the host and pubsub, or an error if the node is not
 // between Start and Close.

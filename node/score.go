@@ -59,7 +59,7 @@ func topicScoreParams() *pubsub.TopicScoreParams {
 // PeerScores returns the GossipSub scores of connected peers, as of the
 // last inspection (every second); nil when scoring is off.
 func (n *Node) PeerScores() map[peer.ID]float64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.scoresMu.Lock()
+	defer n.scoresMu.Unlock()
 	return maps.Clone(n.scores)
 }

@@ -77,6 +77,7 @@ type options struct {
 	topology  Topology
 	configure func(i int, cfg *node.Config)
 	latency   time.Duration
+	bandwidth float64
 }
 
 // Option changes how NewMesh builds a mesh.
@@ -91,6 +92,9 @@ func WithTopology(t Topology) Option { return func(o *options) { o.topology = t 
 // WithConfig edits each node's config before New.
 func WithConfig(f func(i int, cfg *node.Config)) Option { return func(o *options) { o.configure = f } }
 
+// WithBandwidth caps every mocknet link, in bytes per second.
+func WithBandwidth(bps float64) Option { return func(o *options) { o.bandwidth = bps } }
+
 // WithLatency sets the latency of every mocknet link.
 func WithLatency(d time.Duration) Option { return func(o *options) { o.latency = d } }
 
@@ -104,37 +108,53 @@ type Mesh struct {
 // them and closes them when tb ends.
 func NewMesh(tb testing.TB, n int, opts ...Option) *Mesh {
 	tb.Helper()
+	m, err := Build(n, opts...)
+	if m != nil {
+		tb.Cleanup(m.Close)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// Build is NewMesh for code that has no testing.TB (simulations): the
+// caller closes the mesh. On error the nodes started so far are returned
+// too, so they can be closed.
+func Build(n int, opts ...Option) (*Mesh, error) {
 	o := options{topology: Full}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	mn := mocknet.New()
 	m := &Mesh{Net: mn}
-	tb.Cleanup(func() {
-		for _, nd := range m.Nodes {
-			_ = nd.Close()
-		}
-		_ = mn.Close()
-	})
-	if o.latency > 0 {
-		mn.SetLinkDefaults(mocknet.LinkOptions{Latency: o.latency})
+	if o.latency > 0 || o.bandwidth > 0 {
+		mn.SetLinkDefaults(mocknet.LinkOptions{Latency: o.latency, Bandwidth: o.bandwidth})
 	}
 	for i := range n {
 		nd, err := newNode(mn, i, o.configure)
 		if err != nil {
-			tb.Fatalf("node %d: %v", i, err)
+			return m, fmt.Errorf("node %d: %w", i, err)
 		}
 		m.Nodes = append(m.Nodes, nd)
 	}
 	if err := mn.LinkAll(); err != nil {
-		tb.Fatalf("link mocknet: %v", err)
+		return m, fmt.Errorf("link mocknet: %w", err)
 	}
 	for _, e := range o.topology(n) {
 		if _, err := mn.ConnectPeers(m.Nodes[e[0]].ID(), m.Nodes[e[1]].ID()); err != nil {
-			tb.Fatalf("connect %d-%d: %v", e[0], e[1], err)
+			return m, fmt.Errorf("connect %d-%d: %w", e[0], e[1], err)
 		}
 	}
-	return m
+	return m, nil
+}
+
+// Close closes every node and the mocknet.
+func (m *Mesh) Close() {
+	for _, nd := range m.Nodes {
+		_ = nd.Close()
+	}
+	_ = m.Net.Close()
 }
 
 func newNode(mn mocknet.Mocknet, i int, configure func(int, *node.Config)) (*node.Node, error) {

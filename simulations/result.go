@@ -1,0 +1,116 @@
+package simulations
+
+import (
+	"bufio"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Latency percentiles in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+func percentiles(d []time.Duration) Latency {
+	if len(d) == 0 {
+		return Latency{}
+	}
+	slices.Sort(d)
+	at := func(p float64) float64 {
+		i := int(p * float64(len(d)-1))
+		return float64(d[i].Microseconds()) / 1000
+	}
+	return Latency{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: float64(d[len(d)-1].Microseconds()) / 1000}
+}
+
+// IntentStats are the gossip results.
+type IntentStats struct {
+	Published     int     `json:"published"`
+	Delivered     int     `json:"delivered"`
+	Expected      int     `json:"expected"`
+	DeliveryRatio float64 `json:"delivery_ratio"`
+	LatencyMs     Latency `json:"latency_ms"`
+}
+
+// NegotiationStats are the negotiation results.
+type NegotiationStats struct {
+	Requested    int     `json:"requested"`
+	Completed    int     `json:"completed"`
+	Failed       int     `json:"failed"`
+	SuccessRatio float64 `json:"success_ratio"`
+	// WithLiveAgent counts the tasks requested while a capable agent was
+	// alive, and CompletedWithLiveAgent those of them that completed.
+	WithLiveAgent          int     `json:"with_live_agent"`
+	CompletedWithLiveAgent int     `json:"completed_with_live_agent"`
+	LatencyMs              Latency `json:"latency_ms"`
+}
+
+// Event is one fault on the timeline, at a time since the workload began.
+type Event struct {
+	AtS  float64 `json:"at_s"`
+	What string  `json:"what"`
+}
+
+// Point is one sample of a time series.
+type Point struct {
+	AtS   float64 `json:"at_s"`
+	Value float64 `json:"value"`
+}
+
+// Result is what a run measured. The JSON keys are parley sim's output.
+type Result struct {
+	Scenario        string           `json:"scenario"`
+	Nodes           int              `json:"nodes"`
+	Clock           string           `json:"clock"`
+	Seed            uint64           `json:"seed"`
+	WallS           float64          `json:"wall_s"`
+	RSSMB           float64          `json:"rss_mb"`
+	Intents         IntentStats      `json:"intents"`
+	Negotiations    NegotiationStats `json:"negotiations"`
+	MessagesPerNode float64          `json:"messages_per_node"` // verified intents received per node
+	BytesPerNode    float64          `json:"bytes_per_node"`    // their envelope bytes per node
+	// HealToFullS is, after a partition heals, how long until an intent
+	// again reaches every node (-1 if none did).
+	HealToFullS *float64   `json:"heal_to_full_delivery_s,omitempty"`
+	Timeline    []Event    `json:"timeline"`
+	Baseline    *Baseline  `json:"baseline,omitempty"`
+	Series      *Series    `json:"-"`
+}
+
+// Baseline is the same topology and intents on raw GossipSub.
+type Baseline struct {
+	Intents IntentStats `json:"intents"`
+	WallS   float64     `json:"wall_s"`
+	RSSMB   float64     `json:"rss_mb"`
+}
+
+// Series are the raw samples a report plots.
+type Series struct {
+	IntentLatencies      []time.Duration // every delivery
+	NegotiationLatencies []time.Duration // every completed negotiation
+	Deliveries           []Point         // cumulative deliveries over time
+	Completions          []Point         // cumulative completions over time
+}
+
+// peakRSSMB reads the process's peak resident set (VmHWM), in MB.
+func peakRSSMB() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}

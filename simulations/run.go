@@ -1,0 +1,499 @@
+package simulations
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/simulations/hostile"
+)
+
+// Capabilities the workload uses.
+const (
+	gossipCapability = "sim"
+	taskCapability   = "work"
+)
+
+// Progress receives how far a run is, from 0 to 1.
+type Progress func(done float64)
+
+// runner is one run's state; its mutex guards the recorders.
+type runner struct {
+	sc       Scenario
+	m        *nodetest.Mesh
+	rng      *rand.Rand
+	start    time.Time
+	progress Progress
+
+	mu          sync.Mutex
+	alive       []bool
+	contractors map[int]bool // node index -> hosts a contractor
+	published   map[string]publishedIntent
+	delivered   map[string]int
+	intentLat   []time.Duration
+	negLat      []time.Duration
+	deliveries  []Point
+	completions []Point
+	received    int
+	bytes       int
+	timeline    []Event
+	neg         NegotiationStats
+	partitioned map[int]bool
+	healAt      time.Time
+	healToFull  *float64
+}
+
+type publishedIntent struct {
+	at       time.Time
+	expected int
+	side     bool // the publisher's side of a partition, if any
+}
+
+// Run builds the scenario's mesh, runs its workload and faults, and
+// returns the measurements. It uses whatever clock it runs under: inside
+// a synctest bubble (RunVirtual) that is virtual time. WallS and RSSMB are
+// left for the caller to fill.
+func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
+	if err := sc.Validate(); err != nil {
+		return nil, err
+	}
+	if progress == nil {
+		progress = func(float64) {}
+	}
+	r := &runner{sc: sc, rng: rand.New(rand.NewPCG(sc.Seed, sc.Seed^0x5eed)), progress: progress,
+		contractors: map[int]bool{}, published: map[string]publishedIntent{}, delivered: map[string]int{}, partitioned: map[int]bool{}}
+	m, err := nodetest.Build(sc.Nodes,
+		nodetest.WithTopology(nodetest.Random(sc.Degree, sc.Seed)),
+		nodetest.WithLatency(sc.Latency),
+		nodetest.WithBandwidth(sc.Bandwidth),
+		nodetest.WithConfig(func(_ int, c *node.Config) {
+			// The topology is given; the DHT would only add traffic.
+			c.DHTMode = "off"
+		}))
+	if m != nil {
+		defer m.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("build mesh: %w", err)
+	}
+	r.m = m
+	r.alive = make([]bool, sc.Nodes)
+	for i := range r.alive {
+		r.alive[i] = true
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	for i, n := range m.Nodes {
+		if err := r.subscribe(ctx, &wg, i, n); err != nil {
+			return nil, err
+		}
+	}
+	if sc.Tasks.Count > 0 {
+		for _, i := range r.rng.Perm(sc.Nodes)[:sc.Tasks.Contractors] {
+			if err := r.addContractor(i); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := r.addHostiles(ctx, &wg); err != nil {
+		return nil, err
+	}
+	sleep(ctx, sc.Warmup)
+	r.start = time.Now()
+
+	var work sync.WaitGroup
+	work.Add(2)
+	go func() { defer work.Done(); r.publishIntents(ctx) }()
+	go func() { defer work.Done(); r.requestTasks(ctx) }()
+	faults := make(chan struct{})
+	go func() { defer close(faults); r.faults(ctx) }()
+	work.Wait()
+	<-faults
+	// Let the last intents arrive.
+	sleep(ctx, 2*time.Second+10*sc.Latency)
+	progress(1)
+	cancel()
+	return r.result(), nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (r *runner) since() float64 { return time.Since(r.start).Seconds() }
+
+func (r *runner) event(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.timeline = append(r.timeline, Event{AtS: r.since(), What: what})
+}
+
+// subscribe records every verified intent node i receives.
+func (r *runner) subscribe(ctx context.Context, wg *sync.WaitGroup, i int, n *node.Node) error {
+	sub, err := n.Subscribe(ctx, gossipCapability)
+	if err != nil {
+		return fmt.Errorf("node %d subscribe: %w", i, err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer sub.Close()
+		for {
+			in, err := sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			r.mu.Lock()
+			p, ok := r.published[in.ID]
+			if ok && in.ReplyTo.Peer != n.ID() {
+				r.delivered[in.ID]++
+				r.intentLat = append(r.intentLat, now.Sub(p.at))
+				r.received++
+				r.bytes += len(in.Raw)
+				r.deliveries = append(r.deliveries, Point{AtS: r.since(), Value: float64(len(r.intentLat))})
+				if !r.healAt.IsZero() && r.healToFull == nil && p.at.After(r.healAt) && r.delivered[in.ID] == p.expected {
+					s := p.at.Sub(r.healAt).Seconds()
+					r.healToFull = &s
+				}
+			}
+			r.mu.Unlock()
+		}
+	}()
+	return nil
+}
+
+func (r *runner) addContractor(i int) error {
+	work := r.sc.Tasks.Work
+	price := 1 + r.rng.Float64()*9
+	_, err := r.m.Nodes[i].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{taskCapability}}, negotiation.HandlerFuncs{
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: price, ETA: work}, nil
+		},
+		WorkFunc: func(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+			sleep(ctx, work)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return t.Input, nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("contractor on node %d: %w", i, err)
+	}
+	r.mu.Lock()
+	r.contractors[i] = true
+	r.mu.Unlock()
+	return nil
+}
+
+// pick returns a random live node that is not a contractor, if possible.
+func (r *runner) pick() (int, *node.Node) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for range 100 {
+		i := r.rng.IntN(len(r.m.Nodes))
+		if r.alive[i] && !r.contractors[i] {
+			return i, r.m.Nodes[i]
+		}
+	}
+	for i, ok := range r.alive {
+		if ok {
+			return i, r.m.Nodes[i]
+		}
+	}
+	return 0, r.m.Nodes[0]
+}
+
+func (r *runner) publishIntents(ctx context.Context) {
+	for k := range r.sc.Intents.Count {
+		if ctx.Err() != nil {
+			return
+		}
+		i, n := r.pick()
+		r.mu.Lock()
+		expected := 0
+		side := r.partitioned[i]
+		for j, ok := range r.alive {
+			if ok && j != i && r.partitioned[j] == side {
+				expected++
+			}
+		}
+		r.mu.Unlock()
+		in, err := n.Publish(ctx, node.PublishRequest{Capability: gossipCapability, Payload: json.RawMessage(fmt.Sprintf(`{"n":%d}`, k))})
+		if err == nil {
+			r.mu.Lock()
+			r.published[in.ID] = publishedIntent{at: in.Created, expected: expected, side: side}
+			r.mu.Unlock()
+		}
+		r.progress(float64(k+1) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
+		sleep(ctx, r.sc.Intents.Every)
+	}
+}
+
+func (r *runner) liveContractor() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.contractors {
+		if r.alive[i] {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *runner) requestTasks(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for k := range r.sc.Tasks.Count {
+		if ctx.Err() != nil {
+			return
+		}
+		_, n := r.pick()
+		live := r.liveContractor()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			in := fmt.Sprintf(`{"order":%d}`, k)
+			out, err := n.Request(ctx, negotiation.Need{Capability: taskCapability, Input: json.RawMessage(in)},
+				negotiation.WithBidWindow(r.sc.Tasks.BidWindow), negotiation.WithTimeout(r.sc.Tasks.Timeout))
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.neg.Requested++
+			if live {
+				r.neg.WithLiveAgent++
+			}
+			if err == nil && string(out.Result) == in {
+				r.neg.Completed++
+				if live {
+					r.neg.CompletedWithLiveAgent++
+				}
+				r.negLat = append(r.negLat, time.Since(start))
+				r.completions = append(r.completions, Point{AtS: r.since(), Value: float64(r.neg.Completed)})
+			} else {
+				r.neg.Failed++
+			}
+		}()
+		r.progress(float64(r.sc.Intents.Count+k+1) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
+		sleep(ctx, r.sc.Tasks.Every)
+	}
+}
+
+// faults runs the churn and the partition.
+func (r *runner) faults(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if p := r.sc.Partition; p.Fraction > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.partition(ctx) }()
+	}
+	c := r.sc.Churn
+	if c.Fraction <= 0 {
+		return
+	}
+	r.mu.Lock()
+	var victims []int
+	for i := range r.contractors {
+		victims = append(victims, i)
+	}
+	r.mu.Unlock()
+	if len(victims) == 0 {
+		for i := range r.m.Nodes {
+			victims = append(victims, i)
+		}
+	}
+	r.rng.Shuffle(len(victims), func(a, b int) { victims[a], victims[b] = victims[b], victims[a] })
+	kills := int(c.Fraction*float64(len(victims)) + 0.5)
+	for _, i := range victims[:kills] {
+		sleep(ctx, c.Every)
+		if ctx.Err() != nil {
+			return
+		}
+		r.kill(i)
+		if c.Downtime > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sleep(ctx, c.Downtime)
+				if ctx.Err() == nil {
+					r.restart(i)
+				}
+			}()
+		}
+	}
+}
+
+func (r *runner) kill(i int) {
+	n := r.m.Nodes[i]
+	_ = n.Close()
+	if h := n.Host(); h != nil {
+		_ = h.Close()
+	}
+	r.mu.Lock()
+	r.alive[i] = false
+	r.mu.Unlock()
+	r.event(fmt.Sprintf("killed node %d", i))
+}
+
+// restart brings a killed node back as a fresh node (mocknet cannot reuse
+// a peer ID) connected to Degree live nodes, with its contractor again.
+func (r *runner) restart(i int) {
+	key, err := nodetestKey()
+	if err != nil {
+		return
+	}
+	h, err := r.m.Net.AddPeer(key, nodetest.Addr(100000+i))
+	if err != nil {
+		return
+	}
+	_ = r.m.Net.LinkAll()
+	old := r.m.Nodes[i]
+	cfg := node.DefaultConfig()
+	cfg.NodeKey, cfg.Host, cfg.Agents, cfg.DHTMode = key, h, old.Agents()[:1], "off"
+	n, err := node.New(cfg)
+	if err != nil || n.Start(context.Background()) != nil {
+		return
+	}
+	var peers []peer.ID
+	r.mu.Lock()
+	for j, ok := range r.alive {
+		if ok && len(peers) < r.sc.Degree {
+			peers = append(peers, r.m.Nodes[j].ID())
+		}
+	}
+	r.m.Nodes[i] = n
+	r.mu.Unlock()
+	for _, p := range peers {
+		_, _ = r.m.Net.ConnectPeers(h.ID(), p)
+	}
+	if r.contractors[i] {
+		_ = r.addContractor(i)
+	}
+	r.mu.Lock()
+	r.alive[i] = true
+	r.mu.Unlock()
+	r.event(fmt.Sprintf("restarted node %d", i))
+}
+
+// partition cuts a fraction of the nodes off from the rest and heals it.
+func (r *runner) partition(ctx context.Context) {
+	p := r.sc.Partition
+	sleep(ctx, p.At)
+	n := len(r.m.Nodes)
+	cut := r.rng.Perm(n)[:int(p.Fraction*float64(n))]
+	r.mu.Lock()
+	for _, i := range cut {
+		r.partitioned[i] = true
+	}
+	r.mu.Unlock()
+	type pair struct{ a, b peer.ID }
+	var cutLinks []pair
+	for _, i := range cut {
+		for j := range n {
+			if r.partitioned[j] {
+				continue
+			}
+			a, b := r.m.Nodes[i].ID(), r.m.Nodes[j].ID()
+			if len(r.m.Net.LinksBetweenPeers(a, b)) > 0 {
+				_ = r.m.Net.UnlinkPeers(a, b)
+				cutLinks = append(cutLinks, pair{a, b})
+			}
+		}
+	}
+	r.event(fmt.Sprintf("partition: %d nodes cut off", len(cut)))
+	sleep(ctx, p.For)
+	for _, l := range cutLinks {
+		if _, err := r.m.Net.LinkPeers(l.a, l.b); err == nil {
+			_, _ = r.m.Net.ConnectPeers(l.a, l.b)
+		}
+	}
+	r.mu.Lock()
+	r.partitioned = map[int]bool{}
+	r.healAt = time.Now()
+	r.mu.Unlock()
+	r.event("partition healed")
+}
+
+// addHostiles joins raw attackers that flood forged and oversize intents.
+func (r *runner) addHostiles(ctx context.Context, wg *sync.WaitGroup) error {
+	k := int(r.sc.Hostile.Fraction * float64(r.sc.Nodes))
+	for range k {
+		h, err := r.m.Net.GenPeer()
+		if err != nil {
+			return err
+		}
+		if err := r.m.Net.LinkAll(); err != nil {
+			return err
+		}
+		for range r.sc.Degree {
+			_, _ = r.m.Net.ConnectPeers(h.ID(), r.m.Nodes[r.rng.IntN(len(r.m.Nodes))].ID())
+		}
+		a, err := hostile.New(ctx, h)
+		if err != nil {
+			return err
+		}
+		victim := string(r.m.Nodes[0].Agents()[0].ID)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sleep(ctx, r.sc.Warmup)
+			_ = a.FloodIntents(ctx, gossipCapability, victim, nil, r.sc.Hostile.Rounds)
+		}()
+	}
+	if k > 0 {
+		r.event(fmt.Sprintf("%d hostile peers joined", k))
+	}
+	return nil
+}
+
+func (r *runner) result() *Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := &Result{Scenario: r.sc.Name, Nodes: r.sc.Nodes, Seed: r.sc.Seed, Timeline: r.timeline, HealToFullS: r.healToFull}
+	if res.Timeline == nil {
+		res.Timeline = []Event{}
+	}
+	st := &res.Intents
+	st.Published = len(r.published)
+	for id, p := range r.published {
+		st.Expected += p.expected
+		st.Delivered += min(r.delivered[id], p.expected)
+	}
+	if st.Expected > 0 {
+		st.DeliveryRatio = float64(st.Delivered) / float64(st.Expected)
+	}
+	st.LatencyMs = percentiles(append([]time.Duration(nil), r.intentLat...))
+	res.Negotiations = r.neg
+	if r.neg.Requested > 0 {
+		res.Negotiations.SuccessRatio = float64(r.neg.Completed) / float64(r.neg.Requested)
+	}
+	res.Negotiations.LatencyMs = percentiles(append([]time.Duration(nil), r.negLat...))
+	res.MessagesPerNode = float64(r.received) / float64(r.sc.Nodes)
+	res.BytesPerNode = float64(r.bytes) / float64(r.sc.Nodes)
+	if !r.healAt.IsZero() && r.healToFull == nil {
+		never := -1.0
+		res.HealToFullS = &never
+	}
+	res.Series = &Series{IntentLatencies: r.intentLat, NegotiationLatencies: r.negLat, Deliveries: r.deliveries, Completions: r.completions}
+	return res
+}

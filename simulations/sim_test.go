@@ -1,0 +1,71 @@
+package simulations_test
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+
+	"github.com/parleynet/parley/simulations"
+)
+
+func small(t *testing.T, name string, nodes int) simulations.Scenario {
+	t.Helper()
+	sc, err := simulations.Builtin(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.Nodes = nodes
+	return sc
+}
+
+func run(t *testing.T, sc simulations.Scenario) *simulations.Result {
+	t.Helper()
+	var res *simulations.Result
+	var err error
+	synctest.Test(t, func(*testing.T) { res, err = simulations.Run(context.Background(), sc, nil) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestGossipDeliversToAll(t *testing.T) {
+	sc := small(t, "gossip", 60)
+	res := run(t, sc)
+	if res.Intents.Published != sc.Intents.Count || res.Intents.DeliveryRatio != 1 {
+		t.Fatalf("intents %+v, want all %d delivered to all", res.Intents, sc.Intents.Count)
+	}
+	if res.Intents.LatencyMs.P50 < 50 {
+		t.Errorf("p50 latency %.1f ms is below one 50 ms link: the clock is not virtual", res.Intents.LatencyMs.P50)
+	}
+}
+
+func TestSameSeedSameMetrics(t *testing.T) {
+	sc := small(t, "gossip", 30)
+	a, b := run(t, sc), run(t, sc)
+	if a.Intents != b.Intents || a.MessagesPerNode != b.MessagesPerNode {
+		t.Fatalf("two runs with seed %d differ:\n%+v\n%+v", sc.Seed, a.Intents, b.Intents)
+	}
+}
+
+func TestSupplyChainWithChurnCompletes(t *testing.T) {
+	sc := small(t, "supply-chain", 40)
+	sc.Tasks.Contractors = 10
+	sc.Tasks.Count = 20
+	res := run(t, sc)
+	n := res.Negotiations
+	if n.WithLiveAgent == 0 || float64(n.CompletedWithLiveAgent)/float64(n.WithLiveAgent) < 0.99 {
+		t.Fatalf("negotiations %+v: want >= 99%% of tasks with a live agent completed", n)
+	}
+	if len(res.Timeline) == 0 {
+		t.Error("churn left no events on the timeline")
+	}
+}
+
+func TestPartitionHeals(t *testing.T) {
+	sc := small(t, "partition", 40)
+	res := run(t, sc)
+	if res.HealToFullS == nil || *res.HealToFullS < 0 || *res.HealToFullS > 5 {
+		t.Fatalf("after the heal, full delivery took %v s; want within 5 s (timeline %v)", res.HealToFullS, res.Timeline)
+	}
+}
