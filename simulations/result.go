@@ -77,10 +77,10 @@ type Result struct {
 	BytesPerNode    float64          `json:"bytes_per_node"`    // their envelope bytes per node
 	// HealToFullS is, after a partition heals, how long until an intent
 	// again reaches every node (-1 if none did).
-	HealToFullS *float64   `json:"heal_to_full_delivery_s,omitempty"`
-	Timeline    []Event    `json:"timeline"`
-	Baseline    *Baseline  `json:"baseline,omitempty"`
-	Series      *Series    `json:"-"`
+	HealToFullS *float64  `json:"heal_to_full_delivery_s,omitempty"`
+	Timeline    []Event   `json:"timeline"`
+	Baseline    *Baseline `json:"baseline,omitempty"`
+	Series      *Series   `json:"-"`
 }
 
 // Baseline is the same topology and intents on raw GossipSub.

@@ -161,3 +161,6 @@ func (s *Scenario) Validate() error {
 	}
 	return nil
 }
+
+// MarshalScenario writes a scenario as YAML that Load reads back.
+func MarshalScenario(s Scenario) ([]byte, error) { return yaml.Marshal(s) }

@@ -2,8 +2,8 @@ package simulations
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -12,34 +12,36 @@ import (
 // RunVirtual runs a scenario in a testing/synctest bubble: every node,
 // link and timer of the run lives in the bubble, and time advances only
 // when all of them wait, so latencies come from the modelled links and
-// not from how busy the machine is. It works from a plain binary: the
-// bubble is opened by a one-test testing.RunTests. WallS and RSSMB are
-// measured outside the bubble.
-func RunVirtual(sc Scenario, progress Progress) (*Result, error) {
-	var (
-		res *Result
-		err error
-	)
+// not from how busy the machine is. A plain binary can only open a bubble
+// through testing.Main, which exits the process: so RunVirtual does not
+// return. It hands the result (with wall time and peak RSS measured
+// outside the bubble) to done, and exits 0 if done returns nil, else 1.
+// testing's own PASS/FAIL lines go to stderr.
+func RunVirtual(sc Scenario, progress Progress, done func(*Result, error) error) {
 	start := time.Now()
-	testing.Init()
-	ok := testing.RunTests(func(string, string) (bool, error) { return true, nil }, []testing.InternalTest{{
+	stdout := os.Stdout
+	os.Stdout = os.Stderr
+	os.Args = os.Args[:1] // testing parses the command line
+	testing.Main(func(string, string) (bool, error) { return true, nil }, []testing.InternalTest{{
 		Name: "parley-sim",
 		F: func(t *testing.T) {
-			synctest.Test(t, func(*testing.T) {
-				res, err = Run(context.Background(), sc, progress)
-			})
+			var (
+				res *Result
+				err error
+			)
+			synctest.Test(t, func(*testing.T) { res, err = Run(context.Background(), sc, progress) })
+			if res != nil {
+				res.Clock, res.WallS, res.RSSMB = "virtual", time.Since(start).Seconds(), peakRSSMB()
+			}
+			os.Stdout = stdout
+			derr := done(res, err)
+			os.Stdout = os.Stderr
+			if derr != nil {
+				fmt.Fprintf(os.Stderr, "parley: %v\n", derr)
+				t.Fail()
+			}
 		},
-	}})
-	if err != nil {
-		return nil, err
-	}
-	if !ok || res == nil {
-		return nil, errors.New("simulation did not finish in its bubble")
-	}
-	res.Clock = "virtual"
-	res.WallS = time.Since(start).Seconds()
-	res.RSSMB = peakRSSMB()
-	return res, nil
+	}}, nil, nil)
 }
 
 // RunReal runs a scenario on the machine's clock.

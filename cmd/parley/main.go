@@ -70,6 +70,7 @@ starts its daemon, and the other commands talk to that daemon.`,
 		c.tasksCmd(),
 		c.versionCmd(),
 		c.demoCmd(),
+		c.simCmd(),
 	)
 	return root
 }

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/parleynet/parley/simulations"
+)
+
+type simFlags struct {
+	scenario string
+	nodes    int
+	clock    string
+	seed     uint64
+	json     bool
+	report   string
+	baseline string
+	rawOnly  bool
+}
+
+func (c *cli) simCmd() *cobra.Command {
+	var f simFlags
+	cmd := &cobra.Command{
+		Use:   "sim [gossip|supply-chain|churn|partition|hostile]",
+		Short: "Simulate a mesh of real nodes in one process and measure it",
+		Long: `sim runs a scenario — a built-in one by name, or --scenario FILE (YAML) — on
+go-libp2p's mocknet: real parley nodes, GossipSub, negotiations, churn,
+partitions and hostile peers. With --clock virtual (the default) the run
+lives in a testing/synctest bubble, so latencies are those of the modelled
+links and a seed repeats. --baseline raw runs the same topology and intents
+on raw GossipSub in a second process and prints both.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("log-level") {
+				c.logLevel = "error"
+				if err := c.setupLogging(false); err != nil {
+					return err
+				}
+			}
+			return c.sim(cmd, args, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.scenario, "scenario", "", "scenario YAML file")
+	fl.IntVar(&f.nodes, "nodes", 0, "override the scenario's number of nodes")
+	fl.StringVar(&f.clock, "clock", "virtual", "virtual or real")
+	fl.Uint64Var(&f.seed, "seed", 0, "override the scenario's seed")
+	fl.BoolVar(&f.json, "json", false, "print one JSON object")
+	fl.StringVar(&f.report, "report", "", "write a self-contained HTML report to this file")
+	fl.StringVar(&f.baseline, "baseline", "", "raw: also run the topology and intents on raw GossipSub")
+	fl.BoolVar(&f.rawOnly, "raw-only", false, "run only the raw baseline and print it as JSON (used by --baseline)")
+	_ = fl.MarkHidden("raw-only")
+	return cmd
+}
+
+func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
+	var (
+		sc  simulations.Scenario
+		err error
+	)
+	switch {
+	case f.scenario != "" && len(args) > 0:
+		return fmt.Errorf("give a scenario name or --scenario, not both")
+	case f.scenario != "":
+		sc, err = simulations.Load(f.scenario)
+	case len(args) == 1:
+		sc, err = simulations.Builtin(args[0])
+	default:
+		sc, err = simulations.Builtin("gossip")
+	}
+	if err != nil {
+		return err
+	}
+	if f.nodes > 0 {
+		sc.Nodes = f.nodes
+	}
+	if cmd.Flags().Changed("seed") {
+		sc.Seed = f.seed
+	}
+	if err := sc.Validate(); err != nil {
+		return fmt.Errorf("scenario %s: %w", sc.Name, err)
+	}
+	if f.clock != "virtual" && f.clock != "real" {
+		return fmt.Errorf("--clock %q: want virtual or real", f.clock)
+	}
+	if f.baseline != "" && f.baseline != "raw" {
+		return fmt.Errorf("--baseline %q: the only baseline is raw", f.baseline)
+	}
+	if f.report != "" {
+		// Fail before a long run, not after it.
+		fh, err := os.Create(f.report)
+		if err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		fh.Close()
+	}
+
+	if f.rawOnly {
+		simulations.RunRawVirtual(sc, func(b *simulations.Baseline, err error) error {
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(c.out).Encode(b)
+		})
+		return nil // not reached: RunRawVirtual exits
+	}
+
+	// The baseline runs first, in its own process, so its wall time and
+	// RSS are its own (and a virtual run exits when it is done).
+	var base *simulations.Baseline
+	if f.baseline == "raw" {
+		if base, err = rawBaseline(cmd, sc); err != nil {
+			return fmt.Errorf("raw baseline: %w", err)
+		}
+	}
+	bar := progressbar.NewOptions(1000, progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(fmt.Sprintf("%s, %d nodes, %s clock", sc.Name, sc.Nodes, f.clock)),
+		progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100_000_000))
+	progress := func(done float64) { _ = bar.Set(int(done * 1000)) }
+	finish := func(res *simulations.Result, err error) error {
+		_ = bar.Finish()
+		if err != nil {
+			return err
+		}
+		res.Baseline = base
+		return c.simOutput(res, f)
+	}
+	if f.clock == "virtual" {
+		simulations.RunVirtual(sc, progress, finish)
+		return nil // not reached: RunVirtual exits
+	}
+	return finish(simulations.RunReal(cmd.Context(), sc, progress))
+}
+
+func (c *cli) simOutput(res *simulations.Result, f simFlags) error {
+	if f.report != "" {
+		fh, err := os.Create(f.report)
+		if err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		if err := simulations.WriteReport(fh, res); err != nil {
+			fh.Close()
+			return fmt.Errorf("--report: %w", err)
+		}
+		if err := fh.Close(); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+	}
+	if f.json {
+		enc := json.NewEncoder(c.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return printSim(c.out, res)
+}
+
+// rawBaseline runs the baseline in a child process, so its wall time and
+// peak RSS are its own.
+func rawBaseline(cmd *cobra.Command, sc simulations.Scenario) (*simulations.Baseline, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp("", "parley-sim-*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if err := writeScenario(tmp, sc); err != nil {
+		return nil, err
+	}
+	child := exec.CommandContext(cmd.Context(), self, "sim", "--raw-only", "--scenario", tmp.Name())
+	var out bytes.Buffer
+	child.Stdout, child.Stderr = &out, os.Stderr
+	if err := child.Run(); err != nil {
+		return nil, err
+	}
+	var b simulations.Baseline
+	if err := json.Unmarshal(out.Bytes(), &b); err != nil {
+		return nil, fmt.Errorf("baseline output: %w", err)
+	}
+	return &b, nil
+}
+
+func writeScenario(f *os.File, sc simulations.Scenario) error {
+	data, err := simulations.MarshalScenario(sc)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func printSim(w io.Writer, r *simulations.Result) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "scenario %s: %d nodes, %s clock, seed %d — wall %.1f s, peak RSS %.0f MB\n", r.Scenario, r.Nodes, r.Clock, r.Seed, r.WallS, r.RSSMB)
+	in := r.Intents
+	fmt.Fprintf(&b, "intents:      %d published, %d of %d delivered (ratio %.4f); latency p50 %.1f ms, p90 %.1f, p99 %.1f, max %.1f\n",
+		in.Published, in.Delivered, in.Expected, in.DeliveryRatio, in.LatencyMs.P50, in.LatencyMs.P90, in.LatencyMs.P99, in.LatencyMs.Max)
+	if n := r.Negotiations; n.Requested > 0 {
+		fmt.Fprintf(&b, "negotiations: %d of %d completed (%.4f), with a live agent %d of %d; latency p50 %.1f ms, p99 %.1f\n",
+			n.Completed, n.Requested, n.SuccessRatio, n.CompletedWithLiveAgent, n.WithLiveAgent, n.LatencyMs.P50, n.LatencyMs.P99)
+	}
+	fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received\n", r.MessagesPerNode, r.BytesPerNode)
+	if r.HealToFullS != nil {
+		fmt.Fprintf(&b, "partition:    full delivery %.2f s after the heal\n", *r.HealToFullS)
+	}
+	if bl := r.Baseline; bl != nil {
+		fmt.Fprintf(&b, "raw baseline: delivery %.4f, p99 %.1f ms, wall %.1f s, RSS %.0f MB — parley/raw: wall %.2fx, RSS %.2fx, p99 %.2fx\n",
+			bl.Intents.DeliveryRatio, bl.Intents.LatencyMs.P99, bl.WallS, bl.RSSMB,
+			r.WallS/bl.WallS, r.RSSMB/bl.RSSMB, ratio(r.Intents.LatencyMs.P99, bl.Intents.LatencyMs.P99))
+	}
+	for _, e := range slices.Clone(r.Timeline) {
+		fmt.Fprintf(&b, "  at %6.2f s  %s\n", e.AtS, e.What)
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
