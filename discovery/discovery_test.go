@@ -273,3 +273,38 @@ func FuzzLoadPeers(f *testing.F) {
 		}
 	})
 }
+
+// TestRequestReachesProvidersThroughTheDHT: a requester none of whose
+// neighbours offers the capability finds the provider by rendezvous,
+// connects, and the negotiation completes.
+func TestRequestReachesProvidersThroughTheDHT(t *testing.T) {
+	m := bootstrapMesh(t, 8)
+	provider := m.Nodes[7]
+	a, err := provider.AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"x"}}, negotiation.HandlerFuncs{
+		BidFunc:  func(context.Context, negotiation.Call) (negotiation.Bid, error) { return negotiation.Bid{Price: 1}, nil },
+		WorkFunc: func(_ context.Context, task negotiation.Task) (json.RawMessage, error) { return task.Input, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requester *node.Node
+	for _, n := range m.Nodes[:7] {
+		if n.Host().Network().Connectedness(provider.ID()) != network.Connected {
+			requester = n
+			break
+		}
+	}
+	if requester == nil {
+		t.Skip("every node is already connected to the provider")
+	}
+	findFromAll(t, []*node.Node{requester}, "x", 5*time.Second, a.ID)
+	_ = requester.Host().Network().ClosePeer(provider.ID())
+	for len(requester.TopicPeers("x")) > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out, err := requester.Request(context.Background(), negotiation.Need{Capability: "x", Input: json.RawMessage(`"hi"`)},
+		negotiation.WithBidWindow(300*time.Millisecond), negotiation.WithTimeout(10*time.Second))
+	if err != nil || out.Winner != a.ID {
+		t.Fatalf("Request from a node with no provider nearby: %v (winner %s)", err, out.Winner)
+	}
+}

@@ -3,8 +3,11 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
@@ -153,7 +156,39 @@ func (n *Node) Request(ctx context.Context, need negotiation.Need, opts ...negot
 	if err != nil {
 		return nil, err
 	}
+	n.reachProviders(ctx, need.Capability)
 	return n.neg.Request(ctx, a, need, opts...)
+}
+
+// reachProviders connects to agents offering capability, found through
+// the DHT, when no peer of this node is on its topic: GossipSub carries a
+// topic only among subscribers, so a call from a node none of whose
+// neighbours offers the capability would reach nobody.
+func (n *Node) reachProviders(ctx context.Context, capability string) {
+	if len(n.TopicPeers(capability)) > 0 {
+		return
+	}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cards, err := n.disc.FindAgents(fctx, capability)
+	if err != nil {
+		return
+	}
+	h := n.Host()
+	for _, c := range cards {
+		if c.Peer == n.ID() {
+			continue
+		}
+		ai := peer.AddrInfo{ID: c.Peer}
+		for _, a := range c.Addrs {
+			if m, err := ma.NewMultiaddr(a); err == nil {
+				ai.Addrs = append(ai.Addrs, m)
+			}
+		}
+		if err := h.Connect(fctx, ai); err != nil {
+			log.Debugw("could not reach a provider", "capability", capability, "peer", c.Peer, "err", err)
+		}
+	}
 }
 
 // Tasks lists this node's tasks, on both sides, newest first.

@@ -49,6 +49,8 @@ type NegotiationStats struct {
 	WithLiveAgent          int     `json:"with_live_agent"`
 	CompletedWithLiveAgent int     `json:"completed_with_live_agent"`
 	LatencyMs              Latency `json:"latency_ms"`
+	// Failures counts failed negotiations by reason (the first 20 reasons).
+	Failures map[string]int `json:"failures,omitempty"`
 }
 
 // Event is one fault on the timeline, at a time since the workload began.

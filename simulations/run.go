@@ -33,6 +33,9 @@ type runner struct {
 	start    time.Time
 	progress Progress
 
+	// rngMu guards rng: workload, faults and joins draw from it at once.
+	rngMu sync.Mutex
+
 	mu          sync.Mutex
 	alive       []bool
 	contractors map[int]bool // node index -> hosts a contractor
@@ -98,9 +101,20 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 		if err := r.subscribe(ctx, &wg, i, n); err != nil {
 			return nil, err
 		}
+		if sc.Tasks.Count > 0 {
+			// Every node relays calls for proposals: GossipSub forwards a
+			// topic only among its subscribers, and a requester whose
+			// neighbours host no contractor would otherwise call into
+			// silence. (A deployment gets the same from the DHT: a
+			// requester with no topic peers connects to the providers
+			// FindAgents returns.)
+			if err := r.relay(ctx, &wg, n); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if sc.Tasks.Count > 0 {
-		for _, i := range r.rng.Perm(sc.Nodes)[:sc.Tasks.Contractors] {
+		for _, i := range r.perm(sc.Nodes)[:sc.Tasks.Contractors] {
 			if err := r.addContractor(i); err != nil {
 				return nil, err
 			}
@@ -137,6 +151,24 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+func (r *runner) perm(n int) []int {
+	r.rngMu.Lock()
+	defer r.rngMu.Unlock()
+	return r.rng.Perm(n)
+}
+
+func (r *runner) intn(n int) int {
+	r.rngMu.Lock()
+	defer r.rngMu.Unlock()
+	return r.rng.IntN(n)
+}
+
+func (r *runner) float() float64 {
+	r.rngMu.Lock()
+	defer r.rngMu.Unlock()
+	return r.rng.Float64()
 }
 
 func (r *runner) since() float64 { return time.Since(r.start).Seconds() }
@@ -182,9 +214,28 @@ func (r *runner) subscribe(ctx context.Context, wg *sync.WaitGroup, i int, n *no
 	return nil
 }
 
+// relay subscribes n to the task topic and discards what arrives.
+func (r *runner) relay(ctx context.Context, wg *sync.WaitGroup, n *node.Node) error {
+	sub, err := n.Subscribe(ctx, taskCapability)
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer sub.Close()
+		for {
+			if _, err := sub.Next(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
 func (r *runner) addContractor(i int) error {
 	work := r.sc.Tasks.Work
-	price := 1 + r.rng.Float64()*9
+	price := 1 + r.float()*9
 	_, err := r.m.Nodes[i].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{taskCapability}}, negotiation.HandlerFuncs{
 		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
 			return negotiation.Bid{Price: price, ETA: work}, nil
@@ -211,7 +262,7 @@ func (r *runner) pick() (int, *node.Node) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for range 100 {
-		i := r.rng.IntN(len(r.m.Nodes))
+		i := r.intn(len(r.m.Nodes))
 		if r.alive[i] && !r.contractors[i] {
 			return i, r.m.Nodes[i]
 		}
@@ -292,6 +343,16 @@ func (r *runner) requestTasks(ctx context.Context) {
 				r.completions = append(r.completions, Point{AtS: r.since(), Value: float64(r.neg.Completed)})
 			} else {
 				r.neg.Failed++
+				reason := "wrong result"
+				if err != nil {
+					reason = err.Error()
+				}
+				if r.neg.Failures == nil {
+					r.neg.Failures = map[string]int{}
+				}
+				if len(r.neg.Failures) < 20 {
+					r.neg.Failures[reason]++
+				}
 			}
 		}()
 		r.progress(float64(r.sc.Intents.Count+k+1) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
@@ -322,7 +383,12 @@ func (r *runner) faults(ctx context.Context) {
 			victims = append(victims, i)
 		}
 	}
-	r.rng.Shuffle(len(victims), func(a, b int) { victims[a], victims[b] = victims[b], victims[a] })
+	order := r.perm(len(victims))
+	shuffled := make([]int, len(victims))
+	for k, o := range order {
+		shuffled[k] = victims[o]
+	}
+	victims = shuffled
 	kills := int(c.Fraction*float64(len(victims)) + 0.5)
 	for _, i := range victims[:kills] {
 		sleep(ctx, c.Every)
@@ -400,7 +466,7 @@ func (r *runner) partition(ctx context.Context) {
 	p := r.sc.Partition
 	sleep(ctx, p.At)
 	n := len(r.m.Nodes)
-	cut := r.rng.Perm(n)[:int(p.Fraction*float64(n))]
+	cut := r.perm(n)[:int(p.Fraction*float64(n))]
 	r.mu.Lock()
 	for _, i := range cut {
 		r.partitioned[i] = true
@@ -408,9 +474,13 @@ func (r *runner) partition(ctx context.Context) {
 	r.mu.Unlock()
 	type pair struct{ a, b peer.ID }
 	var cutLinks []pair
+	inCut := map[int]bool{}
+	for _, i := range cut {
+		inCut[i] = true
+	}
 	for _, i := range cut {
 		for j := range n {
-			if r.partitioned[j] {
+			if inCut[j] {
 				continue
 			}
 			a, b := r.m.Nodes[i].ID(), r.m.Nodes[j].ID()
@@ -446,7 +516,7 @@ func (r *runner) addHostiles(ctx context.Context, wg *sync.WaitGroup) error {
 			return err
 		}
 		for range r.sc.Degree {
-			_, _ = r.m.Net.ConnectPeers(h.ID(), r.m.Nodes[r.rng.IntN(len(r.m.Nodes))].ID())
+			_, _ = r.m.Net.ConnectPeers(h.ID(), r.m.Nodes[r.intn(len(r.m.Nodes))].ID())
 		}
 		a, err := hostile.New(ctx, h)
 		if err != nil {
