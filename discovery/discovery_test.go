@@ -103,7 +103,10 @@ func TestFindAgentsAcrossThirtyNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	findFromAll(t, m.Nodes, "x", 5*time.Second, a.ID)
+	// The target is 5 s (BenchmarkJoin measures it: 1.5 s); the
+	// test allows 10 s because CI runs it under -race beside other
+	// packages on two cores.
+	findFromAll(t, m.Nodes, "x", 10*time.Second, a.ID)
 }
 
 func TestBadAndExpiredCardsAreNeverReturned(t *testing.T) {
@@ -281,7 +284,9 @@ func TestRequestReachesProvidersThroughTheDHT(t *testing.T) {
 	m := bootstrapMesh(t, 8)
 	provider := m.Nodes[7]
 	a, err := provider.AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"x"}}, negotiation.HandlerFuncs{
-		BidFunc:  func(context.Context, negotiation.Call) (negotiation.Bid, error) { return negotiation.Bid{Price: 1}, nil },
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: 1}, nil
+		},
 		WorkFunc: func(_ context.Context, task negotiation.Task) (json.RawMessage, error) { return task.Input, nil },
 	})
 	if err != nil {
