@@ -1,6 +1,9 @@
-// Package demo runs parley's demo: a few real nodes on loopback TCP in one
-// process, each with its own temporary home, whose agents gossip intents to
-// each other while the demo prints what happens and then a summary.
+// Package demo runs parley's supply-chain demo: real nodes on loopback TCP
+// in one process, each with its own temporary home. A shop agent places
+// orders; each order needs inventory, pricing and shipping, and for each
+// the shop negotiates with competing contractor agents (different prices
+// and speeds, one of them flaky) over parley's contract net. The demo
+// prints every negotiation as it happens and a summary, and ends by itself.
 package demo
 
 import (
@@ -12,61 +15,54 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/internal/home"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )
 
 // Config sizes the demo. The zero value is the default demo.
 type Config struct {
-	Nodes  int           // default 5
-	Rounds int           // intents each node publishes; default 3
-	Every  time.Duration // pause between rounds; default 400ms
+	Orders int // default 6
 }
 
-// role is what one demo node stands for.
-type role struct{ name, capability, payload string }
+// contractor is one competing agent of the story.
+type contractor struct {
+	name       string
+	capability string
+	node       int // which node hosts it (1..)
+	price      float64
+	work       time.Duration
+	// failFirst makes it fail its first task, to show a re-award.
+	failFirst bool
+}
 
-// roles is the demo's story: each node stands for a business whose agent
-// reports on one capability and listens to all of them.
-func roles() []role {
-	return []role{
-		{"warehouse", "inventory", `{"sku":"bolt-m8","on_hand":%d}`},
-		{"carrier", "shipping", `{"lane":"OSL-HAM","trucks_free":%d}`},
-		{"supplier", "pricing", `{"sku":"bolt-m8","price_eur":%d}`},
-		{"factory", "inventory", `{"sku":"nut-m8","on_hand":%d}`},
-		{"retailer", "pricing", `{"sku":"nut-m8","price_eur":%d}`},
+func cast() []contractor {
+	return []contractor{
+		{"inventory-north", "inventory", 1, 4, 80 * time.Millisecond, false},
+		{"inventory-south", "inventory", 2, 6, 40 * time.Millisecond, false},
+		{"pricing-fast", "pricing", 3, 3, 30 * time.Millisecond, false},
+		{"pricing-cheap", "pricing", 1, 2, 60 * time.Millisecond, false},
+		{"shipping-budget", "shipping", 4, 5, 120 * time.Millisecond, true},
+		{"shipping-express", "shipping", 5, 7, 60 * time.Millisecond, false},
 	}
 }
 
-type delivery struct {
-	at      string
-	latency time.Duration
-}
+// Run runs the default demo.
+func Run(ctx context.Context, out io.Writer) error { return RunConfig(ctx, out, Config{}) }
 
-// Run starts the nodes, lets their agents gossip, prints each delivery to
-// out as it happens and a summary at the end, and stops everything. It
-// returns an error if any intent failed to reach a node.
-func Run(ctx context.Context, out io.Writer) error {
-	return RunConfig(ctx, out, Config{})
-}
-
-// RunConfig is Run with a Config.
+// RunConfig runs the demo and returns an error if any order failed.
 func RunConfig(ctx context.Context, out io.Writer, cfg Config) error {
-	if cfg.Nodes <= 0 {
-		cfg.Nodes = 5
-	}
-	if cfg.Rounds <= 0 {
-		cfg.Rounds = 3
-	}
-	if cfg.Every <= 0 {
-		cfg.Every = 400 * time.Millisecond
+	if cfg.Orders <= 0 {
+		cfg.Orders = 6
 	}
 	ctx, cancel := context.WithTimeout(ctx, 25*time.Second)
 	defer cancel()
@@ -84,43 +80,30 @@ func RunConfig(ctx context.Context, out io.Writer, cfg Config) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	roles := roles()
-	caps := map[string]bool{}
-	for i := range cfg.Nodes {
-		caps[roles[i%len(roles)].capability] = true
-	}
-	capabilities := make([]string, 0, len(caps))
-	for c := range caps {
-		capabilities = append(capabilities, c)
-	}
-	slices.Sort(capabilities)
-
-	nodes := make([]*node.Node, 0, cfg.Nodes)
-	names := map[peer.ID]string{}
+	roles := []string{"inventory", "pricing", "shipping"}
+	const nodes = 6
+	nodeNames := []string{"shop", "north-depot", "south-depot", "pricing-desk", "budget-freight", "express-freight"}
+	var ns []*node.Node
 	defer func() {
 		// Last first, so no node sees its bootstrap peer go away.
-		for i := len(nodes) - 1; i >= 0; i-- {
-			_ = nodes[i].Close()
+		for i := len(ns) - 1; i >= 0; i-- {
+			_ = ns[i].Close()
 		}
 	}()
-	for i := range cfg.Nodes {
-		role := roles[i%len(roles)].name
-		if i >= len(roles) {
-			role = fmt.Sprintf("%s-%d", role, i)
-		}
-		h, err := home.Init(filepath.Join(tmp, role), false)
+	for i := range nodes {
+		h, err := home.Init(filepath.Join(tmp, nodeNames[i]), false)
 		if err != nil {
-			return fmt.Errorf("demo: init home of %s: %w", role, err)
+			return fmt.Errorf("demo: init home of %s: %w", nodeNames[i], err)
 		}
 		nc, err := h.NodeConfig()
 		if err != nil {
-			return fmt.Errorf("demo: config of %s: %w", role, err)
+			return fmt.Errorf("demo: config of %s: %w", nodeNames[i], err)
 		}
 		nc.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
 		nc.BootstrapBackoff = 100 * time.Millisecond
+		nc.MDNS, nc.DHTMode = false, "off"
 		if i > 0 {
-			// Each node knows only the first: the mesh forms from there.
-			infos, err := peer.AddrInfosFromP2pAddrs(nodes[0].Addrs()...)
+			infos, err := peer.AddrInfosFromP2pAddrs(ns[0].Addrs()...)
 			if err != nil {
 				return fmt.Errorf("demo: %w", err)
 			}
@@ -128,163 +111,137 @@ func RunConfig(ctx context.Context, out io.Writer, cfg Config) error {
 		}
 		n, err := node.New(nc)
 		if err != nil {
-			return fmt.Errorf("demo: node %s: %w", role, err)
+			return fmt.Errorf("demo: node %s: %w", nodeNames[i], err)
 		}
 		if err := n.Start(ctx); err != nil {
-			return fmt.Errorf("demo: start %s: %w", role, err)
+			return fmt.Errorf("demo: start %s: %w", nodeNames[i], err)
 		}
-		nodes = append(nodes, n)
-		names[n.ID()] = role
-		a := n.Agents()[0]
-		say("%-10s up   peer %s  agent %s", role, short(n.ID().String()), short(a.ID.String()))
+		ns = append(ns, n)
+		say("%-16s up on %s", nodeNames[i], n.Addrs()[0])
 	}
 
-	// Every node listens to every capability.
-	var (
-		mu        sync.Mutex
-		delivered = map[string][]delivery{} // intent ID -> deliveries
-		wg        sync.WaitGroup
-	)
-	subCtx, stopSubs := context.WithCancel(ctx)
-	defer func() { stopSubs(); wg.Wait() }()
-	for _, n := range nodes {
-		for _, c := range capabilities {
-			sub, err := n.Subscribe(subCtx, c)
-			if err != nil {
-				return fmt.Errorf("demo: subscribe: %w", err)
+	names := map[identity.AgentID]string{}
+	for _, c := range cast() {
+		a, err := ns[c.node].AddAgent(node.AgentCard{Name: c.name, Capabilities: []string{c.capability}}, newAgent(c, say))
+		if err != nil {
+			return fmt.Errorf("demo: agent %s: %w", c.name, err)
+		}
+		names[a.ID] = c.name
+		say("%-16s offers %-9s at %g, takes ~%s%s", c.name, c.capability, c.price, c.work, map[bool]string{true: " (flaky)"}[c.failFirst])
+	}
+	shop := ns[0]
+	for _, r := range roles {
+		for len(shop.TopicPeers(r)) < 2 {
+			if ctx.Err() != nil {
+				return errors.New("demo: the mesh did not form")
 			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	say("mesh formed: %d nodes; the shop places %d orders", nodes, cfg.Orders)
+
+	var (
+		negLat, orderLat []time.Duration
+		completed        int
+		reawards         int
+	)
+	for o := 1; o <= cfg.Orders; o++ {
+		ostart := time.Now()
+		outs := make([]*negotiation.Outcome, len(roles))
+		errs := make([]error, len(roles))
+		var wg sync.WaitGroup
+		for k, role := range roles {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer sub.Close()
-				for {
-					in, err := sub.Next(subCtx)
-					if err != nil {
-						return
-					}
-					if in.ReplyTo.Peer == n.ID() {
-						continue // a node's own intent
-					}
-					lat := time.Since(in.Created)
-					mu.Lock()
-					delivered[in.ID] = append(delivered[in.ID], delivery{names[n.ID()], lat})
-					mu.Unlock()
-					say("%-10s <- %-9s from %-10s %s  (%s)", names[n.ID()], in.Capability, names[in.ReplyTo.Peer], in.Payload, lat.Round(time.Microsecond))
-				}
+				say("order %d: call for %s (public: sku and quantity; the address goes only to the winner)", o, role)
+				outs[k], errs[k] = shop.Request(ctx, negotiation.Need{
+					Capability: role,
+					Summary:    json.RawMessage(fmt.Sprintf(`{"order":%d,"sku":"bolt-m8","qty":%d}`, o, 100*o)),
+					Input:      json.RawMessage(fmt.Sprintf(`{"order":%d,"sku":"bolt-m8","qty":%d,"ship_to":"Storgata %d, Oslo"}`, o, 100*o, o)),
+				}, negotiation.WithBidWindow(250*time.Millisecond), negotiation.WithEnoughBids(2),
+					negotiation.WithTimeout(8*time.Second), negotiation.WithProgressTimeout(time.Second))
 			}()
 		}
-	}
-	if err := waitMesh(ctx, nodes); err != nil {
-		return err
-	}
-	say("mesh formed: %d nodes, capabilities %v", len(nodes), capabilities)
-
-	var published []*intent.Intent
-	for round := range cfg.Rounds {
-		for i, n := range nodes {
-			r := roles[i%len(roles)]
-			payload := fmt.Sprintf(r.payload, 100+10*round+i)
-			in, err := n.Publish(ctx, node.PublishRequest{Capability: r.capability, Payload: json.RawMessage(payload)})
-			if err != nil {
-				return fmt.Errorf("demo: %s publish: %w", names[n.ID()], err)
+		wg.Wait()
+		ok := true
+		for k, out := range outs {
+			if errs[k] != nil || out == nil {
+				ok = false
+				say("order %d: %s FAILED: %v", o, roles[k], errs[k])
+				continue
 			}
-			published = append(published, in)
-			say("%-10s -> %-9s %s", names[n.ID()], r.capability, payload)
+			var bids []string
+			failed := ""
+			for _, b := range out.Bids {
+				bids = append(bids, fmt.Sprintf("%s %g/%s", names[b.Agent], b.Price, b.ETA))
+				if b.Status == "failed" || b.Status == "declined" || b.Status == "silent" {
+					failed = fmt.Sprintf("%s %s (%s)", names[b.Agent], b.Status, b.Note)
+				}
+			}
+			say("order %d: %-9s bids [%s]", o, roles[k], strings.Join(bids, ", "))
+			if failed != "" {
+				reawards++
+				say("order %d: %-9s %s -> re-awarded", o, roles[k], failed)
+			}
+			say("order %d: %-9s won by %s: %s; result %s in %s", o, roles[k], names[out.Winner], out.Rationale, out.Result, out.Timings.Total.Round(time.Millisecond))
+			negLat = append(negLat, out.Timings.Total)
 		}
-		if !sleep(ctx, cfg.Every) {
-			break
+		if ok {
+			completed++
+			orderLat = append(orderLat, time.Since(ostart))
 		}
 	}
 
-	// Wait for the last deliveries.
-	expected := len(published) * (len(nodes) - 1)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) && count(&mu, delivered) < expected && ctx.Err() == nil {
-		time.Sleep(50 * time.Millisecond)
-	}
-	stopSubs()
-	wg.Wait()
-
-	mu.Lock()
-	got := 0
-	var lats []time.Duration
-	for _, in := range published {
-		for _, d := range delivered[in.ID] {
-			got++
-			lats = append(lats, d.latency)
-		}
-	}
-	mu.Unlock()
-	slices.Sort(lats)
-	var dropped uint64
-	for _, n := range nodes {
-		for _, c := range n.Stats().Dropped {
-			dropped += c
-		}
-	}
-	fmt.Fprintf(out, "\nsummary: %d nodes, %d intents published, %d of %d deliveries (%.0f%%), %d dropped as invalid\n",
-		len(nodes), len(published), got, expected, 100*float64(got)/float64(max(expected, 1)), dropped)
-	if len(lats) > 0 {
-		fmt.Fprintf(out, "latency: p50 %s, max %s (publish to verified delivery)\n",
-			lats[len(lats)/2].Round(time.Microsecond), lats[len(lats)-1].Round(time.Microsecond))
-	}
-	fmt.Fprintf(out, "elapsed: %s\n", time.Since(start).Round(time.Millisecond))
-	if got < expected {
-		return fmt.Errorf("demo: only %d of %d deliveries arrived", got, expected)
+	fmt.Fprintf(out, "\nsummary\n")
+	fmt.Fprintf(out, "  %-26s %d\n", "orders placed", cfg.Orders)
+	fmt.Fprintf(out, "  %-26s %d (%.0f%%)\n", "orders completed", completed, 100*float64(completed)/float64(cfg.Orders))
+	fmt.Fprintf(out, "  %-26s %d\n", "negotiations completed", len(negLat))
+	fmt.Fprintf(out, "  %-26s %d\n", "re-awards after a failure", reawards)
+	fmt.Fprintf(out, "  %-26s p50 %s  p99 %s\n", "negotiation latency", pct(negLat, 0.5), pct(negLat, 0.99))
+	fmt.Fprintf(out, "  %-26s p50 %s  p99 %s\n", "order latency", pct(orderLat, 0.5), pct(orderLat, 0.99))
+	fmt.Fprintf(out, "  %-26s %s\n", "elapsed", time.Since(start).Round(time.Millisecond))
+	if completed < cfg.Orders {
+		return fmt.Errorf("demo: %d of %d orders failed", cfg.Orders-completed, cfg.Orders)
 	}
 	return nil
 }
 
-// waitMesh waits until every node sees every other node's subscriptions,
-// so the first intents are not published into a half-formed mesh.
-func waitMesh(ctx context.Context, nodes []*node.Node) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ready := true
-		for _, n := range nodes {
-			if len(n.Peers()) == 0 {
-				ready = false
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[int(p*float64(len(d)-1))].Round(time.Millisecond)
+}
+
+// newAgent is a contractor's handler: it bids its price and speed, works
+// with progress, and (if flaky) fails its first task.
+func newAgent(c contractor, say func(string, ...any)) negotiation.Handler {
+	var tasks atomic.Int32
+	return negotiation.HandlerFuncs{
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: c.price, ETA: c.work, Rationale: fmt.Sprintf("%s can do it in %s", c.name, c.work)}, nil
+		},
+		WorkFunc: func(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+			n := tasks.Add(1)
+			var order struct {
+				Order  int    `json:"order"`
+				ShipTo string `json:"ship_to"`
 			}
-		}
-		if ready {
-			// Subscriptions travel right after connecting; one heartbeat
-			// lets GossipSub graft its meshes.
-			if !sleep(ctx, 1200*time.Millisecond) {
-				return ctx.Err()
+			_ = json.Unmarshal(t.Input, &order)
+			if c.failFirst && n == 1 {
+				say("%-16s order %d: truck broke down, giving up", c.name, order.Order)
+				return nil, errors.New("truck broke down")
 			}
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errors.New("demo: nodes did not connect within 10 s")
-		}
-		time.Sleep(50 * time.Millisecond)
+			t.Progress(0.5, "halfway")
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(c.work):
+			}
+			return json.Marshal(map[string]any{"by": c.name, "order": order.Order, "done": c.capability})
+		},
 	}
-}
-
-func count(mu *sync.Mutex, m map[string][]delivery) int {
-	mu.Lock()
-	defer mu.Unlock()
-	n := 0
-	for _, d := range m {
-		n += len(d)
-	}
-	return n
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-func short(s string) string {
-	if len(s) <= 16 {
-		return s
-	}
-	return s[:10] + "…" + s[len(s)-5:]
 }
