@@ -49,6 +49,7 @@ func (n *Node) AddAgent(card AgentCard, h negotiation.Handler) (*identity.Agent,
 	if err := n.neg.AddContractor(a, card.Capabilities, h); err != nil {
 		return nil, err
 	}
+	n.rpc.Handle(a, askByWork(h))
 	caps := make([]discovery.Capability, 0, len(card.Capabilities))
 	for _, c := range card.Capabilities {
 		if err := n.watchCalls(c); err != nil {

@@ -32,6 +32,7 @@ import (
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/negotiation/rpc"
 	"github.com/parleynet/parley/policy"
 )
 
@@ -67,6 +68,7 @@ type Node struct {
 	topics   map[string]*pubsub.Topic
 	disc     *discovery.Service
 	neg      *negotiation.Service
+	rpc      *rpc.Service
 	// agents are the hosted agents, by name and in order (default first);
 	// AddAgent can add more while the node runs.
 	agents    map[string]*identity.Agent
@@ -165,6 +167,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Guard:      guard{n},
 		Audit:      n.auditEvent,
 	})
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
 			Peers:      n.cfg.Bootstrap,
@@ -284,13 +287,14 @@ func (n *Node) Close() error {
 type parts struct {
 	cancel context.CancelFunc
 	neg    *negotiation.Service
+	rpc    *rpc.Service
 	disc   *discovery.Service
 	topics map[string]*pubsub.Topic
 	host   host.Host // only if the node built it
 }
 
 func (n *Node) detachLocked() parts {
-	p := parts{cancel: n.cancel, neg: n.neg, disc: n.disc, topics: n.topics}
+	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, disc: n.disc, topics: n.topics}
 	if n.ownsHost {
 		p.host = n.host
 	}
@@ -304,6 +308,9 @@ func (p parts) shutdown() error {
 	}
 	if p.neg != nil {
 		_ = p.neg.Close()
+	}
+	if p.rpc != nil {
+		_ = p.rpc.Close()
 	}
 	if p.disc != nil {
 		_ = p.disc.Close()

@@ -1,0 +1,50 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/negotiation/rpc"
+)
+
+// Ask sends input directly to agent to on node p, with no negotiation,
+// signed by the hosted agent fromAgent ("" for the default), and returns
+// the answer. Agents added with AddAgent answer asks with their Work.
+func (n *Node) Ask(ctx context.Context, p peer.ID, to identity.AgentID, capability string, input json.RawMessage, fromAgent string) (json.RawMessage, error) {
+	if _, err := n.running(); err != nil {
+		return nil, err
+	}
+	a, err := n.Agent(fromAgent)
+	if err != nil {
+		return nil, err
+	}
+	return n.rpc.Ask(ctx, a, p, to, capability, input)
+}
+
+// HandleAsk answers direct asks addressed to the hosted agent agentName.
+func (n *Node) HandleAsk(agentName string, fn rpc.Handler) error {
+	if _, err := n.running(); err != nil {
+		return err
+	}
+	a, err := n.Agent(agentName)
+	if err != nil {
+		return err
+	}
+	n.rpc.Handle(a, fn)
+	return nil
+}
+
+// askByWork answers a direct ask with a contractor's Work.
+func askByWork(h negotiation.Handler) rpc.Handler {
+	return func(ctx context.Context, req rpc.Request) (json.RawMessage, error) {
+		return h.Work(ctx, negotiation.Task{
+			Call:     negotiation.Call{Capability: req.Capability, Requester: req.From},
+			Input:    req.Input,
+			Progress: func(float64, string) {},
+		})
+	}
+}
