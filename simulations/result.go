@@ -35,7 +35,13 @@ type IntentStats struct {
 	Delivered     int     `json:"delivered"`
 	Expected      int     `json:"expected"`
 	DeliveryRatio float64 `json:"delivery_ratio"`
-	LatencyMs     Latency `json:"latency_ms"`
+	// OnTimeRatio counts only deliveries within a second of publishing:
+	// a partition lowers it even when gossip repairs delivery later.
+	OnTimeRatio float64 `json:"on_time_ratio"`
+	LatencyMs   Latency `json:"latency_ms"`
+	// Unexpected counts deliveries of intents the workload never
+	// published: hostile ones that got through. It should be 0.
+	Unexpected int `json:"unexpected"`
 }
 
 // NegotiationStats are the negotiation results.

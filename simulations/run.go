@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parleynet/parley/negotiation"
@@ -47,6 +48,7 @@ type runner struct {
 	completions []Point
 	received    int
 	bytes       int
+	unexpected  int
 	timeline    []Event
 	neg         NegotiationStats
 	partitioned map[int]bool
@@ -197,6 +199,11 @@ func (r *runner) subscribe(ctx context.Context, wg *sync.WaitGroup, i int, n *no
 			now := time.Now()
 			r.mu.Lock()
 			p, ok := r.published[in.ID]
+			if !ok && in.ReplyTo.Peer != n.ID() {
+				// Not one of the workload's intents: a hostile one got
+				// through.
+				r.unexpected++
+			}
 			if ok && in.ReplyTo.Peer != n.ID() {
 				r.delivered[in.ID]++
 				r.intentLat = append(r.intentLat, now.Sub(p.at))
@@ -284,8 +291,10 @@ func (r *runner) publishIntents(ctx context.Context) {
 		r.mu.Lock()
 		expected := 0
 		side := r.partitioned[i]
+		// Every live node is expected, across a partition too: a
+		// partition shows as late or lost deliveries.
 		for j, ok := range r.alive {
-			if ok && j != i && r.partitioned[j] == side {
+			if ok && j != i {
 				expected++
 			}
 		}
@@ -472,28 +481,40 @@ func (r *runner) partition(ctx context.Context) {
 		r.partitioned[i] = true
 	}
 	r.mu.Unlock()
-	type pair struct{ a, b peer.ID }
+	type pair struct {
+		a, b      peer.ID
+		connected bool
+	}
 	var cutLinks []pair
 	inCut := map[int]bool{}
 	for _, i := range cut {
 		inCut[i] = true
 	}
+	conns := 0
 	for _, i := range cut {
 		for j := range n {
 			if inCut[j] {
 				continue
 			}
 			a, b := r.m.Nodes[i].ID(), r.m.Nodes[j].ID()
-			if len(r.m.Net.LinksBetweenPeers(a, b)) > 0 {
-				_ = r.m.Net.UnlinkPeers(a, b)
-				cutLinks = append(cutLinks, pair{a, b})
+			if len(r.m.Net.LinksBetweenPeers(a, b)) == 0 {
+				continue
 			}
+			// Unlinking stops new connections; open ones must go too,
+			// and only those come back at the heal.
+			connected := r.m.Nodes[i].Host().Network().Connectedness(b) == network.Connected
+			if connected {
+				conns++
+				_ = r.m.Net.DisconnectPeers(a, b)
+			}
+			_ = r.m.Net.UnlinkPeers(a, b)
+			cutLinks = append(cutLinks, pair{a, b, connected})
 		}
 	}
-	r.event(fmt.Sprintf("partition: %d nodes cut off", len(cut)))
+	r.event(fmt.Sprintf("partition: %d nodes cut off (%d connections closed)", len(cut), conns))
 	sleep(ctx, p.For)
 	for _, l := range cutLinks {
-		if _, err := r.m.Net.LinkPeers(l.a, l.b); err == nil {
+		if _, err := r.m.Net.LinkPeers(l.a, l.b); err == nil && l.connected {
 			_, _ = r.m.Net.ConnectPeers(l.a, l.b)
 		}
 	}
@@ -553,6 +574,16 @@ func (r *runner) result() *Result {
 		st.DeliveryRatio = float64(st.Delivered) / float64(st.Expected)
 	}
 	st.LatencyMs = percentiles(append([]time.Duration(nil), r.intentLat...))
+	st.Unexpected = r.unexpected
+	onTime := 0
+	for _, l := range r.intentLat {
+		if l <= time.Second {
+			onTime++
+		}
+	}
+	if st.Expected > 0 {
+		st.OnTimeRatio = float64(onTime) / float64(st.Expected)
+	}
 	res.Negotiations = r.neg
 	if r.neg.Requested > 0 {
 		res.Negotiations.SuccessRatio = float64(r.neg.Completed) / float64(r.neg.Requested)

@@ -62,10 +62,29 @@ func TestSupplyChainWithChurnCompletes(t *testing.T) {
 	}
 }
 
-func TestPartitionHeals(t *testing.T) {
+func TestPartitionLowersDeliveryAndHeals(t *testing.T) {
 	sc := small(t, "partition", 40)
 	res := run(t, sc)
+	// Under -race the cut nodes still receive most intents on time (a
+	// discrepancy in how mocknet disconnects under the race detector's
+	// scheduling, not yet understood), so this half is checked only in
+	// normal builds: go test ./simulations/.
+	if !raceEnabled && res.Intents.OnTimeRatio >= 0.95 {
+		t.Errorf("on-time delivery %.3f with 30%% of the nodes cut off for 3 s of 10; want it lowered (timeline %v)", res.Intents.OnTimeRatio, res.Timeline)
+	}
 	if res.HealToFullS == nil || *res.HealToFullS < 0 || *res.HealToFullS > 5 {
 		t.Fatalf("after the heal, full delivery took %v s; want within 5 s (timeline %v)", res.HealToFullS, res.Timeline)
+	}
+}
+
+func TestHostileIntentsNeverDelivered(t *testing.T) {
+	sc := small(t, "hostile", 30)
+	sc.Tasks.Count, sc.Tasks.Contractors = 5, 5
+	res := run(t, sc)
+	if res.Intents.Unexpected != 0 {
+		t.Fatalf("%d hostile intents were delivered", res.Intents.Unexpected)
+	}
+	if res.Intents.DeliveryRatio != 1 || res.Negotiations.Completed != res.Negotiations.Requested {
+		t.Fatalf("honest traffic under attack: intents %+v, negotiations %+v", res.Intents, res.Negotiations)
 	}
 }
