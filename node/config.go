@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/policy"
@@ -60,6 +61,10 @@ type Config struct {
 	// Policy is the node's guardrails; nil allows everything. Reload it
 	// with Node.ReloadPolicy.
 	Policy *policy.Policy
+	// AuditLog, if set, records every intent published and received and
+	// every negotiation step and policy decision, each on disk before the
+	// step is acknowledged. The node does not close it.
+	AuditLog *audit.Log
 	// NoPeerScoring turns off GossipSub peer scoring, which otherwise
 	// costs a peer its mesh place (and then its hearing) when it forwards
 	// invalid intents.

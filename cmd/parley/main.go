@@ -71,6 +71,9 @@ starts its daemon, and the other commands talk to that daemon.`,
 		c.versionCmd(),
 		c.demoCmd(),
 		c.simCmd(),
+		c.auditCmd(),
+		c.approvalsCmd(),
+		c.agentsCmd(),
 	)
 	return root
 }

@@ -5,15 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/internal/home"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
+	"github.com/parleynet/parley/policy"
 )
 
 // shutdownTimeout bounds how long the daemon takes to stop after a signal.
@@ -23,6 +30,12 @@ type runFlags struct {
 	listen    []string
 	bootstrap []string
 	api       string
+	announce  []string
+	noMDNS    bool
+	dhtMode   string
+	psk       string
+	policy    string
+	noAudit   bool
 }
 
 func (c *cli) runCmd() *cobra.Command {
@@ -49,6 +62,12 @@ stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
 	fl.StringArrayVar(&f.listen, "listen", nil, "multiaddr to listen on, repeatable (overrides config.yaml's listen)")
 	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "peer to join, a multiaddr ending in /p2p/<PeerID>, repeatable (overrides config.yaml's bootstrap)")
 	fl.StringVar(&f.api, "api", "", "host:port of the local API (default config.yaml's api.listen, else 127.0.0.1:0)")
+	fl.StringArrayVar(&f.announce, "announce", nil, "multiaddr to tell peers to dial instead of the listen addresses (port forwarding), repeatable")
+	fl.BoolVar(&f.noMDNS, "no-mdns", false, "do not look for peers on the LAN with mDNS")
+	fl.StringVar(&f.dhtMode, "dht-mode", "", "DHT mode: server (default), client, auto or off")
+	fl.StringVar(&f.psk, "psk", "", "private network key file (libp2p format); only nodes with the same key can connect")
+	fl.StringVar(&f.policy, "policy", "", "policy file (YAML); reloaded on SIGHUP")
+	fl.BoolVar(&f.noAudit, "no-audit", false, "do not keep the audit log in <home>/audit")
 	return cmd
 }
 
@@ -71,6 +90,26 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 		}
 		return fmt.Errorf("--bootstrap: %w", err)
 	}
+	var announce []ma.Multiaddr
+	for _, s := range f.announce {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return fmt.Errorf("--announce %q is not a valid multiaddr: %v", s, err)
+		}
+		announce = append(announce, a)
+	}
+	var psk pnet.PSK
+	if f.psk != "" {
+		if psk, err = node.LoadPSK(f.psk); err != nil {
+			return fmt.Errorf("--psk: %w", err)
+		}
+	}
+	var pol *policy.Policy
+	if f.policy != "" {
+		if pol, err = policy.Load(f.policy); err != nil {
+			return fmt.Errorf("--policy: %w", err)
+		}
+	}
 	if f.api != "" {
 		if _, _, err := net.SplitHostPort(f.api); err != nil {
 			return fmt.Errorf("--api %q: want host:port, such as 127.0.0.1:5001: %v", f.api, err)
@@ -91,6 +130,14 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 	if len(f.bootstrap) > 0 {
 		cfg.Bootstrap = boot
 	}
+	cfg.MDNS = !f.noMDNS
+	if f.dhtMode != "" {
+		cfg.DHTMode = f.dhtMode
+	}
+	if len(announce) > 0 {
+		cfg.Announce = announce
+	}
+	cfg.PSK, cfg.Policy = psk, pol
 	apiAddr := h.Config.API.Listen
 	if f.api != "" {
 		apiAddr = f.api
@@ -99,6 +146,15 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 		return fmt.Errorf("a daemon is already running for home %s (api %s)", c.home, url)
 	}
 
+	if !f.noAudit {
+		// Every acknowledged action is on disk in the log first.
+		alog, err := audit.Open(filepath.Join(h.Dir, "audit"), h.NodeKey, audit.Options{})
+		if err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		defer alog.Close()
+		cfg.AuditLog = alog
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
@@ -106,6 +162,10 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 	if err := n.Start(ctx); err != nil {
 		_ = n.Close()
 		return err
+	}
+	if f.policy != "" {
+		stopHUP := reloadOnHUP(n, f.policy)
+		defer stopHUP()
 	}
 	ln, err := net.Listen("tcp", apiAddr)
 	if err != nil {
@@ -187,4 +247,31 @@ func (c *cli) stop(h *home.Home, n *node.Node, srv *api.Server, served <-chan er
 		errs = append(errs, fmt.Errorf("node did not stop within %s", shutdownTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// reloadOnHUP reloads the policy file on SIGHUP. A file with an error is
+// refused with its file, line and reason, and the old policy stays.
+func reloadOnHUP(n *node.Node, path string) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				p, err := policy.Load(path)
+				if err != nil {
+					log.Errorw("policy reload refused; the old policy stays in force", "err", err)
+					continue
+				}
+				n.ReloadPolicy(p, path)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-msgio"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"github.com/libp2p/go-msgio"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation/rpc"

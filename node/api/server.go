@@ -74,14 +74,17 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 	}
 	metrics := promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{})
 	s.routes = map[string]map[string]http.HandlerFunc{
-		PathNode:      {http.MethodGet: s.handleNode},
-		PathPeers:     {http.MethodGet: s.handlePeers},
-		PathStats:     {http.MethodGet: s.handleStats},
-		PathIntents:   {http.MethodPost: s.handlePublish},
-		PathSubscribe: {http.MethodGet: s.handleSubscribe},
-		PathTasks:     {http.MethodPost: s.handleRequest, http.MethodGet: s.handleTasks},
-		PathTask:      {http.MethodGet: s.handleTask, http.MethodDelete: s.handleCancel},
-		PathMetrics:   {http.MethodGet: metrics.ServeHTTP},
+		PathNode:       {http.MethodGet: s.handleNode},
+		PathPeers:      {http.MethodGet: s.handlePeers},
+		PathStats:      {http.MethodGet: s.handleStats},
+		PathIntents:    {http.MethodPost: s.handlePublish},
+		PathSubscribe:  {http.MethodGet: s.handleSubscribe},
+		PathTasks:      {http.MethodPost: s.handleRequest, http.MethodGet: s.handleTasks},
+		PathTask:       {http.MethodGet: s.handleTask, http.MethodDelete: s.handleCancel},
+		PathMetrics:    {http.MethodGet: metrics.ServeHTTP},
+		PathApprovals:  {http.MethodGet: s.handleApprovals},
+		PathApproval:   {http.MethodPost: s.handleDecide},
+		PathFindAgents: {http.MethodGet: s.handleFindAgents},
 	}
 	s.srv = &http.Server{
 		Handler:           s,
