@@ -130,14 +130,22 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 	if len(f.bootstrap) > 0 {
 		cfg.Bootstrap = boot
 	}
-	cfg.MDNS = !f.noMDNS
+	if f.noMDNS {
+		cfg.MDNS = false
+	}
 	if f.dhtMode != "" {
 		cfg.DHTMode = f.dhtMode
 	}
 	if len(announce) > 0 {
 		cfg.Announce = announce
 	}
-	cfg.PSK, cfg.Policy = psk, pol
+	if psk != nil {
+		cfg.PSK = psk
+	}
+	policyPath := h.PolicyPath()
+	if pol != nil {
+		cfg.Policy, policyPath = pol, f.policy
+	}
 	apiAddr := h.Config.API.Listen
 	if f.api != "" {
 		apiAddr = f.api
@@ -163,8 +171,8 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 		_ = n.Close()
 		return err
 	}
-	if f.policy != "" {
-		stopHUP := reloadOnHUP(n, f.policy)
+	if policyPath != "" {
+		stopHUP := reloadOnHUP(n, policyPath)
 		defer stopHUP()
 	}
 	ln, err := net.Listen("tcp", apiAddr)

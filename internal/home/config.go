@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/policy"
 )
 
 // DefaultAPIListen is where the daemon's API listens unless configured.
@@ -42,6 +44,33 @@ type Config struct {
 	Limits LimitsConfig `yaml:"limits"`
 	// ConnMgr holds the connection manager's watermarks.
 	ConnMgr ConnMgrConfig `yaml:"connmgr"`
+	// MDNS finds peers on the LAN (default true).
+	MDNS *bool `yaml:"mdns"`
+	// DHT sets the Kademlia DHT.
+	DHT DHTConfig `yaml:"dht"`
+	// Announce are the addresses peers are told to dial (port forwarding).
+	Announce []string `yaml:"announce"`
+	// NAT sets NAT traversal.
+	NAT NATConfig `yaml:"nat"`
+	// Policy is a policy file (relative paths are to the home), reloaded
+	// on SIGHUP; "" allows everything.
+	Policy string `yaml:"policy"`
+	// PSK is a private network key file (relative paths are to the home).
+	PSK string `yaml:"psk"`
+}
+
+// DHTConfig sets the Kademlia DHT.
+type DHTConfig struct {
+	Mode string `yaml:"mode"` // server (default), client, auto, off
+}
+
+// NATConfig sets NAT traversal; see node.NATConfig.
+type NATConfig struct {
+	AutoNATService bool  `yaml:"autonat_service"`
+	RelayService   bool  `yaml:"relay_service"`
+	RelayClient    *bool `yaml:"relay_client"`  // default true
+	HolePunching   *bool `yaml:"hole_punching"` // default true
+	PortMap        bool  `yaml:"port_map"`
 }
 
 // AgentConfig names one hosted agent; its key is keys/agents/<name>.key.
@@ -108,6 +137,33 @@ agents:
 # connmgr:
 #   low: 64
 #   high: 192
+
+# Find peers on the LAN with mDNS ('parley run --no-mdns' turns it off).
+# mdns: true
+
+# The Kademlia DHT: server (answers queries; right for private and LAN
+# meshes), client, auto (server once AutoNAT finds the node reachable), off.
+# dht:
+#   mode: server
+
+# Addresses to tell peers to dial instead of the listen addresses, for a
+# node behind port forwarding.
+# announce:
+#   - /ip4/203.0.113.7/tcp/4001
+
+# NAT traversal (go-libp2p): a publicly reachable node can serve AutoNAT
+# checks and relay for others.
+# nat:
+#   autonat_service: false
+#   relay_service: false
+#   relay_client: true
+#   hole_punching: true
+#   port_map: false
+
+# Guardrails (see policy/testdata/example.yaml in parley's source); reloaded
+# on SIGHUP. A private network key makes the mesh private (psk: swarm.key).
+# policy: policy.yaml
+# psk: swarm.key
 `
 
 // fileConfig is config.yaml as decoded, with line numbers kept for the
@@ -121,8 +177,14 @@ type fileConfig struct {
 	API struct {
 		Listen lineString `yaml:"listen"`
 	} `yaml:"api"`
-	Limits  LimitsConfig  `yaml:"limits"`
-	ConnMgr ConnMgrConfig `yaml:"connmgr"`
+	Limits   LimitsConfig  `yaml:"limits"`
+	ConnMgr  ConnMgrConfig `yaml:"connmgr"`
+	MDNS     *bool         `yaml:"mdns"`
+	DHT      DHTConfig     `yaml:"dht"`
+	Announce []lineString  `yaml:"announce"`
+	NAT      NATConfig     `yaml:"nat"`
+	Policy   string        `yaml:"policy"`
+	PSK      string        `yaml:"psk"`
 }
 
 // lineString is a YAML string that remembers its line.
@@ -216,6 +278,18 @@ func parseConfig(path string, data []byte) (Config, error) {
 		c.API.Listen = l.s
 	}
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
+	c.MDNS, c.DHT, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.DHT, fc.NAT, fc.Policy, fc.PSK
+	for _, a := range fc.Announce {
+		if _, err := ma.NewMultiaddr(a.s); err != nil {
+			return Config{}, bad(a.line, "announce: bad multiaddr %q: %v", a.s, err)
+		}
+		c.Announce = append(c.Announce, a.s)
+	}
+	switch c.DHT.Mode {
+	case "", "server", "client", "auto", "off":
+	default:
+		return Config{}, fmt.Errorf("%s: dht.mode %q: want server, client, auto or off", path, c.DHT.Mode)
+	}
 	switch {
 	case c.Limits.MaxIntentSize < 0:
 		return Config{}, fmt.Errorf("%s: limits.max_intent_size %d is negative", path, c.Limits.MaxIntentSize)
@@ -283,5 +357,54 @@ func (h *Home) NodeConfig() (node.Config, error) {
 	if cfg.ConnLow > cfg.ConnHigh {
 		return node.Config{}, fmt.Errorf("%s: connmgr: low %d is above high %d", h.ConfigPath(), cfg.ConnLow, cfg.ConnHigh)
 	}
+	cfg.MDNS = c.MDNS == nil || *c.MDNS
+	if c.DHT.Mode != "" {
+		cfg.DHTMode = c.DHT.Mode
+	}
+	for _, s := range c.Announce {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return node.Config{}, fmt.Errorf("%s: announce: bad multiaddr %q: %w", h.ConfigPath(), s, err)
+		}
+		cfg.Announce = append(cfg.Announce, a)
+	}
+	cfg.NAT = node.NATConfig{
+		AutoNATService: c.NAT.AutoNATService,
+		RelayService:   c.NAT.RelayService,
+		NoRelayClient:  c.NAT.RelayClient != nil && !*c.NAT.RelayClient,
+		NoHolePunching: c.NAT.HolePunching != nil && !*c.NAT.HolePunching,
+		PortMap:        c.NAT.PortMap,
+	}
+	cfg.PeersFile = filepath.Join(h.Dir, "peers.json")
+	if c.PSK != "" {
+		psk, err := node.LoadPSK(h.path(c.PSK))
+		if err != nil {
+			return node.Config{}, fmt.Errorf("%s: psk: %w", h.ConfigPath(), err)
+		}
+		cfg.PSK = psk
+	}
+	if c.Policy != "" {
+		p, err := policy.Load(h.path(c.Policy))
+		if err != nil {
+			return node.Config{}, fmt.Errorf("%s: policy: %w", h.ConfigPath(), err)
+		}
+		cfg.Policy = p
+	}
 	return cfg, nil
+}
+
+// path resolves a config path against the home.
+func (h *Home) path(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(h.Dir, p)
+}
+
+// PolicyPath is the policy file named in config.yaml, resolved, or "".
+func (h *Home) PolicyPath() string {
+	if h.Config.Policy == "" {
+		return ""
+	}
+	return h.path(h.Config.Policy)
 }

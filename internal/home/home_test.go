@@ -282,6 +282,9 @@ func TestConfig(t *testing.T) {
 		{"bad duration", "limits:\n  intent_ttl: forever\n", []string{path, "line 2", "forever"}},
 		{"bad api", "api: {listen: nowhere}\n", []string{path, "line 1", "nowhere"}},
 		{"watermarks", "connmgr: {low: 10, high: 5}\n", []string{path, "low 10 is above high 5"}},
+		{"discovery and nat", "mdns: false\ndht: {mode: client}\nannounce: [/ip4/203.0.113.7/tcp/4001]\nnat: {relay_service: true, hole_punching: false}\n", nil},
+		{"bad announce", "announce:\n  - /ip4/203.0.113.7/tcp/4001\n  - not-an-addr\n", []string{path, "line 3", "announce", "not-an-addr"}},
+		{"bad dht mode", "dht: {mode: sometimes}\n", []string{path, "dht.mode", "sometimes"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
