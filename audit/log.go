@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/parleynet/parley/internal/fsync"
 )
 
 var log = logging.Logger("parley/audit")
@@ -331,19 +331,5 @@ func listFiles(dir string) ([]int, error) {
 	return idx, nil
 }
 
-// syncDir makes a file's creation in dir durable. Windows cannot sync
-// directories.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
+// syncDir makes creations and renames in dir durable.
+func syncDir(dir string) error { return fsync.Dir(dir) }

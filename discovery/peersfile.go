@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/parleynet/parley/internal/fsync"
 )
 
 // MaxRemembered bounds the peers kept in a peers file, and
@@ -125,7 +126,7 @@ func SavePeers(path string, peers []peer.AddrInfo) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("save remembered peers: %w", err)
 	}
-	return nil
+	return fsync.Dir(filepath.Dir(path))
 }
 
 // parsePeersFile reads path without moving it aside when corrupt.

@@ -12,6 +12,7 @@ import (
 	"runtime"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/parleynet/parley/internal/fsync"
 )
 
 // ErrKeyPermissions is returned by ReadKeyFile for a key file that group or
@@ -85,21 +86,8 @@ func WriteKeyFile(path string, key crypto.PrivKey) error {
 	return nil
 }
 
-// syncDir makes a rename in dir durable. Windows cannot sync directories.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
+// syncDir makes creations and renames in dir durable.
+func syncDir(dir string) error { return fsync.Dir(dir) }
 
 // ReadKeyFile reads an ed25519 private key written by WriteKeyFile.
 //

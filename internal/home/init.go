@@ -8,9 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/internal/fsync"
 )
 
 // Init creates a home in dir: a node key, the key of the default agent and
@@ -194,18 +194,5 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	return syncDir(dir)
 }
 
-// syncDir makes renames in dir durable. Windows cannot sync directories.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
+// syncDir makes creations and renames in dir durable.
+func syncDir(dir string) error { return fsync.Dir(dir) }
