@@ -17,6 +17,7 @@ import (
 
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/discovery"
+	"github.com/parleynet/parley/internal/execagent"
 	"github.com/parleynet/parley/internal/home"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
@@ -174,6 +175,18 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 	if policyPath != "" {
 		stopHUP := reloadOnHUP(n, policyPath)
 		defer stopHUP()
+	}
+	for _, ac := range h.Config.Agents {
+		if len(ac.Exec) == 0 {
+			continue
+		}
+		// Relative paths in the command are relative to the home.
+		ea := &execagent.Agent{Name: ac.Name, Command: ac.Exec, Timeout: ac.Timeout, Dir: h.Dir}
+		if _, err := n.AddAgent(node.AgentCard{Name: ac.Name, Capabilities: ac.Capabilities}, ea); err != nil {
+			_ = n.Close()
+			return fmt.Errorf("agent %s: %w", ac.Name, err)
+		}
+		log.Infow("exec agent ready", "agent", ac.Name, "capabilities", ac.Capabilities, "command", ac.Exec)
 	}
 	ln, err := net.Listen("tcp", apiAddr)
 	if err != nil {

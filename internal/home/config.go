@@ -18,6 +18,7 @@ import (
 
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/policy"
 )
@@ -74,8 +75,13 @@ type NATConfig struct {
 }
 
 // AgentConfig names one hosted agent; its key is keys/agents/<name>.key.
+// With Exec, the agent is a command: it bids on calls for Capabilities
+// and does the work it wins (see internal/execagent).
 type AgentConfig struct {
-	Name string `yaml:"name"`
+	Name         string        `yaml:"name"`
+	Capabilities []string      `yaml:"capabilities"`
+	Exec         []string      `yaml:"exec"`
+	Timeout      time.Duration `yaml:"timeout"`
 }
 
 // APIConfig configures the local HTTP API.
@@ -120,9 +126,16 @@ const defaultConfigYAML = `# parley node configuration.
 #   - /ip4/192.0.2.10/tcp/4001/p2p/12D3KooW...
 
 # Agents this node hosts. Each has its key in keys/agents/<name>.key; the
-# first is the default agent.
+# first is the default agent. An agent with exec is a command that bids on
+# calls for its capabilities and does the work it wins: parley runs it
+# with {"phase":"bid",...} or {"phase":"execute",...} on stdin and reads a
+# JSON reply from stdout (see examples/shell/quote.sh).
 agents:
   - name: default
+#  - name: quoter
+#    capabilities: [quote]
+#    exec: ["sh", "quote.sh"]
+#    timeout: 30s
 
 # The local HTTP API. Clients find its URL in <home>/api and its bearer token
 # in <home>/api.token.
@@ -172,7 +185,10 @@ type fileConfig struct {
 	Listen    []lineString `yaml:"listen"`
 	Bootstrap []lineString `yaml:"bootstrap"`
 	Agents    []struct {
-		Name lineString `yaml:"name"`
+		Name         lineString    `yaml:"name"`
+		Capabilities []string      `yaml:"capabilities"`
+		Exec         []string      `yaml:"exec"`
+		Timeout      time.Duration `yaml:"timeout"`
 	} `yaml:"agents"`
 	API struct {
 		Listen lineString `yaml:"listen"`
@@ -265,7 +281,18 @@ func parseConfig(path string, data []byte) (Config, error) {
 			return Config{}, bad(a.Name.line, "agents: %q is listed twice", a.Name.s)
 		}
 		seen[a.Name.s] = true
-		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s})
+		for _, k := range a.Capabilities {
+			if err := intent.ValidCapability(k); err != nil {
+				return Config{}, bad(a.Name.line, "agents: %s: %v", a.Name.s, err)
+			}
+		}
+		if len(a.Exec) > 0 && len(a.Capabilities) == 0 {
+			return Config{}, bad(a.Name.line, "agents: %s runs a command but offers no capabilities", a.Name.s)
+		}
+		if a.Timeout < 0 {
+			return Config{}, bad(a.Name.line, "agents: %s: negative timeout", a.Name.s)
+		}
+		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s, Capabilities: a.Capabilities, Exec: a.Exec, Timeout: a.Timeout})
 	}
 	if len(c.Agents) == 0 {
 		c.Agents = []AgentConfig{{Name: DefaultAgent}}

@@ -131,7 +131,15 @@ func Open(dir string) (*Home, error) {
 		return nil, fmt.Errorf("node key: %w", err)
 	}
 	for _, ac := range cfg.Agents {
-		k, err := identity.ReadKeyFile(agentKeyPath(abs, ac.Name))
+		path := agentKeyPath(abs, ac.Name)
+		k, err := identity.ReadKeyFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// An agent newly added to config.yaml gets its key here, the
+			// way init made the default agent's.
+			if k, err = identity.GenerateKey(); err == nil {
+				err = identity.WriteKeyFile(path, k)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("agent %q: %w", ac.Name, err)
 		}

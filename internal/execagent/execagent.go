@@ -1,0 +1,170 @@
+// Package execagent makes a command an agent: for each call for proposals
+// it runs the command with {"phase":"bid",…} on stdin and reads a bid or a
+// refusal from stdout; for an award it runs it with {"phase":"execute",…}
+// and reads the result. Any language that reads and writes JSON can be an
+// agent this way. A non-zero exit, a timeout or bad output is a refusal
+// (bid) or a failure (execute); the command's stderr goes to the node log.
+package execagent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+
+	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
+)
+
+var log = logging.Logger("parley/exec")
+
+// MaxOutput caps what a command may print on stdout.
+const MaxOutput = 1 << 20
+
+// Agent runs Command for each phase. It implements negotiation.Handler.
+type Agent struct {
+	Name    string
+	Command []string
+	// Timeout bounds one run of the command (default 30 s); the task's
+	// own deadline bounds it too.
+	Timeout time.Duration
+	// Dir is the command's working directory ("" is the daemon's).
+	Dir string
+}
+
+// bidRequest is what the command reads in the bid phase.
+type bidRequest struct {
+	Phase string           `json:"phase"` // "bid"
+	Call  negotiation.Call `json:"call"`
+}
+
+// executeRequest is what the command reads in the execute phase.
+type executeRequest struct {
+	Phase string           `json:"phase"` // "execute"
+	Call  negotiation.Call `json:"call"`
+	Bid   bidOut           `json:"bid"`
+	Input json.RawMessage  `json:"input,omitempty"`
+}
+
+type bidOut struct {
+	Price     float64         `json:"price"`
+	ETA       intent.Duration `json:"eta"`
+	Rationale string          `json:"rationale,omitempty"`
+}
+
+// reply is what the command prints: {"bid":{…}}, {"refuse":"why"},
+// {"result":…} or {"error":"why"}.
+type reply struct {
+	Bid    *bidOut         `json:"bid,omitempty"`
+	Refuse string          `json:"refuse,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// Bid implements negotiation.Handler.
+func (a *Agent) Bid(ctx context.Context, call negotiation.Call) (negotiation.Bid, error) {
+	r, err := a.run(ctx, bidRequest{Phase: "bid", Call: call})
+	if err != nil {
+		return negotiation.Bid{}, err
+	}
+	switch {
+	case r.Refuse != "":
+		return negotiation.Bid{}, fmt.Errorf("%w: %s", negotiation.ErrNoBid, r.Refuse)
+	case r.Bid == nil:
+		return negotiation.Bid{}, fmt.Errorf("agent %s: bid phase printed neither bid nor refuse", a.Name)
+	}
+	return negotiation.Bid{Price: r.Bid.Price, ETA: time.Duration(r.Bid.ETA), Rationale: r.Bid.Rationale}, nil
+}
+
+// Work implements negotiation.Handler.
+func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+	r, err := a.run(ctx, executeRequest{Phase: "execute", Call: t.Call,
+		Bid: bidOut{Price: t.Bid.Price, ETA: intent.Duration(t.Bid.ETA), Rationale: t.Bid.Rationale}, Input: t.Input})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Error != "":
+		return nil, errors.New(r.Error)
+	case len(r.Result) == 0:
+		return nil, fmt.Errorf("agent %s: execute phase printed no result", a.Name)
+	}
+	return r.Result, nil
+}
+
+// run runs the command once with req on stdin and decodes its stdout.
+func (a *Agent) run(ctx context.Context, req any) (*reply, error) {
+	if len(a.Command) == 0 {
+		return nil, fmt.Errorf("agent %s: no command", a.Name)
+	}
+	timeout := a.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	in, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, a.Command[0], a.Command[1:]...)
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Dir = a.Dir
+	var stdout, stderr limited
+	stdout.max, stderr.max = MaxOutput, 64<<10
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = time.Second
+	err = cmd.Run()
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if line != "" {
+			log.Infow("agent stderr", "agent", a.Name, "line", line)
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("agent %s: %s timed out or was canceled: %w", a.Name, a.Command[0], ctx.Err())
+	case err != nil:
+		return nil, fmt.Errorf("agent %s: %s failed: %v: %s", a.Name, a.Command[0], err, lastLine(stderr.String()))
+	case stdout.over:
+		return nil, fmt.Errorf("agent %s: printed more than %d bytes", a.Name, MaxOutput)
+	}
+	var r reply
+	dec := json.NewDecoder(strings.NewReader(stdout.String()))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("agent %s: stdout is not a reply ({\"bid\"…}, {\"refuse\"…}, {\"result\"…} or {\"error\"…}): %v", a.Name, err)
+	}
+	return &r, nil
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// limited is a buffer that keeps at most max bytes and notes overflow.
+type limited struct {
+	bytes.Buffer
+	max  int
+	over bool
+}
+
+func (l *limited) Write(p []byte) (int, error) {
+	if room := l.max - l.Len(); len(p) > room {
+		l.over = true
+		if room > 0 {
+			l.Buffer.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return l.Buffer.Write(p)
+}
