@@ -19,6 +19,17 @@
 //	GET    /v1/tasks/{id}                 negotiation.TaskInfo; 404 if unknown
 //	DELETE /v1/tasks/{id}                 cancels the task → 202 negotiation.TaskInfo;
 //	                                      404 if unknown, 409 if it has already ended
+//	GET  /v1/approvals                    []node.Approval held for a human
+//	POST /v1/approvals/{id}               {"decision":"approve"|"deny"}; 404 if not pending
+//	GET  /v1/agents/find?capability=C     []discovery.SignedCard (verified, via the DHT)
+//	POST /v1/external/agents              {"name","capabilities"} → 201: an agent run by a client
+//	GET  /v1/external/events?agent=NAME   text/event-stream of call, award and cancel events;
+//	                                      409 if already open; while closed the agent does not
+//	                                      bid, and the tasks it holds fail over
+//	POST /v1/external/bid                 {"agent","task","price","eta","rationale"} or {…,"refuse"};
+//	                                      409 if the task is not open for its bid
+//	POST /v1/external/progress|result|failure
+//	                                      {"agent","task",…}; 409 if the agent holds no such task
 //	GET  /metrics                         Prometheus text
 //
 // It does not own the node (package node), negotiation (package

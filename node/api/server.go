@@ -43,6 +43,10 @@ type Server struct {
 	srv     *http.Server
 	closing chan struct{} // closed by Shutdown; ends event streams
 	once    sync.Once
+
+	// externals are the agents registered over the API, by name.
+	extMu     sync.Mutex
+	externals map[string]*external
 }
 
 // Option configures a Server.
@@ -62,12 +66,13 @@ func WithPingInterval(d time.Duration) Option { return func(s *Server) { s.ping 
 // bearer token; an empty token refuses every request.
 func NewServer(n *node.Node, token string, opts ...Option) *Server {
 	s := &Server{
-		n:       n,
-		token:   token,
-		version: "devel",
-		maxBody: DefaultMaxBodySize,
-		ping:    DefaultPingInterval,
-		closing: make(chan struct{}),
+		n:         n,
+		token:     token,
+		version:   "devel",
+		maxBody:   DefaultMaxBodySize,
+		ping:      DefaultPingInterval,
+		closing:   make(chan struct{}),
+		externals: map[string]*external{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -85,6 +90,13 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		PathApprovals:  {http.MethodGet: s.handleApprovals},
 		PathApproval:   {http.MethodPost: s.handleDecide},
 		PathFindAgents: {http.MethodGet: s.handleFindAgents},
+
+		PathExternalAgents:   {http.MethodPost: s.handleExternalRegister},
+		PathExternalEvents:   {http.MethodGet: s.handleExternalEvents},
+		PathExternalBid:      {http.MethodPost: s.handleExternalReply("bid")},
+		PathExternalProgress: {http.MethodPost: s.handleExternalReply("progress")},
+		PathExternalResult:   {http.MethodPost: s.handleExternalReply("result")},
+		PathExternalFailure:  {http.MethodPost: s.handleExternalReply("failure")},
 	}
 	s.srv = &http.Server{
 		Handler:           s,
