@@ -56,7 +56,9 @@ func TestMetricsMoveWithIntentsAndNegotiations(t *testing.T) {
 	m := nodetest.NewMesh(t, 2)
 	ts, _ := newTestServer(t, m.Nodes[0])
 	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "w", Capabilities: []string{"job"}}, negotiation.HandlerFuncs{
-		BidFunc:  func(context.Context, negotiation.Call) (negotiation.Bid, error) { return negotiation.Bid{Price: 1}, nil },
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: 1}, nil
+		},
 		WorkFunc: func(_ context.Context, t negotiation.Task) (json.RawMessage, error) { return t.Input, nil },
 	}); err != nil {
 		t.Fatal(err)
@@ -83,5 +85,4 @@ func TestMetricsMoveWithIntentsAndNegotiations(t *testing.T) {
 	if after["go_goroutines"] == nil {
 		t.Error("no go_goroutines: the runtime collectors are missing")
 	}
-}
 }
