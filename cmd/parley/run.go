@@ -37,6 +37,7 @@ type runFlags struct {
 	psk       string
 	policy    string
 	noAudit   bool
+	apiPublic bool
 }
 
 func (c *cli) runCmd() *cobra.Command {
@@ -69,6 +70,7 @@ stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
 	fl.StringVar(&f.psk, "psk", "", "private network key file (libp2p format); only nodes with the same key can connect")
 	fl.StringVar(&f.policy, "policy", "", "policy file (YAML); reloaded on SIGHUP")
 	fl.BoolVar(&f.noAudit, "no-audit", false, "do not keep the audit log in <home>/audit")
+	fl.BoolVar(&f.apiPublic, "api-public", false, "allow the local API on a non-loopback address (only its token protects it)")
 	return cmd
 }
 
@@ -194,6 +196,11 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 		return fmt.Errorf("API listen on %s: %w", apiAddr, err)
 	}
 	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		if !f.apiPublic {
+			_ = ln.Close()
+			_ = n.Close()
+			return fmt.Errorf("API address %s is not loopback: pass --api-public to allow it", ln.Addr())
+		}
 		log.Warnw("the API listens beyond loopback; only its token protects it", "addr", ln.Addr())
 	}
 	token, err := api.NewToken()

@@ -154,6 +154,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "internal error")
 		}
 	}()
+	if r.URL.Path == PathOpenAPI && r.Method == http.MethodGet {
+		handleOpenAPI(w, r) // the API's description is public
+		return
+	}
 	if !s.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
 		writeError(w, http.StatusUnauthorized, "missing or wrong API token: send Authorization: Bearer <token from the home's api.token>")
