@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -14,28 +15,46 @@ import (
 // Ask sends input directly to agent to on node p, with no negotiation,
 // signed by the hosted agent fromAgent ("" for the default), and returns
 // the answer. Agents added with AddAgent answer asks with their Work.
+// Errors wrap rpc.ErrUnknownAgent when p does not host to, and
+// rpc.ErrRemote with the message of to's handler when it failed.
 func (n *Node) Ask(ctx context.Context, p peer.ID, to identity.AgentID, capability string, input json.RawMessage, fromAgent string) (json.RawMessage, error) {
-	if _, err := n.running(); err != nil {
+	s, err := n.rpcService()
+	if err != nil {
 		return nil, err
 	}
 	a, err := n.Agent(fromAgent)
 	if err != nil {
 		return nil, err
 	}
-	return n.rpc.Ask(ctx, a, p, to, capability, input)
+	return s.Ask(ctx, a, p, to, capability, input)
 }
 
-// HandleAsk answers direct asks addressed to the hosted agent agentName.
+// HandleAsk answers direct asks addressed to the hosted agent agentName
+// with fn, in place of the agent's Work.
 func (n *Node) HandleAsk(agentName string, fn rpc.Handler) error {
-	if _, err := n.running(); err != nil {
+	if fn == nil {
+		return fmt.Errorf("agent %q: nil ask handler", agentName)
+	}
+	s, err := n.rpcService()
+	if err != nil {
 		return err
 	}
 	a, err := n.Agent(agentName)
 	if err != nil {
 		return err
 	}
-	n.rpc.Handle(a, fn)
+	s.Handle(a, fn)
 	return nil
+}
+
+// rpcService returns the node's rpc service once the node runs.
+func (n *Node) rpcService() (*rpc.Service, error) {
+	if _, err := n.running(); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rpc, nil
 }
 
 // askByWork answers a direct ask with a contractor's Work.

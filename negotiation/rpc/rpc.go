@@ -1,7 +1,13 @@
-// Package rpc is parley's direct request–reply protocol, for a simple ask
-// of one known agent with no negotiation: one stream, one signed request
-// frame, one signed reply. It is written the way go-libp2p's ping is: the
-// protocol ID, the service that handles it, and the client call.
+// Package rpc is parley's direct request–reply protocol, /parley/rpc/1.0.0,
+// for a simple ask of one known agent with no negotiation: one stream, one
+// signed request frame, one reply signed by the agent asked. It is written
+// the way go-libp2p's ping is: the protocol ID, the service that registers
+// and runs the stream handler, and the client call, in this one file.
+//
+// The package owns the wire exchange, the handler's lifetime (bounded by
+// the ask's timeout, the asker's stream and the service's Close) and the
+// count of refused frames. It does not own agents or their keys (the node
+// does), nor finding which peer hosts an agent (discovery does).
 package rpc
 
 import (
@@ -9,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -27,12 +34,26 @@ var log = logging.Logger("parley/rpc")
 // ID is the protocol.
 const ID = "/parley/rpc/1.0.0"
 
-// Message types.
+// DefaultTimeout bounds one ask when Config.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// Message types, each at version 1. The asker sends one rpc.request
+// {"to","capability","input"} and keeps its side of the stream open until
+// the reply: closing or resetting it earlier withdraws the ask. The node
+// answers with one rpc.response {"output"} or rpc.error {"error"}, signed
+// by the agent asked, except for unknownAgent (below).
 const (
 	msgRequest  = "rpc.request"
 	msgResponse = "rpc.response"
 	msgError    = "rpc.error"
+	version     = 1
 )
+
+// unknownAgent is the rpc.error a node sends when it does not host the
+// agent asked. It cannot be signed by that agent, so the node signs it with
+// a key of its own; it is the one reply an asker accepts from a signer
+// other than the agent it asked, and it carries no output.
+const unknownAgent = "unknown agent"
 
 // Sentinel errors callers branch on.
 var (
@@ -40,35 +61,48 @@ var (
 	ErrUnknownAgent = errors.New("no such agent on that node")
 	// ErrRemote wraps the error message the remote handler returned.
 	ErrRemote = errors.New("remote agent failed")
+	// ErrClosed: the service was closed.
+	ErrClosed = errors.New("rpc service closed")
 )
 
 // Request is an ask as its handler sees it.
 type Request struct {
-	From       identity.AgentID `json:"from"`
-	To         identity.AgentID `json:"to"`
-	Capability string           `json:"capability"`
-	Input      json.RawMessage  `json:"input,omitempty"`
+	// From is the asking agent; its signature on the request was verified.
+	From identity.AgentID `json:"from"`
+	// To is the agent asked, one this service handles.
+	To identity.AgentID `json:"to"`
+	// Capability names what is asked; it may be empty.
+	Capability string `json:"capability"`
+	// Input is the asker's JSON input; nil if it sent none.
+	Input json.RawMessage `json:"input,omitempty"`
 }
 
-// Handler answers asks addressed to one agent.
+// Handler answers asks addressed to one agent. ctx ends when the ask's
+// timeout passes, the asker goes away, or the service closes. The error's
+// message is sent to the asker.
 type Handler func(ctx context.Context, req Request) (json.RawMessage, error)
 
-// Config sets up a Service.
+// Config sets up a Service. The zero Config works.
 type Config struct {
-	// Replay refuses replayed frames; the node shares its window.
+	// Replay refuses frames seen before; the node shares its window with
+	// its other protocols. Nil means a window of the service's own.
 	Replay *identity.ReplayWindow
-	// MaxFrameSize caps a frame (default frame.DefaultMaxSize).
+	// MaxFrameSize caps a frame in bytes; zero means frame.DefaultMaxSize.
 	MaxFrameSize int
-	// Timeout bounds one ask on both sides (default 30 s).
+	// Timeout bounds one ask on both sides: the asker's wait for the reply
+	// and the handler's context. Zero means DefaultTimeout.
 	Timeout time.Duration
 }
 
-type wire struct {
-	To         identity.AgentID `json:"to,omitempty"`
+type request struct {
+	To         identity.AgentID `json:"to"`
 	Capability string           `json:"capability,omitempty"`
 	Input      json.RawMessage  `json:"input,omitempty"`
-	Output     json.RawMessage  `json:"output,omitempty"`
-	Error      string           `json:"error,omitempty"`
+}
+
+type reply struct {
+	Output json.RawMessage `json:"output,omitempty"`
+	Error  string          `json:"error,omitempty"`
 }
 
 type handled struct {
@@ -76,50 +110,88 @@ type handled struct {
 	fn    Handler
 }
 
-// Service serves asks for the agents registered with Handle.
+// Service serves asks for the agents registered with Handle and sends
+// asks with Ask.
 type Service struct {
 	h   host.Host
 	cfg Config
+	// node signs the unknown-agent reply; nil if no key could be made, in
+	// which case such asks are answered with a reset.
+	node *identity.Agent
 
+	// ctx ends at Close; handlers and asks in flight derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // handlers in flight
 
 	mu       sync.Mutex
 	closed   bool
 	handlers map[identity.AgentID]handled
+	dropped  map[string]uint64 // refused requests, by reason
 }
 
 // New registers the protocol on h.
 func New(h host.Host, cfg Config) *Service {
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = 30 * time.Second
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxFrameSize <= 0 {
+		cfg.MaxFrameSize = frame.DefaultMaxSize
+	}
+	if cfg.Replay == nil {
+		cfg.Replay = identity.NewReplayWindow(0, 0)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{h: h, cfg: cfg, ctx: ctx, cancel: cancel, handlers: map[identity.AgentID]handled{}}
+	s := &Service{
+		h:        h,
+		cfg:      cfg,
+		ctx:      ctx,
+		cancel:   cancel,
+		handlers: map[identity.AgentID]handled{},
+		dropped:  map[string]uint64{},
+	}
+	if k, err := identity.GenerateKey(); err == nil {
+		s.node, _ = identity.NewAgent("node", k)
+	}
 	h.SetStreamHandler(ID, s.handle)
 	return s
 }
 
-// Handle serves asks addressed to agent with fn; its replies are signed
-// by the agent.
+// Handle serves asks addressed to agent.ID with fn, replacing any handler
+// it had; the replies are signed by agent.
 func (s *Service) Handle(agent *identity.Agent, fn Handler) {
+	if agent == nil || fn == nil {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.handlers[agent.ID] = handled{agent, fn}
 }
 
-// Remove stops serving an agent.
+// Remove stops serving asks addressed to id; asks in flight run on.
 func (s *Service) Remove(id identity.AgentID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.handlers, id)
 }
 
-// Close removes the protocol, cancels the handlers in flight and waits
-// for them.
+// Dropped returns how many requests were refused with a stream reset, by
+// reason (frame.Reason's names, "stream" for a stream that failed before a
+// frame arrived, "unexpected_type" for a frame that is not a request).
+func (s *Service) Dropped() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.dropped)
+}
+
+// Close removes the stream handler, cancels the context of the handlers
+// and asks in flight, and waits for the handlers to return.
 func (s *Service) Close() error {
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
 	s.closed = true
 	s.mu.Unlock()
 	s.h.RemoveStreamHandler(ID)
@@ -128,10 +200,12 @@ func (s *Service) Close() error {
 	return nil
 }
 
-func (s *Service) opts() frame.Options {
+func (s *Service) frameOpts() frame.Options {
 	return frame.Options{MaxSize: s.cfg.MaxFrameSize, Replay: s.cfg.Replay}
 }
 
+// handle is the stream handler: it serves one ask. Nothing a peer sends
+// may crash the node, so it recovers and resets the stream.
 func (s *Service) handle(st network.Stream) {
 	s.mu.Lock()
 	if s.closed {
@@ -144,83 +218,177 @@ func (s *Service) handle(st network.Stream) {
 	defer s.wg.Done()
 	defer func() {
 		if r := recover(); r != nil {
-			log.Errorw("rpc handler panicked", "panic", r)
+			log.Errorw("rpc: serving an ask panicked; stream reset", "peer", st.Conn().RemotePeer(), "panic", r)
 			_ = st.Reset()
 		}
 	}()
-	conn := frame.New(st, nil, s.opts())
+	s.serve(st)
+}
+
+func (s *Service) serve(st network.Stream) {
+	conn := frame.New(st, nil, s.frameOpts())
 	conn.SetReadTimeout(s.cfg.Timeout)
-	var w wire
-	m, err := conn.Recv(&w)
-	if err != nil || m.Type != msgRequest {
-		log.Debugw("rpc request refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", frame.Reason(err), "err", err)
-		_ = st.Reset()
+	var req request
+	m, err := conn.Recv(&req)
+	switch {
+	case err != nil:
+		s.refuse(st, frame.Reason(err), err)
+		return
+	case m.Type != msgRequest:
+		s.refuse(st, "unexpected_type", fmt.Errorf("%s from %s, want %s", m.Type, m.From, msgRequest))
 		return
 	}
 	s.mu.Lock()
-	hd, ok := s.handlers[w.To]
+	hd, ok := s.handlers[req.To]
 	s.mu.Unlock()
 	if !ok {
-		// Anyone may learn that an agent is not here; reply unsigned by
-		// any agent would be unverifiable, so just end the stream.
-		_ = st.Reset()
+		if s.node == nil {
+			_ = st.Reset()
+			return
+		}
+		conn.SetSelf(s.node)
+		if err := conn.Send(msgError, version, reply{Error: unknownAgent}); err != nil {
+			_ = st.Reset()
+			return
+		}
+		_ = conn.Close()
 		return
 	}
 	conn.SetSelf(hd.agent)
+
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
 	defer cancel()
-	// A requester that goes away cancels the work.
-	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
-	defer stop()
-	out, herr := hd.fn(ctx, Request{From: m.From, To: w.To, Capability: w.Capability, Input: w.Input})
-	if herr != nil {
-		_ = conn.Send(msgError, 1, wire{Error: herr.Error()})
-	} else {
-		_ = conn.Send(msgResponse, 1, wire{Output: out})
+	// The asker keeps its side open until it has the reply, so any return
+	// from this read before then (a reset, a close, more bytes) withdraws
+	// the ask. Closing or resetting our side ends the read.
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var b [1]byte
+		_, _ = st.Read(b[:])
+		cancel()
+	}()
+	defer func() {
+		_ = st.CloseRead() // a no-op unless something panicked
+		<-watched
+	}()
+	stopReset := context.AfterFunc(ctx, func() { _ = st.Reset() })
+
+	out, herr := s.call(ctx, hd.fn, Request{From: m.From, To: req.To, Capability: req.Capability, Input: req.Input})
+	if !stopReset() {
+		// The ask ended before the handler did; the stream is reset.
+		log.Debugw("rpc: ask ended before its handler", "peer", st.Conn().RemotePeer(), "from", m.From, "to", req.To, "err", context.Cause(ctx))
+		return
+	}
+	rep, typ := reply{Output: out}, msgResponse
+	switch {
+	case herr != nil:
+		rep, typ = reply{Error: herr.Error()}, msgError
+	case len(out) > 0 && !json.Valid(out):
+		log.Warnw("rpc: handler returned invalid JSON", "agent", hd.agent.Name)
+		rep, typ = reply{Error: "handler returned invalid JSON output"}, msgError
+	}
+	if err := conn.Send(typ, version, rep); err != nil {
+		log.Debugw("rpc: reply not sent; stream reset", "peer", st.Conn().RemotePeer(), "to", req.To, "err", err)
+		_ = st.Reset()
+		return
 	}
 	_ = conn.Close()
 }
 
-// Ask sends input to agent to on peer p, as from, and returns its answer.
-// The reply must be signed by to.
+// call runs a handler, turning a panic into an error for the asker.
+func (s *Service) call(ctx context.Context, fn Handler, req Request) (out json.RawMessage, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Errorw("rpc: handler panicked", "to", req.To, "from", req.From, "capability", req.Capability, "panic", r)
+			out, err = nil, errors.New("handler failed")
+		}
+	}()
+	return fn(ctx, req)
+}
+
+// refuse resets a stream whose request was refused and counts why.
+func (s *Service) refuse(st network.Stream, reason string, err error) {
+	if reason == "" {
+		reason = "stream"
+	}
+	s.mu.Lock()
+	s.dropped[reason]++
+	s.mu.Unlock()
+	log.Debugw("rpc: request refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", reason, "err", err)
+	_ = st.Reset()
+}
+
+// Ask sends input to agent to on peer p, signed by from, and returns the
+// agent's output. The reply must be signed by to. It waits at most the
+// service's Timeout; errors wrap ErrUnknownAgent, ErrRemote (with the
+// remote handler's message), ErrClosed, the context's error, or the
+// frame or identity error a refused reply failed with.
 func (s *Service) Ask(ctx context.Context, from *identity.Agent, p peer.ID, to identity.AgentID, capability string, input json.RawMessage) (json.RawMessage, error) {
+	switch {
+	case from == nil:
+		return nil, errors.New("rpc: ask with no agent to sign it")
+	case to == "":
+		return nil, fmt.Errorf("rpc: ask on %s: no agent to ask", p)
+	}
 	if capability != "" {
 		if err := intent.ValidCapability(capability); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("rpc: ask %s: %w", to, err)
 		}
 	}
 	if len(input) > 0 && !json.Valid(input) {
-		return nil, fmt.Errorf("%w: ask input is not valid JSON", intent.ErrBadPayload)
+		return nil, fmt.Errorf("rpc: ask %s: %w: input is not valid JSON", to, intent.ErrBadPayload)
+	}
+	if s.ctx.Err() != nil {
+		return nil, ErrClosed
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
+
+	out, err := s.ask(ctx, from, p, to, capability, input)
+	switch {
+	case err == nil:
+		return out, nil
+	case s.ctx.Err() != nil:
+		return nil, fmt.Errorf("rpc: ask %s on %s: %w", to, p, ErrClosed)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("rpc: ask %s on %s: %w (%v)", to, p, ctx.Err(), err)
+	}
+	return nil, fmt.Errorf("rpc: ask %s on %s: %w", to, p, err)
+}
+
+func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to identity.AgentID, capability string, input json.RawMessage) (json.RawMessage, error) {
 	st, err := s.h.NewStream(ctx, p, ID)
 	if err != nil {
-		return nil, fmt.Errorf("ask %s on %s: %w", to, p, err)
+		return nil, fmt.Errorf("open stream: %w", err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = st.Reset() })
-	defer stop()
-	conn := frame.New(st, from, s.opts())
-	conn.ExpectPeer(to)
-	conn.SetReadTimeout(s.cfg.Timeout)
-	defer conn.Close()
-	if err := conn.Send(msgRequest, 1, wire{To: to, Capability: capability, Input: input}); err != nil {
-		return nil, fmt.Errorf("ask %s: %w", to, err)
+	defer context.AfterFunc(ctx, func() { _ = st.Reset() })()
+	conn := frame.New(st, from, s.frameOpts())
+	if err := conn.Send(msgRequest, version, request{To: to, Capability: capability, Input: input}); err != nil {
+		_ = st.Reset()
+		return nil, err
 	}
-	var w wire
-	m, err := conn.Recv(&w)
-	switch {
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("ask %s: %w", to, ctx.Err())
-	case err != nil && frame.Reason(err) == "":
-		// The node ended the stream without a word: it does not host to.
-		return nil, fmt.Errorf("ask %s on %s: %w (%v)", to, p, ErrUnknownAgent, err)
-	case err != nil:
-		return nil, fmt.Errorf("ask %s: refused the reply: %w", to, err)
-	case m.Type == msgError:
-		return nil, fmt.Errorf("%w: %s", ErrRemote, w.Error)
-	case m.Type != msgResponse:
-		return nil, fmt.Errorf("ask %s: unexpected %q", to, m.Type)
+	// The reply is pinned to to, checked after decoding rather than with
+	// conn.ExpectPeer so that the node's unknown-agent error can be read.
+	var rep reply
+	m, err := conn.Recv(&rep)
+	if err != nil {
+		_ = st.Reset()
+		return nil, fmt.Errorf("reply: %w", err)
 	}
-	return w.Output, nil
+	_ = st.Close()
+	if m.From != to {
+		if m.Type == msgError && rep.Error == unknownAgent {
+			return nil, ErrUnknownAgent
+		}
+		return nil, fmt.Errorf("%s signed by %s: %w", m.Type, m.From, frame.ErrUnexpectedSender)
+	}
+	switch m.Type {
+	case msgResponse:
+		return rep.Output, nil
+	case msgError:
+		return nil, fmt.Errorf("%w: %s", ErrRemote, rep.Error)
+	}
+	return nil, fmt.Errorf("unexpected reply %q", m.Type)
 }
