@@ -144,6 +144,9 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 	// validator; an envelope with an unknown protobuf field appended has
 	// new bytes, a new message ID and the same valid signature, so only
 	// the replay window stands in its way.
+	for len(topic.ListPeers()) == 0 { // the attacker must know the victim subscribes
+		time.Sleep(20 * time.Millisecond)
+	}
 	replayed := append(bytes.Clone(honest.Raw), 0x78, 0x01)
 	want := map[string]uint64{"replayed": 1}
 	if err := topic.Publish(ctx, replayed); err != nil {
@@ -213,7 +216,9 @@ func TestFloodingPeerIsGraylisted(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait := collect(t, ctx, []*node.Node{victim}, "weather")
-	for len(honest.TopicPeers("weather")) == 0 {
+	// Both the honest node and the flooder must know the victim is on the
+	// topic, or their messages go nowhere.
+	for len(honest.TopicPeers("weather")) == 0 || len(topic.ListPeers()) == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
 	const flood = 200
