@@ -8,20 +8,55 @@ import (
 	"time"
 )
 
-func TestDemoCompletesOrdersAndReawards(t *testing.T) {
+func TestDemoCompletesOrdersAndReAwards(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real nodes on loopback")
 	}
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := RunConfig(ctx, &out, Config{Orders: 3}); err != nil {
+	sum, err := run(ctx, &out, Config{Orders: 3})
+	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	s := out.String()
-	for _, want := range []string{"orders completed           3 (100%)", "-> re-awarded", "re-awards after a failure  1"} {
-		if !strings.Contains(s, want) {
-			t.Errorf("demo output lacks %q:\n%s", want, s)
+	if sum.Orders != 3 || sum.Completed != 3 || sum.Negotiations != 9 || sum.NegotiationsCompleted != 9 {
+		t.Errorf("summary %+v, want 3 of 3 orders and 9 of 9 negotiations completed", sum)
+	}
+	// shipping-c wins the first shipping call and fails its first task.
+	if sum.ReAwards < 1 || sum.AfterFailure < 1 {
+		t.Errorf("summary %+v, want at least one re-award after a failure", sum)
+	}
+	for _, want := range []string{"orders completed     3 of 3", "success ratio        100%", "RE-AWARD", "FAILED    shipping-c"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out.String())
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ms := func(ns ...int) []time.Duration {
+		var out []time.Duration
+		for _, n := range ns {
+			out = append(out, time.Duration(n)*time.Millisecond)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		in   []time.Duration
+		p    float64
+		want time.Duration
+	}{
+		{nil, 0.5, 0},
+		{ms(7), 0.99, 7 * time.Millisecond},
+		{ms(4, 1, 3, 2), 0.5, 2 * time.Millisecond},
+		{ms(4, 1, 3, 2), 0.99, 4 * time.Millisecond},
+		{ms(5, 1, 4, 2, 3), 0.5, 3 * time.Millisecond},
+	} {
+		if got := percentile(tc.in, tc.p); got != tc.want {
+			t.Errorf("percentile(%v, %g) = %v, want %v", tc.in, tc.p, got, tc.want)
 		}
 	}
 }
