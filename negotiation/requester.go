@@ -510,7 +510,8 @@ func (r *request) finish(ctx context.Context, failReason string) *Outcome {
 		out.Reason = "node closed before the task ended"
 		r.hist.set(StateFailed, out.Reason)
 	case errors.Is(cause, context.DeadlineExceeded):
-		out.Reason = fmt.Sprintf("deadline of %s exceeded", r.opts.Timeout)
+		// The caller's deadline may be shorter than the task's own.
+		out.Reason = fmt.Sprintf("deadline exceeded after %s", now.Sub(r.created).Round(time.Millisecond))
 		switch {
 		case failReason != "":
 			out.Reason += "; " + failReason
