@@ -75,14 +75,21 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	}
 	r := &runner{sc: sc, rng: rand.New(rand.NewPCG(sc.Seed, sc.Seed^0x5eed)), progress: progress,
 		contractors: map[int]bool{}, published: map[string]publishedIntent{}, delivered: map[string]int{}, partitioned: map[int]bool{}}
-	m, err := nodetest.Build(sc.Nodes,
+	opts := []nodetest.Option{
 		nodetest.WithTopology(nodetest.Random(sc.Degree, sc.Seed)),
 		nodetest.WithLatency(sc.Latency),
 		nodetest.WithBandwidth(sc.Bandwidth),
 		nodetest.WithConfig(func(_ int, c *node.Config) {
 			// The topology is given; the DHT would only add traffic.
 			c.DHTMode = "off"
-		}))
+		}),
+	}
+	if sc.Tasks.Count == 0 {
+		// Gossip alone needs only the topology's links; negotiations need
+		// any contractor to reach any requester, so they keep them all.
+		opts = append(opts, nodetest.WithSparseLinks())
+	}
+	m, err := nodetest.Build(sc.Nodes, opts...)
 	if m != nil {
 		defer m.Close()
 	}
@@ -441,7 +448,10 @@ func (r *runner) restart(i int) {
 	if err != nil {
 		return
 	}
-	_ = r.m.Net.LinkAll()
+	if r.sc.Tasks.Count > 0 {
+		// As at the start: with negotiations, every pair is linked.
+		_ = r.m.Net.LinkAll()
+	}
 	old := r.m.Nodes[i]
 	cfg := node.DefaultConfig()
 	cfg.NodeKey, cfg.Host, cfg.Agents, cfg.DHTMode = key, h, old.Agents()[:1], "off"
@@ -459,7 +469,9 @@ func (r *runner) restart(i int) {
 	r.m.Nodes[i] = n
 	r.mu.Unlock()
 	for _, p := range peers {
-		_, _ = r.m.Net.ConnectPeers(h.ID(), p)
+		if _, err := r.m.Net.LinkPeers(h.ID(), p); err == nil {
+			_, _ = r.m.Net.ConnectPeers(h.ID(), p)
+		}
 	}
 	if r.contractors[i] {
 		_ = r.addContractor(i)
@@ -533,11 +545,11 @@ func (r *runner) addHostiles(ctx context.Context, wg *sync.WaitGroup) error {
 		if err != nil {
 			return err
 		}
-		if err := r.m.Net.LinkAll(); err != nil {
-			return err
-		}
 		for range r.sc.Degree {
-			_, _ = r.m.Net.ConnectPeers(h.ID(), r.m.Nodes[r.intn(len(r.m.Nodes))].ID())
+			p := r.m.Nodes[r.intn(len(r.m.Nodes))].ID()
+			if _, err := r.m.Net.LinkPeers(h.ID(), p); err == nil {
+				_, _ = r.m.Net.ConnectPeers(h.ID(), p)
+			}
 		}
 		a, err := hostile.New(ctx, h)
 		if err != nil {

@@ -74,6 +74,7 @@ func Random(d int, seed uint64) Topology {
 }
 
 type options struct {
+	sparse    bool
 	topology  Topology
 	configure func(i int, cfg *node.Config)
 	latency   time.Duration
@@ -91,6 +92,12 @@ func WithTopology(t Topology) Option { return func(o *options) { o.topology = t 
 
 // WithConfig edits each node's config before New.
 func WithConfig(f func(i int, cfg *node.Config)) Option { return func(o *options) { o.configure = f } }
+
+// WithSparseLinks links only the pairs the topology connects, instead of
+// every pair: mocknet keeps an object per link, so LinkAll is quadratic
+// and dominates memory at thousands of nodes. Nodes can then dial only
+// their topology neighbours (no DHT walks, no redials elsewhere).
+func WithSparseLinks() Option { return func(o *options) { o.sparse = true } }
 
 // WithBandwidth caps every mocknet link, in bytes per second.
 func WithBandwidth(bps float64) Option { return func(o *options) { o.bandwidth = bps } }
@@ -138,10 +145,17 @@ func Build(n int, opts ...Option) (*Mesh, error) {
 		}
 		m.Nodes = append(m.Nodes, nd)
 	}
-	if err := mn.LinkAll(); err != nil {
+	edges := o.topology(n)
+	if o.sparse {
+		for _, e := range edges {
+			if _, err := mn.LinkPeers(m.Nodes[e[0]].ID(), m.Nodes[e[1]].ID()); err != nil {
+				return m, fmt.Errorf("link %d-%d: %w", e[0], e[1], err)
+			}
+		}
+	} else if err := mn.LinkAll(); err != nil {
 		return m, fmt.Errorf("link mocknet: %w", err)
 	}
-	for _, e := range o.topology(n) {
+	for _, e := range edges {
 		if _, err := mn.ConnectPeers(m.Nodes[e[0]].ID(), m.Nodes[e[1]].ID()); err != nil {
 			return m, fmt.Errorf("connect %d-%d: %w", e[0], e[1], err)
 		}
