@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/internal/fsync"
@@ -156,10 +157,27 @@ func swap(dir, tmp string, hook func(string) error) error {
 		}
 		return err
 	}
+	keepAudit(old, dir)
 	if err := os.RemoveAll(old); err != nil {
 		log.Warnw("could not remove the replaced home; remove it by hand, it holds old keys", "dir", old, "err", err)
 	}
 	return nil
+}
+
+// keepAudit moves the replaced home's audit log into the new home as
+// audit.replaced-<unix time>: a new node key cannot continue the old
+// chain, but the record must not vanish with the old keys.
+func keepAudit(old, dir string) {
+	src := filepath.Join(old, "audit")
+	if _, err := os.Stat(src); err != nil {
+		return
+	}
+	dst := filepath.Join(dir, fmt.Sprintf("audit.replaced-%d", time.Now().Unix()))
+	if err := os.Rename(src, dst); err != nil {
+		log.Warnw("could not keep the replaced home's audit log", "from", src, "err", err)
+		return
+	}
+	log.Warnw("kept the replaced home's audit log; it was signed by the old node key", "dir", dst)
 }
 
 // writeFileAtomic writes data to path through a synced temporary file in
