@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -233,15 +234,22 @@ func (s *Service) spawn(f func()) {
 }
 
 // connect dials p once and records how it was found.
-func (s *Service) connect(p peer.AddrInfo, source string) {
+func (s *Service) connect(p peer.AddrInfo, source string) { s.dial(p, source, false) }
+
+// dial connects to p, bypassing the swarm's dial backoff if force, records
+// how p was found, and reports whether p is connected.
+func (s *Service) dial(p peer.AddrInfo, source string, force bool) bool {
 	if p.ID == s.h.ID() || s.h.Network().Connectedness(p.ID) == network.Connected {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
+	if force {
+		ctx = network.WithForceDirectDial(ctx, "retry a crossed dial")
+	}
 	if err := s.h.Connect(ctx, p); err != nil {
 		log.Debugw("could not connect to discovered peer", "peer", p.ID, "source", source, "err", err)
-		return
+		return false
 	}
 	s.mu.Lock()
 	if cur, ok := s.sources[p.ID]; !ok || cur == SourceInbound {
@@ -249,6 +257,7 @@ func (s *Service) connect(p peer.AddrInfo, source string) {
 	}
 	s.mu.Unlock()
 	log.Infow("connected to discovered peer", "peer", p.ID, "source", source)
+	return true
 }
 
 // Source says how p was found: bootstrap, mdns, dht, remembered, inbound
@@ -269,7 +278,24 @@ func (n mdnsNotifee) HandlePeerFound(p peer.AddrInfo) {
 	if s.ctx.Err() != nil {
 		return
 	}
-	s.spawn(func() { s.connect(p, SourceMDNS) })
+	s.spawn(func() {
+		// Two nodes that hear each other at once dial at once, and crossed
+		// TCP dials (same ports, reuseport) can both fail the handshake.
+		// mDNS reports a peer only once, so try again after a random pause,
+		// past the swarm's dial backoff.
+		for i := range 3 {
+			if i > 0 {
+				select {
+				case <-s.ctx.Done():
+					return
+				case <-time.After(time.Duration(250+rand.IntN(1000)) * time.Millisecond):
+				}
+			}
+			if s.dial(p, SourceMDNS, i > 0) {
+				return
+			}
+		}
+	})
 }
 
 // Offer advertises agent's capabilities and serves its signed card,
