@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,6 +187,17 @@ func testMesh(t *testing.T, bin string) {
 	homeA, homeB := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	agentA := initHome(t, bin, homeA)
 	initHome(t, bin, homeB)
+	// A also hosts an agent offering "translate", for 'parley agents find'.
+	cfgA := filepath.Join(homeA, "config.yaml")
+	data, err := os.ReadFile(cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = bytes.Replace(data, []byte("agents:\n  - name: default\n"),
+		[]byte("agents:\n  - name: default\n  - name: translator\n    capabilities: [translate]\n    exec: [\"true\"]\n"), 1)
+	if err := os.WriteFile(cfgA, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	a := runDaemon(t, bin, homeA)
 	b := runDaemon(t, bin, homeB, "--bootstrap", a.listen)
@@ -233,9 +245,21 @@ func testMesh(t *testing.T, bin string) {
 	}
 
 	out, _, code = parley(t, bin, "peers", "--home", homeB)
-	if code != 0 || !strings.Contains(out, a.peer) {
-		t.Fatalf("peers of B: exit %d, %q, want A", code, out)
+	if code != 0 || !strings.HasPrefix(out, "PEER") || !strings.Contains(out, "SOURCE") {
+		t.Fatalf("peers of B: exit %d, %q, want a table with a SOURCE column", code, out)
 	}
+	if !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool {
+		return strings.HasPrefix(l, a.peer) && strings.Contains(l, " bootstrap ")
+	}) {
+		t.Fatalf("peers of B: %q, want A found by bootstrap", out)
+	}
+	out, _, code = parley(t, bin, "peers", "--home", homeB, "--json")
+	var peers []struct{ ID, Source string }
+	if code != 0 || json.Unmarshal([]byte(out), &peers) != nil || !slices.Contains(peers, struct{ ID, Source string }{a.peer, "bootstrap"}) {
+		t.Fatalf("peers --json of B: exit %d, %q, want A found by bootstrap", code, out)
+	}
+
+	testAgentsFind(t, bin, homeB, a.peer)
 
 	testRequestNoBids(t, bin, homeA)
 
@@ -250,6 +274,40 @@ func testMesh(t *testing.T, bin string) {
 	out, _, code = parley(t, bin, "id", "--home", homeA)
 	if code != 0 || !strings.Contains(out, "peer: "+a.peer) || !strings.Contains(out, "offline") {
 		t.Fatalf("offline id: exit %d, %q", code, out)
+	}
+}
+
+// testAgentsFind looks, from home, for the "translate" agent that peer
+// hosts: through the DHT's rendezvous, which may need a few rounds of
+// advertising after the nodes meet.
+func testAgentsFind(t *testing.T, bin, home, peer string) {
+	var cards []struct {
+		Agent, Name, Peer string
+		Capabilities      []struct{ Name string }
+		Expires           time.Time
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, stderr, code := parley(t, bin, "agents", "find", "--home", home, "--capability", "translate", "--timeout", "3s", "--json")
+		if code != 0 || json.Unmarshal([]byte(out), &cards) != nil {
+			t.Fatalf("agents find --json: exit %d, %q, %s", code, out, stderr)
+		}
+		if len(cards) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(cards) != 1 || cards[0].Name != "translator" || cards[0].Peer != peer || !strings.HasPrefix(cards[0].Agent, "did:key:") ||
+		len(cards[0].Capabilities) != 1 || cards[0].Capabilities[0].Name != "translate" || time.Until(cards[0].Expires) <= 0 {
+		t.Fatalf("agents find --json: %+v, want the translator on %s", cards, peer)
+	}
+	out, _, code := parley(t, bin, "agents", "find", "--home", home, "--capability", "translate", "--timeout", "3s")
+	if code != 0 || !strings.HasPrefix(out, "AGENT") || !strings.Contains(out, cards[0].Agent) ||
+		!strings.Contains(out, "translator") || !strings.Contains(out, peer) {
+		t.Fatalf("agents find: exit %d, %q", code, out)
+	}
+	out, _, code = parley(t, bin, "agents", "find", "--home", home, "--capability", "nobody-offers-this", "--timeout", "500ms")
+	if code != 0 || out != "no agent offers nobody-offers-this\n" {
+		t.Fatalf("agents find for nobody: exit %d, %q", code, out)
 	}
 }
 
@@ -351,6 +409,12 @@ func testBadInput(t *testing.T, bin string) {
 		{"request bad timeout", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--timeout", "soon"}, good, []string{"--timeout", "soon"}},
 		{"request no daemon", []string{"request", "--home", good, "--capability", "echo", "--input", "1"}, good, []string{"no daemon running for home " + good}},
 		{"tasks no daemon", []string{"tasks", "--home", good}, good, []string{"no daemon running for home " + good}},
+		{"bad announce", []string{"run", "--home", good, "--announce", "/ip4/203.0.113.7/tcp/4001", "--announce", "203.0.113.7:4001"}, good, []string{"--announce", "203.0.113.7:4001"}},
+		{"bad dht mode", []string{"run", "--home", good, "--dht-mode", "sometimes"}, good, []string{"--dht-mode", "sometimes", "server, client, auto or off"}},
+		{"agents find bad capability", []string{"agents", "find", "--home", good, "--capability", "Bad Cap"}, good, []string{"--capability", "Bad Cap"}},
+		{"agents find no capability", []string{"agents", "find", "--home", good}, good, []string{"--capability"}},
+		{"agents find bad timeout", []string{"agents", "find", "--home", good, "--capability", "translate", "--timeout", "-1s"}, good, []string{"--timeout", "-1s"}},
+		{"agents find no daemon", []string{"agents", "find", "--home", good, "--capability", "translate"}, good, []string{"no daemon running for home " + good}},
 		{"init existing", []string{"init", "--home", good}, good, []string{good, "--force"}},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -158,13 +159,16 @@ func (c *cli) peersCmd() *cobra.Command {
 			}
 			if len(peers) == 0 {
 				fmt.Fprintln(os.Stderr, "no peers connected")
+				return nil
 			}
+			// SOURCE says how the peer was found: bootstrap, mdns, dht,
+			// remembered, inbound (it dialled us) or direct.
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PEER\tSOURCE\tDIRECTION\tADDRS")
 			for _, p := range peers {
-				if _, err := fmt.Fprintf(c.out, "%s %s %s %s\n", p.ID, p.Direction, p.Source, strings.Join(p.Addrs, ",")); err != nil {
-					return err
-				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, p.Source, p.Direction, strings.Join(p.Addrs, ","))
 			}
-			return nil
+			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

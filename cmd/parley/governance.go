@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/node/api"
 )
 
 func (c *cli) approvalsCmd() *cobra.Command {
@@ -81,6 +83,9 @@ func (c *cli) agentsCmd() *cobra.Command {
 			if err := intent.ValidCapability(capability); err != nil {
 				return fmt.Errorf("--capability: %w", err)
 			}
+			if timeout <= 0 || timeout > api.MaxFindTimeout {
+				return fmt.Errorf("--timeout %s: want a positive duration up to %s", timeout, api.MaxFindTimeout)
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
@@ -96,22 +101,24 @@ func (c *cli) agentsCmd() *cobra.Command {
 				_, err := fmt.Fprintf(c.out, "no agent offers %s\n", capability)
 				return err
 			}
+			// Names and capabilities come from remote cards: printable
+			// keeps each to one line of plain text.
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "AGENT\tNAME\tPEER\tCAPABILITIES\tEXPIRES")
 			for _, card := range cards {
-				var caps []string
+				caps := make([]string, 0, len(card.Capabilities))
 				for _, k := range card.Capabilities {
-					caps = append(caps, k.Name)
+					caps = append(caps, printable(k.Name))
 				}
-				if _, err := fmt.Fprintf(c.out, "%s %s on %s offers %s (card valid until %s)\n", card.Agent, card.Name, card.Peer,
-					strings.Join(caps, ","), card.Expires.Format(time.TimeOnly)); err != nil {
-					return err
-				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", card.Agent, printable(card.Name), card.Peer,
+					strings.Join(caps, ","), clock(card.Expires))
 			}
-			return nil
+			return tw.Flush()
 		},
 	}
 	find.Flags().StringVar(&capability, "capability", "", "the capability to look for")
 	find.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	find.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to look")
+	find.Flags().DurationVar(&timeout, "timeout", api.DefaultFindTimeout, "how long the daemon looks before it answers with what it found")
 	cmd.AddCommand(find)
 	return cmd
 }

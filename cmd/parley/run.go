@@ -53,8 +53,13 @@ it prints, on stdout:
   listen: <multiaddr>/p2p/<PeerID>     (one per address)
   api: http://127.0.0.1:<port>
 
-Give a listen line to another node's --bootstrap to join it. Logs go to
-stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
+Give a listen line to another node's --bootstrap to join it. Without one,
+the node finds peers by mDNS on the LAN (--no-mdns turns it off), through the
+Kademlia DHT (--dht-mode), and from <home>/peers.json, the peers it met
+before, so a restarted node rejoins with no flags. A node behind port
+forwarding gives its public address with --announce.
+
+Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.run(cmd.Context(), f)
@@ -100,6 +105,11 @@ func (c *cli) run(ctx context.Context, f runFlags) error {
 			return fmt.Errorf("--announce %q is not a valid multiaddr: %v", s, err)
 		}
 		announce = append(announce, a)
+	}
+	switch f.dhtMode {
+	case "", discovery.DHTServer, discovery.DHTClient, discovery.DHTAuto, discovery.DHTOff:
+	default:
+		return fmt.Errorf("--dht-mode %q: want server, client, auto or off", f.dhtMode)
 	}
 	var psk pnet.PSK
 	if f.psk != "" {

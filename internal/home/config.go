@@ -109,8 +109,14 @@ type ConnMgrConfig struct {
 const defaultConfigYAML = `# parley node configuration.
 #
 # Every field is optional; a commented-out field shows its default.
-# Flags given to 'parley run' (--listen, --bootstrap, --api) override the
-# fields of the same name. Unknown fields are an error.
+# Flags given to 'parley run' (--listen, --bootstrap, --api, --announce,
+# --dht-mode, --no-mdns, --policy, --psk) override the fields of the same
+# name. Unknown fields are an error.
+#
+# Besides bootstrap peers, a node finds others by mDNS on the LAN, through
+# the DHT, and from <home>/peers.json: the peers it was connected to, saved
+# as they connect and at shutdown, so a restarted node rejoins with no
+# flags.
 
 # Multiaddrs the node listens on. Port 0 picks a free port at every start;
 # give a fixed port (e.g. /ip4/0.0.0.0/tcp/4001) to a node that others join
@@ -193,14 +199,16 @@ type fileConfig struct {
 	API struct {
 		Listen lineString `yaml:"listen"`
 	} `yaml:"api"`
-	Limits   LimitsConfig  `yaml:"limits"`
-	ConnMgr  ConnMgrConfig `yaml:"connmgr"`
-	MDNS     *bool         `yaml:"mdns"`
-	DHT      DHTConfig     `yaml:"dht"`
-	Announce []lineString  `yaml:"announce"`
-	NAT      NATConfig     `yaml:"nat"`
-	Policy   string        `yaml:"policy"`
-	PSK      string        `yaml:"psk"`
+	Limits  LimitsConfig  `yaml:"limits"`
+	ConnMgr ConnMgrConfig `yaml:"connmgr"`
+	MDNS    *bool         `yaml:"mdns"`
+	DHT     struct {
+		Mode lineString `yaml:"mode"`
+	} `yaml:"dht"`
+	Announce []lineString `yaml:"announce"`
+	NAT      NATConfig    `yaml:"nat"`
+	Policy   string       `yaml:"policy"`
+	PSK      string       `yaml:"psk"`
 }
 
 // lineString is a YAML string that remembers its line.
@@ -305,17 +313,18 @@ func parseConfig(path string, data []byte) (Config, error) {
 		c.API.Listen = l.s
 	}
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
-	c.MDNS, c.DHT, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.DHT, fc.NAT, fc.Policy, fc.PSK
+	c.MDNS, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.NAT, fc.Policy, fc.PSK
 	for _, a := range fc.Announce {
 		if _, err := ma.NewMultiaddr(a.s); err != nil {
 			return Config{}, bad(a.line, "announce: bad multiaddr %q: %v", a.s, err)
 		}
 		c.Announce = append(c.Announce, a.s)
 	}
-	switch c.DHT.Mode {
-	case "", "server", "client", "auto", "off":
+	switch m := fc.DHT.Mode; m.s {
+	case "", discovery.DHTServer, discovery.DHTClient, discovery.DHTAuto, discovery.DHTOff:
+		c.DHT.Mode = m.s
 	default:
-		return Config{}, fmt.Errorf("%s: dht.mode %q: want server, client, auto or off", path, c.DHT.Mode)
+		return Config{}, bad(m.line, "dht.mode %q: want server, client, auto or off", m.s)
 	}
 	switch {
 	case c.Limits.MaxIntentSize < 0:

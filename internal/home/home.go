@@ -9,6 +9,8 @@
 //	<home>/keys/agents/<name>.key  one key per hosted agent (0600)
 //	<home>/api                     URL of the running daemon's API
 //	<home>/api.token               bearer token of that API (0600)
+//	<home>/peers.json              peers met, redialled at the next start
+//	                               (written by package discovery)
 //
 // It does not own the key format or permission checks (package identity),
 // what the configuration means to a node (package node), or the API itself

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/node"
 )
 
 func mode(t *testing.T, path string) fs.FileMode {
@@ -284,7 +285,9 @@ func TestConfig(t *testing.T) {
 		{"watermarks", "connmgr: {low: 10, high: 5}\n", []string{path, "low 10 is above high 5"}},
 		{"discovery and nat", "mdns: false\ndht: {mode: client}\nannounce: [/ip4/203.0.113.7/tcp/4001]\nnat: {relay_service: true, hole_punching: false}\n", nil},
 		{"bad announce", "announce:\n  - /ip4/203.0.113.7/tcp/4001\n  - not-an-addr\n", []string{path, "line 3", "announce", "not-an-addr"}},
-		{"bad dht mode", "dht: {mode: sometimes}\n", []string{path, "dht.mode", "sometimes"}},
+		{"bad dht mode", "mdns: true\ndht:\n  mode: sometimes\n", []string{path, "line 3", "dht.mode", "sometimes"}},
+		{"bad mdns", "mdns: maybe\n", []string{path, "line 1", "maybe"}},
+		{"unknown nat key", "nat:\n  upnp: true\n", []string{path, "line 2", "upnp"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,6 +332,46 @@ func TestNodeConfigFromFile(t *testing.T) {
 	if len(cfg.ListenAddrs) != 1 || cfg.MaxIntentSize != 1000 || cfg.IntentTTL != time.Hour ||
 		cfg.ReplayWindow < time.Hour || cfg.ConnLow != 5 || cfg.ConnHigh != 10 {
 		t.Fatalf("NodeConfig = %+v", cfg)
+	}
+}
+
+// TestNodeConfigDiscovery: the daemon looks on the LAN and serves the DHT
+// unless config.yaml says otherwise, and always remembers its peers in the
+// home.
+func TestNodeConfigDiscovery(t *testing.T) {
+	dir := t.TempDir()
+	h, err := Init(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := h.NodeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.MDNS || cfg.DHTMode != "server" || len(cfg.Announce) != 0 ||
+		cfg.NAT != (node.NATConfig{}) || cfg.PeersFile != filepath.Join(h.Dir, "peers.json") {
+		t.Fatalf("defaults: MDNS %v, DHTMode %q, Announce %v, NAT %+v, PeersFile %q", cfg.MDNS, cfg.DHTMode, cfg.Announce, cfg.NAT, cfg.PeersFile)
+	}
+
+	yml := "mdns: false\ndht: {mode: client}\nannounce: [/ip4/203.0.113.7/tcp/4001, /dns4/example.org/tcp/4001]\n" +
+		"nat: {autonat_service: true, relay_service: true, relay_client: false, hole_punching: false, port_map: true}\n"
+	if h.Config, err = parseConfig(h.ConfigPath(), []byte(yml)); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = h.NodeConfig(); err != nil {
+		t.Fatal(err)
+	}
+	want := node.NATConfig{AutoNATService: true, RelayService: true, NoRelayClient: true, NoHolePunching: true, PortMap: true}
+	if cfg.MDNS || cfg.DHTMode != "client" || len(cfg.Announce) != 2 || cfg.Announce[1].String() != "/dns4/example.org/tcp/4001" ||
+		cfg.NAT != want || cfg.PeersFile != filepath.Join(h.Dir, "peers.json") {
+		t.Fatalf("from config: MDNS %v, DHTMode %q, Announce %v, NAT %+v, PeersFile %q", cfg.MDNS, cfg.DHTMode, cfg.Announce, cfg.NAT, cfg.PeersFile)
+	}
+	// The generated config.yaml offers every field, commented out.
+	for _, k := range []string{"# mdns: true", "#   mode: server", "# announce:", "#   autonat_service: false", "#   relay_service: false",
+		"#   relay_client: true", "#   hole_punching: true", "#   port_map: false"} {
+		if !strings.Contains(defaultConfigYAML, k) {
+			t.Errorf("config.yaml does not show %q", k)
+		}
 	}
 }
 

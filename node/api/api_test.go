@@ -17,6 +17,7 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/node"
@@ -197,6 +198,12 @@ func TestErrors(t *testing.T) {
 		{"task wrong method", "PUT", "/v1/tasks/feed", "", "", 405, "DELETE, GET"},
 		{"tasks wrong method", "DELETE", PathTasks, "", "", 405, "GET, POST"},
 		{"empty task id", "GET", "/v1/tasks/", "", "", 404, "no such endpoint"},
+		{"find no capability", "GET", PathFindAgents, "", "", 400, "capability"},
+		{"find bad capability", "GET", PathFindAgents + "?capability=A%20B", "", "", 400, `"A B"`},
+		{"find bad timeout", "GET", PathFindAgents + "?capability=translate&timeout=soon", "", "", 400, `timeout "soon"`},
+		{"find negative timeout", "GET", PathFindAgents + "?capability=translate&timeout=-1s", "", "", 400, `timeout "-1s"`},
+		{"find timeout too long", "GET", PathFindAgents + "?capability=translate&timeout=1h", "", "", 400, "up to 2m0s"},
+		{"find wrong method", "POST", PathFindAgents + "?capability=translate", "", "", 405, "GET"},
 		{"task sub-path", "GET", "/v1/tasks/a/b", "", "", 404, "no such endpoint"},
 	}
 	for _, tt := range tests {
@@ -395,5 +402,61 @@ func TestServeShutdown(t *testing.T) {
 	// found no daemon.
 	if err := <-streamErr; !errors.Is(err, ErrStreamClosed) && !errors.Is(err, ErrNoDaemon) {
 		t.Fatalf("client Subscribe: %v, want ErrStreamClosed or ErrNoDaemon", err)
+	}
+}
+
+// TestFindAgents finds, through node 0's API, the agent node 1 offers:
+// the JSON has the card's fields, and a capability nobody offers is an
+// empty array within the timeout asked for.
+func TestFindAgents(t *testing.T) {
+	nodes := newTestNodes(t, 2)
+	_, c := newTestServer(t, nodes[0])
+	ctx := ctxT(t)
+	offerer := nodes[1].Agents()[1]
+	if err := nodes[1].Discovery().Offer(offerer, []discovery.Capability{{Name: "translate"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	var cards []*discovery.SignedCard
+	for deadline := time.Now().Add(10 * time.Second); len(cards) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("node 0 did not find the translator within 10 s")
+		}
+		var err error
+		if cards, err = c.FindAgents(ctx, "translate", time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(cards) != 1 || cards[0].Agent != offerer.ID || cards[0].Name != "second" || cards[0].Peer != nodes[1].ID() ||
+		!cards[0].Offers("translate") || time.Until(cards[0].Expires) <= 0 {
+		t.Fatalf("found %+v, want node 1's second agent", cards)
+	}
+
+	// The wire form is what the API documents.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+PathFindAgents+"?capability=translate&timeout=1s", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw []map[string]json.RawMessage
+	err = json.NewDecoder(resp.Body).Decode(&raw)
+	resp.Body.Close()
+	if err != nil || len(raw) != 1 {
+		t.Fatalf("raw answer: %v, %d cards", err, len(raw))
+	}
+	for _, k := range []string{"agent", "name", "capabilities", "peer", "expires"} {
+		if _, ok := raw[0][k]; !ok {
+			t.Errorf("card JSON has no %q: %v", k, raw[0])
+		}
+	}
+
+	start := time.Now()
+	none, err := c.FindAgents(ctx, "nobody-offers-this", 300*time.Millisecond)
+	if err != nil || none == nil || len(none) != 0 {
+		t.Fatalf("find for nobody: %v, %v; want an empty array", none, err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("find for nobody took %s with a 300ms timeout", d)
 	}
 }

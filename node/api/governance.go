@@ -22,6 +22,14 @@ const (
 	PathFindAgents = "/v1/agents/find"    // GET ?capability=C[&timeout=10s]
 )
 
+// How long GET /v1/agents/find looks for agents: DefaultFindTimeout
+// unless the request's timeout parameter says otherwise, at most
+// MaxFindTimeout.
+const (
+	DefaultFindTimeout = 10 * time.Second
+	MaxFindTimeout     = 2 * time.Minute
+)
+
 // DecisionBody decides a pending approval.
 type DecisionBody struct {
 	Decision string `json:"decision"` // approve or deny
@@ -67,11 +75,11 @@ func (s *Server) handleFindAgents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	timeout := 10 * time.Second
+	timeout := DefaultFindTimeout
 	if t := r.URL.Query().Get("timeout"); t != "" {
 		d, err := time.ParseDuration(t)
-		if err != nil || d <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout %q: want a positive duration such as 5s", t))
+		if err != nil || d <= 0 || d > MaxFindTimeout {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout %q: want a positive duration up to %s, such as 5s", t, MaxFindTimeout))
 			return
 		}
 		timeout = d
@@ -110,7 +118,8 @@ func (c *Client) Decide(ctx context.Context, id string, approve bool) error {
 	return c.do(ctx, http.MethodPost, strings.Replace(PathApproval, "{id}", url.PathEscape(id), 1), body, http.StatusOK, &ack)
 }
 
-// FindAgents returns the verified cards of agents offering capability.
+// FindAgents returns the verified cards of agents offering capability
+// that the daemon found within timeout (0 means DefaultFindTimeout).
 func (c *Client) FindAgents(ctx context.Context, capability string, timeout time.Duration) ([]*discovery.SignedCard, error) {
 	q := url.Values{"capability": {capability}}
 	if timeout > 0 {

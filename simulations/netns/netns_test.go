@@ -1,35 +1,110 @@
-// Package netns tests parley across separate network hosts: real daemons
-// in their own network namespaces, joined by a bridge (see run.sh).
+// Package netns tests parley across separate network hosts: real daemons,
+// each in its own network namespace, joined by a bridge (run.sh says what
+// it checks). It needs root and iproute2 and skips, saying why, where they
+// are missing.
 package netns
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// skipExit is run.sh's exit status when it cannot make namespaces here.
+const skipExit = 77
+
+// scriptTimeout bounds run.sh; it takes well under a minute when it passes.
+const scriptTimeout = 4 * time.Minute
 
 func TestSeparateHosts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts daemons in network namespaces")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for ip netns")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2 (ip)")
-	}
+	canMakeNamespaces(t)
 	bin := filepath.Join(t.TempDir(), "parley")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/parley").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+
+	prefix := fmt.Sprintf("parley-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	t.Cleanup(func() {
+		// run.sh removes what it made even on failure; a namespace left
+		// behind (run.sh itself killed) is removed here and is a failure.
+		for _, ns := range namespaces(t, prefix) {
+			t.Errorf("run.sh left namespace %s behind", ns)
+			_ = exec.Command("ip", "netns", "del", ns).Run()
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "bash", "run.sh", bin).CombinedOutput()
-	t.Logf("run.sh:\n%s", out)
-	if err != nil {
-		t.Fatalf("run.sh: %v", err)
+	cmd := exec.CommandContext(ctx, "bash", "run.sh", bin)
+	cmd.Env = append(os.Environ(), "PARLEY_NETNS_PREFIX="+prefix, "TMPDIR="+t.TempDir())
+	// On timeout run.sh gets SIGTERM, so its trap stops its daemons and
+	// removes its namespaces, and then a while to do it.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("run.sh (%s):\n%s", time.Since(start).Round(time.Second), out.String())
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee) && ee.ExitCode() == skipExit:
+		t.Skipf("run.sh skipped: %s", strings.TrimSpace(out.String()))
+	case ctx.Err() != nil:
+		t.Fatalf("run.sh did not finish within %s", scriptTimeout)
+	default:
+		t.Fatalf("run.sh: %v (its FAIL lines say which check)", err)
 	}
+}
+
+// canMakeNamespaces skips the test unless this process is root and can
+// list, make and remove a network namespace.
+func canMakeNamespaces(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2 (ip)")
+	}
+	if out, err := exec.Command("ip", "netns", "list").CombinedOutput(); err != nil {
+		t.Skipf("'ip netns list' fails here: %v %s", err, bytes.TrimSpace(out))
+	}
+	probe := fmt.Sprintf("parley-probe-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		t.Skipf("cannot make a network namespace here: %v %s", err, bytes.TrimSpace(out))
+	}
+	if out, err := exec.Command("ip", "netns", "del", probe).CombinedOutput(); err != nil {
+		t.Fatalf("made namespace %s but cannot remove it: %v %s", probe, err, bytes.TrimSpace(out))
+	}
+}
+
+// namespaces lists the network namespaces whose names start with prefix.
+func namespaces(t *testing.T, prefix string) []string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Errorf("ip netns list: %v", err)
+		return nil
+	}
+	var found []string
+	for _, line := range strings.Split(string(out), "\n") {
+		// Lines are "name" or "name (id: 3)".
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], prefix+"-") {
+			found = append(found, f[0])
+		}
+	}
+	return found
 }

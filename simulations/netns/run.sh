@@ -1,132 +1,262 @@
 #!/usr/bin/env bash
-# Separate-hosts test: real `parley run` daemons in their own network
-# namespaces, joined by a bridge, checking (a) mDNS alone forms the mesh,
-# (b) a bootstrap chain with mDNS off still reaches everyone, (c) the mesh
-# survives a kill -9, (d) the killed node rejoins from its remembered peers.
-# Usage: run.sh PARLEY_BINARY. Needs root and iproute2; cleans up
-# everything it made, even on failure. Only addresses inside the
-# namespaces it creates (10.77.0.0/24) are used.
+# Separate-hosts test: real `parley run` daemons, each in its own network
+# namespace, joined by a Linux bridge. It checks
+#   (a) with no bootstrap flags, mDNS alone forms the mesh and an intent
+#       published on node a reaches every node;
+#   (b) with mDNS off, a bootstrap chain a <- b <- c <- d (b bootstraps a,
+#       c bootstraps b, d bootstraps c) carries intents from d to a and from
+#       a to d;
+#   (c) after kill -9 of node c (in the mDNS mesh), the others still
+#       exchange intents;
+#   (d) node c, restarted with no bootstrap flag and mDNS off, rejoins from
+#       the peers it remembered in <home>/peers.json and receives intents.
+#
+# Usage: run.sh PARLEY_BINARY
+# Environment: PARLEY_NETNS_PREFIX names what it creates (default
+# parley-<pid>); it must be unique on the machine. PARLEY_NETNS_KEEP=1
+# keeps the work directory (homes, logs, subscriber output) for a look.
+#
+# Needs root and iproute2. Where it cannot make network namespaces it
+# prints "SKIP: <why>" and exits 77. It makes one namespace for the bridge
+# and one per node; veths are created directly inside them, and addresses
+# (10.77.0.0/24) exist only inside them, so nothing outside is addressed or
+# changed. A trap stops every process it started (its own running jobs,
+# by PID), then removes every namespace and file it made, on success,
+# failure or interrupt. Prints one PASS or FAIL line per check and
+# exits non-zero if any failed.
 set -euo pipefail
 
 BIN=${1:?usage: run.sh PARLEY_BINARY}
-N=4
-TAG="pn$$"
-WORK=$(mktemp -d)
-PIDS=()
-ALL=() # every process started, for cleanup
+P=${PARLEY_NETNS_PREFIX:-parley-$$}
+NODES=(a b c d)
+SUBNET=10.77.0
+DELIVER_WITHIN=20 # seconds: a delivery check publishes once a second for this long
+
+declare -A IP=([a]=$SUBNET.11 [b]=$SUBNET.12 [c]=$SUBNET.13 [d]=$SUBNET.14)
+declare -A DAEMON=() # node -> PID of its running daemon
+NSS=()               # namespaces made, for cleanup
 FAILED=0
+WORK=""
+
+log() { printf '%s %s\n' "$(date +%T)" "$*"; }
 
 cleanup() {
-	for p in "${ALL[@]:-}"; do
-		[ -n "$p" ] && kill -9 "$p" 2>/dev/null || true
+	local rc=$?
+	trap - EXIT INT TERM
+	# Only this shell's own background jobs still running: never a PID
+	# that has exited (and might have been reused).
+	local p live
+	live=$(jobs -pr)
+	for p in $live; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in $live; do
+		for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
 	done
-	for i in $(seq 1 $N); do ip netns del "$TAG-$i" 2>/dev/null || true; done
-	ip netns del "$TAG-sw" 2>/dev/null || true
-	rm -rf "$WORK"
+	local ns
+	for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+	if [ -n "$WORK" ]; then
+		if [ -n "${PARLEY_NETNS_KEEP:-}" ]; then echo "netns: kept $WORK"; else rm -rf "$WORK"; fi
+	fi
+	exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
-	echo "SKIP: needs root and iproute2 (ip netns)"; exit 0
-fi
-if ! ip netns add "$TAG-sw" 2>/dev/null; then
-	echo "SKIP: cannot create network namespaces here"; exit 0
-fi
+skip() { echo "SKIP: $*"; exit 77; }
 
-nsx() { local i=$1; shift; ip netns exec "$TAG-$i" "$@"; }
-ipof() { echo "10.77.0.$((10 + $1))"; }
+[ "$(id -u)" = 0 ] || skip "needs root to make network namespaces"
+command -v ip >/dev/null || skip "needs iproute2 (ip)"
+ip netns list >/dev/null 2>&1 || skip "'ip netns list' fails here"
+[ -x "$BIN" ] || { echo "FAIL: $BIN is not an executable"; exit 1; }
 
-# The switch: a bridge in its own namespace; each node gets a veth to it.
-ip -n "$TAG-sw" link add br0 type bridge
-ip -n "$TAG-sw" link set br0 up
-for i in $(seq 1 $N); do
-	ip netns add "$TAG-$i"
-	ip link add "v$TAG$i" type veth peer name eth0 netns "$TAG-$i"
-	ip link set "v$TAG$i" netns "$TAG-sw"
-	ip -n "$TAG-sw" link set "v$TAG$i" master br0 up
-	ip -n "$TAG-$i" link set lo up
-	ip -n "$TAG-$i" addr add "$(ipof "$i")/24" dev eth0
-	ip -n "$TAG-$i" link set eth0 multicast on up
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/$P.XXXXXX")
+
+SW=$P-sw
+NSS+=("$SW") # listed first, so an interrupt right after the add still removes it
+ip netns add "$SW" 2>/dev/null || skip "cannot make a network namespace ('ip netns add' failed)"
+ip -n "$SW" link add br0 type bridge mcast_snooping 0 2>/dev/null || skip "cannot make a bridge (no bridge support?)"
+ip -n "$SW" link set br0 up
+ns() { echo "$P-$1"; }
+for n in "${NODES[@]}"; do
+	NSS+=("$(ns "$n")")
+	ip netns add "$(ns "$n")"
+	# Both ends are made inside namespaces of ours: eth0 on the node, v-<n>
+	# on the bridge.
+	ip -n "$SW" link add "v-$n" type veth peer name eth0 netns "$(ns "$n")"
+	ip -n "$SW" link set "v-$n" master br0 multicast on up
+	ip -n "$(ns "$n")" link set lo up
+	ip -n "$(ns "$n")" addr add "${IP[$n]}/24" dev eth0
+	ip -n "$(ns "$n")" link set eth0 multicast on up
 done
 
-start() { # start NODE [run flags…]: a daemon in the node's namespace
-	local i=$1; shift
-	# Not through nsx: a backgrounded function is a subshell, and $! would
-	# be its PID, not the daemon's.
-	ip netns exec "$TAG-$i" "$BIN" run --home "$WORK/h$i" --listen "/ip4/$(ipof "$i")/tcp/4001" "$@" \
-		>"$WORK/run$i.out" 2>"$WORK/run$i.err" &
-	PIDS[$i]=$!
-	ALL+=("$!")
+# cli NODE CMD…: run a parley command inside the node's namespace, where
+# its daemon's API (on that namespace's loopback) is.
+cli() { local n=$1; shift; ip netns exec "$(ns "$n")" "$BIN" "$@" --home "$WORK/$n"; }
+
+# start NODE [RUN FLAGS…]: start the node's daemon and wait until it is
+# ready (it printed its api: line).
+start() {
+	local n=$1; shift
+	# Emptied here, not by the background job's redirection, so the wait
+	# below never reads a previous run's lines.
+	: >"$WORK/run-$n.out"
+	# ip netns exec execs the daemon, so $! is the daemon's PID.
+	ip netns exec "$(ns "$n")" "$BIN" run --home "$WORK/$n" --listen "/ip4/${IP[$n]}/tcp/4001" "$@" \
+		>"$WORK/run-$n.out" 2>>"$WORK/run-$n.err" &
+	DAEMON[$n]=$!
 	for _ in $(seq 1 100); do
-		grep -q '^api:' "$WORK/run$i.out" 2>/dev/null && return 0
+		grep -q '^api:' "$WORK/run-$n.out" 2>/dev/null && return 0
+		kill -0 "${DAEMON[$n]}" 2>/dev/null || break
 		sleep 0.1
 	done
-	echo "node $i did not start:"; cat "$WORK/run$i.err"; return 1
+	echo "node $n did not start:"; tail -20 "$WORK/run-$n.err"; return 1
 }
-stop_all() {
-	for p in "${PIDS[@]:-}"; do
-		[ -n "$p" ] && kill "$p" 2>/dev/null || true
+
+# stop NODE: SIGTERM, as an operator would, and wait for a clean exit.
+stop() {
+	local n=$1 pid=${DAEMON[$1]}
+	kill -TERM "$pid"
+	if ! wait "$pid"; then
+		echo "FAIL: node $n did not exit cleanly after SIGTERM"
+		FAILED=1
+	fi
+	unset "DAEMON[$n]"
+}
+
+# listen NODE: the node's /ip4/…/p2p/… address, for --bootstrap.
+listen() { grep '^listen: /ip4/' "$WORK/run-$1.out" | head -1 | cut -d' ' -f2; }
+
+# subscribe CAP NODE…: a `parley subscribe --json` on each node, its
+# output in $WORK/sub-CAP-NODE.
+subscribe() {
+	local cap=$1 n; shift
+	for n in "$@"; do
+		ip netns exec "$(ns "$n")" "$BIN" subscribe --home "$WORK/$n" --capability "$cap" --json \
+			>"$WORK/sub-$cap-$n" 2>>"$WORK/sub-$cap-$n.err" &
 	done
-	for p in "${PIDS[@]:-}"; do
-		[ -n "$p" ] || continue
-		for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$p" 2>/dev/null || true
-	done
-	PIDS=(); SUBS=()
 }
-addr() { grep '^listen:' "$WORK/run$1.out" | head -1 | cut -d' ' -f2; }
-SUBS=()
-subscribe() { # subscribe NODE CAP
-	ip netns exec "$TAG-$1" "$BIN" subscribe --home "$WORK/h$1" --capability "$2" --json >"$WORK/sub$1-$2.out" 2>/dev/null &
-	SUBS[$1]=$!
-	PIDS+=("$!")
-	ALL+=("$!")
-}
-# deliver FROM CAP NODES…: publish from FROM until every NODE's subscriber
-# has the intent, for up to 25 s.
+
+# deliver FROM CAP NODE…: publish a fresh intent on CAP from FROM once a
+# second until every NODE's subscriber printed it, for at most
+# DELIVER_WITHIN s; prints how long it took.
 deliver() {
 	local from=$1 cap=$2; shift 2
-	local mark="m$RANDOM$RANDOM"
-	for _ in $(seq 1 25); do
-		nsx "$from" "$BIN" publish --home "$WORK/h$from" --capability "$cap" --payload "{\"mark\":\"$mark\"}" >/dev/null 2>&1 || true
-		local ok=1
-		for j in "$@"; do grep -q "$mark" "$WORK/sub$j-$cap.out" 2>/dev/null || ok=0; done
-		[ $ok = 1 ] && return 0
-		sleep 1
+	local mark="m$RANDOM$RANDOM" t0 n ok
+	t0=$(date +%s.%N)
+	local end=$(($(date +%s) + DELIVER_WITHIN)) i=0
+	while [ "$(date +%s)" -lt "$end" ]; do
+		i=$((i + 1))
+		cli "$from" publish --capability "$cap" --payload "{\"mark\":\"$mark\",\"try\":$i}" >/dev/null 2>>"$WORK/publish.err" || true
+		for _ in 1 2 3 4 5; do
+			sleep 0.2
+			ok=1
+			for n in "$@"; do grep -q "\"$mark\"" "$WORK/sub-$cap-$n" 2>/dev/null || ok=0; done
+			if [ "$ok" = 1 ]; then
+				echo "  $from -> $* on $cap: $(elapsed "$t0") s, $i publish(es)"
+				return 0
+			fi
+		done
+	done
+	for n in "$@"; do
+		grep -q "\"$mark\"" "$WORK/sub-$cap-$n" 2>/dev/null && continue
+		echo "  node $n never received $from's intent; its subscriber said: $(tr '\n' ' ' <"$WORK/sub-$cap-$n.err")"
 	done
 	return 1
 }
-check() { # check NAME COMMAND…
-	local name=$1; shift
-	if "$@"; then echo "PASS: $name"; else echo "FAIL: $name"; FAILED=1; fi
+
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# peers NODE: "<peer> <source>" per connected peer.
+peers() {
+	cli "$1" peers --json | grep -o '"id":"[^"]*"\|"source":"[^"]*"' | cut -d'"' -f4 | paste - - || true
 }
 
-for i in $(seq 1 $N); do "$BIN" init --home "$WORK/h$i" >/dev/null; done
+# sources NODE: the sources of its peers, e.g. "mdns mdns inbound".
+sources() { peers "$1" | awk '{print $2}' | sort | tr '\n' ' '; }
 
-# (a) mDNS alone: no bootstrap flags.
-for i in $(seq 1 $N); do start "$i"; done
-for i in $(seq 1 $N); do subscribe "$i" a; done
-check "(a) mDNS alone forms the mesh; an intent from node 1 reaches all" deliver 1 a 2 3 4
-stop_all
+# wait_for SECONDS CMD…: run CMD every 0.5 s until it succeeds.
+wait_for() {
+	local s=$1; shift
+	for _ in $(seq 1 $((s * 2))); do "$@" && return 0; sleep 0.5; done
+	return 1
+}
 
-# (b) mDNS off, a bootstrap chain 1 <- 2 <- 3 <- 4.
-for i in $(seq 1 $N); do rm -f "$WORK/h$i/peers.json"; done
-start 1 --no-mdns
-for i in $(seq 2 $N); do start "$i" --no-mdns --bootstrap "$(addr $((i - 1)))"; done
-for i in $(seq 1 $N); do subscribe "$i" b; done
-check "(b) mDNS off, bootstrap chain: node 4 reaches node 1" deliver 4 b 1
-check "(b) mDNS off, bootstrap chain: node 1 reaches all" deliver 1 b 2 3 4
+has_peers() { [ "$(peers "$1" | wc -l)" -ge "$2" ]; }
+# found_by NODE SOURCE: NODE has a peer it found by SOURCE.
+found_by() { peers "$1" | awk -v s="$2" '$2 == s { found = 1 } END { exit !found }'; }
+# remembers_all NODE: its peers.json names every peer it is connected to.
+remembers_all() {
+	local p ids
+	ids=$(peers "$1" | awk '{print $1}')
+	[ -n "$ids" ] && [ -s "$WORK/$1/peers.json" ] || return 1
+	for p in $ids; do grep -q "\"$p\"" "$WORK/$1/peers.json" || return 1; done
+}
 
-# (c) kill -9 node 3; the others still exchange intents.
-kill -9 "${PIDS[3]}"; kill "${SUBS[3]}" 2>/dev/null || true
-wait "${PIDS[3]}" 2>/dev/null || true
-for i in 1 2 4; do subscribe "$i" c; done
-check "(c) after kill -9 of node 3, nodes 1, 2, 4 still exchange intents" deliver 1 c 2 4
+check() { # check NAME CMD…
+	local name=$1 t0; shift
+	t0=$(date +%s.%N)
+	if "$@"; then
+		echo "PASS: $name ($(elapsed "$t0") s)"
+	else
+		echo "FAIL: $name ($(elapsed "$t0") s)"
+		FAILED=1
+	fi
+}
 
-# (d) node 3 restarts with no flags and rejoins from peers.json.
-start 3 --no-mdns
-subscribe 3 d; for i in 1 2 4; do subscribe "$i" d; done
-check "(d) node 3, restarted with no flags, rejoins from its remembered peers" deliver 1 d 3
-stop_all
+for n in "${NODES[@]}"; do "$BIN" init --home "$WORK/$n" >/dev/null; done
+T0=$(date +%s)
 
-if [ $FAILED = 0 ]; then echo "netns: all checks passed"; else echo "netns: some checks failed"; exit 1; fi
+log "(a) four nodes, no bootstrap flags, mDNS on (the default)"
+for n in "${NODES[@]}"; do start "$n"; done
+subscribe a "${NODES[@]}"
+check "(a) mDNS alone forms the mesh: every node is connected to the 3 others" \
+	wait_for 10 eval 'has_peers a 3 && has_peers b 3 && has_peers c 3 && has_peers d 3'
+check "(a) an intent published on a reaches a, b, c and d" deliver a a a b c d
+for n in "${NODES[@]}"; do echo "  $n's peers found by: $(sources "$n")"; done
+
+log "(c) kill -9 of node c"
+# c remembers its peers within a second of meeting them; wait until its
+# file names them all, so (d) tests what a killed node kept.
+check "(c) node c's peers.json names every peer it is connected to" wait_for 10 remembers_all c
+kill -KILL "${DAEMON[c]}"
+wait "${DAEMON[c]}" 2>/dev/null || true
+unset "DAEMON[c]"
+subscribe c a b d
+check "(c) after kill -9 of c, an intent from a reaches b and d" deliver a c b d
+check "(c) after kill -9 of c, an intent from d reaches a and b" deliver d c a b
+
+log "(d) node c restarts with no bootstrap flag and mDNS off"
+start c --no-mdns
+subscribe d "${NODES[@]}"
+check "(d) restarted c reconnects to a remembered peer" wait_for 15 found_by c remembered
+echo "  c's peers found by: $(sources c)"
+check "(d) an intent from a reaches the restarted c (and b, d)" deliver a d b c d
+check "(d) an intent from the restarted c reaches a, b and d" deliver c d a b d
+for n in "${NODES[@]}"; do stop "$n"; done
+
+log "(b) mDNS off, bootstrap chain a <- b <- c <- d, nothing remembered"
+for n in "${NODES[@]}"; do rm -f "$WORK/$n/peers.json"; done
+start a --no-mdns
+start b --no-mdns --bootstrap "$(listen a)"
+start c --no-mdns --bootstrap "$(listen b)"
+start d --no-mdns --bootstrap "$(listen c)"
+subscribe b "${NODES[@]}"
+check "(b) chain: an intent from d reaches a (and b, c)" deliver d b a b c
+check "(b) chain: an intent from a reaches d (and b, c)" deliver a b b c d
+# Beyond the chain's links, the DHT's lookups may have connected more
+# pairs; what each end sees is reported, not required.
+for n in a d; do echo "  $n's peers found by: $(sources "$n")"; done
+for n in "${NODES[@]}"; do stop "$n"; done
+
+echo "netns: ${#NODES[@]} namespaces, $(($(date +%s) - T0)) s"
+if [ "$FAILED" != 0 ]; then
+	for n in "${NODES[@]}"; do
+		echo "--- node $n stderr (last 15 lines)"
+		tail -15 "$WORK/run-$n.err" 2>/dev/null || true
+	done
+	echo "netns: FAIL"
+	exit 1
+fi
+echo "netns: PASS"
