@@ -79,7 +79,7 @@ func Open(dir string, key crypto.PrivKey, opts Options) (*Log, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("audit: open %s: %w", dir, err)
 		}
-		if err := syncDir(filepath.Dir(dir)); err != nil {
+		if err := fsync.Dir(filepath.Dir(dir)); err != nil {
 			return nil, fmt.Errorf("audit: open %s: sync parent directory: %w", dir, err)
 		}
 	}
@@ -193,7 +193,7 @@ func (l *Log) create(index int) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := fsync.Dir(l.dir); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("sync directory after creating %s: %w", name, err)
 	}
@@ -330,6 +330,3 @@ func listFiles(dir string) ([]int, error) {
 	sort.Ints(idx)
 	return idx, nil
 }
-
-// syncDir makes creations and renames in dir durable.
-func syncDir(dir string) error { return fsync.Dir(dir) }

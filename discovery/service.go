@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/internal/promcount"
 )
 
 // Sources say how a peer was found.
@@ -467,18 +469,8 @@ func (s *Service) FindAgents(ctx context.Context, capability string) ([]*SignedC
 	for _, sc := range found {
 		out = append(out, sc)
 	}
-	slices.SortFunc(out, func(a, b *SignedCard) int { return compare(string(a.Agent), string(b.Agent)) })
+	slices.SortFunc(out, func(a, b *SignedCard) int { return strings.Compare(string(a.Agent), string(b.Agent)) })
 	return out, nil
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // fetch connects to a provider and returns its verified cards for
@@ -516,16 +508,7 @@ func (s *Service) fetch(ctx context.Context, ai peer.AddrInfo, capability string
 }
 
 // Dropped returns how many cards were dropped, by reason.
-func (s *Service) Dropped() map[string]uint64 {
-	out := map[string]uint64{}
-	ch := make(chan prometheus.Metric, 16)
-	go func() { s.dropped.Collect(ch); close(ch) }()
-	for m := range ch {
-		l, v := metricLabelValue(m)
-		out[l] = v
-	}
-	return out
-}
+func (s *Service) Dropped() map[string]uint64 { return promcount.ByLabel(s.dropped) }
 
 // loadRemembered reads the peers file, if any.
 func (s *Service) loadRemembered() ([]peer.AddrInfo, error) {

@@ -80,14 +80,11 @@ func WriteKeyFile(path string, key crypto.PrivKey) error {
 		return fmt.Errorf("identity: write key file %s: %w", path, err)
 	}
 	renamed = true
-	if err := syncDir(dir); err != nil {
+	if err := fsync.Dir(dir); err != nil {
 		return fmt.Errorf("identity: write key file %s: sync directory: %w", path, err)
 	}
 	return nil
 }
-
-// syncDir makes creations and renames in dir durable.
-func syncDir(dir string) error { return fsync.Dir(dir) }
 
 // ReadKeyFile reads an ed25519 private key written by WriteKeyFile.
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/internal/frame"
+	"github.com/parleynet/parley/internal/promcount"
 )
 
 var log = logging.Logger("parley/negotiation")
@@ -370,12 +371,4 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // Dropped returns how many frames were refused, by reason.
-func (s *Service) Dropped() map[string]uint64 {
-	out := map[string]uint64{}
-	ch := make(chan prometheus.Metric, 16)
-	go func() { s.m.dropped.Collect(ch); close(ch) }()
-	for m := range ch {
-		out[metricLabel(m)] = metricValue(m)
-	}
-	return out
-}
+func (s *Service) Dropped() map[string]uint64 { return promcount.ByLabel(s.m.dropped) }

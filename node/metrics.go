@@ -3,9 +3,9 @@ package node
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/internal/promcount"
 )
 
 // metrics are one node's counters, registered on its own registry so that
@@ -52,20 +52,12 @@ type Stats struct {
 func (n *Node) Stats() Stats {
 	m := n.metrics
 	s := Stats{
-		Published: counterValue(m.published),
-		Received:  counterValue(m.received),
+		Published: promcount.Value(m.published),
+		Received:  promcount.Value(m.received),
 		Dropped:   map[string]uint64{},
 	}
 	for _, r := range intent.DropReasons() {
-		s.Dropped[r] = counterValue(m.dropped.WithLabelValues(r))
+		s.Dropped[r] = promcount.Value(m.dropped.WithLabelValues(r))
 	}
 	return s
-}
-
-func counterValue(c prometheus.Counter) uint64 {
-	var d dto.Metric
-	if err := c.Write(&d); err != nil {
-		return 0
-	}
-	return uint64(d.GetCounter().GetValue())
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,10 +19,7 @@ func TestAuditSurvivesKill9(t *testing.T) {
 		t.Skip("builds and runs the parley binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := parleyBinary(t)
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	for _, h := range []string{a, b} {
 		if _, stderr, code := parley(t, bin, "init", "--home", h); code != 0 {

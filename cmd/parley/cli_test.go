@@ -23,10 +23,7 @@ func TestCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary")
 	}
-	bin := filepath.Join(t.TempDir(), "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := parleyBinary(t)
 	t.Run("mesh", func(t *testing.T) { testMesh(t, bin) })
 	t.Run("bad input", func(t *testing.T) { testBadInput(t, bin) })
 }

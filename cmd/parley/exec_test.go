@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,10 +17,7 @@ func TestExecAgentWinsFromAnotherNode(t *testing.T) {
 		t.Skip("builds and runs the parley binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := parleyBinary(t)
 	script, err := filepath.Abs("../../examples/shell/quote.sh")
 	if err != nil {
 		t.Fatal(err)

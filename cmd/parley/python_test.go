@@ -21,10 +21,7 @@ func TestPythonAgentWinsFromAnotherNode(t *testing.T) {
 		t.Skip("python3 is not installed")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := parleyBinary(t)
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	for _, h := range []string{a, b} {
 		if _, stderr, code := parley(t, bin, "init", "--home", h); code != 0 {

@@ -16,10 +16,7 @@ func TestSimCommand(t *testing.T) {
 		t.Skip("builds and runs the parley binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := parleyBinary(t)
 	report := filepath.Join(dir, "report.html")
 	out, err := exec.Command(bin, "sim", "gossip", "--nodes", "40", "--json", "--baseline", "raw", "--report", report).Output()
 	if err != nil {

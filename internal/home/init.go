@@ -84,7 +84,7 @@ func initHome(dir string, force bool, hook func(step string) error) (h *Home, er
 			return nil, fmt.Errorf("init home %s: %w", dir, err)
 		}
 	}
-	if err := syncDir(parent); err != nil {
+	if err := fsync.Dir(parent); err != nil {
 		return nil, fmt.Errorf("init home %s: %w", dir, err)
 	}
 	return Open(abs)
@@ -209,8 +209,5 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return fsync.Dir(dir)
 }
-
-// syncDir makes creations and renames in dir durable.
-func syncDir(dir string) error { return fsync.Dir(dir) }
