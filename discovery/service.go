@@ -180,7 +180,7 @@ func (s *Service) Start() error {
 			s.sources[c.RemotePeer()] = SourceInbound
 		}
 		s.mu.Unlock()
-	}}
+	}, DisconnectedF: func(_ network.Network, c network.Conn) { s.forgetIfGone(c.RemotePeer()) }}
 	s.h.Network().Notify(s.notifee)
 	s.boot = NewBootstrapper(s.h, s.cfg.Bootstrap)
 	s.boot.Start()
@@ -240,8 +240,22 @@ func (s *Service) connect(p peer.AddrInfo, source string) { s.dial(p, source, fa
 
 // dial connects to p, bypassing the swarm's dial backoff if force, records
 // how p was found, and reports whether p is connected.
+//
+// The source is recorded before the dial, so that a peer is never seen
+// connected with its source still unknown, and it replaces "inbound": a
+// peer that dialled us while we dialled it (a restarted node's remembered
+// peer often does) was still found by source.
 func (s *Service) dial(p peer.AddrInfo, source string, force bool) bool {
-	if p.ID == s.h.ID() || s.h.Network().Connectedness(p.ID) == network.Connected {
+	if p.ID == s.h.ID() {
+		return true
+	}
+	s.mu.Lock()
+	cur, known := s.sources[p.ID]
+	if !known || cur == SourceInbound {
+		s.sources[p.ID] = source
+	}
+	s.mu.Unlock()
+	if s.h.Network().Connectedness(p.ID) == network.Connected {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
@@ -251,15 +265,21 @@ func (s *Service) dial(p peer.AddrInfo, source string, force bool) bool {
 	}
 	if err := s.h.Connect(ctx, p); err != nil {
 		log.Debugw("could not connect to discovered peer", "peer", p.ID, "source", source, "err", err)
+		s.forgetIfGone(p.ID)
 		return false
 	}
-	s.mu.Lock()
-	if cur, ok := s.sources[p.ID]; !ok || cur == SourceInbound {
-		s.sources[p.ID] = source
-	}
-	s.mu.Unlock()
 	log.Infow("connected to discovered peer", "peer", p.ID, "source", source)
 	return true
+}
+
+// forgetIfGone drops the source of a peer with no connection left, so the
+// table holds only connected peers.
+func (s *Service) forgetIfGone(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h.Network().Connectedness(p) != network.Connected {
+		delete(s.sources, p)
+	}
 }
 
 // Source says how p was found: bootstrap, mdns, dht, remembered, inbound

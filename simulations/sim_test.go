@@ -2,11 +2,30 @@ package simulations_test
 
 import (
 	"context"
+	"os"
+	"runtime"
 	"testing"
 	"testing/synctest"
 
 	"github.com/parleynet/parley/simulations"
 )
+
+// TestMain works around a Go 1.26 runtime bug (golang/go#78156): in a
+// race build, the timers of a synctest bubble share one race-detector
+// context, and two threads firing the same bubble's channel timers at once
+// (runtime.(*timer).maybeRunChan → unlockAndRun) use it together and crash
+// ThreadSanitizer — a SIGSEGV in __tsan::SlotLock or a "CHECK failed", in
+// about one run in four here with both cores busy. Go 1.27 gives each P
+// its own context for bubble timers too. With one P, only one thread runs
+// Go code at a time, so the shared context is never used concurrently;
+// the race detector still sees every unsynchronised access, since it
+// tracks happens-before, not simultaneity.
+func TestMain(m *testing.M) {
+	if raceEnabled {
+		runtime.GOMAXPROCS(1)
+	}
+	os.Exit(m.Run())
+}
 
 func small(t *testing.T, name string, nodes int) simulations.Scenario {
 	t.Helper()
@@ -74,11 +93,7 @@ func TestSupplyChainWithChurnCompletes(t *testing.T) {
 func TestPartitionLowersDeliveryAndHeals(t *testing.T) {
 	sc := small(t, "partition", 40)
 	res := run(t, sc)
-	// Under -race the cut nodes still receive most intents on time (a
-	// discrepancy in how mocknet disconnects under the race detector's
-	// scheduling, not yet understood), so this half is checked only in
-	// normal builds: go test ./simulations/.
-	if !raceEnabled && res.Intents.OnTimeRatio >= 0.95 {
+	if res.Intents.OnTimeRatio >= 0.95 {
 		t.Errorf("on-time delivery %.3f with 30%% of the nodes cut off for 3 s of 10; want it lowered (timeline %v)", res.Intents.OnTimeRatio, res.Timeline)
 	}
 	if res.HealToFullS == nil || *res.HealToFullS < 0 || *res.HealToFullS > 5 {
