@@ -14,7 +14,7 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/internal/frame"
+	"github.com/parleynet/parley/negotiation/frame"
 )
 
 // contractor is a hosted agent that bids on calls for its capabilities.

@@ -12,6 +12,6 @@
 // replaced by the next best bid (re-awarded on a new stream), then by a new
 // call, within the retry budget.
 //
-// Every frame is a signed identity envelope (see internal/frame). The
+// Every frame is a signed identity envelope (see negotiation/frame). The
 // package does not own gossip or the host; package node wires them in.
 package negotiation

@@ -13,8 +13,8 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/parleynet/parley/identity"
-	"github.com/parleynet/parley/internal/frame"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/negotiation/frame"
 	"github.com/parleynet/parley/node/nodetest"
 )
 

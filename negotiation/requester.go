@@ -12,7 +12,7 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/internal/frame"
+	"github.com/parleynet/parley/negotiation/frame"
 )
 
 // bidder is one bid and, until a verdict is sent, its open stream.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/internal/frame"
 	"github.com/parleynet/parley/internal/promcount"
+	"github.com/parleynet/parley/negotiation/frame"
 )
 
 var log = logging.Logger("parley/negotiation")

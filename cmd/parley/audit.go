@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/parleynet/parley/audit"
+	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/identity"
-	"github.com/parleynet/parley/internal/home"
 )
 
 // auditDirName is the audit log's directory inside a home.

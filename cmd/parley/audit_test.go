@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/parleynet/parley/audit"
+	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/identity"
-	"github.com/parleynet/parley/internal/home"
 )
 
 // auditHome makes a home with a node key and an audit log of n records.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/internal/home"
 	"github.com/parleynet/parley/node/api"
 )
 

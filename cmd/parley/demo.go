@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/parleynet/parley/internal/demo"
+	"github.com/parleynet/parley/daemon/demo"
 )
 
 func (c *cli) demoCmd() *cobra.Command {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/parleynet/parley/internal/home"
+	"github.com/parleynet/parley/daemon/home"
 )
 
 func (c *cli) initCmd() *cobra.Command {

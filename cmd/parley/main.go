@@ -3,7 +3,7 @@
 // (id, peers, publish, subscribe, request, tasks) and runs the demo.
 //
 // The commands only parse flags, wire library packages together and print;
-// the behaviour lives in internal/home, node and node/api.
+// the behaviour lives in daemon/home, node and node/api.
 package main
 
 import (
@@ -19,7 +19,7 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/spf13/cobra"
 
-	"github.com/parleynet/parley/internal/home"
+	"github.com/parleynet/parley/daemon/home"
 )
 
 var log = logging.Logger("parley/cli")

@@ -16,9 +16,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/parleynet/parley/audit"
+	"github.com/parleynet/parley/daemon/execagent"
+	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/discovery"
-	"github.com/parleynet/parley/internal/execagent"
-	"github.com/parleynet/parley/internal/home"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
 	"github.com/parleynet/parley/policy"

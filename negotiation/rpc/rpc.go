@@ -26,7 +26,7 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/internal/frame"
+	"github.com/parleynet/parley/negotiation/frame"
 )
 
 var log = logging.Logger("parley/rpc")

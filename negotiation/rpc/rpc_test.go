@@ -19,7 +19,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/identity"
-	"github.com/parleynet/parley/internal/frame"
+	"github.com/parleynet/parley/negotiation/frame"
 	"github.com/parleynet/parley/negotiation/rpc"
 )
 

@@ -33,7 +33,7 @@
 //	GET  /metrics                         Prometheus text
 //
 // It does not own the node (package node), negotiation (package
-// negotiation), the intent format (package intent) or where the daemon publishes its URL and token (internal/home).
+// negotiation), the intent format (package intent) or where the daemon publishes its URL and token (daemon/home).
 package api
 
 import (

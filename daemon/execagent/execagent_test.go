@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleynet/parley/internal/execagent"
+	"github.com/parleynet/parley/daemon/execagent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"

@@ -29,8 +29,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/identity"
-	"github.com/parleynet/parley/internal/home"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/parleynet/parley/identity"
-	"github.com/parleynet/parley/internal/frame"
+	"github.com/parleynet/parley/negotiation/frame"
 )
 
 func agent(t testing.TB, name string) *identity.Agent {

@@ -76,7 +76,7 @@ type NATConfig struct {
 
 // AgentConfig names one hosted agent; its key is keys/agents/<name>.key.
 // With Exec, the agent is a command: it bids on calls for Capabilities
-// and does the work it wins (see internal/execagent).
+// and does the work it wins (see daemon/execagent).
 type AgentConfig struct {
 	Name         string        `yaml:"name"`
 	Capabilities []string      `yaml:"capabilities"`
