@@ -28,15 +28,23 @@ type Capability struct {
 	Description string `json:"description,omitempty"`
 }
 
+// CardVersion is the schema version of a card. Version 2 added the
+// delegation of the hosting node; other versions are refused.
+const CardVersion = 2
+
 // Card says what an agent offers and where it lives. It is signed by the
-// agent's own key, so anyone can check it with no registry, and an agent
-// moves to another node by signing a new card.
+// agent's own key, so anyone can check it with no registry, and carries
+// its node's delegation, so the node it names is proven by that node's
+// key. An agent moves to another node by signing a new card with the new
+// node's delegation.
 type Card struct {
 	Agent        identity.AgentID `json:"agent"`
 	Name         string           `json:"name"`
 	Capabilities []Capability     `json:"capabilities"`
 	Peer         peer.ID          `json:"peer"`
 	Addrs        []string         `json:"addrs,omitempty"`
+	// Delegation is Peer's signed statement that it hosts Agent.
+	Delegation []byte `json:"delegation"`
 }
 
 // Offers reports whether the card lists capability.
@@ -62,7 +70,7 @@ func SealCard(a *identity.Agent, c Card, ttl time.Duration) (*SignedCard, error)
 		return nil, fmt.Errorf("marshal card: %w", err)
 	}
 	now := time.Now()
-	m := identity.Message{Type: CardType, V: 1, Created: now, Expires: now.Add(ttl), Body: body}
+	m := identity.Message{Type: CardType, V: CardVersion, Created: now, Expires: now.Add(ttl), Body: body}
 	raw, err := identity.Seal(a, m)
 	if err != nil {
 		return nil, fmt.Errorf("seal card of %s: %w", a.Name, err)
@@ -71,7 +79,8 @@ func SealCard(a *identity.Agent, c Card, ttl time.Duration) (*SignedCard, error)
 }
 
 // OpenCard verifies a signed card: the envelope's signature, that the
-// signer is the agent the card is for, and that it has not expired.
+// signer is the agent the card is for, that it has not expired, and that
+// the node it names delegated the agent.
 func OpenCard(raw []byte, maxSize int) (*SignedCard, error) {
 	m, err := identity.Open(raw, identity.OpenOptions{MaxSize: maxSize})
 	if err != nil {
@@ -79,6 +88,9 @@ func OpenCard(raw []byte, maxSize int) (*SignedCard, error) {
 	}
 	if m.Type != CardType {
 		return nil, fmt.Errorf("%w: message type %q", ErrBadCard, m.Type)
+	}
+	if m.V != CardVersion {
+		return nil, fmt.Errorf("%w: %w: card version %d, this node reads %d", ErrBadCard, identity.ErrUnsupportedVersion, m.V, CardVersion)
 	}
 	var c Card
 	if err := json.Unmarshal(m.Body, &c); err != nil {
@@ -89,6 +101,13 @@ func OpenCard(raw []byte, maxSize int) (*SignedCard, error) {
 	}
 	if c.Peer == "" {
 		return nil, fmt.Errorf("%w: card of %s names no node", ErrBadCard, c.Agent)
+	}
+	node, err := (*identity.DelegationCache)(nil).Node(c.Delegation, c.Agent, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: card of %s: %w", ErrBadCard, c.Agent, err)
+	}
+	if node != c.Peer {
+		return nil, fmt.Errorf("%w: card of %s names node %s, delegated by %s: %w", ErrBadCard, c.Agent, c.Peer, node, identity.ErrNotDelegated)
 	}
 	return &SignedCard{Card: c, Expires: m.Expires, Raw: raw}, nil
 }

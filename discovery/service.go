@@ -66,6 +66,12 @@ type Config struct {
 	MaxCardSize int
 	// Registerer receives discovery's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// AdmitCard is asked before this node's cards are served to a peer
+	// (the admission layer); nil serves everyone.
+	AdmitCard func(peer.ID) error
+	// Delegate returns this node's delegation of a hosted agent, carried in
+	// its cards. Required to Offer.
+	Delegate func(*identity.Agent) ([]byte, error)
 }
 
 // Service finds peers (bootstrap, remembered, mDNS, DHT) and agents (by
@@ -156,7 +162,13 @@ func New(h host.Host, cfg Config) (*Service, error) {
 		s.dht = d
 		s.rd = drouting.NewRoutingDiscovery(d)
 	}
-	h.SetStreamHandler(CardProtocolID, func(st network.Stream) { serveCards(st, s.localCards) })
+	h.SetStreamHandler(CardProtocolID, func(st network.Stream) {
+		if cfg.AdmitCard != nil && cfg.AdmitCard(st.Conn().RemotePeer()) != nil {
+			_ = st.Reset()
+			return
+		}
+		serveCards(st, s.localCards)
+	})
 	return s, nil
 }
 
@@ -361,7 +373,14 @@ func (s *Service) sign(o *offer) error {
 	for _, a := range s.h.Addrs() {
 		addrs = append(addrs, a.String())
 	}
-	sc, err := SealCard(o.agent, Card{Name: o.agent.Name, Capabilities: o.caps, Peer: s.h.ID(), Addrs: addrs}, s.cfg.CardTTL)
+	if s.cfg.Delegate == nil {
+		return fmt.Errorf("card of %s: discovery has no Delegate function", o.agent.Name)
+	}
+	d, err := s.cfg.Delegate(o.agent)
+	if err != nil {
+		return fmt.Errorf("card of %s: %w", o.agent.Name, err)
+	}
+	sc, err := SealCard(o.agent, Card{Name: o.agent.Name, Capabilities: o.caps, Peer: s.h.ID(), Addrs: addrs, Delegation: d}, s.cfg.CardTTL)
 	if err != nil {
 		return err
 	}

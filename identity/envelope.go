@@ -61,6 +61,11 @@ var (
 	// JSON message. It is distinct from ErrMalformed so that receivers can
 	// tell a signed wrong payload from data that is no envelope at all.
 	ErrNotJSON = errors.New("payload is not JSON")
+	// ErrUnsupportedVersion: the message is well signed but its type's
+	// schema version is one the receiver does not know. Open itself does
+	// not check versions (it does not know the types); each type's
+	// decoder does, and wraps this.
+	ErrUnsupportedVersion = errors.New("unsupported message version")
 )
 
 // Message is the signed payload of a parley envelope. It is JSON, carries a

@@ -56,7 +56,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 	in.Expires = t0.Add(time.Minute)
 	data := mustSeal(t, a, in)
 
-	m, env, err := OpenEnvelope(data, OpenOptions{Now: fixedNow(t0), Replay: NewReplayWindow(0, 0)})
+	m, env, err := OpenEnvelope(data, OpenOptions{Now: fixedNow(t0), Replay: NewReplayWindow(ReplayConfig{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestOpenErrors(t *testing.T) {
 		{"expired", good, OpenOptions{Now: fixedNow(t0.Add(time.Minute + time.Nanosecond))}, ErrExpired},
 		{"future", good, OpenOptions{Now: fixedNow(t0.Add(-DefaultClockSkew - time.Nanosecond))}, ErrNotYetValid},
 		{"future, custom skew", good, OpenOptions{Now: fixedNow(t0.Add(-2 * time.Second)), MaxClockSkew: time.Second}, ErrNotYetValid},
-		{"older than replay window", good, OpenOptions{Now: fixedNow(t0.Add(30 * time.Second)), Replay: NewReplayWindow(10*time.Second, 0)}, ErrTooOld},
+		{"older than replay window", good, OpenOptions{Now: fixedNow(t0.Add(30 * time.Second)), Replay: NewReplayWindow(ReplayConfig{Window: 10*time.Second, MaxEntries: 0})}, ErrTooOld},
 	}
 	sentinels := []error{ErrMalformed, ErrBadSignature, ErrWrongSigner, ErrExpired, ErrNotYetValid, ErrTooOld, ErrReplayed, ErrTooLarge, ErrNotJSON}
 	for _, tt := range tests {
@@ -273,7 +273,7 @@ func TestOpenUnknownFields(t *testing.T) {
 func TestOpenReplay(t *testing.T) {
 	a := newTestAgent(t, "alice")
 	b := newTestAgent(t, "bob")
-	w := NewReplayWindow(time.Minute, 100)
+	w := NewReplayWindow(ReplayConfig{Window: time.Minute, MaxEntries: 100})
 	opts := OpenOptions{Now: fixedNow(t0), Replay: w}
 
 	m := testMessage()
@@ -382,7 +382,7 @@ func FuzzOpen(f *testing.F) {
 		m, env, err := OpenEnvelope(data, OpenOptions{
 			Now:     fixedNow(t0),
 			MaxSize: 64 << 10,
-			Replay:  NewReplayWindow(time.Minute, 16),
+			Replay:  NewReplayWindow(ReplayConfig{Window: time.Minute, MaxEntries: 16}),
 		})
 		if err != nil {
 			if m != nil || env != nil {
@@ -406,7 +406,7 @@ var intentBody = json.RawMessage(`{"capability":"translate.document","params":{"
 
 func BenchmarkSealOpen(b *testing.B) {
 	a := newTestAgent(b, "alice")
-	w := NewReplayWindow(0, 0)
+	w := NewReplayWindow(ReplayConfig{})
 	m := Message{Type: "intent", V: 1, Body: intentBody}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -14,7 +14,7 @@ const (
 )
 
 func TestReplayWindowCheck(t *testing.T) {
-	w := NewReplayWindow(time.Minute, 10)
+	w := NewReplayWindow(ReplayConfig{Window: time.Minute, MaxEntries: 10, MaxPerSender: 10})
 	tests := []struct {
 		name    string
 		from    AgentID
@@ -42,28 +42,30 @@ func TestReplayWindowCheck(t *testing.T) {
 }
 
 func TestReplayWindowPrunes(t *testing.T) {
-	w := NewReplayWindow(time.Minute, 0)
+	w := NewReplayWindow(ReplayConfig{Window: time.Minute, ClockSkew: 30 * time.Second})
 	for i := range 100 {
 		if err := w.Check(alice, fmt.Sprint(i), t0, t0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := w.Check(alice, "late", t0.Add(2*time.Minute), t0.Add(2*time.Minute)); err != nil {
+	// Entries are kept for the window plus the clock skew.
+	pruned := t0.Add(time.Minute + 30*time.Second + time.Millisecond)
+	if err := w.Check(alice, "late", pruned, pruned); err != nil {
 		t.Fatal(err)
 	}
-	if w.Len() != 1 {
-		t.Fatalf("Len = %d after the window passed, want 1", w.Len())
+	if w.Len() != 1 || w.Senders() != 1 {
+		t.Fatalf("Len = %d, Senders = %d after the window passed, want 1, 1", w.Len(), w.Senders())
 	}
 	// A pruned entry presented with an earlier "now" (a caller whose clock
-	// reading lags) is still refused.
-	if err := w.Check(alice, "5", t0, t0.Add(30*time.Second)); !errors.Is(err, ErrTooOld) {
+	// reading lags by less than the skew) is still refused.
+	if err := w.Check(alice, "5", t0, pruned.Add(-time.Second)); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("pruned entry with lagging now: %v, want ErrTooOld", err)
 	}
 }
 
 func TestReplayWindowBound(t *testing.T) {
 	const max = 8
-	w := NewReplayWindow(time.Hour, max)
+	w := NewReplayWindow(ReplayConfig{Window: time.Hour, MaxEntries: max, MaxPerSender: max})
 	now := t0.Add(time.Minute)
 	for i := range 3 * max {
 		created := t0.Add(time.Duration(i) * time.Second)
@@ -82,30 +84,112 @@ func TestReplayWindowBound(t *testing.T) {
 	if err := w.Check(alice, "0", t0, now); !errors.Is(err, ErrTooOld) {
 		t.Fatalf("evicted message: %v, want ErrTooOld", err)
 	}
-	// So is a new message created at or before the last evicted one.
+	// So is a new message of the same sender created at or before the
+	// last evicted one...
 	lastEvicted := t0.Add(time.Duration(2*max-1) * time.Second)
-	if err := w.Check(bob, "new", lastEvicted, now); !errors.Is(err, ErrTooOld) {
-		t.Fatalf("new message at the floor: %v, want ErrTooOld", err)
+	if err := w.Check(alice, "new", lastEvicted, now); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("new message at the sender's floor: %v, want ErrTooOld", err)
+	}
+	// ...but another sender is not held to it.
+	if err := w.Check(bob, "new", t0, now); err != nil {
+		t.Fatalf("another sender's message created before alice's floor: %v", err)
 	}
 	// Remembered messages are still replays.
 	if err := w.Check(alice, fmt.Sprint(3*max-1), t0.Add(time.Duration(3*max-1)*time.Second), now); !errors.Is(err, ErrReplayed) {
 		t.Fatalf("remembered message: %v, want ErrReplayed", err)
 	}
-	// Newer messages are accepted.
-	if err := w.Check(bob, "newer", now, now); err != nil {
-		t.Fatalf("newer message: %v", err)
+}
+
+// One sender floods the window with valid messages dated as far ahead as
+// the clock skew allows; honest senders' messages, created a little in
+// the past, must still be accepted (on main the shared floor jumped past
+// now and refused every honest message for the skew).
+func TestReplayWindowPoisoningOneSender(t *testing.T) {
+	const max = 1000
+	w := NewReplayWindow(ReplayConfig{Window: 10 * time.Minute, MaxEntries: max})
+	now := t0
+	for i := range 100 * max {
+		// Past its own quota the flooder is refused: that is its floor.
+		_ = w.Check(bob, fmt.Sprint(i), now.Add(29*time.Second), now)
+	}
+	if w.Len() > max {
+		t.Fatalf("Len = %d > %d", w.Len(), max)
+	}
+	for i := range 20 {
+		created := now.Add(-time.Duration(i) * 100 * time.Millisecond)
+		if err := w.Check(alice, fmt.Sprint("honest", i), created, now); err != nil {
+			t.Fatalf("honest message %d created %s before now: %v", i, now.Sub(created), err)
+		}
+	}
+	// The flooder's forgotten messages stay refused.
+	if err := w.Check(bob, "0", now.Add(29*time.Second), now); !errors.Is(err, ErrTooOld) {
+		t.Fatalf("replay of a forgotten flood message: %v, want ErrTooOld", err)
+	}
+}
+
+// Fresh keys each send one message dated ahead: the window stays bounded,
+// and honest messages a few seconds old are still accepted.
+func TestReplayWindowPoisoningFreshKeys(t *testing.T) {
+	const max = 1000
+	w := NewReplayWindow(ReplayConfig{Window: 10 * time.Minute, MaxEntries: max})
+	keys := make([]AgentID, 0, 5*max)
+	for range 5 * max {
+		keys = append(keys, newAgentID(t))
+	}
+	now := t0
+	for i, k := range keys {
+		now = now.Add(time.Millisecond) // the flood lasts 5 s
+		if err := w.Check(k, "x", now.Add(29*time.Second), now); err != nil {
+			t.Fatalf("flood message %d: %v", i, err)
+		}
+		if w.Len() > max || w.Senders() > 2*max {
+			t.Fatalf("after %d keys: %d entries, %d senders; want <= %d, %d", i+1, w.Len(), w.Senders(), max, 2*max)
+		}
+	}
+	// The shared floor trails the clock by what the bounds hold (here
+	// 2000 senders at one a millisecond).
+	if err := w.Check(alice, "honest", now.Add(-time.Second), now); err != nil {
+		t.Fatalf("honest message created 1 s ago: %v", err)
+	}
+}
+
+// A message dated ahead is not forgotten before it could be replayed.
+func TestReplayWindowFutureDatedKeptUntilTooOld(t *testing.T) {
+	w := NewReplayWindow(ReplayConfig{Window: time.Minute, ClockSkew: 30 * time.Second})
+	created := t0.Add(29 * time.Second)
+	if err := w.Check(alice, "ahead", created, t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, later := range []time.Duration{time.Minute, time.Minute + 20*time.Second, time.Minute + 29*time.Second} {
+		if err := w.Check(alice, "ahead", created, t0.Add(later)); err == nil {
+			t.Fatalf("replayed %s later: accepted", later)
+		}
 	}
 }
 
 func TestReplayWindowDefaults(t *testing.T) {
-	w := NewReplayWindow(-1, -1)
-	if w.Window() != DefaultReplayWindow || w.maxEntries != DefaultReplayEntries {
-		t.Fatalf("window %v, max %d", w.Window(), w.maxEntries)
+	w := NewReplayWindow(ReplayConfig{Window: -1, MaxEntries: -1})
+	if w.Window() != DefaultReplayWindow || w.cfg.MaxEntries != DefaultReplayEntries ||
+		w.cfg.MaxPerSender != DefaultReplayEntries/4 || w.cfg.MaxSenders != 2*DefaultReplayEntries {
+		t.Fatalf("config %+v", w.cfg)
 	}
 }
 
+func newAgentID(t *testing.T) AgentID {
+	t.Helper()
+	k, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := AgentIDFromPubKey(k.GetPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func TestReplayWindowConcurrent(t *testing.T) {
-	w := NewReplayWindow(time.Minute, 1000)
+	w := NewReplayWindow(ReplayConfig{Window: time.Minute, MaxEntries: 1000})
 	const workers, per = 8, 200
 	var (
 		wg       sync.WaitGroup

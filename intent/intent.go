@@ -25,8 +25,9 @@ import (
 // MessageType is the identity.Message type of an intent.
 const MessageType = "intent"
 
-// Version is the schema version of Body.
-const Version = 1
+// Version is the schema version of Body. Version 2 added the delegation
+// that proves the agent's node; version 1 intents are refused.
+const Version = 2
 
 // TopicPrefix is prepended to a capability to name its GossipSub topic.
 const TopicPrefix = "/parley/1/intent/"
@@ -94,8 +95,13 @@ type Body struct {
 	Capability  string          `json:"capability"`
 	Payload     json.RawMessage `json:"payload"`
 	Constraints *Constraints    `json:"constraints,omitempty"`
-	ReplyTo     ReplyTo         `json:"reply_to"`
-	Trace       string          `json:"trace,omitempty"` // W3C traceparent
+	// ReplyTo is the agent's node: it must be the node that Delegation
+	// names.
+	ReplyTo ReplyTo `json:"reply_to"`
+	// Delegation is the agent's node's signed statement that it hosts the
+	// agent (an identity delegation envelope; base64 in JSON).
+	Delegation []byte `json:"delegation"`
+	Trace      string `json:"trace,omitempty"` // W3C traceparent
 }
 
 // Intent is a verified intent as a receiver sees it.
@@ -104,6 +110,8 @@ type Intent struct {
 	From    identity.AgentID `json:"from"`
 	Created time.Time        `json:"created"`
 	Expires time.Time        `json:"expires"`
+	// Origin is the node hosting From, proven by the delegation.
+	Origin peer.ID `json:"origin"`
 	Body
 	// Raw is the signed envelope exactly as received, so it can be
 	// forwarded, audited or re-verified.
@@ -124,6 +132,9 @@ func (b *Body) validate(payloadKnownValid bool) error {
 	}
 	if !payloadKnownValid && !json.Valid(b.Payload) {
 		return fmt.Errorf("%w: not valid JSON", ErrBadPayload)
+	}
+	if len(b.Delegation) == 0 {
+		return fmt.Errorf("%w: no delegation from the agent's node", identity.ErrNotDelegated)
 	}
 	return nil
 }
@@ -155,19 +166,31 @@ func Seal(a *identity.Agent, b Body, ttl time.Duration) (*Intent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal intent: %w", err)
 	}
-	return &Intent{ID: m.ID, From: a.ID, Created: m.Created, Expires: m.Expires, Body: b, Raw: data}, nil
+	return &Intent{ID: m.ID, From: a.ID, Created: m.Created, Expires: m.Expires, Origin: b.ReplyTo.Peer, Body: b, Raw: data}, nil
+}
+
+// OpenOptions configure Open.
+type OpenOptions struct {
+	identity.OpenOptions
+	// Delegations caches verified delegations; nil verifies each one.
+	Delegations *identity.DelegationCache
 }
 
 // Open verifies data as an intent published on the topic of capability
-// (empty skips the topic check) and returns it. Errors wrap identity's
-// sentinels or this package's.
-func Open(data []byte, capability string, opts identity.OpenOptions) (*Intent, error) {
-	m, err := identity.Open(data, opts)
+// (empty skips the topic check) and returns it: the envelope, the schema
+// version, the body, and the delegation proving that ReplyTo is the
+// signing agent's node. Errors wrap identity's sentinels or this
+// package's.
+func Open(data []byte, capability string, opts OpenOptions) (*Intent, error) {
+	m, err := identity.Open(data, opts.OpenOptions)
 	if err != nil {
 		return nil, err
 	}
 	if m.Type != MessageType {
 		return nil, fmt.Errorf("%w: message type %q is not %q", identity.ErrMalformed, m.Type, MessageType)
+	}
+	if m.V != Version {
+		return nil, fmt.Errorf("%w: intent version %d, this node reads version %d", identity.ErrUnsupportedVersion, m.V, Version)
 	}
 	var b Body
 	if err := json.Unmarshal(m.Body, &b); err != nil {
@@ -179,7 +202,19 @@ func Open(data []byte, capability string, opts identity.OpenOptions) (*Intent, e
 	if capability != "" && b.Capability != capability {
 		return nil, fmt.Errorf("%w: %q on the topic of %q", ErrWrongTopic, b.Capability, capability)
 	}
-	return &Intent{ID: m.ID, From: m.From, Created: m.Created, Expires: m.Expires, Body: b, Raw: data}, nil
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
+	origin, err := opts.Delegations.Node(b.Delegation, m.From, now)
+	if err != nil {
+		return nil, fmt.Errorf("intent %q from %s: %w", m.ID, m.From, err)
+	}
+	if b.ReplyTo.Peer != origin {
+		return nil, fmt.Errorf("intent %q from %s: reply-to names %s, but the agent's node is %s: %w",
+			m.ID, m.From, b.ReplyTo.Peer, origin, identity.ErrNotDelegated)
+	}
+	return &Intent{ID: m.ID, From: m.From, Created: m.Created, Expires: m.Expires, Origin: origin, Body: b, Raw: data}, nil
 }
 
 // DropReason names why a received intent was dropped, for counters and logs.
@@ -187,6 +222,10 @@ func DropReason(err error) string {
 	switch {
 	case errors.Is(err, identity.ErrTooLarge):
 		return "oversize"
+	case errors.Is(err, identity.ErrUnsupportedVersion):
+		return "version"
+	case errors.Is(err, identity.ErrNotDelegated):
+		return "not_delegated"
 	case errors.Is(err, identity.ErrNotJSON):
 		return "not_json"
 	case errors.Is(err, identity.ErrMalformed):
@@ -210,7 +249,9 @@ func DropReason(err error) string {
 // DropReasons lists every reason DropReason can return, so counters can be
 // created up front and read as zero.
 func DropReasons() []string {
-	return []string{"oversize", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other",
-		// Policy drops, counted by the node.
-		"denied_peer", "denied_agent", "rate_limited"}
+	return []string{"oversize", "version", "not_delegated", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other",
+		// Admission drops, counted by the node.
+		"rate_forwarder", "rate_origin", "rate_agent",
+		// Relayed, but kept from local agents by the policy's lists.
+		"denied"}
 }

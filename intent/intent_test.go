@@ -25,30 +25,51 @@ func newAgent(t testing.TB) *identity.Agent {
 	return a
 }
 
-const testPeer = peer.ID("\x00\x24\x08\x01\x12\x20\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x20")
+// hosted is an agent on a node that delegated it.
+type hosted struct {
+	*identity.Agent
+	node       peer.ID
+	delegation []byte
+}
 
-func body(capability string) intent.Body {
+func newHosted(t testing.TB) hosted {
+	t.Helper()
+	a := newAgent(t)
+	nk, err := identity.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, _ := peer.IDFromPrivateKey(nk)
+	d, err := identity.Delegate(nk, a.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hosted{a, node, d}
+}
+
+func (h hosted) body(capability string) intent.Body {
 	return intent.Body{
 		Kind:        intent.KindTask,
 		Capability:  capability,
 		Payload:     json.RawMessage(`{"sku":"bolt","qty":3}`),
 		Constraints: &intent.Constraints{BidWindow: intent.Duration(2 * time.Second), Budget: 10},
-		ReplyTo:     intent.ReplyTo{Peer: testPeer, Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}},
+		ReplyTo:     intent.ReplyTo{Peer: h.node, Addrs: []string{"/ip4/127.0.0.1/tcp/4001"}},
+		Delegation:  h.delegation,
 	}
 }
 
 func TestSealOpenRoundTrip(t *testing.T) {
-	a := newAgent(t)
-	in, err := intent.Seal(a, body("pricing"), time.Minute)
+	a := newHosted(t)
+	in, err := intent.Seal(a.Agent, a.body("pricing"), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := intent.Open(in.Raw, "pricing", identity.OpenOptions{})
+	got, err := intent.Open(in.Raw, "pricing", intent.OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.ID != in.ID || got.From != a.ID || got.Kind != intent.KindTask || string(got.Payload) != `{"sku":"bolt","qty":3}` ||
-		got.Constraints == nil || got.Constraints.BidWindow != intent.Duration(2*time.Second) || got.ReplyTo.Peer != testPeer {
+		got.Constraints == nil || got.Constraints.BidWindow != intent.Duration(2*time.Second) || got.ReplyTo.Peer != a.node || got.Origin != a.node {
 		t.Fatalf("round trip changed the intent:\n got %+v\nwant %+v", got, in)
 	}
 	if !got.Expires.Equal(got.Created.Add(time.Minute)) {
@@ -57,7 +78,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 }
 
 func TestSealRejects(t *testing.T) {
-	a := newAgent(t)
+	a := newHosted(t)
 	cases := []struct {
 		name string
 		edit func(*intent.Body)
@@ -68,24 +89,65 @@ func TestSealRejects(t *testing.T) {
 		{"too long", func(b *intent.Body) { b.Capability = string(make([]byte, 65)) }, intent.ErrBadCapability},
 		{"unknown kind", func(b *intent.Body) { b.Kind = "shout" }, intent.ErrBadKind},
 		{"payload not JSON", func(b *intent.Body) { b.Payload = json.RawMessage(`{x`) }, intent.ErrBadPayload},
+		{"no delegation", func(b *intent.Body) { b.Delegation = nil }, identity.ErrNotDelegated},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b := body("pricing")
+			b := a.body("pricing")
 			tc.edit(&b)
-			if _, err := intent.Seal(a, b, 0); !errors.Is(err, tc.want) {
+			if _, err := intent.Seal(a.Agent, b, 0); !errors.Is(err, tc.want) {
 				t.Fatalf("Seal: got %v, want %v", err, tc.want)
 			}
 		})
 	}
 }
 
+// The signature covers the agent, the delegation its node: an intent that
+// names another node as its reply-to, or carries another agent's
+// delegation, is refused.
+func TestOpenRefusesUnprovenNode(t *testing.T) {
+	a, b := newHosted(t), newHosted(t)
+	cases := []struct {
+		name string
+		edit func(*intent.Body)
+	}{
+		{"reply-to names another node", func(x *intent.Body) { x.ReplyTo.Peer = b.node }},
+		{"another agent's delegation", func(x *intent.Body) { x.Delegation, x.ReplyTo.Peer = b.delegation, b.node }},
+	}
+	for _, tc := range cases {
+		body := a.body("pricing")
+		tc.edit(&body)
+		in, err := intent.Seal(a.Agent, body, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := intent.Open(in.Raw, "pricing", intent.OpenOptions{}); !errors.Is(err, identity.ErrNotDelegated) || intent.DropReason(err) != "not_delegated" {
+			t.Errorf("%s: %v, want ErrNotDelegated", tc.name, err)
+		}
+	}
+}
+
+func TestOpenRefusesUnknownVersion(t *testing.T) {
+	a := newHosted(t)
+	raw, _ := json.Marshal(a.body("pricing"))
+	for _, v := range []int{1, intent.Version + 1} {
+		data, err := identity.Seal(a.Agent, identity.Message{Type: intent.MessageType, V: v, Body: raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := intent.Open(data, "pricing", intent.OpenOptions{}); !errors.Is(err, identity.ErrUnsupportedVersion) || intent.DropReason(err) != "version" {
+			t.Errorf("version %d: %v, want ErrUnsupportedVersion", v, err)
+		}
+	}
+}
+
 func TestOpenOnWrongTopic(t *testing.T) {
-	in, err := intent.Seal(newAgent(t), body("pricing"), 0)
+	a := newHosted(t)
+	in, err := intent.Seal(a.Agent, a.body("pricing"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = intent.Open(in.Raw, "weather", identity.OpenOptions{})
+	_, err = intent.Open(in.Raw, "weather", intent.OpenOptions{})
 	if !errors.Is(err, intent.ErrWrongTopic) || intent.DropReason(err) != "wrong_topic" {
 		t.Fatalf("Open on another topic: %v (reason %s), want ErrWrongTopic", err, intent.DropReason(err))
 	}
@@ -97,6 +159,7 @@ func TestDropReasonCoversEverySentinel(t *testing.T) {
 		identity.ErrBadSignature: "bad_signature", identity.ErrWrongSigner: "wrong_signer", identity.ErrExpired: "expired",
 		identity.ErrTooOld: "expired", identity.ErrNotYetValid: "expired", identity.ErrReplayed: "replayed",
 		intent.ErrWrongTopic: "wrong_topic", intent.ErrBadPayload: "invalid", errors.New("?"): "other",
+		identity.ErrUnsupportedVersion: "version", identity.ErrNotDelegated: "not_delegated",
 	}
 	known := map[string]bool{}
 	for _, r := range intent.DropReasons() {
@@ -111,8 +174,8 @@ func TestDropReasonCoversEverySentinel(t *testing.T) {
 }
 
 func FuzzOpen(f *testing.F) {
-	a := newAgent(f)
-	in, err := intent.Seal(a, body("pricing"), time.Minute)
+	a := newHosted(f)
+	in, err := intent.Seal(a.Agent, a.body("pricing"), time.Minute)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -120,7 +183,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add([]byte(`{"kind":"task"}`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := intent.Open(data, "pricing", identity.OpenOptions{MaxSize: intent.DefaultMaxSize})
+		got, err := intent.Open(data, "pricing", intent.OpenOptions{OpenOptions: identity.OpenOptions{MaxSize: intent.DefaultMaxSize}})
 		if err == nil && (got == nil || got.Capability != "pricing") {
 			t.Fatalf("Open accepted %q as %+v", data, got)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
@@ -50,8 +51,12 @@ func (s *Service) RemoveContractor(id identity.AgentID) {
 // HandleCall considers a task intent seen on the mesh: every contractor
 // offering its capability is asked whether to bid. Calls from this node
 // itself are skipped (a node cannot stream to itself).
+//
+// The requester chooses its bid window, deadline and progress interval;
+// this node clamps each to its own bounds before holding anything for
+// them, and asks the Guard before any agent code runs.
 func (s *Service) HandleCall(in *intent.Intent) {
-	if in.Kind != intent.KindTask || in.ReplyTo.Peer == s.h.ID() {
+	if in.Kind != intent.KindTask || in.Origin == s.h.ID() {
 		return
 	}
 	var c cfp
@@ -59,34 +64,46 @@ func (s *Service) HandleCall(in *intent.Intent) {
 		log.Debugw("ignoring task intent without a call", "intent", in.ID, "from", in.From)
 		return
 	}
+	now := time.Now()
 	call := Call{
 		Task:          c.Task,
 		Capability:    in.Capability,
 		Requester:     in.From,
-		RequesterPeer: in.ReplyTo.Peer,
+		RequesterPeer: in.Origin,
 		Summary:       c.Summary,
+		Deadline:      in.Expires,
 	}
 	if k := in.Constraints; k != nil {
-		call.Budget, call.BidWindow, call.Deadline = k.Budget, time.Duration(k.BidWindow), k.Deadline
+		call.Budget, call.BidWindow = k.Budget, time.Duration(k.BidWindow)
+		if !k.Deadline.IsZero() && k.Deadline.Before(call.Deadline) {
+			call.Deadline = k.Deadline
+		}
 	}
 	if call.BidWindow <= 0 {
 		call.BidWindow = s.cfg.BidWindow
 	}
-	if call.Deadline.IsZero() || call.Deadline.After(in.Expires) {
-		call.Deadline = in.Expires
+	call.BidWindow = min(call.BidWindow, s.cfg.MaxBidWindow)
+	if latest := now.Add(s.cfg.MaxTaskDuration); call.Deadline.After(latest) {
+		call.Deadline = latest
 	}
-	if time.Now().After(call.Deadline) {
+	if now.After(call.Deadline) {
 		return
 	}
 	progress := time.Duration(c.ProgressMillis) * time.Millisecond
 	if progress <= 0 {
 		progress = s.cfg.ProgressTimeout
 	}
+	progress = min(max(progress, 150*time.Millisecond), s.cfg.MaxProgressTimeout)
 	var addrs []ma.Multiaddr
 	for _, a := range in.ReplyTo.Addrs {
-		if m, err := ma.NewMultiaddr(a); err == nil {
-			addrs = append(addrs, m)
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			continue
 		}
+		if !s.cfg.DialPrivateAddrs && (manet.IsPrivateAddr(m) || manet.IsIPLoopback(m) || manet.IsIPUnspecified(m)) {
+			continue
+		}
+		addrs = append(addrs, m)
 	}
 	s.mu.Lock()
 	var bidders []*contractor
@@ -122,22 +139,43 @@ type contract struct {
 // bid asks the handler about a call and, if it bids, proposes on a stream
 // to the requester and waits there for the verdict.
 func (s *Service) bid(con *contractor, call Call, progress time.Duration, requester peer.AddrInfo) {
-	key := contractKey{call.Task, con.agent.ID}
+	key := contractKey{call.Requester, call.Task, con.agent.ID}
 	s.mu.Lock()
 	if old := s.contracts[key]; old != nil && old.holding() {
 		s.mu.Unlock()
 		return // a re-issued call for a task we already hold
 	}
 	c := &contract{s: s, agent: con.agent, con: con, call: call, progress: progress}
-	s.contracts[key] = c
+	if !s.addContractLocked(key, c) {
+		s.mu.Unlock()
+		s.m.dropped.WithLabelValues("contracts_full").Inc()
+		return
+	}
 	s.mu.Unlock()
 	c.hist.set(StateSubmitted, "call from "+short(call.Requester))
 
 	bctx, cancel := context.WithTimeout(s.ctx, call.BidWindow)
+	defer cancel()
+	if g := s.cfg.Guard; g != nil {
+		release, err := g.Call(bctx, con.agent, call)
+		if err != nil {
+			c.end(StateRejected, "not bidding: "+err.Error())
+			return
+		}
+		bid, err := safeBid(bctx, con.h, call)
+		release()
+		s.proposeOrRefuse(c, con, call, requester, bid, err)
+		return
+	}
 	bid, err := safeBid(bctx, con.h, call)
-	cancel()
+	s.proposeOrRefuse(c, con, call, requester, bid, err)
+}
+
+// proposeOrRefuse sends the handler's answer to the requester and, for a
+// bid, waits on its stream for the verdict.
+func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, requester peer.AddrInfo, bid Bid, err error) {
 	if err != nil {
-		if errors.Is(err, ErrNoBid) && err == ErrNoBid {
+		if err == ErrNoBid {
 			c.end(StateRejected, "no bid")
 			return
 		}
@@ -150,15 +188,6 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		return
 	}
 	ev := Event{Role: RoleContractor, Task: call.Task, Capability: call.Capability, Agent: con.agent.ID, Other: call.Requester, Peer: call.RequesterPeer, Price: bid.Price}
-	if g := s.cfg.Guard; g != nil {
-		if err := g.Bid(s.ctx, con.agent, call, bid); err != nil {
-			e := ev
-			e.Kind, e.Rationale = "policy", "bid withheld: "+err.Error()
-			_ = s.audit(e)
-			c.end(StateRejected, "policy: "+err.Error())
-			return
-		}
-	}
 	ev.Kind, ev.Rationale = "proposal", bid.Rationale
 	if err := s.audit(ev); err != nil {
 		c.end(StateRejected, "audit log failed; no bid")
@@ -171,10 +200,11 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		return
 	}
 	// The verdict comes when the window closes, or later if we stand by
-	// for a winner that has not yet committed.
+	// for a winner that has not yet committed: never past the deadline,
+	// which this node clamped.
 	conn.SetReadTimeout(time.Until(call.Deadline))
 	var w wire
-	m, err := conn.Recv(&w)
+	m, err := s.recv(conn, &w)
 	if err != nil {
 		if frame.Reason(err) != "" {
 			s.refuseFrame(conn.Stream(), err)
@@ -231,17 +261,22 @@ func (c *contract) holding() bool {
 	return c.busy || c.done
 }
 
-func (c *contract) ended() bool {
+// over reports whether the contract can be forgotten: it ended and holds
+// no award, or it stands by past its deadline.
+func (c *contract) over(now time.Time) bool {
+	c.mu.Lock()
+	busy, done := c.busy, c.done
+	c.mu.Unlock()
+	if busy {
+		return false
+	}
 	st, _, _ := c.hist.get()
-	return st.Terminal() && !c.holding()
+	return (st.Terminal() && !done) || now.After(c.call.Deadline)
 }
 
 func (c *contract) end(st State, note string) {
 	c.hist.set(st, note)
 	c.s.m.outcomes.WithLabelValues(string(RoleContractor), string(st)).Inc()
-	c.s.mu.Lock()
-	c.s.endedLocked(c.call.Task)
-	c.s.mu.Unlock()
 }
 
 // cancel stops the work of an awarded task; false if none is running.
@@ -324,7 +359,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 
 	conn.SetReadTimeout(c.s.cfg.CommitTimeout)
 	var w wire
-	m, err := conn.Recv(&w)
+	m, err := c.s.recv(conn, &w)
 	if err != nil || m.Type != msgTask {
 		release()
 		if err != nil && frame.Reason(err) != "" {
@@ -358,7 +393,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		conn.SetReadTimeout(0)
 		for {
 			var in wire
-			m, err := conn.Recv(&in)
+			m, err := c.s.recv(conn, &in)
 			if err != nil {
 				cancelCause(fmt.Errorf("requester gone: %w", err))
 				return

@@ -12,21 +12,40 @@ import (
 // ErrDenied is wrapped by a Guard's refusals.
 var ErrDenied = errors.New("denied by policy")
 
-// Guard is consulted at every decision point of a negotiation; the node
-// implements it with its policy and human approvals. A nil Guard allows
+// Guard is the admission layer as the negotiation sees it, consulted at
+// every decision point; package admission implements it with the node's
+// policy, quotas, budgets and human approvals. Every point where a remote
+// peer's message could make a local agent's code run, or make this node
+// hold something for it, asks the Guard first. A nil Guard allows
 // everything. Methods may block (waiting for a human) within ctx; an
 // error's text is the rationale given to the other side.
 type Guard interface {
 	// Request is asked before agent's call for proposals goes out.
 	Request(ctx context.Context, agent *identity.Agent, need Need) error
-	// Bid is asked before a local agent proposes on a call.
-	Bid(ctx context.Context, agent *identity.Agent, call Call, bid Bid) error
-	// Award is asked before the requester accepts a bid.
-	Award(ctx context.Context, agent *identity.Agent, task, capability string, bid BidInfo) error
+	// Call is asked when a call for proposals reaches a local contractor
+	// agent, before its Bid handler runs. On success release is called
+	// once the handler has returned (it frees a concurrency slot).
+	Call(ctx context.Context, agent *identity.Agent, call Call) (release func(), err error)
+	// Proposal is asked when a bid reaches a local requester, before it
+	// is taken into the bid window.
+	Proposal(ctx context.Context, agent *identity.Agent, task string, bid BidInfo) error
+	// Award is asked before the requester accepts a bid. On success the
+	// Hold keeps the price against the node's budget: the requester
+	// charges it when the result arrives and releases it when the award
+	// comes to nothing.
+	Award(ctx context.Context, agent *identity.Agent, task, capability string, bid BidInfo) (Hold, error)
 	// Commit is asked before a local contractor commits to an award. On
 	// success it returns a release func, called when the work ends (it
 	// frees a concurrency slot, say).
 	Commit(ctx context.Context, agent *identity.Agent, call Call, bid Bid) (release func(), err error)
+}
+
+// Hold is budget held for one award.
+type Hold interface {
+	// Charge turns the hold into spend: the result arrived.
+	Charge()
+	// Release gives the budget back: declined, failed or canceled.
+	Release()
 }
 
 // Event is one auditable step of a negotiation.

@@ -36,6 +36,7 @@ type request struct {
 
 	mu       sync.Mutex
 	window   int // the call whose window is open; 0 when closed
+	taken    int // bids and refusals kept in this call's window
 	pending  []*bidder
 	enough   chan struct{} // closed when EnoughBids bids are pending
 	all      []*bidder
@@ -97,6 +98,10 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	r.hist.set(StateSubmitted, fmt.Sprintf("%s needs %s", agent.Name, need.Capability))
 
 	reason := r.run(ctx)
+	// Whatever ended the task (a result, the retry budget, a cancel in the
+	// bid window, the node closing), no bidder is left waiting on it.
+	r.closeWindow()
+	r.rejectRest("task ended")
 	out := r.finish(ctx, reason)
 	s.mu.Lock()
 	s.endedLocked(r.id)
@@ -147,26 +152,47 @@ func (r *request) ended() bool {
 	return st.Terminal()
 }
 
-// receiveBid takes a proposal or refusal from a bidder's stream.
+// receiveBid takes a proposal or refusal from a bidder's stream. Only
+// bids for an open window, within MaxBidsPerCall and admitted by the Guard
+// are kept; the others are answered and forgotten.
 func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID, w wire) {
 	b := &bidder{info: BidInfo{Agent: from, Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
+	if g := r.s.cfg.Guard; g != nil && typ == msgPropose {
+		if err := g.Proposal(r.s.ctx, r.agent, r.id, b.info); err != nil {
+			r.s.m.dropped.WithLabelValues("denied").Inc()
+			r.reject(conn, "bid refused: "+err.Error())
+			return
+		}
+	}
 	r.mu.Lock()
 	b.info.Call = r.window
-	late := r.window == 0
-	dup := false
-	for _, p := range r.pending {
-		dup = dup || p.info.Agent == from
-	}
+	refusal := ""
 	switch {
-	case typ == msgRefuse:
-		b.info.Status, b.info.Note, b.conn = "refused", w.Reason, nil
-	case late:
-		b.info.Status, b.info.Note, b.conn = "late", "bid window closed", nil
-	case dup:
+	case r.window == 0:
+		refusal = "bid window closed; thank you"
+		r.s.m.dropped.WithLabelValues("late").Inc()
+	case r.taken >= r.s.cfg.MaxBidsPerCall:
+		refusal = "enough bids for this call; thank you"
+		r.s.m.dropped.WithLabelValues("too_many_bids").Inc()
+	}
+	for _, p := range r.pending {
+		if refusal == "" && p.info.Agent == from {
+			refusal = "duplicate bid for this call"
+		}
+	}
+	if refusal != "" {
 		r.mu.Unlock()
-		r.reject(conn, "duplicate bid for this call")
+		if typ == msgRefuse {
+			_ = conn.Close()
+		} else {
+			r.reject(conn, refusal)
+		}
 		return
-	default:
+	}
+	r.taken++
+	if typ == msgRefuse {
+		b.info.Status, b.info.Note, b.conn = "refused", w.Reason, nil
+	} else {
 		r.pending = append(r.pending, b)
 		if r.opts.EnoughBids > 0 && len(r.pending) == r.opts.EnoughBids {
 			close(r.enough)
@@ -174,11 +200,8 @@ func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID
 	}
 	r.all = append(r.all, b)
 	r.mu.Unlock()
-	switch {
-	case typ == msgRefuse:
+	if typ == msgRefuse {
 		_ = conn.Close()
-	case late:
-		r.reject(conn, "bid window closed; thank you")
 	}
 }
 
@@ -245,7 +268,7 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 		return nil, fmt.Errorf("audit call %d: %w", n, err)
 	}
 	r.mu.Lock()
-	r.window, r.pending, r.calls = n, nil, n
+	r.window, r.pending, r.calls, r.taken = n, nil, n, 0
 	r.enough = make(chan struct{})
 	enough := r.enough
 	r.mu.Unlock()
@@ -334,8 +357,10 @@ func (r *request) setStatus(b *bidder, status, note string) {
 // It reports whether the task completed, or why b did not complete it.
 func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool, string) {
 	ev := Event{Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID, Other: b.info.Agent, Peer: b.info.Peer, Price: b.info.Price}
+	var hold Hold = noHold{}
 	if g := r.s.cfg.Guard; g != nil {
-		if err := g.Award(ctx, r.agent, r.id, r.need.Capability, b.info); err != nil {
+		h, err := g.Award(ctx, r.agent, r.id, r.need.Capability, b.info)
+		if err != nil {
 			e := ev
 			e.Kind, e.Rationale = "policy", "award refused: "+err.Error()
 			_ = r.s.audit(e)
@@ -349,7 +374,15 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 			}
 			return false, "was not awarded: " + err.Error()
 		}
+		hold = h
 	}
+	// The budget held for the award is spent only on a result.
+	charged := false
+	defer func() {
+		if !charged {
+			hold.Release()
+		}
+	}()
 	ev.Kind, ev.Rationale = "award", rationale
 	if err := r.s.audit(ev); err != nil {
 		return false, "could not be awarded (audit log failed)"
@@ -397,7 +430,7 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 
 	conn.SetReadTimeout(r.opts.CommitTimeout)
 	var in wire
-	m, err := conn.Recv(&in)
+	m, err := r.s.recv(conn, &in)
 	if err != nil {
 		return false, r.lost(ctx, conn, b, err, "commit")
 	}
@@ -428,7 +461,7 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	}
 	for {
 		conn.SetReadTimeout(r.opts.ProgressTimeout)
-		m, err := conn.Recv(&in)
+		m, err := r.s.recv(conn, &in)
 		if err != nil {
 			return false, r.lost(ctx, conn, b, err, "progress")
 		}
@@ -443,6 +476,8 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 			r.result = in.Output
 			b.info.Status, b.info.Note = "completed", ""
 			r.mu.Unlock()
+			hold.Charge()
+			charged = true
 			_ = conn.Send(msgAck, wireVersion, wire{Task: r.id})
 			ok = true
 			return true, ""
@@ -555,6 +590,12 @@ func (r *request) info() TaskInfo {
 	ti.Outcome = r.outcome
 	return ti
 }
+
+// noHold is the Hold of an award no Guard reserved budget for.
+type noHold struct{}
+
+func (noHold) Charge()  {}
+func (noHold) Release() {}
 
 // short abbreviates an AgentID for logs and notes.
 func short(a identity.AgentID) string {

@@ -45,8 +45,32 @@ type Config struct {
 	CommitTimeout   time.Duration // default 5s
 	ProgressTimeout time.Duration // default 10s
 	Calls           int           // calls for proposals per task; default 2
-	// KeepTasks bounds how many finished tasks are remembered (default 1000).
+	// KeepTasks bounds how many tasks are remembered on each side
+	// (default 1000). Past it the oldest that have ended are forgotten; a
+	// contractor's standing-by bid counts as ended once its deadline
+	// passes.
 	KeepTasks int
+
+	// Bounds on what a remote requester may choose. A call asks for a bid
+	// window, a deadline and a progress interval; this node holds a bid
+	// handler, a stream and a table entry for them, so each is clamped:
+	// MaxBidWindow (default 10s), MaxTaskDuration from the call's arrival
+	// (default 10m), progress intervals to MaxProgressTimeout (default
+	// 1m).
+	MaxBidWindow       time.Duration
+	MaxTaskDuration    time.Duration
+	MaxProgressTimeout time.Duration
+	// MaxBidsPerCall bounds the bids (and refusals) a requester takes per
+	// call (default 64); later ones are refused without being kept.
+	MaxBidsPerCall int
+	// MaxContracts bounds the calls this node's contractors are bidding on
+	// or working on at once (default 1024); past it new calls are ignored.
+	MaxContracts int
+	// DialPrivateAddrs lets a contractor dial the private and loopback
+	// addresses a call's requester gives (a LAN or a test); by default only
+	// public ones are used, so a call cannot aim this node at internal
+	// hosts.
+	DialPrivateAddrs bool
 }
 
 func (c *Config) setDefaults() {
@@ -71,6 +95,21 @@ func (c *Config) setDefaults() {
 	if c.KeepTasks <= 0 {
 		c.KeepTasks = 1000
 	}
+	if c.MaxBidWindow <= 0 {
+		c.MaxBidWindow = 10 * time.Second
+	}
+	if c.MaxTaskDuration <= 0 {
+		c.MaxTaskDuration = 10 * time.Minute
+	}
+	if c.MaxProgressTimeout <= 0 {
+		c.MaxProgressTimeout = time.Minute
+	}
+	if c.MaxBidsPerCall <= 0 {
+		c.MaxBidsPerCall = 64
+	}
+	if c.MaxContracts <= 0 {
+		c.MaxContracts = 1024
+	}
 }
 
 // Service runs both roles of the contract net for one node.
@@ -86,14 +125,18 @@ type Service struct {
 	mu          sync.Mutex
 	closed      bool
 	requests    map[string]*request       // by task ID
-	contracts   map[contractKey]*contract // by task ID and our agent
+	contracts   map[contractKey]*contract // by requester, task ID and our agent
 	contractors map[identity.AgentID]*contractor
-	finished    []string // task keys in the order they ended, for eviction
+	finished    []string      // requested task IDs in the order they ended, for eviction
+	arrived     []contractKey // contracts in the order they arrived, for eviction
 }
 
+// contractKey names a contract: task IDs are public on the topic, so one
+// requester's task ID must not reach another requester's contract.
 type contractKey struct {
-	task  string
-	agent identity.AgentID
+	requester identity.AgentID
+	task      string
+	agent     identity.AgentID
 }
 
 // New starts a Service on h and registers its stream handler.
@@ -126,8 +169,29 @@ func (s *Service) Close() error {
 	s.mu.Unlock()
 	s.h.RemoveStreamHandler(ProtocolID)
 	s.cancel()
-	s.wg.Wait()
-	return nil
+	// Every conversation ends with its stream: reset them all, whatever
+	// the peers do, and again while a goroutine finishing opens another.
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	for {
+		s.resetStreams()
+		select {
+		case <-done:
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// resetStreams resets this node's open negotiation streams.
+func (s *Service) resetStreams() {
+	for _, c := range s.h.Network().Conns() {
+		for _, st := range c.GetStreams() {
+			if st.Protocol() == ProtocolID {
+				_ = st.Reset()
+			}
+		}
+	}
 }
 
 // goroutine runs f as a goroutine the service owns.
@@ -154,6 +218,15 @@ func (s *Service) newConn(st network.Stream, self *identity.Agent) *frame.Conn {
 	return frame.New(st, self, frame.Options{MaxSize: s.cfg.MaxFrameSize, Replay: s.cfg.Replay})
 }
 
+// recv reads the next frame and refuses versions this node does not speak.
+func (s *Service) recv(conn *frame.Conn, w *wire) (*identity.Message, error) {
+	m, err := conn.Recv(w)
+	if err == nil && m.V != wireVersion {
+		return nil, fmt.Errorf("negotiation: %s version %d from %s, this node speaks %d: %w", m.Type, m.V, m.From, wireVersion, identity.ErrUnsupportedVersion)
+	}
+	return m, err
+}
+
 // refuseFrame resets a stream whose frame failed verification and counts
 // why. Nothing a peer sends gets further than this.
 func (s *Service) refuseFrame(st network.Stream, err error) {
@@ -178,7 +251,7 @@ func (s *Service) serveStream(st network.Stream) {
 	conn := s.newConn(st, nil)
 	conn.SetReadTimeout(s.cfg.CommitTimeout)
 	var w wire
-	m, err := conn.Recv(&w)
+	m, err := s.recv(conn, &w)
 	if err != nil {
 		s.refuseFrame(st, err)
 		return
@@ -199,9 +272,10 @@ func (s *Service) serveStream(st network.Stream) {
 		r.receiveBid(conn, m.Type, m.From, w)
 	case msgAccept:
 		s.mu.Lock()
-		c := s.contracts[contractKey{w.Task, w.Agent}]
+		c := s.contracts[contractKey{m.From, w.Task, w.Agent}]
 		s.mu.Unlock()
-		if c == nil || c.call.Requester != m.From {
+		if c == nil || st.Conn().RemotePeer() != c.call.RequesterPeer {
+			// Not a task of ours from this requester, or not from its node.
 			_ = st.Reset()
 			s.m.dropped.WithLabelValues("unknown_task").Inc()
 			return
@@ -291,22 +365,49 @@ var errAlreadyEnded = errors.New("task already ended")
 // ErrAlreadyEnded is returned by Cancel for a task that has ended.
 var ErrAlreadyEnded = errAlreadyEnded
 
-// forget records that a task ended and evicts the oldest ended tasks past
-// KeepTasks. Call with s.mu held.
+// endedLocked records that a requested task ended and evicts the oldest
+// ended tasks past KeepTasks. Call with s.mu held.
 func (s *Service) endedLocked(task string) {
 	s.finished = append(s.finished, task)
 	for len(s.finished) > s.cfg.KeepTasks {
 		old := s.finished[0]
+		s.finished[0] = ""
 		s.finished = s.finished[1:]
 		if r, ok := s.requests[old]; ok && r.ended() {
 			delete(s.requests, old)
 		}
-		for k, c := range s.contracts {
-			if k.task == old && c.ended() {
-				delete(s.contracts, k)
+	}
+}
+
+// addContractLocked adds a contract and forgets the oldest that are over
+// (ended, or standing by past their deadline) while there are more than
+// KeepTasks. It reports false, adding nothing, when MaxContracts are live.
+// Call with s.mu held.
+func (s *Service) addContractLocked(k contractKey, c *contract) bool {
+	now := time.Now()
+	if len(s.contracts) >= s.cfg.KeepTasks {
+		kept := s.arrived[:0]
+		seen := make(map[contractKey]bool, len(s.arrived))
+		for _, ak := range s.arrived {
+			old, ok := s.contracts[ak]
+			switch {
+			case !ok || seen[ak]:
+			case len(s.contracts) > s.cfg.KeepTasks-1 && old.over(now):
+				delete(s.contracts, ak)
+			default:
+				seen[ak] = true
+				kept = append(kept, ak)
 			}
 		}
+		clear(s.arrived[len(kept):])
+		s.arrived = kept
 	}
+	if len(s.contracts) >= s.cfg.MaxContracts {
+		return false
+	}
+	s.contracts[k] = c
+	s.arrived = append(s.arrived, k)
+	return true
 }
 
 // history is a task's state and its transitions, safe for concurrent use.

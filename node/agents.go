@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
@@ -182,9 +183,11 @@ func (n *Node) reachProviders(ctx context.Context, capability string) {
 		}
 		ai := peer.AddrInfo{ID: c.Peer}
 		for _, a := range c.Addrs {
-			if m, err := ma.NewMultiaddr(a); err == nil {
-				ai.Addrs = append(ai.Addrs, m)
+			m, err := ma.NewMultiaddr(a)
+			if err != nil || !n.cfg.DialPrivateAddrs && (manet.IsPrivateAddr(m) || manet.IsIPLoopback(m) || manet.IsIPUnspecified(m)) {
+				continue
 			}
+			ai.Addrs = append(ai.Addrs, m)
 		}
 		if err := h.Connect(fctx, ai); err != nil {
 			log.Debugw("could not reach a provider", "capability", capability, "peer", c.Peer, "err", err)

@@ -11,9 +11,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/policy"
 )
 
@@ -89,6 +91,29 @@ type Config struct {
 	// PublishWait is how long Publish waits for a first peer on a topic
 	// that has none before it sends anyway.
 	PublishWait time.Duration
+
+	// Limits are the admission layer's node-side bounds (rates per
+	// forwarding peer, origin node and agent; concurrent bid handlers and
+	// asks; pending approvals). Zero fields take admission's defaults.
+	Limits admission.Limits
+	// Negotiation bounds what remote requesters may choose and what the
+	// negotiation keeps: MaxBidWindow, MaxTaskDuration,
+	// MaxProgressTimeout, MaxBidsPerCall, MaxContracts and KeepTasks of
+	// negotiation.Config (zero fields take its defaults; other fields are
+	// ignored).
+	Negotiation negotiation.Config
+	// DialPrivateAddrs lets this node dial private and loopback addresses
+	// learnt from gossip (a call's reply-to); by default only public ones
+	// are, so a call cannot aim the node at internal hosts. A LAN-only or
+	// loopback mesh turns it on; peers found by mDNS or connected already
+	// need no dial.
+	DialPrivateAddrs bool
+	// RelayFilter applies the policy's peer and agent lists to relaying
+	// too: intents they refuse are not forwarded. Off by default, since
+	// one node's local lists should not filter the mesh for everyone
+	// routed through it; the lists always apply to delivery to this
+	// node's agents.
+	RelayFilter bool
 
 	// Host, when set, is used instead of building a libp2p host (tests and
 	// simulations pass mocknet hosts). The node does not close it.

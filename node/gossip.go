@@ -64,10 +64,14 @@ func (n *Node) publishAs(ctx context.Context, a *identity.Agent, body intent.Bod
 	if ttl <= 0 || ttl > n.cfg.IntentTTL {
 		ttl = n.cfg.IntentTTL
 	}
-	if err := n.admitPublish(a, body.Kind, body.Capability); err != nil {
+	err := n.admitPublish(a, body.Kind, body.Capability)
+	if err != nil {
 		return nil, err
 	}
 	body.ReplyTo = intent.ReplyTo{Peer: n.ID(), Addrs: addrStrings(n)}
+	if body.Delegation, err = n.delegationOf(a); err != nil {
+		return nil, fmt.Errorf("delegate agent %s: %w", a.Name, err)
+	}
 	in, err := intent.Seal(a, body, ttl)
 	if err != nil {
 		return nil, err
@@ -156,38 +160,76 @@ func (n *Node) topic(capability string) (*pubsub.Topic, error) {
 	return t, nil
 }
 
+// received is what the validator hands subscribers: the verified intent,
+// and whether this node's policy lets it reach local agents.
+type received struct {
+	in      *intent.Intent
+	deliver bool
+}
+
 // validator checks every message on a capability's topic before GossipSub
-// delivers or forwards it; a verified intent rides on to subscribers in
-// ValidatorData so it is decoded once.
+// delivers or forwards it, cheapest check first: size; the forwarding
+// peer's rate (before any signature is verified); the envelope, the
+// agent's signature and its node's delegation; the origin node's and the
+// agent's rates; only then the replay window, so a message refused for
+// its rate never takes a place there. The policy's peer and agent lists
+// decide delivery to local agents, not relaying (unless RelayFilter). A
+// verified intent rides on to subscribers in ValidatorData so it is
+// decoded once.
 func (n *Node) validator(capability string) pubsub.ValidatorEx {
 	self := n.ID()
 	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		if len(msg.Data) > n.cfg.MaxIntentSize {
 			return n.drop(from, "oversize", fmt.Errorf("%w: %d bytes, limit %d", identity.ErrTooLarge, len(msg.Data), n.cfg.MaxIntentSize))
 		}
-		in, err := intent.Open(msg.Data, capability, identity.OpenOptions{
-			MaxSize: n.cfg.MaxIntentSize,
-			Replay:  n.replay,
+		remote := from != self
+		if remote {
+			if reason := n.adm.Forwarded(from); reason != "" {
+				return n.ignore(from, reason)
+			}
+		}
+		in, err := intent.Open(msg.Data, capability, intent.OpenOptions{
+			OpenOptions: identity.OpenOptions{MaxSize: n.cfg.MaxIntentSize},
+			Delegations: n.delegations,
 		})
 		if err != nil {
-			reason := intent.DropReason(err)
-			res := n.drop(from, reason, err)
-			return res
+			return n.drop(from, intent.DropReason(err), err)
 		}
-		if from != self {
-			if reason, d := n.admitIntent(in, from); reason != "" {
-				n.metrics.dropped.WithLabelValues(reason).Inc()
-				log.Debugw("dropped intent by policy", "reason", reason, "from", from, "origin", in.From, "rationale", d.Rationale)
-				return pubsub.ValidationIgnore
+		if remote {
+			if reason := n.adm.Intent(in, from); reason != "" {
+				return n.ignore(from, reason)
 			}
-			if err := n.recordPeer("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
-				return pubsub.ValidationIgnore
-			}
-			n.metrics.received.Inc()
 		}
-		msg.ValidatorData = in
+		if err := n.replay.Check(in.From, in.ID, in.Created, time.Now()); err != nil {
+			return n.drop(from, intent.DropReason(err), err)
+		}
+		deliver := true
+		if remote {
+			if err := n.adm.Deliver(in, from); err != nil {
+				deliver = false
+				n.metrics.dropped.WithLabelValues("denied").Inc()
+				if n.cfg.RelayFilter {
+					return pubsub.ValidationIgnore
+				}
+			} else {
+				if err := n.recordPeer("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
+					return pubsub.ValidationIgnore
+				}
+				n.metrics.received.Inc()
+			}
+		}
+		msg.ValidatorData = received{in, deliver}
 		return pubsub.ValidationAccept
 	}
+}
+
+// ignore counts a message the admission layer refused for its rate: it
+// is ignored, not rejected, since it may be valid and its forwarder an
+// honest relay; the forwarder's score pays through the layer's penalty.
+func (n *Node) ignore(from peer.ID, reason string) pubsub.ValidationResult {
+	n.metrics.dropped.WithLabelValues(reason).Inc()
+	log.Debugw("intent refused by admission", "reason", reason, "from", from)
+	return pubsub.ValidationIgnore
 }
 
 // drop counts and logs a rejected message. Replays and stale messages are
@@ -232,8 +274,8 @@ func (s *Subscription) Next(ctx context.Context) (*intent.Intent, error) {
 		if err != nil {
 			return nil, err
 		}
-		if in, ok := m.ValidatorData.(*intent.Intent); ok {
-			return in, nil
+		if r, ok := m.ValidatorData.(received); ok && r.deliver {
+			return r.in, nil
 		}
 	}
 }

@@ -161,7 +161,7 @@ func TestRateLimitDropsAFloodingOrigin(t *testing.T) {
 		publish(t, ctx, m.Nodes[0], "chat", `{}`)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for m.Nodes[1].Stats().Dropped["rate_limited"] < 7 {
+	for m.Nodes[1].Stats().Dropped["rate_agent"] < 7 {
 		if time.Now().After(deadline) {
 			t.Fatalf("drops %v, want 7 rate limited of 10 with a burst of 3", m.Nodes[1].Stats().Dropped)
 		}

@@ -11,6 +11,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 
 	"github.com/parleynet/parley/identity"
@@ -53,7 +54,9 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 	// behind is connected to victim only (the raw peer connects to victim
 	// alone): what behind receives, victim forwarded.
 
-	rawHost, err := m.Net.GenPeer()
+	// An ed25519 key, like a parley node's, so the liar's node can
+	// delegate it.
+	rawHost, err := m.Net.AddPeer(nodetest.Key(t), nodetest.Addr(99))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,10 +91,17 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 	}
 	victimAgent, _ := victim.Agent("")
 	now := time.Now()
-	body := func(capability string, payload string) []byte {
-		return mustJSON(t, intent.Body{Kind: intent.KindEvent, Capability: capability, Payload: json.RawMessage(payload),
-			ReplyTo: intent.ReplyTo{Peer: victim.ID()}})
+	// The liar's node delegates it properly: each bad intent below fails
+	// for the one reason it is built for.
+	deleg, err := identity.Delegate(rawHost.Peerstore().PrivKey(rawHost.ID()), liar.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
 	}
+	replyAs := func(capability, payload string, node peer.ID) []byte {
+		return mustJSON(t, intent.Body{Kind: intent.KindEvent, Capability: capability, Payload: json.RawMessage(payload),
+			ReplyTo: intent.ReplyTo{Peer: node}, Delegation: deleg})
+	}
+	body := func(capability string, payload string) []byte { return replyAs(capability, payload, rawHost.ID()) }
 	seal := func(m identity.Message) []byte {
 		b, err := identity.Seal(liar, m)
 		if err != nil {
@@ -100,7 +110,7 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 		return b
 	}
 	msg := func(b []byte) identity.Message {
-		return identity.Message{Type: intent.MessageType, V: 1, Body: b}
+		return identity.Message{Type: intent.MessageType, V: intent.Version, Body: b}
 	}
 	forged := func() []byte {
 		m := msg(body(capability, `{}`))
@@ -139,6 +149,10 @@ func TestRawPublisherCannotInjectIntents(t *testing.T) {
 		{"expired", seal(expired)},
 		{"oversize", seal(msg(body(capability, `"`+string(bytes.Repeat([]byte("x"), intent.DefaultMaxSize))+`"`)))},
 		{"wrong_topic", seal(msg(body("pricing", `{}`)))},
+		// Reply-to naming the victim's node: the liar's delegation says
+		// otherwise.
+		{"not_delegated", seal(msg(replyAs(capability, `{}`, victim.ID())))},
+		{"version", seal(identity.Message{Type: intent.MessageType, V: 1, Body: body(capability, `{}`)})},
 	}
 	// A verbatim replay is a GossipSub duplicate and never reaches the
 	// validator; an envelope with an unknown protobuf field appended has
@@ -228,14 +242,16 @@ func TestFloodingPeerIsGraylisted(t *testing.T) {
 		}
 	}
 	wait(publish(t, ctx, honest, "weather", `{"still":"working"}`))
-	if got := victim.Stats().Dropped["unsigned"]; got == 0 || got >= flood {
-		t.Fatalf("victim validated %d of %d flood messages; want a few, then the flooder graylisted", got, flood)
-	}
+	// Validation runs concurrently, so the honest intent may overtake the
+	// flood: wait for the score, then count what was validated.
 	deadline := time.Now().Add(5 * time.Second)
 	for victim.PeerScores()[rawHost.ID()] >= -80 {
 		if time.Now().After(deadline) {
 			t.Fatalf("flooder's score = %v, want below the graylist threshold", victim.PeerScores()[rawHost.ID()])
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	if got := victim.Stats().Dropped["unsigned"]; got == 0 || got >= flood {
+		t.Fatalf("victim validated %d of %d flood messages; want a few, then the flooder graylisted (drops %v)", got, flood, victim.Stats().Dropped)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
@@ -79,10 +80,20 @@ type Node struct {
 	// pubsub's inspector, under their own lock so it never waits on mu.
 	scoresMu sync.Mutex
 	scores   map[peer.ID]float64
-	// policy decides what the node's agents may do; appr holds the steps
-	// waiting for a human.
+	// policy decides what the node's agents may do; adm is the admission
+	// layer every way into the node passes (it holds the approvals too).
 	policy *policy.Engine
-	appr   approvals
+	adm    *admission.Layer
+	// delegations verifies other nodes' delegations; own holds this
+	// node's delegation of each agent it hosts, re-signed before expiry.
+	delegations *identity.DelegationCache
+	own         map[identity.AgentID]delegation
+}
+
+// delegation is a signed delegation and when it expires.
+type delegation struct {
+	raw     []byte
+	expires time.Time
 }
 
 // New checks cfg and prepares a node. It opens no sockets; Start does.
@@ -92,19 +103,45 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		agents:   make(map[string]*identity.Agent, len(cfg.Agents)),
-		policy:   policy.NewEngine(cfg.Policy),
-		watching: map[string]bool{},
-		replay:   identity.NewReplayWindow(cfg.ReplayWindow, cfg.ReplayEntries),
-		metrics:  newMetrics(),
-		topics:   make(map[string]*pubsub.Topic),
+		cfg:         cfg,
+		agents:      make(map[string]*identity.Agent, len(cfg.Agents)),
+		policy:      policy.NewEngine(cfg.Policy),
+		watching:    map[string]bool{},
+		replay:      identity.NewReplayWindow(identity.ReplayConfig{Window: cfg.ReplayWindow, MaxEntries: cfg.ReplayEntries}),
+		metrics:     newMetrics(),
+		topics:      make(map[string]*pubsub.Topic),
+		delegations: identity.NewDelegationCache(0),
+		own:         map[identity.AgentID]delegation{},
 	}
+	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
+	n.adm = adm
 	for _, a := range cfg.Agents {
 		n.agents[a.Name] = a
 		n.agentList = append(n.agentList, a)
 	}
 	return n, nil
+}
+
+// Admission returns the node's admission layer.
+func (n *Node) Admission() *admission.Layer { return n.adm }
+
+// delegationOf returns this node's delegation of agent a, signing a new
+// one when there is none or it expires within the hour.
+func (n *Node) delegationOf(a *identity.Agent) ([]byte, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if d, ok := n.own[a.ID]; ok && time.Until(d.expires) > time.Hour {
+		return d.raw, nil
+	}
+	raw, err := identity.Delegate(n.cfg.NodeKey, a.ID, identity.DefaultDelegationTTL)
+	if err != nil {
+		return nil, err
+	}
+	n.own[a.ID] = delegation{raw: raw, expires: time.Now().Add(identity.DefaultDelegationTTL)}
+	return raw, nil
 }
 
 // Start opens the host (unless Config.Host was given), starts GossipSub and
@@ -145,7 +182,7 @@ func (n *Node) Start(ctx context.Context) error {
 		pubsub.WithMaxMessageSize(max(n.cfg.MaxIntentSize*2, 1<<20)),
 	}
 	if !n.cfg.NoPeerScoring {
-		params, thresholds := peerScoreParams()
+		params, thresholds := peerScoreParams(func(p peer.ID) float64 { return -n.adm.Penalty(p) })
 		psOpts = append(psOpts, pubsub.WithPeerScore(params, thresholds),
 			pubsub.WithPeerScoreInspect(func(scores map[peer.ID]float64) {
 				n.scoresMu.Lock()
@@ -160,14 +197,22 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.ps = ps
 
+	b := n.cfg.Negotiation
 	n.neg = negotiation.New(h, negotiation.Config{
-		Publish:    n.publishAs,
-		Replay:     n.replay,
-		Registerer: n.metrics.registry,
-		Guard:      guard{n},
-		Audit:      n.auditEvent,
+		Publish:            n.publishAs,
+		Replay:             n.replay,
+		Registerer:         n.metrics.registry,
+		Guard:              n.adm.Negotiation(),
+		Audit:              n.auditEvent,
+		KeepTasks:          b.KeepTasks,
+		MaxBidWindow:       b.MaxBidWindow,
+		MaxTaskDuration:    b.MaxTaskDuration,
+		MaxProgressTimeout: b.MaxProgressTimeout,
+		MaxBidsPerCall:     b.MaxBidsPerCall,
+		MaxContracts:       b.MaxContracts,
+		DialPrivateAddrs:   n.cfg.DialPrivateAddrs,
 	})
-	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay})
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC()})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
 			Peers:      n.cfg.Bootstrap,
@@ -180,6 +225,8 @@ func (n *Node) Start(ctx context.Context) error {
 		PeersFile:  n.cfg.PeersFile,
 		CardTTL:    n.cfg.CardTTL,
 		Registerer: n.metrics.registry,
+		AdmitCard:  n.adm.Card,
+		Delegate:   n.delegationOf,
 	})
 	if err != nil {
 		n.shutdownLocked()
@@ -208,6 +255,13 @@ func (n *Node) newHost() (host.Host, error) {
 		rcmgr.BaseLimit{StreamsInbound: 64, StreamsOutbound: 64, Streams: 128, Memory: 16 << 20}, rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolPeerLimit(discovery.CardProtocolID,
 		rcmgr.BaseLimit{StreamsInbound: 4, StreamsOutbound: 4, Streams: 8, Memory: 1 << 20}, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolPeerLimit(rpc.ID,
+		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 4 << 20}, rcmgr.BaseLimitIncrease{})
+	// And in all, so that many peers together cannot either.
+	limits.AddProtocolLimit(negotiation.ProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 2048, StreamsOutbound: 2048, Streams: 4096, Memory: 256 << 20}, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolLimit(rpc.ID,
+		rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20}, rcmgr.BaseLimitIncrease{})
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()),
 		rcmgr.WithMetricsDisabled())
 	if err != nil {
@@ -288,13 +342,14 @@ type parts struct {
 	cancel context.CancelFunc
 	neg    *negotiation.Service
 	rpc    *rpc.Service
+	adm    *admission.Layer
 	disc   *discovery.Service
 	topics map[string]*pubsub.Topic
 	host   host.Host // only if the node built it
 }
 
 func (n *Node) detachLocked() parts {
-	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, disc: n.disc, topics: n.topics}
+	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, adm: n.adm, disc: n.disc, topics: n.topics}
 	if n.ownsHost {
 		p.host = n.host
 	}
@@ -311,6 +366,9 @@ func (p parts) shutdown() error {
 	}
 	if p.rpc != nil {
 		_ = p.rpc.Close()
+	}
+	if p.adm != nil {
+		p.adm.Close()
 	}
 	if p.disc != nil {
 		_ = p.disc.Close()

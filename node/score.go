@@ -8,7 +8,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// Peer scoring: the one signal parley relies on is invalid intents. Every
+// Peer scoring: the signals parley relies on are invalid intents and, from
+// the admission layer, intents past a peer's rate limit. Every
 // intent a peer forwards that a validator rejects (bad signature, forged
 // signer, oversize, not JSON…) counts against it, squared, so a handful
 // pushes it below the graylist threshold and its gossip is ignored. Honest
@@ -23,12 +24,14 @@ const (
 	opportunisticGraft = 3
 )
 
-func peerScoreParams() (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+// app is the admission layer's say: the (negative) score of a peer that
+// floods this node past its rate limit with validly signed intents, which
+// the invalid-message score cannot see.
+func peerScoreParams(app func(peer.ID) float64) (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
 	return &pubsub.PeerScoreParams{
-			Topics: map[string]*pubsub.TopicScoreParams{},
-			AppSpecificScore: func(peer.ID) float64 {
-				return 0
-			},
+			Topics:            map[string]*pubsub.TopicScoreParams{},
+			AppSpecificScore:  app,
+			AppSpecificWeight: 1,
 			DecayInterval: time.Second,
 			DecayToZero:   0.01,
 			RetainScore:   10 * time.Minute,

@@ -71,7 +71,9 @@ type Engine struct {
 	origins map[identity.AgentID]*list.Element // of *origin
 	lru     list.List                          // front: most recently used
 	spend   [spendSlots]spendSlot              // ring indexed by Unix second
-	running int
+	// reserved is held by awards whose result has not come.
+	reserved float64
+	running  int
 }
 
 // origin is the rate limiter state of one remote agent.
@@ -198,6 +200,12 @@ func (e *Engine) Intent(origin identity.AgentID, from peer.ID, now time.Time) De
 	if d := e.RemoteAgent(origin); !d.Allow {
 		return d
 	}
+	return e.IntentRate(origin, now)
+}
+
+// IntentRate takes a token from origin's bucket of
+// rate_limits.intents_per_origin, if the policy has one.
+func (e *Engine) IntentRate(origin identity.AgentID, now time.Time) Decision {
 	const rule = "rate_limits.intents_per_origin"
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -205,12 +213,12 @@ func (e *Engine) Intent(origin identity.AgentID, from peer.ID, now time.Time) De
 	// limiters between the read and their use.
 	r := e.Policy().intentRate
 	if r == nil {
-		return allow("", "intent from %s via %s is allowed (no rate limit)", origin, from)
+		return allow("", "intent from %s is allowed (no rate limit)", origin)
 	}
 	if !e.takeLocked(origin, *r, now) {
 		return deny(rule, "rate limit %s/s (burst %d) for %s exceeded", num(r.perSecond), r.burst, origin)
 	}
-	return allow(rule, "intent from %s via %s is within rate limit %s/s", origin, from, num(r.perSecond))
+	return allow(rule, "intent from %s is within rate limit %s/s", origin, num(r.perSecond))
 }
 
 // takeLocked takes a token from origin's bucket.
@@ -254,10 +262,16 @@ func latest(a, b time.Time) time.Time {
 }
 
 // Award decides whether a local agent may award a task at price: the price
-// must be within max_price_per_task and, with what this node awarded in
-// the last hour, within max_spend_per_hour. It does not record the spend;
-// call RecordSpend once the award is made.
+// must be within max_price_per_task and, with what this node spent and
+// holds in reservations in the last hour, within max_spend_per_hour. It
+// reserves nothing; Reserve does.
 func (e *Engine) Award(agent, capability string, price float64, now time.Time) Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.awardLocked(agent, capability, price, now)
+}
+
+func (e *Engine) awardLocked(agent, capability string, price float64, now time.Time) Decision {
 	p := e.Policy()
 	if !(price >= 0) || math.IsInf(price, 0) {
 		return deny("budgets", "agent %s: price %s for %s is not a finite, non-negative number", agent, num(price), capability)
@@ -266,13 +280,17 @@ func (e *Engine) Award(agent, capability string, price float64, now time.Time) D
 		return deny("budgets.max_price_per_task", "price %s over max_price_per_task %s", num(price), num(p.maxPrice.v))
 	}
 	if p.maxSpendHour.set {
-		spent := e.SpentLastHour(now)
-		if spent+price > p.maxSpendHour.v {
-			return deny("budgets.max_spend_per_hour", "price %s with %s spent in the last hour over max_spend_per_hour %s",
-				num(price), num(spent), num(p.maxSpendHour.v))
+		spent := e.spentLocked(now)
+		held := ""
+		if e.reserved > 0 {
+			held = fmt.Sprintf(" and %s reserved", num(e.reserved))
 		}
-		return allow("budgets.max_spend_per_hour", "agent %s may award %s at %s (%s spent in the last hour of %s)",
-			agent, capability, num(price), num(spent), num(p.maxSpendHour.v))
+		if spent+e.reserved+price > p.maxSpendHour.v {
+			return deny("budgets.max_spend_per_hour", "price %s with %s spent in the last hour%s over max_spend_per_hour %s",
+				num(price), num(spent), held, num(p.maxSpendHour.v))
+		}
+		return allow("budgets.max_spend_per_hour", "agent %s may award %s at %s (%s spent in the last hour%s of %s)",
+			agent, capability, num(price), num(spent), held, num(p.maxSpendHour.v))
 	}
 	if p.maxPrice.set {
 		return allow("budgets.max_price_per_task", "agent %s may award %s at %s (max_price_per_task %s)",
@@ -281,16 +299,78 @@ func (e *Engine) Award(agent, capability string, price float64, now time.Time) D
 	return allow("", "agent %s may award %s at %s (no budget)", agent, capability, num(price))
 }
 
+// Reservation is budget held for one award: released when the award comes
+// to nothing (declined, failed, canceled), charged when its result
+// arrives. Either happens once; later calls do nothing.
+type Reservation struct {
+	e     *Engine
+	price float64
+	once  sync.Once
+}
+
+// Reserve decides an award like Award and, if it allows, holds price
+// against max_spend_per_hour until the reservation is charged or released.
+// The check and the hold are one step, so concurrent awards cannot
+// together pass the cap. A denied award returns a nil Reservation.
+func (e *Engine) Reserve(agent, capability string, price float64, now time.Time) (Decision, *Reservation) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	d := e.awardLocked(agent, capability, price, now)
+	if !d.Allow {
+		return d, nil
+	}
+	if price > 0 {
+		e.reserved += price
+	}
+	return d, &Reservation{e: e, price: max(price, 0)}
+}
+
+// Release gives the held budget back.
+func (r *Reservation) Release() {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		r.e.mu.Lock()
+		r.e.reserved -= r.price
+		r.e.mu.Unlock()
+	})
+}
+
+// Charge turns the held budget into spend at now.
+func (r *Reservation) Charge(now time.Time) {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		r.e.mu.Lock()
+		defer r.e.mu.Unlock()
+		r.e.reserved -= r.price
+		r.e.recordLocked(r.price, now)
+	})
+}
+
+// Reserved is the budget held by reservations not yet charged or released.
+func (e *Engine) Reserved() float64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.reserved
+}
+
 // RecordSpend adds an awarded price to this node's spend at now. Spend is
 // counted per node, not per agent; agent is for the caller's symmetry with
 // Award. Prices that are negative, zero or not finite are ignored.
 func (e *Engine) RecordSpend(agent string, price float64, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.recordLocked(price, now)
+}
+
+func (e *Engine) recordLocked(price float64, now time.Time) {
 	if !(price > 0) || math.IsInf(price, 0) {
 		return
 	}
 	sec := now.Unix()
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	s := &e.spend[((sec%spendSlots)+spendSlots)%spendSlots]
 	switch {
 	case s.sum == 0 || sec > s.sec:
@@ -304,9 +384,13 @@ func (e *Engine) RecordSpend(agent string, price float64, now time.Time) {
 
 // SpentLastHour is what this node awarded in the hour up to now.
 func (e *Engine) SpentLastHour(now time.Time) float64 {
-	from := now.Unix() - spendSlots // exclusive
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.spentLocked(now)
+}
+
+func (e *Engine) spentLocked(now time.Time) float64 {
+	from := now.Unix() - spendSlots // exclusive
 	var sum float64
 	for _, s := range e.spend {
 		if s.sum > 0 && s.sec > from {

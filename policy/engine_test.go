@@ -374,3 +374,43 @@ func TestDecisionString(t *testing.T) {
 		t.Error(s)
 	}
 }
+
+// Concurrent awards cannot together pass max_spend_per_hour: the check and
+// the hold are one step. A declined award gives its budget back; a result
+// turns it into spend.
+func TestReserveIsAtomic(t *testing.T) {
+	e := NewEngine(mustParse(t, "budgets: {max_spend_per_hour: 500}\n"))
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		granted []*Reservation
+	)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if d, r := e.Reserve("default", "x", 10, now0); d.Allow {
+				mu.Lock()
+				granted = append(granted, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(granted) != 50 || e.Reserved() != 500 {
+		t.Fatalf("%d awards granted, %v reserved; want 50, 500", len(granted), e.Reserved())
+	}
+	check(t, "full", e.Award("default", "x", 1, now0), false, "budgets.max_spend_per_hour", "500 reserved")
+	for _, r := range granted[:10] {
+		r.Release()
+		r.Release() // a second call changes nothing
+	}
+	for _, r := range granted[10:] {
+		r.Charge(now0)
+		r.Release() // already charged: nothing
+	}
+	if e.Reserved() != 0 || e.SpentLastHour(now0) != 400 {
+		t.Fatalf("reserved %v, spent %v; want 0, 400", e.Reserved(), e.SpentLastHour(now0))
+	}
+	check(t, "released budget is back", e.Award("default", "x", 100, now0), true, "budgets.max_spend_per_hour", "")
+}

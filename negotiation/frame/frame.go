@@ -5,6 +5,7 @@
 package frame
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,8 @@ var (
 	ErrUnexpectedSender = errors.New("frame from an unexpected agent")
 	// ErrBadBody: a verified frame's body does not decode.
 	ErrBadBody = errors.New("frame body does not decode")
+	// ErrNoMemory: the resource manager refused the memory for a frame.
+	ErrNoMemory = errors.New("no memory for the frame")
 )
 
 // Options configure a Conn.
@@ -59,6 +62,9 @@ type Conn struct {
 	// peer is the agent on the other end once known; frames from anyone
 	// else are refused.
 	peer identity.AgentID
+	// lastSum and sentSum are the SHA-256 of the last frame received and
+	// sent, for protocols that bind a reply to its request.
+	lastSum, sentSum [sha256.Size]byte
 }
 
 // New wraps s; frames sent are signed by self.
@@ -114,7 +120,18 @@ func (c *Conn) Send(typ string, version int, body any) error {
 	if err := c.w.WriteMsg(data); err != nil {
 		return fmt.Errorf("frame: write %s: %w", typ, err)
 	}
+	c.sentSum = sha256.Sum256(data)
 	return nil
+}
+
+// LastSum is the SHA-256 of the last frame Recv read.
+func (c *Conn) LastSum() [sha256.Size]byte { return c.lastSum }
+
+// LastSentSum is the SHA-256 of the last frame Send wrote.
+func (c *Conn) LastSentSum() [sha256.Size]byte {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	return c.sentSum
 }
 
 // Recv reads and verifies the next frame and decodes its body into body
@@ -131,18 +148,42 @@ func (c *Conn) Recv(body any) (*identity.Message, error) {
 		})
 		defer t.Stop()
 	}
-	data, err := c.r.ReadMsg()
+	data, err := c.read()
 	if c.timedOut.Load() {
 		return nil, fmt.Errorf("frame: no frame within %s: %w", c.readTimeout, os.ErrDeadlineExceeded)
 	}
+	if err != nil {
+		return nil, err
+	}
+	defer c.r.ReleaseMsg(data)
+	c.lastSum = sha256.Sum256(data)
+	return Decode(data, c.peer, c.opts, body)
+}
+
+// read reads one frame's bytes, reserving their memory in the stream's
+// resource scope first, so the resource manager's limits per protocol and
+// peer bound what peers make this node buffer.
+func (c *Conn) read() ([]byte, error) {
+	n, err := c.r.NextMsgLen()
+	if err != nil {
+		return nil, fmt.Errorf("frame: read: %w", err)
+	}
+	if n > c.opts.MaxSize {
+		return nil, fmt.Errorf("frame: %d bytes announced, limit %d: %w", n, c.opts.MaxSize, identity.ErrTooLarge)
+	}
+	scope := c.s.Scope()
+	if err := scope.ReserveMemory(n, network.ReservationPriorityAlways); err != nil {
+		return nil, fmt.Errorf("frame: %d bytes: %w: %v", n, ErrNoMemory, err)
+	}
+	defer scope.ReleaseMemory(n)
+	data, err := c.r.ReadMsg()
 	if err != nil {
 		if errors.Is(err, msgio.ErrMsgTooLarge) {
 			return nil, fmt.Errorf("frame: %w: %v", identity.ErrTooLarge, err)
 		}
 		return nil, fmt.Errorf("frame: read: %w", err)
 	}
-	defer c.r.ReleaseMsg(data)
-	return Decode(data, c.peer, c.opts, body)
+	return data, nil
 }
 
 // Decode verifies one frame's bytes as Recv does: the envelope, its
@@ -194,6 +235,10 @@ func Reason(err error) string {
 		return "expired"
 	case errors.Is(err, identity.ErrReplayed):
 		return "replayed"
+	case errors.Is(err, identity.ErrUnsupportedVersion):
+		return "version"
+	case errors.Is(err, ErrNoMemory):
+		return "memory"
 	}
 	return ""
 }

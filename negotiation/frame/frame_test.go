@@ -65,7 +65,7 @@ func TestDecode(t *testing.T) {
 	if _, err := frame.Decode(good, "", frame.Options{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	r := identity.NewReplayWindow(0, 0)
+	r := identity.NewReplayWindow(identity.ReplayConfig{})
 	if _, err := frame.Decode(good, "", frame.Options{Replay: r}, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ package rpc
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,11 +43,16 @@ const DefaultTimeout = 30 * time.Second
 // the reply: closing or resetting it earlier withdraws the ask. The node
 // answers with one rpc.response {"output"} or rpc.error {"error"}, signed
 // by the agent asked, except for unknownAgent (below).
+//
+// Version 2 binds each reply to its request: the reply carries the
+// SHA-256 of the request frame it answers ("request", hex), so an answer
+// signed for one asker cannot be replayed to another. Other versions are
+// refused.
 const (
 	msgRequest  = "rpc.request"
 	msgResponse = "rpc.response"
 	msgError    = "rpc.error"
-	version     = 1
+	version     = 2
 )
 
 // unknownAgent is the rpc.error a node sends when it does not host the
@@ -63,12 +69,19 @@ var (
 	ErrRemote = errors.New("remote agent failed")
 	// ErrClosed: the service was closed.
 	ErrClosed = errors.New("rpc service closed")
+	// ErrDenied: the node asked refused the ask (its policy or limits).
+	ErrDenied = errors.New("ask refused by the node asked")
+	// ErrNotBound: a reply does not name the request it answers.
+	ErrNotBound = errors.New("reply is not bound to this request")
 )
 
 // Request is an ask as its handler sees it.
 type Request struct {
 	// From is the asking agent; its signature on the request was verified.
 	From identity.AgentID `json:"from"`
+	// Peer is the asking agent's node: the peer at the other end of the
+	// stream, proven by the connection.
+	Peer peer.ID `json:"peer"`
 	// To is the agent asked, one this service handles.
 	To identity.AgentID `json:"to"`
 	// Capability names what is asked; it may be empty.
@@ -82,8 +95,17 @@ type Request struct {
 // message is sent to the asker.
 type Handler func(ctx context.Context, req Request) (json.RawMessage, error)
 
+// Gate is the admission layer as the service sees it: asked before a
+// handler runs. On success release is called when the handler returns.
+// A refusal's text goes to the asker.
+type Gate interface {
+	Ask(ctx context.Context, agent *identity.Agent, req Request) (release func(), err error)
+}
+
 // Config sets up a Service. The zero Config works.
 type Config struct {
+	// Gate admits asks; nil admits all.
+	Gate Gate
 	// Replay refuses frames seen before; the node shares its window with
 	// its other protocols. Nil means a window of the service's own.
 	Replay *identity.ReplayWindow
@@ -101,8 +123,12 @@ type request struct {
 }
 
 type reply struct {
-	Output json.RawMessage `json:"output,omitempty"`
-	Error  string          `json:"error,omitempty"`
+	// Request is the hex SHA-256 of the request frame answered.
+	Request string          `json:"request"`
+	Output  json.RawMessage `json:"output,omitempty"`
+	Error   string          `json:"error,omitempty"`
+	// Denied marks an error that is the node's refusal, not the agent's.
+	Denied bool `json:"denied,omitempty"`
 }
 
 type handled struct {
@@ -139,7 +165,7 @@ func New(h host.Host, cfg Config) *Service {
 		cfg.MaxFrameSize = frame.DefaultMaxSize
 	}
 	if cfg.Replay == nil {
-		cfg.Replay = identity.NewReplayWindow(0, 0)
+		cfg.Replay = identity.NewReplayWindow(identity.ReplayConfig{})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
@@ -228,8 +254,11 @@ func (s *Service) handle(st network.Stream) {
 func (s *Service) serve(st network.Stream) {
 	conn := frame.New(st, nil, s.frameOpts())
 	conn.SetReadTimeout(s.cfg.Timeout)
+	// Close must not wait out a peer that opened a stream and says nothing.
+	stopRead := context.AfterFunc(s.ctx, func() { _ = st.Reset() })
 	var req request
 	m, err := conn.Recv(&req)
+	stopRead()
 	switch {
 	case err != nil:
 		s.refuse(st, frame.Reason(err), err)
@@ -237,7 +266,12 @@ func (s *Service) serve(st network.Stream) {
 	case m.Type != msgRequest:
 		s.refuse(st, "unexpected_type", fmt.Errorf("%s from %s, want %s", m.Type, m.From, msgRequest))
 		return
+	case m.V != version:
+		s.refuse(st, "version", fmt.Errorf("%s version %d from %s, this node speaks %d: %w", m.Type, m.V, m.From, version, identity.ErrUnsupportedVersion))
+		return
 	}
+	sum := conn.LastSum()
+	bound := hex.EncodeToString(sum[:])
 	s.mu.Lock()
 	hd, ok := s.handlers[req.To]
 	s.mu.Unlock()
@@ -247,7 +281,7 @@ func (s *Service) serve(st network.Stream) {
 			return
 		}
 		conn.SetSelf(s.node)
-		if err := conn.Send(msgError, version, reply{Error: unknownAgent}); err != nil {
+		if err := conn.Send(msgError, version, reply{Request: bound, Error: unknownAgent}); err != nil {
 			_ = st.Reset()
 			return
 		}
@@ -274,22 +308,41 @@ func (s *Service) serve(st network.Stream) {
 	}()
 	stopReset := context.AfterFunc(ctx, func() { _ = st.Reset() })
 
-	out, herr := s.call(ctx, hd.fn, Request{From: m.From, To: req.To, Capability: req.Capability, Input: req.Input})
+	r := Request{From: m.From, Peer: st.Conn().RemotePeer(), To: req.To, Capability: req.Capability, Input: req.Input}
+	rep, typ := reply{Request: bound}, msgResponse
+	if g := s.cfg.Gate; g != nil {
+		release, err := g.Ask(ctx, hd.agent, r)
+		if err != nil {
+			rep, typ = reply{Request: bound, Error: err.Error(), Denied: true}, msgError
+			if !stopReset() {
+				return
+			}
+			s.reply(conn, st, typ, rep, req.To)
+			return
+		}
+		defer release()
+	}
+	out, herr := s.call(ctx, hd.fn, r)
 	if !stopReset() {
 		// The ask ended before the handler did; the stream is reset.
 		log.Debugw("rpc: ask ended before its handler", "peer", st.Conn().RemotePeer(), "from", m.From, "to", req.To, "err", context.Cause(ctx))
 		return
 	}
-	rep, typ := reply{Output: out}, msgResponse
 	switch {
 	case herr != nil:
-		rep, typ = reply{Error: herr.Error()}, msgError
+		rep, typ = reply{Request: bound, Error: herr.Error()}, msgError
 	case len(out) > 0 && !json.Valid(out):
 		log.Warnw("rpc: handler returned invalid JSON", "agent", hd.agent.Name)
-		rep, typ = reply{Error: "handler returned invalid JSON output"}, msgError
+		rep, typ = reply{Request: bound, Error: "handler returned invalid JSON output"}, msgError
+	default:
+		rep.Output = out
 	}
+	s.reply(conn, st, typ, rep, req.To)
+}
+
+func (s *Service) reply(conn *frame.Conn, st network.Stream, typ string, rep reply, to identity.AgentID) {
 	if err := conn.Send(typ, version, rep); err != nil {
-		log.Debugw("rpc: reply not sent; stream reset", "peer", st.Conn().RemotePeer(), "to", req.To, "err", err)
+		log.Debugw("rpc: reply not sent; stream reset", "peer", st.Conn().RemotePeer(), "to", to, "err", err)
 		_ = st.Reset()
 		return
 	}
@@ -369,6 +422,7 @@ func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to i
 		_ = st.Reset()
 		return nil, err
 	}
+	sent := conn.LastSentSum()
 	// The reply is pinned to to, checked after decoding rather than with
 	// conn.ExpectPeer so that the node's unknown-agent error can be read.
 	var rep reply
@@ -378,6 +432,12 @@ func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to i
 		return nil, fmt.Errorf("reply: %w", err)
 	}
 	_ = st.Close()
+	if m.V != version {
+		return nil, fmt.Errorf("%s version %d, this node speaks %d: %w", m.Type, m.V, version, identity.ErrUnsupportedVersion)
+	}
+	if rep.Request != hex.EncodeToString(sent[:]) {
+		return nil, fmt.Errorf("%s from %s answers request %.16q: %w", m.Type, m.From, rep.Request, ErrNotBound)
+	}
 	if m.From != to {
 		if m.Type == msgError && rep.Error == unknownAgent {
 			return nil, ErrUnknownAgent
@@ -388,6 +448,9 @@ func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to i
 	case msgResponse:
 		return rep.Output, nil
 	case msgError:
+		if rep.Denied {
+			return nil, fmt.Errorf("%w: %s", ErrDenied, rep.Error)
+		}
 		return nil, fmt.Errorf("%w: %s", ErrRemote, rep.Error)
 	}
 	return nil, fmt.Errorf("unexpected reply %q", m.Type)

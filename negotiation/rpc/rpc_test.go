@@ -2,6 +2,8 @@ package rpc_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -266,7 +268,7 @@ func forge(t *testing.T, typ string, claimed identity.AgentID, key crypto.PrivKe
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	m := identity.Message{Type: typ, V: 1, ID: identity.NewID(), From: claimed, Created: now, Expires: now.Add(time.Minute), Body: raw}
+	m := identity.Message{Type: typ, V: 2, ID: identity.NewID(), From: claimed, Created: now, Expires: now.Add(time.Minute), Body: raw}
 	env, err := record.Seal(&m, key)
 	if err != nil {
 		t.Fatal(err)
@@ -358,35 +360,54 @@ func rawAsk(t *testing.T, a, b host.Host, frames ...[]byte) rawResult {
 
 func TestReplyFromTheWrongAgentIsRefused(t *testing.T) {
 	alice, bob, mallory := newAgent(t, "alice"), newAgent(t, "bob"), newAgent(t, "mallory")
+	// Each reply is forged for the request it gets (req is its hash), or
+	// for another one.
 	cases := []struct {
 		name    string
-		reply   func(t *testing.T) []byte
+		reply   func(t *testing.T, req string) []byte
 		wantErr error
 	}{
-		{"another agent's answer", func(t *testing.T) []byte {
-			return forge(t, "rpc.response", mallory.ID, mallory.Key, map[string]any{"output": 1})
+		{"another agent's answer", func(t *testing.T, req string) []byte {
+			return forge(t, "rpc.response", mallory.ID, mallory.Key, map[string]any{"request": req, "output": 1})
 		}, frame.ErrUnexpectedSender},
-		{"another agent's error", func(t *testing.T) []byte {
-			return forge(t, "rpc.error", mallory.ID, mallory.Key, map[string]any{"error": "no"})
+		{"another agent's error", func(t *testing.T, req string) []byte {
+			return forge(t, "rpc.error", mallory.ID, mallory.Key, map[string]any{"request": req, "error": "no"})
 		}, frame.ErrUnexpectedSender},
-		{"another agent's answer dressed as unknown agent", func(t *testing.T) []byte {
-			return forge(t, "rpc.response", mallory.ID, mallory.Key, map[string]any{"error": "unknown agent", "output": 1})
+		{"another agent's answer dressed as unknown agent", func(t *testing.T, req string) []byte {
+			return forge(t, "rpc.response", mallory.ID, mallory.Key, map[string]any{"request": req, "error": "unknown agent", "output": 1})
 		}, frame.ErrUnexpectedSender},
-		{"the asked agent's ID, another key", func(t *testing.T) []byte {
-			return forge(t, "rpc.response", bob.ID, mallory.Key, map[string]any{"output": 1})
+		{"the asked agent's ID, another key", func(t *testing.T, req string) []byte {
+			return forge(t, "rpc.response", bob.ID, mallory.Key, map[string]any{"request": req, "output": 1})
 		}, identity.ErrWrongSigner},
+		// bob really signed this answer, but for someone else's ask: a
+		// node that once asked bob must not replay his answer to others.
+		{"the asked agent's answer to another request", func(t *testing.T, _ string) []byte {
+			return forge(t, "rpc.response", bob.ID, bob.Key, map[string]any{"request": strings.Repeat("ab", 32), "output": 1})
+		}, rpc.ErrNotBound},
+		{"the asked agent's answer without a request", func(t *testing.T, _ string) []byte {
+			return forge(t, "rpc.response", bob.ID, bob.Key, map[string]any{"output": 1})
+		}, rpc.ErrNotBound},
+		{"an answer in a version this node does not speak", func(t *testing.T, req string) []byte {
+			raw, _ := json.Marshal(map[string]any{"request": req, "output": 1})
+			data, err := identity.Seal(bob, identity.Message{Type: "rpc.response", V: 1, Body: raw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return data
+		}, identity.ErrUnsupportedVersion},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			hs, ss := newTestMesh(t, 2, rpc.Config{Timeout: 2 * time.Second})
-			data := tc.reply(t)
 			// A raw server in place of the rpc service.
 			hs[1].SetStreamHandler(rpc.ID, func(s network.Stream) {
-				if _, err := msgio.NewVarintReaderSize(s, frame.DefaultMaxSize).ReadMsg(); err != nil {
+				req, err := msgio.NewVarintReaderSize(s, frame.DefaultMaxSize).ReadMsg()
+				if err != nil {
 					_ = s.Reset()
 					return
 				}
-				_ = msgio.NewVarintWriter(s).WriteMsg(data)
+				sum := sha256.Sum256(req)
+				_ = msgio.NewVarintWriter(s).WriteMsg(tc.reply(t, hex.EncodeToString(sum[:])))
 				_ = s.Close()
 			})
 			out, err := ss[0].Ask(context.Background(), alice, hs[1].ID(), bob.ID, "", json.RawMessage(`1`))

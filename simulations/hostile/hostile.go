@@ -50,11 +50,20 @@ func didKey(pk crypto.PubKey) string {
 	return didKeyPrefix + base58.Encode(append([]byte{0xed, 0x01}, raw...))
 }
 
+// Schema versions of the messages built here.
+const (
+	intentVersion      = 2
+	frameVersion       = 1
+	delegationVersion  = 1
+	delegationLifetime = time.Hour
+)
+
 // Attacker is the hostile peer.
 type Attacker struct {
 	h     host.Host
 	ps    *pubsub.PubSub
 	key   crypto.PrivKey // the attacker's own agent key
+	deleg []byte         // its node's delegation of that key
 	Sent  atomic.Int64   // messages and frames sent
 	Reset atomic.Int64   // negotiation streams the victim reset or refused
 }
@@ -73,7 +82,22 @@ func New(ctx context.Context, h host.Host) (*Attacker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Attacker{h: h, ps: ps, key: key}, nil
+	a := &Attacker{h: h, ps: ps, key: key}
+	a.deleg = a.delegate(key)
+	return a, nil
+}
+
+// delegate has the attacker's node sign that it hosts the agent key k, as
+// a parley node signs its agents: a valid delegation, so that each bad
+// intent below fails for the reason it is built for.
+func (a *Attacker) delegate(k crypto.PrivKey) []byte {
+	nodeKey := a.h.Peerstore().PrivKey(a.h.ID())
+	if nodeKey == nil {
+		return nil
+	}
+	now := time.Now()
+	body := map[string]any{"agent": didKey(k.GetPublic()), "node": a.h.ID().String()}
+	return a.seal(message("delegation", delegationVersion, didKey(nodeKey.GetPublic()), now, now.Add(delegationLifetime), body), nodeKey)
 }
 
 func newID() string {
@@ -83,9 +107,9 @@ func newID() string {
 }
 
 // message builds a parley message JSON.
-func message(typ, from string, created, expires time.Time, body any) []byte {
+func message(typ string, v int, from string, created, expires time.Time, body any) []byte {
 	b, _ := json.Marshal(body)
-	m, _ := json.Marshal(map[string]any{"type": typ, "v": 1, "id": newID(), "from": from,
+	m, _ := json.Marshal(map[string]any{"type": typ, "v": v, "id": newID(), "from": from,
 		"created": created, "expires": expires, "body": json.RawMessage(b)})
 	return m
 }
@@ -107,26 +131,26 @@ func (a *Attacker) Intents(i int, capability, victim string, replay []byte) [][]
 	me := didKey(a.key.GetPublic())
 	body := func(c string) map[string]any {
 		return map[string]any{"kind": "task", "capability": c, "payload": map[string]any{"task": newID(), "n": i},
-			"reply_to": map[string]any{"peer": a.h.ID().String()}}
+			"reply_to": map[string]any{"peer": a.h.ID().String()}, "delegation": a.deleg}
 	}
-	good := message("intent", me, now, now.Add(time.Minute), body(capability))
+	good := message("intent", intentVersion, me, now, now.Add(time.Minute), body(capability))
 	signed := a.seal(good, a.key)
 	out := [][]byte{
 		// forged: claims the victim, signed by the attacker
-		a.seal(message("intent", victim, now, now.Add(time.Minute), body(capability)), a.key),
+		a.seal(message("intent", intentVersion, victim, now, now.Add(time.Minute), body(capability)), a.key),
 		// tampered: a valid envelope with its payload changed after signing
 		bytes.Replace(signed, []byte(`"n":`), []byte(`"m":`), 1),
 		// expired
-		a.seal(message("intent", me, now.Add(-2*time.Minute), now.Add(-time.Minute), body(capability)), a.key),
+		a.seal(message("intent", intentVersion, me, now.Add(-2*time.Minute), now.Add(-time.Minute), body(capability)), a.key),
 		// oversize
-		a.seal(message("intent", me, now, now.Add(time.Minute), map[string]any{"kind": "event", "capability": capability,
-			"payload": string(bytes.Repeat([]byte("x"), maxIntent)), "reply_to": map[string]any{"peer": a.h.ID().String()}}), a.key),
+		a.seal(message("intent", intentVersion, me, now, now.Add(time.Minute), map[string]any{"kind": "event", "capability": capability,
+			"payload": string(bytes.Repeat([]byte("x"), maxIntent)), "reply_to": map[string]any{"peer": a.h.ID().String()}, "delegation": a.deleg}), a.key),
 		// malformed: signed, but not JSON
 		a.seal([]byte("{not json"), a.key),
 		// unsigned: bare JSON
 		good,
 		// wrong topic
-		a.seal(message("intent", me, now, now.Add(time.Minute), body("elsewhere")), a.key),
+		a.seal(message("intent", intentVersion, me, now, now.Add(time.Minute), body("elsewhere")), a.key),
 	}
 	if replay != nil {
 		// A replay with an unknown protobuf field appended: new bytes, new
@@ -163,13 +187,13 @@ func (a *Attacker) FloodIntents(ctx context.Context, capability, victim string, 
 func (a *Attacker) Frames(task, victim string) [][]byte {
 	now := time.Now()
 	me := didKey(a.key.GetPublic())
-	propose := message("propose", me, now, now.Add(time.Minute), map[string]any{"task": task, "price": 0.01})
+	propose := message("propose", frameVersion, me, now, now.Add(time.Minute), map[string]any{"task": task, "price": 0.01})
 	signed := a.seal(propose, a.key)
 	return [][]byte{
 		[]byte("garbage"),
 		propose, // unsigned
 		bytes.Repeat([]byte{0xff}, 300<<10),
-		a.seal(message("propose", victim, now, now.Add(time.Minute), map[string]any{"task": task, "price": 0.01}), a.key),
+		a.seal(message("propose", frameVersion, victim, now, now.Add(time.Minute), map[string]any{"task": task, "price": 0.01}), a.key),
 		bytes.Replace(signed, []byte(`"price"`), []byte(`"prize"`), 1),
 		a.seal([]byte("[1,2"), a.key),
 	}

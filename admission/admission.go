@@ -1,0 +1,274 @@
+package admission
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/policy"
+)
+
+var log = logging.Logger("parley/admission")
+
+// Entry names a way into a node.
+type Entry string
+
+// The entries a Layer watches.
+const (
+	EntryGossip    Entry = "gossip"
+	EntryNegotiate Entry = "negotiate"
+	EntryRPC       Entry = "rpc"
+	EntryCard      Entry = "card"
+	EntryAPI       Entry = "api"
+)
+
+// ErrDenied is wrapped by every refusal; it is negotiation.ErrDenied, so a
+// negotiation's caller can branch on either.
+var ErrDenied = negotiation.ErrDenied
+
+// Rate is a token bucket: PerSecond sustained, Burst at once. The zero
+// Rate is no limit.
+type Rate struct {
+	PerSecond float64 `yaml:"per_second" json:"per_second"`
+	Burst     int     `yaml:"burst" json:"burst"`
+}
+
+func (r Rate) set() bool { return r.PerSecond > 0 }
+
+// Limits are the node-side bounds a Layer holds whatever the policy says.
+// Zero fields take DefaultLimits' values; a negative count or rate turns
+// that limit off.
+type Limits struct {
+	// IntentsPerForwarder bounds the intents one connected peer may hand
+	// this node, checked before their signatures are: a flooder costs a
+	// token, not a verification. Over it, intents are ignored and the peer
+	// loses GossipSub score. High, since an honest peer relays the mesh.
+	IntentsPerForwarder Rate
+	// IntentsPerOrigin bounds the intents of agents one proven node hosts.
+	IntentsPerOrigin Rate
+	// IntentsPerAgent bounds one agent's intents (the policy's
+	// rate_limits.intents_per_origin applies too, per agent).
+	IntentsPerAgent Rate
+
+	// BidHandlers bounds the bid handlers running at once: in all, per
+	// local agent and per origin node of the calls.
+	BidHandlers, BidHandlersPerAgent, BidHandlersPerOrigin int
+	// Asks bounds the direct asks being answered at once, in all and per
+	// asking node.
+	Asks, AsksPerOrigin int
+
+	// PendingApprovals bounds the steps waiting for a human, in all and
+	// per remote peer; past it a step is refused at once.
+	PendingApprovals, PendingApprovalsPerPeer int
+	// MaxApprovalWait is the longest a step waits for a human, whatever
+	// the task's deadline.
+	MaxApprovalWait time.Duration
+
+	// MaxKeys bounds each table of per-peer or per-agent state (rate
+	// buckets, penalties, refusal summaries); the least recently used goes.
+	MaxKeys int
+	// SummaryEvery is how often repeated refusals of one kind from one
+	// peer are written to the audit log as one record.
+	SummaryEvery time.Duration
+}
+
+// DefaultLimits returns the limits a Layer uses for zero fields.
+func DefaultLimits() Limits {
+	return Limits{
+		IntentsPerForwarder:     Rate{PerSecond: 500, Burst: 1000},
+		IntentsPerOrigin:        Rate{PerSecond: 100, Burst: 200},
+		IntentsPerAgent:         Rate{PerSecond: 50, Burst: 100},
+		BidHandlers:             64,
+		BidHandlersPerAgent:     16,
+		BidHandlersPerOrigin:    8,
+		Asks:                    64,
+		AsksPerOrigin:           8,
+		PendingApprovals:        64,
+		PendingApprovalsPerPeer: 4,
+		MaxApprovalWait:         10 * time.Minute,
+		MaxKeys:                 10_000,
+		SummaryEvery:            time.Minute,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	rate := func(r *Rate, def Rate) {
+		switch {
+		case r.PerSecond < 0:
+			*r = Rate{}
+		case r.PerSecond == 0:
+			*r = def
+		case r.Burst <= 0:
+			r.Burst = max(int(r.PerSecond), 1)
+		}
+	}
+	rate(&l.IntentsPerForwarder, d.IntentsPerForwarder)
+	rate(&l.IntentsPerOrigin, d.IntentsPerOrigin)
+	rate(&l.IntentsPerAgent, d.IntentsPerAgent)
+	count := func(n *int, def int) {
+		if *n == 0 {
+			*n = def
+		}
+	}
+	count(&l.BidHandlers, d.BidHandlers)
+	count(&l.BidHandlersPerAgent, d.BidHandlersPerAgent)
+	count(&l.BidHandlersPerOrigin, d.BidHandlersPerOrigin)
+	count(&l.Asks, d.Asks)
+	count(&l.AsksPerOrigin, d.AsksPerOrigin)
+	count(&l.PendingApprovals, d.PendingApprovals)
+	count(&l.PendingApprovalsPerPeer, d.PendingApprovalsPerPeer)
+	count(&l.MaxKeys, d.MaxKeys)
+	if l.MaxApprovalWait <= 0 {
+		l.MaxApprovalWait = d.MaxApprovalWait
+	}
+	if l.SummaryEvery <= 0 {
+		l.SummaryEvery = d.SummaryEvery
+	}
+	return l
+}
+
+// RecordFunc appends a record to the node's audit log; nil records none.
+type RecordFunc func(kind, task, agent string, p peer.ID, rationale string, detail any) error
+
+// Config sets up a Layer.
+type Config struct {
+	// Policy is the node's policy engine; nil allows everything the
+	// limits allow.
+	Policy *policy.Engine
+	// Limits are the node-side bounds.
+	Limits Limits
+	// Record writes the audit log.
+	Record RecordFunc
+	// Registerer receives the layer's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Layer is a node's admission layer. Its methods are safe for concurrent
+// use. Close flushes the refusal summaries.
+type Layer struct {
+	pol    *policy.Engine
+	lim    Limits
+	record RecordFunc
+	now    func() time.Time
+
+	forwarders, origins, agents *buckets
+	penalty                     *penalties
+	slots                       *slots
+	appr                        approvals
+	denials                     *summaries
+
+	denied *prometheus.CounterVec
+}
+
+// New returns a Layer.
+func New(cfg Config) (*Layer, error) {
+	if cfg.Policy == nil {
+		cfg.Policy = policy.NewEngine(nil)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	lim := cfg.Limits.withDefaults()
+	l := &Layer{
+		pol:        cfg.Policy,
+		lim:        lim,
+		record:     cfg.Record,
+		now:        cfg.Now,
+		forwarders: newBuckets(lim.IntentsPerForwarder, lim.MaxKeys),
+		origins:    newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
+		agents:     newBuckets(lim.IntentsPerAgent, lim.MaxKeys),
+		penalty:    newPenalties(lim.MaxKeys),
+		slots:      newSlots(),
+		denials:    newSummaries(lim.MaxKeys),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_admission_denied_total",
+			Help: "Requests the admission layer refused, by entry and rule.",
+		}, []string{"entry", "rule"}),
+	}
+	l.appr.init(lim)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(l.denied); err != nil {
+			return nil, fmt.Errorf("admission metrics: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// Policy returns the policy engine the layer decides with.
+func (l *Layer) Policy() *policy.Engine { return l.pol }
+
+// Limits returns the limits in force.
+func (l *Layer) Limits() Limits { return l.lim }
+
+// Close writes the pending refusal summaries to the audit log.
+func (l *Layer) Close() {
+	for _, s := range l.denials.drain() {
+		l.writeSummary(s)
+	}
+}
+
+// refusal is one refused request, for the metrics and the audit log.
+type refusal struct {
+	entry     Entry
+	rule      string // the policy rule or limit that refused
+	task      string
+	agent     string // the local agent, if any
+	peer      peer.ID
+	rationale string
+	detail    map[string]any
+}
+
+// deny counts and records a refusal and returns its error.
+func (l *Layer) deny(r refusal) error {
+	l.denied.WithLabelValues(string(r.entry), r.rule).Inc()
+	log.Debugw("refused", "entry", r.entry, "rule", r.rule, "peer", r.peer, "task", r.task, "rationale", r.rationale)
+	if l.record != nil {
+		if first, s := l.denials.add(summaryKey{r.entry, r.rule, r.peer}, r, l.now(), l.lim.SummaryEvery); first {
+			detail := map[string]any{"entry": r.entry, "rule": r.rule}
+			for k, v := range r.detail {
+				detail[k] = v
+			}
+			if s != nil {
+				detail["refused_since_last_record"] = s.count
+			}
+			_ = l.record("admission.denied", r.task, r.agent, r.peer, r.rationale, detail)
+		}
+	}
+	return fmt.Errorf("%w: %s", ErrDenied, r.rationale)
+}
+
+func (l *Layer) writeSummary(s *summary) {
+	if l.record == nil || s.count == 0 {
+		return
+	}
+	_ = l.record("admission.denied", s.last.task, s.last.agent, s.last.peer,
+		fmt.Sprintf("%d more refused like: %s", s.count, s.last.rationale),
+		map[string]any{"entry": s.last.entry, "rule": s.last.rule, "refused_since_last_record": s.count})
+}
+
+// decided turns a policy decision into nil or a recorded refusal.
+func (l *Layer) decided(d policy.Decision, r refusal) error {
+	if d.Allow {
+		return nil
+	}
+	r.rule, r.rationale = ruleOf(d), d.Rationale
+	return l.deny(r)
+}
+
+func ruleOf(d policy.Decision) string {
+	if d.Rule == "" {
+		return "policy"
+	}
+	return d.Rule
+}
+
+// errBusy is wrapped by refusals for a full limit.
+var errBusy = errors.New("limit reached")

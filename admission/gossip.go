@@ -1,0 +1,72 @@
+package admission
+
+import (
+	"fmt"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parleynet/parley/intent"
+)
+
+// Drop reasons of the gossip checks, as the node counts them.
+const (
+	ReasonRateForwarder = "rate_forwarder"
+	ReasonRateOrigin    = "rate_origin"
+	ReasonRateAgent     = "rate_agent"
+)
+
+// Forwarded is asked for every intent a connected peer hands this node,
+// before its signature is verified. It returns a drop reason, or "" to go
+// on. A refused intent is ignored, not rejected (the peer may be an honest
+// relay of a flood), and counts against the peer's GossipSub score
+// (Penalty).
+func (l *Layer) Forwarded(from peer.ID) string {
+	now := l.now()
+	if l.forwarders.take(from, now) {
+		return ""
+	}
+	l.penalty.add(from, now)
+	_ = l.deny(refusal{entry: EntryGossip, rule: "limits.intents_per_forwarder", peer: from,
+		rationale: fmt.Sprintf("peer %s forwarded intents faster than %g/s (burst %d)", from, l.lim.IntentsPerForwarder.PerSecond, l.lim.IntentsPerForwarder.Burst)})
+	return ReasonRateForwarder
+}
+
+// Penalty is the score GossipSub should take off peer p for intents
+// refused by its rate limit lately (0 for a peer that kept to it).
+func (l *Layer) Penalty(p peer.ID) float64 { return l.penalty.get(p, l.now()) }
+
+// Intent is asked for a verified intent, before it enters the replay
+// window and is relayed: the rate limits of its proven origin node and of
+// its agent (the node's and the policy's). It returns a drop reason, or ""
+// to relay it.
+func (l *Layer) Intent(in *intent.Intent, from peer.ID) string {
+	now := l.now()
+	if !l.origins.take(in.Origin, now) {
+		_ = l.deny(refusal{entry: EntryGossip, rule: "limits.intents_per_origin", peer: in.Origin,
+			rationale: fmt.Sprintf("agents of node %s published faster than %g/s (burst %d)", in.Origin, l.lim.IntentsPerOrigin.PerSecond, l.lim.IntentsPerOrigin.Burst)})
+		return ReasonRateOrigin
+	}
+	if !l.agents.take(in.From, now) {
+		_ = l.deny(refusal{entry: EntryGossip, rule: "limits.intents_per_agent", peer: in.Origin,
+			rationale: fmt.Sprintf("agent %s published faster than %g/s (burst %d)", in.From, l.lim.IntentsPerAgent.PerSecond, l.lim.IntentsPerAgent.Burst)})
+		return ReasonRateAgent
+	}
+	if d := l.pol.IntentRate(in.From, now); !d.Allow {
+		_ = l.decided(d, refusal{entry: EntryGossip, peer: in.Origin})
+		return ReasonRateAgent
+	}
+	return ""
+}
+
+// Deliver is asked before a relayed intent is handed to this node's own
+// agents and subscribers: the policy's lists of peers and agents. A refusal
+// keeps it from local agents only; the mesh still gets it, since one
+// node's local policy must not filter the mesh for everyone routed through
+// it.
+func (l *Layer) Deliver(in *intent.Intent, from peer.ID) error {
+	r := refusal{entry: EntryGossip, peer: in.Origin, detail: map[string]any{"intent": in.ID, "capability": in.Capability, "via": from.String()}}
+	if err := l.decided(l.pol.Peer(in.Origin), r); err != nil {
+		return err
+	}
+	return l.decided(l.pol.RemoteAgent(in.From), r)
+}
