@@ -224,7 +224,7 @@ func TestOpenErrors(t *testing.T) {
 		{"expired", good, OpenOptions{Now: fixedNow(t0.Add(time.Minute + time.Nanosecond))}, ErrExpired},
 		{"future", good, OpenOptions{Now: fixedNow(t0.Add(-DefaultClockSkew - time.Nanosecond))}, ErrNotYetValid},
 		{"future, custom skew", good, OpenOptions{Now: fixedNow(t0.Add(-2 * time.Second)), MaxClockSkew: time.Second}, ErrNotYetValid},
-		{"older than replay window", good, OpenOptions{Now: fixedNow(t0.Add(30 * time.Second)), Replay: NewReplayWindow(ReplayConfig{Window: 10*time.Second, MaxEntries: 0})}, ErrTooOld},
+		{"older than replay window", good, OpenOptions{Now: fixedNow(t0.Add(30 * time.Second)), Replay: NewReplayWindow(ReplayConfig{Window: 10 * time.Second, MaxEntries: 0})}, ErrTooOld},
 	}
 	sentinels := []error{ErrMalformed, ErrBadSignature, ErrWrongSigner, ErrExpired, ErrNotYetValid, ErrTooOld, ErrReplayed, ErrTooLarge, ErrNotJSON}
 	for _, tt := range tests {

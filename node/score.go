@@ -32,9 +32,9 @@ func peerScoreParams(app func(peer.ID) float64) (*pubsub.PeerScoreParams, *pubsu
 			Topics:            map[string]*pubsub.TopicScoreParams{},
 			AppSpecificScore:  app,
 			AppSpecificWeight: 1,
-			DecayInterval: time.Second,
-			DecayToZero:   0.01,
-			RetainScore:   10 * time.Minute,
+			DecayInterval:     time.Second,
+			DecayToZero:       0.01,
+			RetainScore:       10 * time.Minute,
 		}, &pubsub.PeerScoreThresholds{
 			GossipThreshold:             gossipThreshold,
 			PublishThreshold:            publishThreshold,
