@@ -80,9 +80,9 @@ type Limits struct {
 // DefaultLimits returns the limits a Layer uses for zero fields.
 func DefaultLimits() Limits {
 	return Limits{
-		IntentsPerForwarder:     Rate{PerSecond: 500, Burst: 1000},
-		IntentsPerOrigin:        Rate{PerSecond: 100, Burst: 200},
-		IntentsPerAgent:         Rate{PerSecond: 50, Burst: 100},
+		IntentsPerForwarder:     Rate{PerSecond: 2000, Burst: 4000},
+		IntentsPerOrigin:        Rate{PerSecond: 1000, Burst: 2000},
+		IntentsPerAgent:         Rate{PerSecond: 1000, Burst: 2000},
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
 		BidHandlersPerOrigin:    8,
@@ -218,6 +218,7 @@ func (l *Layer) Close() {
 // refusal is one refused request, for the metrics and the audit log.
 type refusal struct {
 	entry     Entry
+	stage     string // the step of the entry, if it has several
 	rule      string // the policy rule or limit that refused
 	task      string
 	agent     string // the local agent, if any
@@ -231,8 +232,11 @@ func (l *Layer) deny(r refusal) error {
 	l.denied.WithLabelValues(string(r.entry), r.rule).Inc()
 	log.Debugw("refused", "entry", r.entry, "rule", r.rule, "peer", r.peer, "task", r.task, "rationale", r.rationale)
 	if l.record != nil {
-		if first, s := l.denials.add(summaryKey{r.entry, r.rule, r.peer}, r, l.now(), l.lim.SummaryEvery); first {
+		if first, s := l.denials.add(summaryKey{r.entry, r.stage, r.rule, r.peer}, r, l.now(), l.lim.SummaryEvery); first {
 			detail := map[string]any{"entry": r.entry, "rule": r.rule}
+			if r.stage != "" {
+				detail["stage"] = r.stage
+			}
 			for k, v := range r.detail {
 				detail[k] = v
 			}
@@ -251,7 +255,7 @@ func (l *Layer) writeSummary(s *summary) {
 	}
 	_ = l.record("admission.denied", s.last.task, s.last.agent, s.last.peer,
 		fmt.Sprintf("%d more refused like: %s", s.count, s.last.rationale),
-		map[string]any{"entry": s.last.entry, "rule": s.last.rule, "refused_since_last_record": s.count})
+		map[string]any{"entry": s.last.entry, "stage": s.last.stage, "rule": s.last.rule, "refused_since_last_record": s.count})
 }
 
 // decided turns a policy decision into nil or a recorded refusal.

@@ -144,6 +144,7 @@ type summaries struct {
 
 type summaryKey struct {
 	entry Entry
+	stage string
 	rule  string
 	peer  any
 }

@@ -26,7 +26,7 @@ type (
 
 func (g guard) Request(_ context.Context, a *identity.Agent, need negotiation.Need) error {
 	return g.l.decided(g.l.pol.Request(a.Name, need.Capability),
-		refusal{entry: EntryNegotiate, agent: string(a.ID), detail: map[string]any{"capability": need.Capability, "stage": "request"}})
+		refusal{entry: EntryNegotiate, agent: string(a.ID), stage: "request", detail: map[string]any{"capability": need.Capability}})
 }
 
 // Call runs before a local agent's bid handler: the policy first (may the
@@ -37,7 +37,7 @@ func (g guard) Request(_ context.Context, a *identity.Agent, need negotiation.Ne
 func (g guard) Call(_ context.Context, a *identity.Agent, call negotiation.Call) (func(), error) {
 	l := g.l
 	r := refusal{entry: EntryNegotiate, task: call.Task, agent: string(a.ID), peer: call.RequesterPeer,
-		detail: map[string]any{"capability": call.Capability, "stage": "call", "requester": call.Requester}}
+		stage: "call", detail: map[string]any{"capability": call.Capability, "requester": call.Requester}}
 	for _, d := range []policy.Decision{l.pol.Offer(a.Name, call.Capability), l.pol.Peer(call.RequesterPeer), l.pol.RemoteAgent(call.Requester)} {
 		if err := l.decided(d, r); err != nil {
 			return nil, err
@@ -58,7 +58,7 @@ func (g guard) Call(_ context.Context, a *identity.Agent, call negotiation.Call)
 
 func (g guard) Proposal(_ context.Context, a *identity.Agent, task string, bid negotiation.BidInfo) error {
 	l := g.l
-	r := refusal{entry: EntryNegotiate, task: task, agent: string(a.ID), peer: bid.Peer, detail: map[string]any{"stage": "proposal", "bidder": bid.Agent}}
+	r := refusal{entry: EntryNegotiate, task: task, agent: string(a.ID), peer: bid.Peer, stage: "proposal", detail: map[string]any{"bidder": bid.Agent}}
 	if err := l.decided(l.pol.Peer(bid.Peer), r); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (g guard) Proposal(_ context.Context, a *identity.Agent, task string, bid n
 func (g guard) Award(ctx context.Context, a *identity.Agent, task, capability string, bid negotiation.BidInfo) (negotiation.Hold, error) {
 	l := g.l
 	r := refusal{entry: EntryNegotiate, task: task, agent: string(a.ID), peer: bid.Peer,
-		detail: map[string]any{"capability": capability, "stage": "award", "bidder": bid.Agent, "price": bid.Price}}
+		stage: "award", detail: map[string]any{"capability": capability, "bidder": bid.Agent, "price": bid.Price}}
 	for _, d := range []policy.Decision{l.pol.Peer(bid.Peer), l.pol.RemoteAgent(bid.Agent)} {
 		if err := l.decided(d, r); err != nil {
 			return nil, err
@@ -112,7 +112,7 @@ func (g guard) Commit(ctx context.Context, a *identity.Agent, call negotiation.C
 	}
 	d, release := l.pol.StartTask()
 	if err := l.decided(d, refusal{entry: EntryNegotiate, task: call.Task, agent: string(a.ID), peer: call.RequesterPeer,
-		detail: map[string]any{"capability": call.Capability, "stage": "commit"}}); err != nil {
+		stage: "commit", detail: map[string]any{"capability": call.Capability}}); err != nil {
 		return nil, err
 	}
 	return release, nil

@@ -261,17 +261,17 @@ func (c *contract) holding() bool {
 	return c.busy || c.done
 }
 
-// over reports whether the contract can be forgotten: it ended and holds
-// no award, or it stands by past its deadline.
+// over reports whether the contract can be forgotten: no award is being
+// served and it ended, or it stands by past its deadline.
 func (c *contract) over(now time.Time) bool {
 	c.mu.Lock()
-	busy, done := c.busy, c.done
+	working := c.busy && !c.done
 	c.mu.Unlock()
-	if busy {
+	if working {
 		return false
 	}
 	st, _, _ := c.hist.get()
-	return (st.Terminal() && !done) || now.After(c.call.Deadline)
+	return st.Terminal() || now.After(c.call.Deadline)
 }
 
 func (c *contract) end(st State, note string) {

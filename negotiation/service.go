@@ -392,7 +392,7 @@ func (s *Service) addContractLocked(k contractKey, c *contract) bool {
 			old, ok := s.contracts[ak]
 			switch {
 			case !ok || seen[ak]:
-			case len(s.contracts) > s.cfg.KeepTasks-1 && old.over(now):
+			case len(s.contracts) >= s.cfg.KeepTasks && old.over(now):
 				delete(s.contracts, ak)
 			default:
 				seen[ak] = true
