@@ -13,9 +13,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/parleynet/parley/daemon/home"
 )
 
 // TestCLI builds the binary once and drives it as a user would.
@@ -60,22 +63,58 @@ func testEnv() []string {
 type proc struct {
 	cmd    *exec.Cmd
 	lines  chan string
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	done   chan struct{}
 	err    error
+}
+
+// syncBuffer is a buffer that a process writes to while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitStderr waits until the process's stderr holds want, and returns it.
+func (p *proc) waitStderr(t *testing.T, want string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if s := p.stderr.String(); strings.Contains(s, want) {
+			return s
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%v exited (%v) before logging %q; stderr:\n%s", p.cmd.Args, p.err, want, p.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v did not log %q within %s; stderr:\n%s", p.cmd.Args, want, timeout, p.stderr)
+		}
+	}
 }
 
 func start(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = testEnv()
-	p := &proc{cmd: cmd, lines: make(chan string, 100), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, lines: make(chan string, 100), stderr: &syncBuffer{}, done: make(chan struct{})}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Stderr goes through a pipe copied by Wait, so the buffer is only
-	// read after done.
+	// Stderr goes through a pipe copied by exec while the process runs.
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -132,16 +171,16 @@ func (p *proc) stop(t *testing.T) {
 	}
 }
 
-// daemon is a started 'parley run' and what it printed.
-type daemon struct {
+// daemonProc is a started 'parley run' and what it printed.
+type daemonProc struct {
 	*proc
 	peer, listen, api string
 }
 
-func runDaemon(t *testing.T, bin, home string, args ...string) *daemon {
+func runDaemon(t *testing.T, bin, home string, args ...string) *daemonProc {
 	t.Helper()
 	p := start(t, bin, append([]string{"run", "--home", home, "--listen", "/ip4/127.0.0.1/tcp/0"}, args...)...)
-	d := &daemon{proc: p}
+	d := &daemonProc{proc: p}
 	var ok bool
 	if d.peer, ok = strings.CutPrefix(p.line(t, 20*time.Second), "peer: "); !ok {
 		t.Fatal("first line is not peer:")
@@ -258,6 +297,14 @@ func testMesh(t *testing.T, bin string) {
 
 	testAgentsFind(t, bin, homeB, a.peer)
 
+	// A TTL above the node's limit is refused, naming the limit.
+	_, stderr, code = parley(t, bin, "publish", "--home", homeA, "--capability", "weather", "--payload", "1", "--ttl", "100000h")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "--ttl 100000h0m0s is above this node's maximum intent TTL of 5m0s") {
+		t.Fatalf("publish --ttl 100000h: exit %d, %q; want one line naming the 5m limit", code, stderr)
+	}
+
+	testStatus(t, bin, homeA, a.peer, b.peer)
+
 	testRequestNoBids(t, bin, homeA)
 
 	sub.stop(t)
@@ -271,6 +318,38 @@ func testMesh(t *testing.T, bin string) {
 	out, _, code = parley(t, bin, "id", "--home", homeA)
 	if code != 0 || !strings.Contains(out, "peer: "+a.peer) || !strings.Contains(out, "offline") {
 		t.Fatalf("offline id: exit %d, %q", code, out)
+	}
+}
+
+// testStatus reads A's status as JSON and as the one screen.
+func testStatus(t *testing.T, bin, home, peer, other string) {
+	out, stderr, code := parley(t, bin, "status", "--home", home, "--json")
+	var st struct {
+		Peer    string
+		Version string
+		Peers   int
+		Agents  []struct {
+			Name, Kind   string
+			Capabilities []string
+		}
+		Audit  struct{ Enabled bool }
+		Health struct {
+			Live, Ready bool
+			Reasons     []string
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("status --json: exit %d, %q, %s", code, out, stderr)
+	}
+	if st.Peer != peer || st.Version == "" || st.Peers < 1 || !st.Audit.Enabled || !st.Health.Live || !st.Health.Ready ||
+		len(st.Agents) != 2 || st.Agents[1].Name != "translator" || st.Agents[1].Kind != "exec" || !slices.Equal(st.Agents[1].Capabilities, []string{"translate"}) {
+		t.Fatalf("status --json: %+v", st)
+	}
+	out, _, code = parley(t, bin, "status", "--home", home)
+	for _, w := range []string{"peer:     " + peer, "health:   ready", "audit:    ok", "translator", "exec", "translate"} {
+		if code != 0 || !strings.Contains(out, w) {
+			t.Fatalf("status: exit %d, %q lacks %q", code, out, w)
+		}
 	}
 }
 
@@ -337,6 +416,13 @@ func testRequestNoBids(t *testing.T, bin, home string) {
 	}
 }
 
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // snapshot records every file in dir with its mode, size and time, to
 // show that a refused command changed nothing.
 func snapshot(t *testing.T, dir string) map[string]string {
@@ -380,6 +466,20 @@ func testBadInput(t *testing.T, bin string) {
 	}
 	empty := t.TempDir()
 	missing := filepath.Join(t.TempDir(), "missing")
+	// Homes whose config.yaml has an agent that could never work.
+	execMissing := filepath.Join(t.TempDir(), "exec-missing")
+	initHome(t, bin, execMissing)
+	writeFile(t, filepath.Join(execMissing, "config.yaml"), "agents:\n  - name: default\n  - name: quoter\n    capabilities: [quote]\n    exec: [/nonexistent/quote.sh]\n")
+	noExec := filepath.Join(t.TempDir(), "no-exec")
+	initHome(t, bin, noExec)
+	writeFile(t, filepath.Join(noExec, "config.yaml"), "agents:\n  - name: default\n  - name: quoter\n    capabilities: [quote]\n")
+	psk := filepath.Join(t.TempDir(), "swarm.key")
+	writeFile(t, psk, "/key/swarm/psk/1.0.0/\n/base16/\n"+strings.Repeat("ab", 32)+"\n")
+	gh, err := home.Open(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := "/ip4/127.0.0.1/tcp/4001/p2p/" + gh.PeerID().String()
 
 	tests := []struct {
 		name string
@@ -413,6 +513,26 @@ func testBadInput(t *testing.T, bin string) {
 		{"agents find bad timeout", []string{"agents", "find", "--home", good, "--capability", "translate", "--timeout", "-1s"}, good, []string{"--timeout", "-1s"}},
 		{"agents find no daemon", []string{"agents", "find", "--home", good, "--capability", "translate"}, good, []string{"no daemon running for home " + good}},
 		{"init existing", []string{"init", "--home", good}, good, []string{good, "--force"}},
+		{"sim negative nodes", []string{"sim", "--nodes", "-5"}, "", []string{"--nodes -5", "at least 2"}},
+		{"sim zero nodes", []string{"sim", "--nodes", "0"}, "", []string{"--nodes 0", "at least 2"}},
+		{"request zero calls", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--calls", "0"}, good, []string{"--calls 0", "at least 1"}},
+		{"request zero bid window", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--bid-window", "0s"}, good, []string{"--bid-window 0s", "positive"}},
+		{"request zero timeout", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--timeout", "0s"}, good, []string{"--timeout 0s", "positive"}},
+		{"request window past timeout", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--bid-window", "5s", "--timeout", "2s"}, good, []string{"--bid-window 5s", "--timeout 2s"}},
+		{"request NaN budget", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--budget", "NaN"}, good, []string{"--budget NaN"}},
+		{"publish zero ttl", []string{"publish", "--home", good, "--capability", "weather", "--payload", "1", "--ttl", "0s"}, good, []string{"--ttl", "0s", "positive"}},
+		{"run exec command missing", []string{"run", "--home", execMissing}, execMissing, []string{"config.yaml: line 3", "agent quoter", "/nonexistent/quote.sh does not exist"}},
+		{"run capabilities without exec", []string{"run", "--home", noExec}, noExec, []string{"config.yaml: line 3", "quoter offers quote but has no exec", "parley agents register"}},
+		{"run api not loopback", []string{"run", "--home", good, "--api", "0.0.0.0:0"}, good, []string{"--api", "0.0.0.0:0", "not a loopback address", "--api-public"}},
+		{"run bad api port", []string{"run", "--home", good, "--api", "127.0.0.1:99999"}, good, []string{"--api", "127.0.0.1:99999", "bad port"}},
+		{"run bootstrap to itself", []string{"run", "--home", good, "--bootstrap", self}, good, []string{"--bootstrap", self, "own PeerID"}},
+		{"run psk with only quic", []string{"run", "--home", good, "--psk", psk, "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}, good, []string{"--listen", "needs a TCP listen address"}},
+		{"run psk missing", []string{"run", "--home", good, "--psk", "/nonexistent/swarm.key"}, good, []string{"--psk", "/nonexistent/swarm.key"}},
+		{"run bad policy", []string{"run", "--home", good, "--policy", "/nonexistent/policy.yaml"}, good, []string{"--policy", "/nonexistent/policy.yaml"}},
+		{"register bad name", []string{"agents", "register", "--home", good, "--name", "Bad Name", "--capability", "quote"}, good, []string{"--name", "Bad Name"}},
+		{"register no capability", []string{"agents", "register", "--home", good, "--name", "py"}, good, []string{"--capability", "at least one"}},
+		{"register no daemon", []string{"agents", "register", "--home", good, "--name", "py", "--capability", "quote"}, good, []string{"no daemon running for home " + good}},
+		{"status no daemon", []string{"status", "--home", good}, good, []string{"no daemon running for home " + good}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -44,6 +44,8 @@ func (c *cli) apiErr(err error) error {
 		return c.errNoDaemon()
 	case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized:
 		return fmt.Errorf("the daemon refused the token in %s: %s", home.TokenFile, ae.Message)
+	case errors.As(err, &ae) && ae.Status == http.StatusForbidden:
+		return fmt.Errorf("the daemon refused: %s", ae.Message)
 	}
 	return err
 }
@@ -200,6 +202,10 @@ small, it goes to every subscriber.`,
 				return err
 			}
 			in, err := cl.Publish(cmd.Context(), req)
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Status == http.StatusBadRequest && strings.HasPrefix(ae.Message, "ttl ") {
+				return fmt.Errorf("--%s", ae.Message)
+			}
 			if err != nil {
 				return c.apiErr(err)
 			}
@@ -235,6 +241,7 @@ func (f *publishFlags) request() (api.PublishRequest, error) {
 		return api.PublishRequest{}, fmt.Errorf("--kind %q: want task, offer or event", f.kind)
 	}
 	if f.ttl != "" {
+		// The daemon refuses a TTL above its limits.intent_ttl.
 		if d, err := time.ParseDuration(f.ttl); err != nil || d <= 0 {
 			return api.PublishRequest{}, fmt.Errorf("--ttl %q: want a positive duration such as 30s", f.ttl)
 		}

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/node/api"
 )
@@ -69,7 +74,7 @@ func (c *cli) approvalsCmd() *cobra.Command {
 }
 
 func (c *cli) agentsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "agents", Short: "Find agents in the mesh"}
+	cmd := &cobra.Command{Use: "agents", Short: "Find agents in the mesh; register external agents"}
 	var (
 		capability string
 		asJSON     bool
@@ -119,6 +124,122 @@ func (c *cli) agentsCmd() *cobra.Command {
 	find.Flags().StringVar(&capability, "capability", "", "the capability to look for")
 	find.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	find.Flags().DurationVar(&timeout, "timeout", api.DefaultFindTimeout, "how long the daemon looks before it answers with what it found")
-	cmd.AddCommand(find)
+	cmd.AddCommand(find, c.agentsRegisterCmd(), c.agentsDeregisterCmd())
 	return cmd
+}
+
+func (c *cli) agentsRegisterCmd() *cobra.Command {
+	var (
+		name, tokenFile string
+		caps            []string
+		asJSON          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "register --name NAME --capability C",
+		Short: "Register an external agent: a program that bids and works through the API",
+		Long: `register makes NAME an agent of the running daemon that offers the
+capabilities, run by a program in any language over the API (see
+examples/python/agent.py). It prints the agent's token — or writes it, mode
+0600, to --token-file — which is all the program needs: that token is good
+only for the agent's own /v1/external/* calls, not for approvals or other
+agents, so the program never holds the operator token in api.token.
+
+The registration, the agent's key (keys/agents/NAME.key, so its AgentID) and
+its token survive daemon restarts. Registering a name again replaces its
+capabilities and its token (the old one stops working). NAME cannot be one
+of config.yaml's agents.`,
+		Example: `  parley agents register --name pyquoter --capability quote --token-file pyquoter.token`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := identity.ValidAgentName(name); err != nil {
+				return fmt.Errorf("--name: %w", err)
+			}
+			if len(caps) == 0 {
+				return errors.New("--capability: an external agent offers at least one")
+			}
+			for _, k := range caps {
+				if err := intent.ValidCapability(k); err != nil {
+					return fmt.Errorf("--capability: %w", err)
+				}
+			}
+			if tokenFile != "" {
+				if st, err := os.Stat(filepath.Dir(tokenFile)); err != nil || !st.IsDir() {
+					return fmt.Errorf("--token-file %s: its directory does not exist", tokenFile)
+				}
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			reg, err := cl.RegisterExternal(cmd.Context(), api.ExternalAgentBody{Name: name, Capabilities: caps})
+			if err != nil {
+				return c.apiErr(err)
+			}
+			if tokenFile != "" {
+				if err := writeSecret(tokenFile, reg.Token); err != nil {
+					return fmt.Errorf("--token-file: %w (the agent is registered; register it again for a new token)", err)
+				}
+				reg.Token = ""
+			}
+			if asJSON {
+				return c.printJSON(reg)
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "agent: %s %s\ncapabilities: %s\n", reg.Name, reg.ID, strings.Join(reg.Capabilities, ","))
+			if tokenFile != "" {
+				fmt.Fprintf(&b, "token: written to %s\n", tokenFile)
+			} else {
+				fmt.Fprintf(&b, "token: %s\n", reg.Token)
+			}
+			_, err = io.WriteString(c.out, b.String())
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&name, "name", "", "the agent's name (required)")
+	fl.StringArrayVar(&caps, "capability", nil, "a capability the agent offers, repeatable (at least one)")
+	fl.StringVar(&tokenFile, "token-file", "", "write the agent's token to this file (mode 0600) instead of printing it")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	_ = cmd.MarkFlagRequired("name")
+	return cmd
+}
+
+func (c *cli) agentsDeregisterCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "deregister NAME",
+		Short: "Remove an external agent: its token stops working, the tasks it holds fail over",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.RemoveExternal(cmd.Context(), args[0]); err != nil {
+				return c.apiErr(err)
+			}
+			_, err = fmt.Fprintf(c.out, "%s: deregistered\n", args[0])
+			return err
+		},
+	}
+}
+
+// writeSecret writes a secret to path, mode 0600, replacing the file.
+func writeSecret(path, secret string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(secret + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }

@@ -16,7 +16,10 @@ func (c *cli) initCmd() *cobra.Command {
 		Long: `init creates the home directory of a node: its node key, the key of its
 default agent and a commented config.yaml. It prints the node's PeerID and the
 default agent's AgentID. An existing home is only replaced with --force, which
-creates new keys and so new identities.`,
+creates new keys and so new identities; the replaced home's audit log is kept
+as audit.replaced-<unix time>, with node.pub naming the node that signed it.
+The home may be a mount point (a Docker volume, a Kubernetes PV): init works
+inside it, and a failure leaves the old home, or nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if force {

@@ -1,9 +1,11 @@
 // Command parley is parley's one binary: it creates a node's home (init),
 // runs the daemon (run), talks to a running daemon through its local API
-// (id, peers, publish, subscribe, request, tasks) and runs the demo.
+// (id, peers, publish, subscribe, request, tasks, status, approvals,
+// agents, audit) and runs the demo and simulations.
 //
-// The commands only parse flags, wire library packages together and print;
-// the behaviour lives in daemon/home, node and node/api.
+// The commands only parse flags, handle signals and print; the behaviour
+// lives in library packages: daemon (the daemon's wiring and lifecycle),
+// daemon/home, node and node/api.
 package main
 
 import (
@@ -68,6 +70,7 @@ starts its daemon, and the other commands talk to that daemon.`,
 		c.subscribeCmd(),
 		c.requestCmd(),
 		c.tasksCmd(),
+		c.statusCmd(),
 		c.versionCmd(),
 		c.demoCmd(),
 		c.simCmd(),

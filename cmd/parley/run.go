@@ -4,28 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"strings"
 	"syscall"
-	"time"
 
-	"github.com/libp2p/go-libp2p/core/pnet"
-	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
-	"github.com/parleynet/parley/audit"
-	"github.com/parleynet/parley/daemon/execagent"
-	"github.com/parleynet/parley/daemon/home"
-	"github.com/parleynet/parley/discovery"
-	"github.com/parleynet/parley/node"
-	"github.com/parleynet/parley/node/api"
-	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/daemon"
 )
-
-// shutdownTimeout bounds how long the daemon takes to stop after a signal.
-const shutdownTimeout = 5 * time.Second
 
 type runFlags struct {
 	listen    []string
@@ -59,10 +47,23 @@ Kademlia DHT (--dht-mode), and from <home>/peers.json, the peers it met
 before, so a restarted node rejoins with no flags. A node behind port
 forwarding gives its public address with --announce.
 
+SIGHUP reloads what can change while the daemon runs: the policy file, and
+from config.yaml the agents (added, removed, changed) and log_level. A bad
+file is refused, with its name and line, and everything stays as it was;
+one log line says what changed or why nothing did.
+
 Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.run(cmd.Context(), f)
+			// A level fixed by the flag or the environment wins over
+			// config.yaml's log_level.
+			var fixed string
+			if cmd.Flags().Changed("log-level") {
+				fixed = c.logLevel
+			} else if v := os.Getenv("GOLOG_LOG_LEVEL"); v != "" {
+				fixed = v
+			}
+			return c.run(cmd.Context(), f, fixed)
 		},
 	}
 	fl := cmd.Flags()
@@ -79,237 +80,96 @@ Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
 	return cmd
 }
 
-// run is the daemon. Everything that can be refused is checked before
-// anything is written to the home.
-func (c *cli) run(ctx context.Context, f runFlags) error {
-	var listen []ma.Multiaddr
-	for _, s := range f.listen {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return fmt.Errorf("--listen %q is not a valid multiaddr: %v", s, err)
-		}
-		listen = append(listen, a)
+// optionFlag names the flag behind a daemon option, for errors.
+func optionFlag(option string) (string, bool) {
+	switch option {
+	case "Home", "Listen", "Bootstrap", "Announce", "API", "PSK":
+		return "--" + strings.ToLower(option), true
+	case "DHTMode":
+		return "--dht-mode", true
+	case "PolicyFile":
+		return "--policy", true
 	}
-	boot, err := discovery.ParseAddrs(f.bootstrap)
-	if err != nil {
-		var ae *discovery.AddrError
-		if errors.As(err, &ae) {
-			return fmt.Errorf("--bootstrap %q is not a peer multiaddr ending in /p2p/<PeerID>: %v", ae.Addr, ae.Err)
-		}
-		return fmt.Errorf("--bootstrap: %w", err)
-	}
-	var announce []ma.Multiaddr
-	for _, s := range f.announce {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			return fmt.Errorf("--announce %q is not a valid multiaddr: %v", s, err)
-		}
-		announce = append(announce, a)
-	}
-	switch f.dhtMode {
-	case "", discovery.DHTServer, discovery.DHTClient, discovery.DHTAuto, discovery.DHTOff:
-	default:
-		return fmt.Errorf("--dht-mode %q: want server, client, auto or off", f.dhtMode)
-	}
-	var psk pnet.PSK
-	if f.psk != "" {
-		if psk, err = node.LoadPSK(f.psk); err != nil {
-			return fmt.Errorf("--psk: %w", err)
-		}
-	}
-	var pol *policy.Policy
-	if f.policy != "" {
-		if pol, err = policy.Load(f.policy); err != nil {
-			return fmt.Errorf("--policy: %w", err)
-		}
-	}
-	if f.api != "" {
-		if _, _, err := net.SplitHostPort(f.api); err != nil {
-			return fmt.Errorf("--api %q: want host:port, such as 127.0.0.1:5001: %v", f.api, err)
-		}
-	}
-
-	h, err := home.Open(c.home)
-	if err != nil {
-		return err
-	}
-	cfg, err := h.NodeConfig()
-	if err != nil {
-		return err
-	}
-	if len(listen) > 0 {
-		cfg.ListenAddrs = listen
-	}
-	if len(f.bootstrap) > 0 {
-		cfg.Bootstrap = boot
-	}
-	if f.noMDNS {
-		cfg.MDNS = false
-	}
-	if f.dhtMode != "" {
-		cfg.DHTMode = f.dhtMode
-	}
-	if len(announce) > 0 {
-		cfg.Announce = announce
-	}
-	if psk != nil {
-		cfg.PSK = psk
-	}
-	policyPath := h.PolicyPath()
-	if pol != nil {
-		cfg.Policy, policyPath = pol, f.policy
-	}
-	apiAddr := h.Config.API.Listen
-	if f.api != "" {
-		apiAddr = f.api
-	}
-	if url, ok := c.runningDaemon(ctx); ok {
-		return fmt.Errorf("a daemon is already running for home %s (api %s)", c.home, url)
-	}
-
-	if !f.noAudit {
-		// Every acknowledged action is on disk in the log first.
-		alog, err := audit.Open(filepath.Join(h.Dir, "audit"), h.NodeKey, audit.Options{})
-		if err != nil {
-			return fmt.Errorf("audit log: %w", err)
-		}
-		defer alog.Close()
-		cfg.AuditLog = alog
-	}
-	n, err := node.New(cfg)
-	if err != nil {
-		return err
-	}
-	if err := n.Start(ctx); err != nil {
-		_ = n.Close()
-		return err
-	}
-	if policyPath != "" {
-		stopHUP := reloadOnHUP(n, policyPath)
-		defer stopHUP()
-	}
-	for _, ac := range h.Config.Agents {
-		if len(ac.Exec) == 0 {
-			continue
-		}
-		// Relative paths in the command are relative to the home.
-		ea := &execagent.Agent{Name: ac.Name, Command: ac.Exec, Timeout: ac.Timeout, Dir: h.Dir}
-		if _, err := n.AddAgent(node.AgentCard{Name: ac.Name, Capabilities: ac.Capabilities}, ea); err != nil {
-			_ = n.Close()
-			return fmt.Errorf("agent %s: %w", ac.Name, err)
-		}
-		log.Infow("exec agent ready", "agent", ac.Name, "capabilities", ac.Capabilities, "command", ac.Exec)
-	}
-	ln, err := net.Listen("tcp", apiAddr)
-	if err != nil {
-		_ = n.Close()
-		return fmt.Errorf("API listen on %s: %w", apiAddr, err)
-	}
-	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
-		if !f.apiPublic {
-			_ = ln.Close()
-			_ = n.Close()
-			return fmt.Errorf("API address %s is not loopback: pass --api-public to allow it", ln.Addr())
-		}
-		log.Warnw("the API listens beyond loopback; only its token protects it", "addr", ln.Addr())
-	}
-	token, err := api.NewToken()
-	if err != nil {
-		_ = ln.Close()
-		_ = n.Close()
-		return err
-	}
-	srv := api.NewServer(n, token, api.WithVersion(version()))
-	served := make(chan error, 1)
-	// stop, not the signal, shuts the server down, after the api file is
-	// withdrawn.
-	go func() { served <- srv.Serve(context.WithoutCancel(ctx), ln) }()
-
-	url := "http://" + ln.Addr().String()
-	if err := h.WriteAPI(url, token); err != nil {
-		return c.stop(h, n, srv, served, url, err)
-	}
-	if err := printReady(c, n, url); err != nil {
-		return c.stop(h, n, srv, served, url, err)
-	}
-	log.Infow("daemon ready", "peer", n.ID(), "api", url, "home", h.Dir)
-
-	select {
-	case <-ctx.Done():
-		log.Infow("shutting down", "peer", n.ID())
-		return c.stop(h, n, srv, served, url, nil)
-	case err := <-served:
-		served <- err
-		return c.stop(h, n, srv, served, url, fmt.Errorf("API server failed: %w", err))
-	}
+	return "", false
 }
 
-func printReady(c *cli, n *node.Node, url string) error {
-	if _, err := fmt.Fprintf(c.out, "peer: %s\n", n.ID()); err != nil {
+// flagErr rewrites a daemon option error in the terms of the flags.
+func flagErr(err error) error {
+	var oe *daemon.OptionError
+	if !errors.As(err, &oe) {
 		return err
 	}
-	for _, a := range n.Addrs() {
-		if _, err := fmt.Fprintf(c.out, "listen: %s\n", a); err != nil {
-			return err
-		}
+	flag, ok := optionFlag(oe.Option)
+	if !ok {
+		return err
 	}
-	_, err := fmt.Fprintf(c.out, "api: %s\n", url)
-	return err
+	if oe.Value == "" {
+		return fmt.Errorf("%s: %v", flag, oe.Err)
+	}
+	return fmt.Errorf("%s %q: %v", flag, oe.Value, oe.Err)
 }
 
-// stop withdraws the API from the home, then stops the API server and the
-// node within shutdownTimeout. cause is the reason for stopping (nil for a
-// signal); it is returned, joined with any shutdown failure.
-func (c *cli) stop(h *home.Home, n *node.Node, srv *api.Server, served <-chan error, url string, cause error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	errs := []error{cause}
-	if err := h.RemoveAPI(url); err != nil {
-		errs = append(errs, err)
-	}
-	if err := srv.Shutdown(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	select {
-	case <-served:
-	case <-ctx.Done():
-	}
-	closed := make(chan error, 1)
-	go func() { closed <- n.Close() }()
-	select {
-	case err := <-closed:
-		if err != nil {
-			errs = append(errs, fmt.Errorf("close node: %w", err))
-		}
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("node did not stop within %s", shutdownTimeout))
-	}
-	return errors.Join(errs...)
-}
-
-// reloadOnHUP reloads the policy file on SIGHUP. A file with an error is
-// refused with its file, line and reason, and the old policy stays.
-func reloadOnHUP(n *node.Node, path string) (stop func()) {
+// run is the daemon: it parses nothing itself (package daemon checks the
+// options, before anything is written to the home), prints the ready
+// lines, reloads on SIGHUP and stops on SIGINT or SIGTERM (ctx).
+func (c *cli) run(ctx context.Context, f runFlags, logLevel string) error {
+	// SIGHUP reloads; it must never kill the daemon, so it is caught
+	// before anything else happens, and one that comes during the start
+	// is served once the daemon is up.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-hup:
-				p, err := policy.Load(path)
-				if err != nil {
-					log.Errorw("policy reload refused; the old policy stays in force", "err", err)
-					continue
-				}
-				n.ReloadPolicy(p, path)
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
+	defer signal.Stop(hup)
+
+	d, err := daemon.New(daemon.Options{
+		Home:       c.home,
+		Listen:     f.listen,
+		Bootstrap:  f.bootstrap,
+		Announce:   f.announce,
+		API:        f.api,
+		APIPublic:  f.apiPublic,
+		NoMDNS:     f.noMDNS,
+		DHTMode:    f.dhtMode,
+		PSK:        f.psk,
+		PolicyFile: f.policy,
+		NoAudit:    f.noAudit,
+		LogLevel:   logLevel,
+		Version:    version(),
+	})
+	if err != nil {
+		return flagErr(err)
 	}
+	if err := d.Start(ctx); err != nil {
+		return flagErr(err)
+	}
+	stop := func(cause error) error {
+		sctx, cancel := context.WithTimeout(context.Background(), daemon.ShutdownTimeout)
+		defer cancel()
+		return errors.Join(cause, d.Close(sctx))
+	}
+	if err := printReady(c, d); err != nil {
+		return stop(err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			log.Infow("shutting down", "peer", d.Node().ID())
+			return stop(nil)
+		case <-d.Done():
+			return stop(d.Err())
+		case <-hup:
+			_, _ = d.Reload() // it logs what changed, or why nothing did
+		}
+	}
+}
+
+func printReady(c *cli, d *daemon.Daemon) error {
+	n := d.Node()
+	var b strings.Builder
+	fmt.Fprintf(&b, "peer: %s\n", n.ID())
+	for _, a := range n.Addrs() {
+		fmt.Fprintf(&b, "listen: %s\n", a)
+	}
+	fmt.Fprintf(&b, "api: %s\n", d.APIURL())
+	_, err := io.WriteString(c.out, b.String())
+	return err
 }

@@ -79,7 +79,10 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.nodes > 0 {
+	if cmd.Flags().Changed("nodes") {
+		if f.nodes < 2 {
+			return fmt.Errorf("--nodes %d: want at least 2", f.nodes)
+		}
 		sc.Nodes = f.nodes
 	}
 	if cmd.Flags().Changed("seed") {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -44,7 +45,7 @@ goes to the winner alone.`,
 		Example: `  parley request --capability echo --input '{"text":"hi"}' --bid-window 1s --timeout 30s`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := f.request()
+			req, err := f.request(cmd.Flags().Changed)
 			if err != nil {
 				return err
 			}
@@ -89,8 +90,9 @@ goes to the winner alone.`,
 	return cmd
 }
 
-// request checks the flags locally, before anything is sent.
-func (f *requestFlags) request() (api.RequestBody, error) {
+// request checks the flags locally, before anything is sent. A flag that
+// is given must hold a usable value: its zero does not mean the default.
+func (f *requestFlags) request(given func(flag string) bool) (api.RequestBody, error) {
 	var none api.RequestBody
 	if err := intent.ValidCapability(f.capability); err != nil {
 		return none, fmt.Errorf("--capability: %w", err)
@@ -109,23 +111,26 @@ func (f *requestFlags) request() (api.RequestBody, error) {
 		}
 		*j.dst = json.RawMessage(j.value)
 	}
-	if f.budget < 0 {
-		return none, fmt.Errorf("--budget %g: want a price ≥ 0", f.budget)
+	if f.budget < 0 || math.IsNaN(f.budget) || math.IsInf(f.budget, 0) {
+		return none, fmt.Errorf("--budget %g: want a price ≥ 0 (0 means no limit)", f.budget)
 	}
-	if f.calls < 0 {
+	if f.calls < 0 || (f.calls == 0 && given("calls")) {
 		return none, fmt.Errorf("--calls %d: want at least 1", f.calls)
 	}
 	for _, d := range []struct {
 		flag  string
 		value time.Duration
 		dst   *string
-	}{{"--bid-window", f.bidWindow, &req.BidWindow}, {"--timeout", f.timeout, &req.Timeout}} {
-		if d.value < 0 {
-			return none, fmt.Errorf("%s %s: want a positive duration", d.flag, d.value)
+	}{{"bid-window", f.bidWindow, &req.BidWindow}, {"timeout", f.timeout, &req.Timeout}} {
+		if d.value < 0 || (d.value == 0 && given(d.flag)) {
+			return none, fmt.Errorf("--%s %s: want a positive duration such as 2s", d.flag, d.value)
 		}
 		if d.value > 0 {
 			*d.dst = d.value.String()
 		}
+	}
+	if f.bidWindow > 0 && f.timeout > 0 && f.bidWindow >= f.timeout {
+		return none, fmt.Errorf("--bid-window %s: must be shorter than --timeout %s", f.bidWindow, f.timeout)
 	}
 	if _, err := api.ParseStrategy(f.strategy); err != nil {
 		return none, fmt.Errorf("--strategy: %w", err)

@@ -1,5 +1,5 @@
-// Package demo runs parley's supply-chain demo: six real nodes on loopback
-// TCP in one process, each with its own temporary home. A shop agent places
+// Package demo runs parley's supply-chain demo: six real daemons (package
+// daemon) on loopback TCP in one process, each with its own temporary home. A shop agent places
 // orders; each order needs inventory, pricing and shipping, and for each
 // the shop negotiates through node.Request with competing contractor agents
 // hosted on the other nodes. The demo prints every negotiation as it
@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parleynet/parley/daemon"
 	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
@@ -208,20 +208,25 @@ func run(ctx context.Context, out io.Writer, cfg Config) (Summary, error) {
 	}
 	defer os.RemoveAll(tmp)
 
-	var nodes []*node.Node
+	var daemons []*daemon.Daemon
 	defer func() {
 		// Last first, so no node sees its bootstrap peer go away.
-		for i := len(nodes) - 1; i >= 0; i-- {
-			_ = nodes[i].Close()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), daemon.ShutdownTimeout)
+		defer cancel()
+		for i := len(daemons) - 1; i >= 0; i-- {
+			_ = daemons[i].Close(cctx)
 		}
 	}()
+	var nodes []*node.Node
 	hosts := map[string][]peer.ID{} // capability -> nodes offering it
 	agentSite := map[string]string{}
 	for i, st := range sites() {
-		n, err := startNode(ctx, tmp, st.name, nodes)
+		d, err := startNode(ctx, tmp, st.name, daemons)
 		if err != nil {
 			return Summary{}, err
 		}
+		daemons = append(daemons, d)
+		n := d.Node()
 		nodes = append(nodes, n)
 		var cast []string
 		for _, spec := range st.agents {
@@ -295,41 +300,40 @@ func run(ctx context.Context, out io.Writer, cfg Config) (Summary, error) {
 	return sum, nil
 }
 
-// startNode starts one demo node in its own home under tmp, bootstrapped
-// to the first node started, if any.
-func startNode(ctx context.Context, tmp, name string, started []*node.Node) (*node.Node, error) {
-	h, err := home.Init(filepath.Join(tmp, name), false)
-	if err != nil {
+// startNode starts one demo node: a real daemon in its own home under
+// tmp, bootstrapped to the first node started, if any.
+func startNode(ctx context.Context, tmp, name string, started []*daemon.Daemon) (*daemon.Daemon, error) {
+	dir := filepath.Join(tmp, name)
+	if _, err := home.Init(dir, false); err != nil {
 		return nil, fmt.Errorf("demo: init home of %s: %w", name, err)
 	}
-	nc, err := h.NodeConfig()
-	if err != nil {
-		return nil, fmt.Errorf("demo: config of %s: %w", name, err)
+	opts := daemon.Options{
+		Home:   dir,
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		// The demo's mesh is its own: no strangers from the LAN bid here,
+		// and every contractor's node is the shop's direct peer, so no DHT
+		// is needed to find them (nor its warnings about an empty routing
+		// table while the first node is alone).
+		NoMDNS:  true,
+		DHTMode: "off",
+		// The story is the negotiations; a temporary log nobody reads
+		// would only add an fsync to every step.
+		NoAudit: true,
 	}
-	nc.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-	nc.BootstrapBackoff = 100 * time.Millisecond
-	// The demo's mesh is its own: no strangers from the LAN bid here, and
-	// every contractor's node is the shop's direct peer, so no DHT is
-	// needed to find them (nor its warnings about an empty routing table
-	// while the first node is alone).
-	nc.MDNS = false
-	nc.DHTMode = "off"
 	if len(started) > 0 {
 		// Each node knows only the first: the mesh forms from there.
-		infos, err := peer.AddrInfosFromP2pAddrs(started[0].Addrs()...)
-		if err != nil {
-			return nil, fmt.Errorf("demo: %w", err)
+		for _, a := range started[0].Node().Addrs() {
+			opts.Bootstrap = append(opts.Bootstrap, a.String())
 		}
-		nc.Bootstrap = infos
 	}
-	n, err := node.New(nc)
+	d, err := daemon.New(opts)
 	if err != nil {
 		return nil, fmt.Errorf("demo: node %s: %w", name, err)
 	}
-	if err := n.Start(ctx); err != nil {
+	if err := d.Start(ctx); err != nil {
 		return nil, fmt.Errorf("demo: start %s: %w", name, err)
 	}
-	return n, nil
+	return d, nil
 }
 
 // waitMesh waits until the shop knows every contractor node to be on the

@@ -12,7 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -67,9 +70,47 @@ type reply struct {
 	Error  string          `json:"error,omitempty"`
 }
 
-// Bid implements negotiation.Handler.
+// ErrNoCommand is wrapped by Check's errors: the command cannot be run.
+var ErrNoCommand = errors.New("command not found")
+
+// Check reports whether the command can be run: its program exists and is
+// executable, found as exec would find it (a name without a slash on
+// $PATH, a relative path from Dir). A daemon checks this at start, so that
+// an agent that could never work is an error there rather than a failure
+// told to a requester.
+func (a *Agent) Check() error {
+	if len(a.Command) == 0 || a.Command[0] == "" {
+		return fmt.Errorf("agent %s: %w: exec is empty", a.Name, ErrNoCommand)
+	}
+	prog := a.Command[0]
+	if !strings.Contains(prog, "/") {
+		if _, err := exec.LookPath(prog); err != nil {
+			return fmt.Errorf("agent %s: %w: %q is not on $PATH", a.Name, ErrNoCommand, prog)
+		}
+		return nil
+	}
+	path := prog
+	if !filepath.IsAbs(path) && a.Dir != "" {
+		path = filepath.Join(a.Dir, path)
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("agent %s: %w: %s does not exist", a.Name, ErrNoCommand, path)
+	case err != nil:
+		return fmt.Errorf("agent %s: %w: %v", a.Name, ErrNoCommand, err)
+	case st.IsDir():
+		return fmt.Errorf("agent %s: %w: %s is a directory", a.Name, ErrNoCommand, path)
+	case st.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("agent %s: %w: %s is not executable (chmod +x, or run it through its interpreter: exec: [sh, %s])", a.Name, ErrNoCommand, path, prog)
+	}
+	return nil
+}
+
+// Bid implements negotiation.Handler. A command that fails is a refusal
+// whose reason is only that the agent could not bid.
 func (a *Agent) Bid(ctx context.Context, call negotiation.Call) (negotiation.Bid, error) {
-	r, err := a.run(ctx, bidRequest{Phase: "bid", Call: call})
+	r, err := a.run(ctx, "bid", call.Task, bidRequest{Phase: "bid", Call: call})
 	if err != nil {
 		return negotiation.Bid{}, err
 	}
@@ -77,14 +118,16 @@ func (a *Agent) Bid(ctx context.Context, call negotiation.Call) (negotiation.Bid
 	case r.Refuse != "":
 		return negotiation.Bid{}, fmt.Errorf("%w: %s", negotiation.ErrNoBid, r.Refuse)
 	case r.Bid == nil:
-		return negotiation.Bid{}, fmt.Errorf("agent %s: bid phase printed neither bid nor refuse", a.Name)
+		return negotiation.Bid{}, a.failed("bid", call.Task, errors.New("the bid phase printed neither bid nor refuse"))
 	}
 	return negotiation.Bid{Price: r.Bid.Price, ETA: time.Duration(r.Bid.ETA), Rationale: r.Bid.Rationale}, nil
 }
 
-// Work implements negotiation.Handler.
+// Work implements negotiation.Handler. An {"error": …} the command prints
+// is its message to the requester and is passed on as it is; any other
+// failure is reported as the agent's failure, with the detail in the log.
 func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
-	r, err := a.run(ctx, executeRequest{Phase: "execute", Call: t.Call,
+	r, err := a.run(ctx, "execute", t.Call.Task, executeRequest{Phase: "execute", Call: t.Call,
 		Bid: bidOut{Price: t.Bid.Price, ETA: intent.Duration(t.Bid.ETA), Rationale: t.Bid.Rationale}, Input: t.Input})
 	if err != nil {
 		return nil, err
@@ -93,15 +136,37 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 	case r.Error != "":
 		return nil, errors.New(r.Error)
 	case len(r.Result) == 0:
-		return nil, fmt.Errorf("agent %s: execute phase printed no result", a.Name)
+		return nil, a.failed("execute", t.Call.Task, errors.New("the execute phase printed no result"))
 	}
 	return r.Result, nil
 }
 
-// run runs the command once with req on stdin and decodes its stdout.
-func (a *Agent) run(ctx context.Context, req any) (*reply, error) {
+// failed logs what went wrong, with the detail, and returns the error the
+// other side is told.
+func (a *Agent) failed(phase, task string, detail error) error {
+	log.Warnw("exec agent failed", "agent", a.Name, "phase", phase, "task", task, "command", a.Command, "err", detail)
+	return fmt.Errorf("agent %s failed in its %s phase (the detail is in its node's log)", a.Name, phase)
+}
+
+// run runs the command once with req on stdin and decodes its stdout. Its
+// errors are the ones the requester may see.
+func (a *Agent) run(ctx context.Context, phase, task string, req any) (*reply, error) {
+	r, err := a.runDetail(ctx, req)
+	if err == nil {
+		return r, nil
+	}
+	if ctx.Err() != nil {
+		// Cancelled by the negotiation (the requester, the deadline, the
+		// bid window): not the agent's failure.
+		log.Infow("exec agent stopped", "agent", a.Name, "phase", phase, "task", task, "err", err)
+		return nil, fmt.Errorf("agent %s: %w", a.Name, ctx.Err())
+	}
+	return nil, a.failed(phase, task, err)
+}
+
+func (a *Agent) runDetail(ctx context.Context, req any) (*reply, error) {
 	if len(a.Command) == 0 {
-		return nil, fmt.Errorf("agent %s: no command", a.Name)
+		return nil, errors.New("no command")
 	}
 	timeout := a.Timeout
 	if timeout <= 0 {
@@ -128,17 +193,17 @@ func (a *Agent) run(ctx context.Context, req any) (*reply, error) {
 	}
 	switch {
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("agent %s: %s timed out or was canceled: %w", a.Name, a.Command[0], ctx.Err())
+		return nil, fmt.Errorf("%s timed out after %s or was canceled: %w", a.Command[0], timeout, ctx.Err())
 	case err != nil:
-		return nil, fmt.Errorf("agent %s: %s failed: %v: %s", a.Name, a.Command[0], err, lastLine(stderr.String()))
+		return nil, fmt.Errorf("%s failed: %v: %s", a.Command[0], err, lastLine(stderr.String()))
 	case stdout.over:
-		return nil, fmt.Errorf("agent %s: printed more than %d bytes", a.Name, MaxOutput)
+		return nil, fmt.Errorf("%s printed more than %d bytes", a.Command[0], MaxOutput)
 	}
 	var r reply
 	dec := json.NewDecoder(strings.NewReader(stdout.String()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("agent %s: stdout is not a reply ({\"bid\"…}, {\"refuse\"…}, {\"result\"…} or {\"error\"…}): %v", a.Name, err)
+		return nil, fmt.Errorf("stdout is not a reply ({\"bid\"…}, {\"refuse\"…}, {\"result\"…} or {\"error\"…}): %v", err)
 	}
 	return &r, nil
 }

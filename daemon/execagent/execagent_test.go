@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	logging "github.com/ipfs/go-log/v2"
 
 	"github.com/parleynet/parley/daemon/execagent"
 	"github.com/parleynet/parley/negotiation"
@@ -40,34 +45,131 @@ func TestShellAgentWinsANegotiation(t *testing.T) {
 	}
 }
 
+// logs captures what the package logs while a test runs.
+func logs(t *testing.T) func() string {
+	t.Helper()
+	// The package logs at warn; the default level of a subsystem is error.
+	prev, _ := logging.SubsystemLevelName("parley/exec")
+	if err := logging.SetLogLevel("parley/exec", "info"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = logging.SetLogLevel("parley/exec", prev) })
+	pr := logging.NewPipeReader(logging.PipeFormat(logging.PlaintextOutput), logging.PipeLevel(logging.LevelInfo))
+	var mu sync.Mutex
+	var buf strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 4096)
+		for {
+			n, err := pr.Read(b)
+			mu.Lock()
+			buf.Write(b[:n])
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = pr.Close(); <-done })
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.String()
+	}
+}
+
+// TestBadCommandsAreRefusalsAndFailures: what goes wrong with the command
+// is logged here, with the detail; the requester, on another node, is told
+// only that the agent failed — no path, no exit status, nothing the
+// command printed on stderr.
 func TestBadCommandsAreRefusalsAndFailures(t *testing.T) {
 	call := negotiation.Call{Task: "t", Capability: "quote"}
 	cases := []struct {
 		name   string
 		script string
-		want   string
+		remote string // in the error the requester sees
+		logged string // in the node's log
 		noBid  bool
 	}{
-		{"refuses", `echo '{"refuse":"closed today"}'`, "closed today", true},
-		{"exits non-zero", `echo boom >&2; exit 3`, "boom", false},
-		{"prints garbage", `echo hello`, "not a reply", false},
-		{"prints an unknown field", `echo '{"offer":1}'`, "not a reply", false},
-		{"times out", `sleep 5`, "timed out", false},
-		{"prints nothing useful", `echo '{}'`, "neither bid nor refuse", false},
+		{"refuses", `echo '{"refuse":"closed today"}'`, "closed today", "", true},
+		{"exits non-zero", `echo boom /secret/path >&2; exit 3`, "agent x failed in its bid phase", "boom /secret/path", false},
+		{"prints garbage", `echo hello`, "agent x failed in its bid phase", "not a reply", false},
+		{"prints an unknown field", `echo '{"offer":1}'`, "agent x failed in its bid phase", "not a reply", false},
+		{"times out", `sleep 5`, "agent x failed in its bid phase", "timed out after 300ms", false},
+		{"prints nothing useful", `echo '{}'`, "agent x failed in its bid phase", "neither bid nor refuse", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			logged := logs(t)
 			a := &execagent.Agent{Name: "x", Command: []string{"sh", "-c", tc.script}, Timeout: 300 * time.Millisecond}
 			_, err := a.Bid(context.Background(), call)
-			if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, negotiation.ErrNoBid) != tc.noBid {
-				t.Fatalf("Bid: %v; want an error containing %q (no-bid %v)", err, tc.want, tc.noBid)
+			if err == nil || !strings.Contains(err.Error(), tc.remote) || errors.Is(err, negotiation.ErrNoBid) != tc.noBid {
+				t.Fatalf("Bid: %v; want an error containing %q (no-bid %v)", err, tc.remote, tc.noBid)
+			}
+			if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "exit status") {
+				t.Errorf("the requester would see %q, which names local detail", err)
+			}
+			if tc.logged != "" {
+				deadline := time.Now().Add(5 * time.Second)
+				for !strings.Contains(logged(), tc.logged) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the log lacks %q:\n%s", tc.logged, logged())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
 			}
 		})
 	}
 	t.Run("execute error", func(t *testing.T) {
 		a := &execagent.Agent{Name: "x", Command: []string{"sh", "-c", `echo '{"error":"out of stock"}'`}}
 		if _, err := a.Work(context.Background(), negotiation.Task{Call: call}); err == nil || err.Error() != "out of stock" {
-			t.Fatalf("Work: %v, want the agent's error", err)
+			t.Fatalf("Work: %v, want the agent's own error, passed on", err)
 		}
 	})
+	t.Run("execute crash", func(t *testing.T) {
+		a := &execagent.Agent{Name: "x", Command: []string{"sh", "-c", `echo 'panic at /home/me/x.py' >&2; exit 1`}}
+		_, err := a.Work(context.Background(), negotiation.Task{Call: call})
+		if err == nil || err.Error() != "agent x failed in its execute phase (the detail is in its node's log)" {
+			t.Fatalf("Work: %v, want the generic failure", err)
+		}
+	})
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	for name, mode := range map[string]os.FileMode{"run.sh": 0o755, "plain.sh": 0o644} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		name    string
+		command []string
+		want    string // "" means it runs
+	}{
+		{"on PATH", []string{"sh", "x.sh"}, ""},
+		{"relative to the home", []string{"./run.sh"}, ""},
+		{"absolute", []string{filepath.Join(dir, "run.sh")}, ""},
+		{"not on PATH", []string{"no-such-program-here"}, `"no-such-program-here" is not on $PATH`},
+		{"missing file", []string{"./gone.sh"}, filepath.Join(dir, "gone.sh") + " does not exist"},
+		{"missing absolute", []string{"/nonexistent/bin/agent"}, "/nonexistent/bin/agent does not exist"},
+		{"not executable", []string{"./plain.sh"}, "is not executable"},
+		{"a directory", []string{dir}, "is a directory"},
+		{"empty", nil, "exec is empty"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := (&execagent.Agent{Name: "q", Command: tc.command, Dir: dir}).Check()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Check: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, execagent.ErrNoCommand) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "agent q") {
+				t.Fatalf("Check: %v, want ErrNoCommand naming agent q and %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	logging "github.com/ipfs/go-log/v2"
 	ma "github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
 
@@ -28,6 +30,10 @@ const DefaultAPIListen = "127.0.0.1:0"
 
 // maxConfigSize bounds how much of config.yaml is read.
 const maxConfigSize = 1 << 20
+
+// MinIntentSize is the smallest limits.max_intent_size accepted: below it
+// even an intent with an empty payload would not fit.
+const MinIntentSize = 1024
 
 // Config is config.yaml. Every field is optional; zero values mean the
 // defaults of node.DefaultConfig.
@@ -58,6 +64,10 @@ type Config struct {
 	Policy string `yaml:"policy"`
 	// PSK is a private network key file (relative paths are to the home).
 	PSK string `yaml:"psk"`
+	// LogLevel is the daemon's log level (debug, info, warn, error),
+	// applied at start and on SIGHUP unless --log-level says otherwise;
+	// "" leaves it as the process has it (info).
+	LogLevel string `yaml:"log_level"`
 }
 
 // DHTConfig sets the Kademlia DHT.
@@ -76,12 +86,21 @@ type NATConfig struct {
 
 // AgentConfig names one hosted agent; its key is keys/agents/<name>.key.
 // With Exec, the agent is a command: it bids on calls for Capabilities
-// and does the work it wins (see daemon/execagent).
+// and does the work it wins (see daemon/execagent). Without Exec it only
+// signs what the node publishes and requests for it, and offers nothing.
 type AgentConfig struct {
 	Name         string        `yaml:"name"`
 	Capabilities []string      `yaml:"capabilities"`
 	Exec         []string      `yaml:"exec"`
 	Timeout      time.Duration `yaml:"timeout"`
+	// Line is the agent's line in config.yaml, for error messages.
+	Line int `yaml:"-"`
+}
+
+// Equal reports whether two agent configurations are the same, Line aside.
+func (a AgentConfig) Equal(b AgentConfig) bool {
+	return a.Name == b.Name && slices.Equal(a.Capabilities, b.Capabilities) &&
+		slices.Equal(a.Exec, b.Exec) && a.Timeout == b.Timeout
 }
 
 // APIConfig configures the local HTTP API.
@@ -135,7 +154,10 @@ const defaultConfigYAML = `# parley node configuration.
 # first is the default agent. An agent with exec is a command that bids on
 # calls for its capabilities and does the work it wins: parley runs it
 # with {"phase":"bid",...} or {"phase":"execute",...} on stdin and reads a
-# JSON reply from stdout (see examples/shell/quote.sh).
+# JSON reply from stdout (see examples/shell/quote.sh). An agent without
+# exec offers nothing: a program that does the work itself registers over
+# the API instead ('parley agents register'). Added, removed and changed
+# agents take effect on SIGHUP.
 agents:
   - name: default
 #  - name: quoter
@@ -147,6 +169,10 @@ agents:
 # in <home>/api.token.
 # api:
 #   listen: 127.0.0.1:0
+
+# The daemon's log level: debug, info, warn or error ('parley run
+# --log-level' overrides it); reloaded on SIGHUP.
+# log_level: info
 
 # limits:
 #   max_intent_size: 65536  # bytes, of the signed intent
@@ -209,6 +235,7 @@ type fileConfig struct {
 	NAT      NATConfig    `yaml:"nat"`
 	Policy   string       `yaml:"policy"`
 	PSK      string       `yaml:"psk"`
+	LogLevel lineString   `yaml:"log_level"`
 }
 
 // lineString is a YAML string that remembers its line.
@@ -294,13 +321,19 @@ func parseConfig(path string, data []byte) (Config, error) {
 				return Config{}, bad(a.Name.line, "agents: %s: %v", a.Name.s, err)
 			}
 		}
-		if len(a.Exec) > 0 && len(a.Capabilities) == 0 {
+		switch {
+		case len(a.Exec) > 0 && len(a.Capabilities) == 0:
 			return Config{}, bad(a.Name.line, "agents: %s runs a command but offers no capabilities", a.Name.s)
+		case len(a.Capabilities) > 0 && len(a.Exec) == 0:
+			return Config{}, bad(a.Name.line, "agents: %s offers %s but has no exec, so nothing would ever bid: give it exec: [command, args...], "+
+				"or remove it here and register the program that does the work over the API (parley agents register --name %s --capability %s)",
+				a.Name.s, strings.Join(a.Capabilities, ", "), a.Name.s, a.Capabilities[0])
+		case len(a.Exec) > 0 && strings.TrimSpace(a.Exec[0]) == "":
+			return Config{}, bad(a.Name.line, "agents: %s: exec: the command name is empty", a.Name.s)
+		case a.Timeout < 0:
+			return Config{}, bad(a.Name.line, "agents: %s: negative timeout %s", a.Name.s, a.Timeout)
 		}
-		if a.Timeout < 0 {
-			return Config{}, bad(a.Name.line, "agents: %s: negative timeout", a.Name.s)
-		}
-		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s, Capabilities: a.Capabilities, Exec: a.Exec, Timeout: a.Timeout})
+		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s, Capabilities: a.Capabilities, Exec: a.Exec, Timeout: a.Timeout, Line: a.Name.line})
 	}
 	if len(c.Agents) == 0 {
 		c.Agents = []AgentConfig{{Name: DefaultAgent}}
@@ -314,6 +347,12 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
 	c.MDNS, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.NAT, fc.Policy, fc.PSK
+	if l := fc.LogLevel; l.s != "" {
+		if _, err := logging.Parse(l.s); err != nil {
+			return Config{}, bad(l.line, "log_level %q: want debug, info, warn or error", l.s)
+		}
+		c.LogLevel = l.s
+	}
 	for _, a := range fc.Announce {
 		if _, err := ma.NewMultiaddr(a.s); err != nil {
 			return Config{}, bad(a.line, "announce: bad multiaddr %q: %v", a.s, err)
@@ -329,6 +368,8 @@ func parseConfig(path string, data []byte) (Config, error) {
 	switch {
 	case c.Limits.MaxIntentSize < 0:
 		return Config{}, fmt.Errorf("%s: limits.max_intent_size %d is negative", path, c.Limits.MaxIntentSize)
+	case c.Limits.MaxIntentSize > 0 && c.Limits.MaxIntentSize < MinIntentSize:
+		return Config{}, fmt.Errorf("%s: limits.max_intent_size %d: want at least %d bytes (a signed intent carries its agent's key, IDs and addresses besides the payload)", path, c.Limits.MaxIntentSize, MinIntentSize)
 	case c.Limits.IntentTTL < 0:
 		return Config{}, fmt.Errorf("%s: limits.intent_ttl %s is negative", path, c.Limits.IntentTTL)
 	case c.ConnMgr.Low < 0 || c.ConnMgr.High < 0:

@@ -6,11 +6,18 @@
 //
 //	<home>/config.yaml             commented node configuration
 //	<home>/keys/node.key           the node's libp2p key (0600)
-//	<home>/keys/agents/<name>.key  one key per hosted agent (0600)
+//	<home>/keys/agents/<name>.key  one key per hosted agent, config.yaml's
+//	                               and external ones alike (0600)
+//	<home>/external.json           external agents registered over the API:
+//	                               name, capabilities, SHA-256 of its token
 //	<home>/api                     URL of the running daemon's API
-//	<home>/api.token               bearer token of that API (0600)
+//	<home>/api.token               the API's operator token (0600)
 //	<home>/peers.json              peers met, redialled at the next start
 //	                               (written by package discovery)
+//	<home>/audit/                  the audit log (package audit)
+//	<home>/audit.replaced-<unix>/  the log of a home replaced by init
+//	                               --force, with node.pub: the PeerID of
+//	                               the node key that signed it
 //
 // It does not own the key format or permission checks (package identity),
 // what the configuration means to a node (package node), or the API itself
@@ -64,6 +71,10 @@ var (
 
 // Home is an initialised, loaded home directory.
 type Home struct {
+	// pending are the keys Load generated for agents new in config.yaml,
+	// written by SaveKeys.
+	pending map[string]crypto.PrivKey
+
 	// Dir is the home's absolute path.
 	Dir string
 	// Config is config.yaml as loaded and checked by Open.
@@ -109,11 +120,26 @@ func agentKeyPath(dir, name string) string {
 	return filepath.Join(dir, KeysDir, AgentsDir, name+".key")
 }
 
-// Open loads the home in dir: its config, node key and the keys of the
-// agents its config names. A directory that was never initialised gives an
-// error wrapping ErrNotInitialised; key file errors come from identity and
-// name the file.
+// Open loads the home in dir, as Load does, and writes the keys of agents
+// new in config.yaml.
 func Open(dir string) (*Home, error) {
+	h, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.SaveKeys(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Load reads the home in dir: its config, node key and the keys of the
+// agents its config names, and writes nothing. An agent new in config.yaml
+// gets a key generated here, kept until SaveKeys writes it (so a caller
+// can check everything before the home changes). A directory that was
+// never initialised gives an error wrapping ErrNotInitialised; key file
+// errors come from identity and name the file.
+func Load(dir string) (*Home, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("home %s: %w", dir, err)
@@ -128,7 +154,7 @@ func Open(dir string) (*Home, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Home{Dir: abs, Config: cfg}
+	h := &Home{Dir: abs, Config: cfg, pending: map[string]crypto.PrivKey{}}
 	if h.NodeKey, err = identity.ReadKeyFile(nodeKeyPath(abs)); err != nil {
 		return nil, fmt.Errorf("node key: %w", err)
 	}
@@ -139,7 +165,7 @@ func Open(dir string) (*Home, error) {
 			// An agent newly added to config.yaml gets its key here, the
 			// way init made the default agent's.
 			if k, err = identity.GenerateKey(); err == nil {
-				err = identity.WriteKeyFile(path, k)
+				h.pending[ac.Name] = k
 			}
 		}
 		if err != nil {
@@ -154,8 +180,53 @@ func Open(dir string) (*Home, error) {
 	return h, nil
 }
 
+// SaveKeys writes the keys Load generated for agents new in config.yaml.
+func (h *Home) SaveKeys() error {
+	for name, k := range h.pending {
+		if err := identity.WriteKeyFile(agentKeyPath(h.Dir, name), k); err != nil {
+			return fmt.Errorf("agent %q: %w", name, err)
+		}
+		delete(h.pending, name)
+	}
+	return nil
+}
+
+// AgentKey returns the key of the named agent from keys/agents/<name>.key,
+// creating the file if there is none: external agents, registered over the
+// API, keep their AgentID across restarts this way.
+func (h *Home) AgentKey(name string) (crypto.PrivKey, error) {
+	if err := identity.ValidAgentName(name); err != nil {
+		return nil, err
+	}
+	path := agentKeyPath(h.Dir, name)
+	k, err := identity.ReadKeyFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if k, err = identity.GenerateKey(); err == nil {
+			err = identity.WriteKeyFile(path, k)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent %q: %w", name, err)
+	}
+	return k, nil
+}
+
 func notInitialised(dir string) error {
-	return fmt.Errorf("%w: %s has no %s (run: parley init --home %s)", ErrNotInitialised, dir, ConfigFile, dir)
+	msg := fmt.Sprintf("%s has no %s (run: parley init --home %s)", dir, ConfigFile, dir)
+	if old := leftOver(dir); old != "" {
+		msg += fmt.Sprintf("; an interrupted 'parley init --force' left the previous home in %s: move its files back into %s to restore it, or remove it", old, dir)
+	}
+	return fmt.Errorf("%w: %s", ErrNotInitialised, msg)
+}
+
+// leftOver returns a replaced home that an interrupted Init left inside
+// dir, or "".
+func leftOver(dir string) string {
+	olds, _ := filepath.Glob(filepath.Join(dir, oldPrefix+"*", ConfigFile))
+	if len(olds) == 0 {
+		return ""
+	}
+	return filepath.Dir(olds[0])
 }
 
 // initialised reports whether dir holds (part of) a home.

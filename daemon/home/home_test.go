@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func TestInitFillsEmptyDir(t *testing.T) {
 
 func TestInitFailureLeavesNothing(t *testing.T) {
 	boom := errors.New("injected failure")
-	for _, step := range []string{"keys", "config"} {
+	for _, step := range []string{"keys", "config", "swap"} {
 		t.Run("new/"+step, func(t *testing.T) {
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "h")
@@ -162,7 +163,7 @@ func TestInitFailureLeavesNothing(t *testing.T) {
 			}
 		})
 	}
-	for _, step := range []string{"keys", "config", "swap"} {
+	for _, step := range []string{"keys", "config", "aside", "swap"} {
 		t.Run("force/"+step, func(t *testing.T) {
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "h")
@@ -181,6 +182,9 @@ func TestInitFailureLeavesNothing(t *testing.T) {
 			}
 			if got := entries(t, parent); len(got) != 1 {
 				t.Fatalf("failed Init left %v beside the home", got)
+			}
+			if got := entries(t, dir); !slices.Equal(got, []string{"config.yaml", "keys"}) {
+				t.Fatalf("failed Init left %v in the home, want only config.yaml and keys", got)
 			}
 			h2, err := Open(dir)
 			if err != nil {
@@ -272,7 +276,7 @@ func TestConfig(t *testing.T) {
 	}{
 		{"default", defaultConfigYAML, nil},
 		{"empty", "", nil},
-		{"full", "listen: [/ip4/127.0.0.1/tcp/4001]\nbootstrap: [" + boot + "]\nagents: [{name: a}, {name: b}]\napi: {listen: '127.0.0.1:5001'}\nlimits: {max_intent_size: 1000, intent_ttl: 1m}\nconnmgr: {low: 1, high: 2}\n", nil},
+		{"full", "listen: [/ip4/127.0.0.1/tcp/4001]\nbootstrap: [" + boot + "]\nagents: [{name: a}, {name: b}]\napi: {listen: '127.0.0.1:5001'}\nlimits: {max_intent_size: 2000, intent_ttl: 1m}\nconnmgr: {low: 1, high: 2}\n", nil},
 		{"unknown key", "agents:\n  - name: default\nlisten_on: []\n", []string{path, "line 3", "listen_on"}},
 		{"unknown nested key", "api:\n  listen: 127.0.0.1:0\n  port: 3\n", []string{path, "line 3", "port"}},
 		{"bad listen", "listen:\n  - /ip4/1.2.3.4/tcp/1\n  - /ip4/nope\n", []string{path, "line 3", "listen", "/ip4/nope"}},
@@ -288,6 +292,14 @@ func TestConfig(t *testing.T) {
 		{"bad dht mode", "mdns: true\ndht:\n  mode: sometimes\n", []string{path, "line 3", "dht.mode", "sometimes"}},
 		{"bad mdns", "mdns: maybe\n", []string{path, "line 1", "maybe"}},
 		{"unknown nat key", "nat:\n  upnp: true\n", []string{path, "line 2", "upnp"}},
+		{"capabilities without exec", "agents:\n  - name: default\n  - name: quoter\n    capabilities: [quote]\n",
+			[]string{path, "line 3", "quoter offers quote but has no exec", "exec: [command", "parley agents register --name quoter --capability quote"}},
+		{"exec without capabilities", "agents:\n  - name: default\n  - name: runner\n    exec: [sh, x.sh]\n", []string{path, "line 3", "runner runs a command but offers no capabilities"}},
+		{"empty exec command", "agents:\n  - name: default\n  - name: q\n    capabilities: [quote]\n    exec: ['']\n", []string{path, "line 3", "command name is empty"}},
+		{"negative agent timeout", "agents:\n  - name: default\n  - name: q\n    capabilities: [quote]\n    exec: [sh]\n    timeout: -1s\n", []string{path, "line 3", "negative timeout -1s"}},
+		{"bad log level", "log_level: loud\n", []string{path, "line 1", `log_level "loud"`, "debug, info, warn or error"}},
+		{"log level", "log_level: debug\n", nil},
+		{"tiny intent size", "limits:\n  max_intent_size: 10\n", []string{path, "max_intent_size 10", "at least 1024"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -419,5 +431,85 @@ func TestDefaultDir(t *testing.T) {
 	t.Setenv(EnvHome, "")
 	if got := DefaultDir(); filepath.Base(got) != ".parley" {
 		t.Fatalf("DefaultDir = %q", got)
+	}
+}
+
+// TestLoadWritesNothing: an agent new in config.yaml gets its key from
+// Load in memory only, so a caller can refuse the config with the home
+// untouched; SaveKeys writes it, and Open does both.
+func TestLoadWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := "agents:\n  - name: default\n  - name: helper\n"
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h.AgentKeyPath("helper")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Load wrote the new agent's key: %v", err)
+	}
+	if err := h.SaveKeys(); err != nil {
+		t.Fatal(err)
+	}
+	h2, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h2.Agents[1].ID != h.Agents[1].ID {
+		t.Fatal("the saved key is not the one Load generated")
+	}
+}
+
+// TestOpenNamesAnInterruptedReplacement: a home whose init --force died
+// half-way says where the old home is.
+func TestOpenNamesAnInterruptedReplacement(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(dir, oldPrefix+"x")
+	if err := os.MkdirAll(old, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(old, ConfigFile), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(dir)
+	if !errors.Is(err, ErrNotInitialised) || !strings.Contains(err.Error(), old) {
+		t.Fatalf("Open: %v, want ErrNotInitialised naming %s", err, old)
+	}
+}
+
+func TestExternalAgentsFile(t *testing.T) {
+	h, err := Init(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.ExternalAgents(); err != nil || len(got) != 0 {
+		t.Fatalf("no file: %v, %v", got, err)
+	}
+	want := []ExternalAgent{{Name: "py", Capabilities: []string{"quote"}, TokenSHA256: "ab", Registered: time.Unix(1, 0).UTC()}}
+	if err := h.SaveExternalAgents(want); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(t, h.ExternalPath()); m != 0o600 {
+		t.Fatalf("mode %#o", m)
+	}
+	got, err := h.ExternalAgents()
+	if err != nil || len(got) != 1 || got[0].Name != "py" || got[0].TokenSHA256 != "ab" || !got[0].Registered.Equal(want[0].Registered) {
+		t.Fatalf("read back %+v, %v", got, err)
+	}
+	k1, err := h.AgentKey("py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := h.AgentKey("py")
+	if err != nil || !k1.Equals(k2) {
+		t.Fatalf("AgentKey is not stable: %v", err)
+	}
+	if _, err := h.AgentKey("Bad Name"); !errors.Is(err, identity.ErrBadAgentName) {
+		t.Fatalf("AgentKey(bad name): %v", err)
 	}
 }

@@ -2,13 +2,22 @@
 // on 127.0.0.1 so that agents in any language, and the parley CLI, can use
 // the node, and the Go client for it.
 //
-// Every request carries "Authorization: Bearer <token>". Bodies and
-// responses are JSON; errors are {"error": "..."} with a fitting status.
+// Every request but GET /v1/health and /openapi.yaml carries
+// "Authorization: Bearer <token>", with one of two kinds of token (see
+// auth.go): the operator token, which the daemon writes to <home>/api.token
+// and which may do everything, or an agent token, issued when the operator
+// registers an external agent and good only for that agent's own
+// /v1/external/* calls. Refusals are 401 (no or unknown token) or 403 (a
+// token that may not do this), and are recorded through WithAudit. Bodies
+// and responses are JSON; errors are {"error": "..."} with a fitting status.
 //
+//	GET  /v1/health[?probe=live]          Health, no token: 200 ready, 503 not (with the reasons)
+//	GET  /v1/status                       Status: the daemon on one screen
 //	GET  /v1/node                         NodeInfo
 //	GET  /v1/peers                        []node.PeerInfo
 //	GET  /v1/stats                        node.Stats
-//	POST /v1/intents                      PublishRequest → 201 intent.Intent
+//	POST /v1/intents                      PublishRequest → 201 intent.Intent; a ttl above the
+//	                                      node's limit is a 400 naming it
 //	GET  /v1/intents/subscribe?capability=C
 //	                                      text/event-stream, one "data: <intent JSON>" event per verified intent
 //	POST   /v1/tasks                      RequestBody → 200 negotiation.Outcome
@@ -22,8 +31,10 @@
 //	GET  /v1/approvals                    []node.Approval held for a human
 //	POST /v1/approvals/{id}               {"decision":"approve"|"deny"}; 404 if not pending
 //	GET  /v1/agents/find?capability=C     []discovery.SignedCard (verified, via the DHT)
-//	POST /v1/external/agents              {"name","capabilities"} → 201: an agent run by a client
-//	GET  /v1/external/events?agent=NAME   text/event-stream of call, award and cancel events;
+//	POST   /v1/external/agents            {"name","capabilities"} → 201 ExternalRegistration, with
+//	                                      the agent's token; 409 for a name of the node's own agents
+//	DELETE /v1/external/agents/{name}     deregisters it: its token stops working
+//	GET  /v1/external/events[?agent=NAME] text/event-stream of call, award and cancel events;
 //	                                      409 if already open; while closed the agent does not
 //	                                      bid, and the tasks it holds fail over
 //	POST /v1/external/bid                 {"agent","task","price","eta","rationale"} or {…,"refuse"};
@@ -32,8 +43,13 @@
 //	                                      {"agent","task",…}; 409 if the agent holds no such task
 //	GET  /metrics                         Prometheus text
 //
+// With an agent token, "agent" may be left out of the external calls.
+// Registrations survive restarts through a Registry (WithRegistry,
+// Server.Restore).
+//
 // It does not own the node (package node), negotiation (package
-// negotiation), the intent format (package intent) or where the daemon publishes its URL and token (daemon/home).
+// negotiation), the intent format (package intent), or where the daemon
+// publishes its URL and token and keeps external agents (daemon, daemon/home).
 package api
 
 import (

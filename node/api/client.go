@@ -204,6 +204,31 @@ func (c *Client) CancelTask(ctx context.Context, id string) (*negotiation.TaskIn
 	return &v, nil
 }
 
+// RegisterExternal registers an external agent (or registers it again,
+// which replaces its capabilities and its token) and returns its token,
+// which its program uses for its /v1/external/* calls. It needs the
+// operator token. A name taken by one of the node's own agents is an
+// *Error with Status 409.
+func (c *Client) RegisterExternal(ctx context.Context, body ExternalAgentBody) (*ExternalRegistration, error) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	var v ExternalRegistration
+	if err := c.do(ctx, http.MethodPost, PathExternalAgents, b, http.StatusCreated, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// RemoveExternal deregisters an external agent: its token stops working
+// and the tasks it holds fail over. An unknown name is an *Error with
+// Status 404.
+func (c *Client) RemoveExternal(ctx context.Context, name string) error {
+	var ack map[string]string
+	return c.do(ctx, http.MethodDelete, strings.Replace(PathExternalAgent, "{id}", url.PathEscape(name), 1), nil, http.StatusOK, &ack)
+}
+
 func taskPath(id string) string {
 	return strings.Replace(PathTask, "{id}", url.PathEscape(id), 1)
 }

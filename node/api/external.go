@@ -6,9 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
@@ -19,12 +24,13 @@ import (
 // other endpoints. An agent whose stream is closed does not bid, and the
 // tasks it holds fail (the requester then fails over).
 const (
-	PathExternalAgents   = "/v1/external/agents"   // POST {"name","capabilities"}
-	PathExternalEvents   = "/v1/external/events"   // GET ?agent=NAME: SSE of call, award, cancel
-	PathExternalBid      = "/v1/external/bid"      // POST {"agent","task","price","eta","rationale"} or {"agent","task","refuse"}
-	PathExternalProgress = "/v1/external/progress" // POST {"agent","task","fraction","note"}
-	PathExternalResult   = "/v1/external/result"   // POST {"agent","task","result"}
-	PathExternalFailure  = "/v1/external/failure"  // POST {"agent","task","error"}
+	PathExternalAgents   = "/v1/external/agents"      // POST {"name","capabilities"} → ExternalRegistration (operator token)
+	PathExternalAgent    = "/v1/external/agents/{id}" // DELETE: deregister (operator token)
+	PathExternalEvents   = "/v1/external/events"      // GET ?agent=NAME: SSE of call, award, cancel
+	PathExternalBid      = "/v1/external/bid"         // POST {"agent","task","price","eta","rationale"} or {"agent","task","refuse"}
+	PathExternalProgress = "/v1/external/progress"    // POST {"agent","task","fraction","note"}
+	PathExternalResult   = "/v1/external/result"      // POST {"agent","task","result"}
+	PathExternalFailure  = "/v1/external/failure"     // POST {"agent","task","error"}
 )
 
 // ExternalAgentBody registers an external agent.
@@ -60,8 +66,10 @@ type ExternalReply struct {
 // service: it is the agent's negotiation.Handler.
 type external struct {
 	name string
+	reg  Registration // guarded by the server's extMu
 
 	mu      sync.Mutex
+	revoked chan struct{}      // closed when the agent's token is revoked
 	events  chan ExternalEvent // nil while no stream is connected
 	gone    chan struct{}      // closed when the current stream ends
 	bids    map[string]chan ExternalReply
@@ -74,6 +82,21 @@ type extTask struct {
 }
 
 var errNoStream = errors.New("external agent is not connected")
+
+// revoke ends the stream opened with the agent's current token.
+func (e *external) revoke() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	close(e.revoked)
+	e.revoked = make(chan struct{})
+}
+
+// connected reports whether the agent's event stream is open.
+func (e *external) connected() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.events != nil
+}
 
 func (e *external) push(ev ExternalEvent) error {
 	if e.events == nil {
@@ -149,6 +172,227 @@ func (e *external) Work(ctx context.Context, t negotiation.Task) (json.RawMessag
 	}
 }
 
+// Registry keeps external agents across daemon restarts: each agent's key
+// (so its AgentID stays the same) and the registrations, with a hash of
+// each agent's token (so a restarted daemon accepts the token it issued).
+// The daemon backs it with the node's home.
+type Registry interface {
+	// Key returns the named agent's key, creating and storing one if it
+	// has none.
+	Key(name string) (crypto.PrivKey, error)
+	// Load returns the stored registrations.
+	Load() ([]Registration, error)
+	// Save replaces the stored registrations.
+	Save([]Registration) error
+}
+
+// Registration is an external agent as a Registry keeps it.
+type Registration struct {
+	Name         string
+	Capabilities []string
+	TokenSHA256  string
+	Registered   time.Time
+}
+
+// ExternalRegistration answers POST /v1/external/agents: the agent and the
+// token its program uses for its /v1/external/* calls. The token is shown
+// only here.
+type ExternalRegistration struct {
+	Name         string           `json:"name"`
+	ID           identity.AgentID `json:"id"`
+	Capabilities []string         `json:"capabilities"`
+	Token        string           `json:"token"`
+}
+
+// Sentinel errors of external agent registration.
+var (
+	// ErrNameTaken: the name is one of the node's own agents (config.yaml's,
+	// or "default").
+	ErrNameTaken = errors.New("agent name taken by one of the node's own agents")
+)
+
+// ReservedAgent is the name no external agent may take: the node's
+// default agent, which acts when no agent is named.
+const ReservedAgent = "default"
+
+// register adds or re-registers an external agent and returns its new
+// token. Re-registering replaces the capabilities, revokes the old token
+// and ends the stream opened with it.
+func (s *Server) register(name string, caps []string, restore *Registration) (*ExternalRegistration, error) {
+	if err := validRegistration(name, caps); err != nil {
+		return nil, err
+	}
+	s.extMu.Lock()
+	defer s.extMu.Unlock()
+	e, known := s.externals[name]
+	if !known {
+		if name == ReservedAgent {
+			return nil, fmt.Errorf("%w: %q is the node's default agent", ErrNameTaken, name)
+		}
+		if _, err := s.n.Agent(name); err == nil {
+			return nil, fmt.Errorf("%w: the node hosts an agent called %q (from config.yaml)", ErrNameTaken, name)
+		}
+	}
+	key, err := s.agentKeyLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		e = &external{name: name, bids: map[string]chan ExternalReply{}, working: map[string]*extTask{}, revoked: make(chan struct{})}
+	}
+	a, err := s.n.AddAgent(node.AgentCard{Name: name, Capabilities: caps, Key: key}, e)
+	if err != nil {
+		if !known {
+			_ = s.n.RemoveAgent(name)
+		}
+		return nil, err
+	}
+	reg := Registration{Name: name, Capabilities: slices.Clone(caps), Registered: time.Now().UTC()}
+	var token string
+	if restore != nil {
+		reg = *restore
+	} else {
+		if token, err = NewToken(); err != nil {
+			return nil, err
+		}
+		reg.TokenSHA256 = tokenHash(token)
+	}
+	old := e.reg
+	e.reg = reg
+	s.externals[name] = e
+	if restore == nil { // restored registrations are already saved
+		if err := s.saveLocked(); err != nil {
+			e.reg = old
+			if !known {
+				delete(s.externals, name)
+				_ = s.n.RemoveAgent(name)
+			}
+			return nil, err
+		}
+	}
+	if old.TokenSHA256 != "" && old.TokenSHA256 != reg.TokenSHA256 {
+		delete(s.tokens, old.TokenSHA256)
+		e.revoke()
+	}
+	s.tokens[reg.TokenSHA256] = name
+	return &ExternalRegistration{Name: name, ID: a.ID, Capabilities: reg.Capabilities, Token: token}, nil
+}
+
+// validRegistration checks an external agent's name and capabilities.
+func validRegistration(name string, caps []string) error {
+	if err := identity.ValidAgentName(name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if len(caps) == 0 {
+		return errors.New("capabilities: an external agent offers at least one")
+	}
+	for _, c := range caps {
+		if err := intent.ValidCapability(c); err != nil {
+			return fmt.Errorf("capabilities: %w", err)
+		}
+	}
+	return nil
+}
+
+// agentKeyLocked returns the key of the named external agent: from the
+// registry, else one made once by this server.
+func (s *Server) agentKeyLocked(name string) (crypto.PrivKey, error) {
+	if s.registry != nil {
+		return s.registry.Key(name)
+	}
+	if k, ok := s.keys[name]; ok {
+		return k, nil
+	}
+	k, err := identity.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	s.keys[name] = k
+	return k, nil
+}
+
+// saveLocked writes the registrations to the registry, if there is one.
+func (s *Server) saveLocked() error {
+	if s.registry == nil {
+		return nil
+	}
+	regs := make([]Registration, 0, len(s.externals))
+	for _, e := range s.externals {
+		regs = append(regs, e.reg)
+	}
+	slices.SortFunc(regs, func(a, b Registration) int { return strings.Compare(a.Name, b.Name) })
+	if err := s.registry.Save(regs); err != nil {
+		return fmt.Errorf("save external agents: %w", err)
+	}
+	return nil
+}
+
+// deregister removes an external agent: it stops bidding, its token stops
+// working and its stream ends (the tasks it holds fail over).
+func (s *Server) deregister(name string) error {
+	s.extMu.Lock()
+	defer s.extMu.Unlock()
+	e, ok := s.externals[name]
+	if !ok {
+		return fmt.Errorf("%w %q", node.ErrUnknownAgent, name)
+	}
+	delete(s.externals, name)
+	if err := s.saveLocked(); err != nil {
+		s.externals[name] = e
+		return err
+	}
+	delete(s.tokens, e.reg.TokenSHA256)
+	e.revoke()
+	if err := s.n.RemoveAgent(name); err != nil && !errors.Is(err, node.ErrUnknownAgent) {
+		return err
+	}
+	return nil
+}
+
+// Restore registers again, with their old tokens, the external agents the
+// registry holds: after a restart their programs reconnect as they were.
+// A registration whose name is now one of the node's own agents is dropped
+// with a warning. The node must be running.
+func (s *Server) Restore() error {
+	if s.registry == nil {
+		return nil
+	}
+	regs, err := s.registry.Load()
+	if err != nil {
+		return fmt.Errorf("load external agents: %w", err)
+	}
+	var errs []error
+	dropped := false
+	for _, reg := range regs {
+		if _, err := s.register(reg.Name, reg.Capabilities, &reg); err != nil {
+			if errors.Is(err, ErrNameTaken) {
+				log.Warnw("dropping an external agent registration: its name is now one of the node's own agents", "agent", reg.Name, "err", err)
+				dropped = true
+				continue
+			}
+			errs = append(errs, fmt.Errorf("external agent %s: %w", reg.Name, err))
+		}
+	}
+	if dropped {
+		s.extMu.Lock()
+		errs = append(errs, s.saveLocked())
+		s.extMu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Externals returns the names of the external agents registered now.
+func (s *Server) Externals() []string {
+	s.extMu.Lock()
+	defer s.extMu.Unlock()
+	names := make([]string, 0, len(s.externals))
+	for n := range s.externals {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
 func (s *Server) handleExternalRegister(w http.ResponseWriter, r *http.Request) {
 	if !s.started(w) {
 		return
@@ -158,25 +402,38 @@ func (s *Server) handleExternalRegister(w http.ResponseWriter, r *http.Request) 
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if len(body.Capabilities) == 0 {
-		writeError(w, http.StatusBadRequest, "capabilities: an external agent offers at least one")
+	if err := validRegistration(body.Name, body.Capabilities); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	s.extMu.Lock()
-	e, ok := s.externals[body.Name]
-	if !ok {
-		e = &external{name: body.Name, bids: map[string]chan ExternalReply{}, working: map[string]*extTask{}}
-	}
-	s.extMu.Unlock()
-	a, err := s.n.AddAgent(node.AgentCard{Name: body.Name, Capabilities: body.Capabilities}, e)
-	if err != nil {
+	reg, err := s.register(body.Name, body.Capabilities, nil)
+	switch {
+	case errors.Is(err, ErrNameTaken):
+		writeError(w, http.StatusConflict, err.Error()+"; pick another name")
+		return
+	case err != nil:
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	s.extMu.Lock()
-	s.externals[body.Name] = e
-	s.extMu.Unlock()
-	writeJSON(w, http.StatusCreated, AgentInfo{Name: a.Name, ID: a.ID})
+	if s.audit != nil {
+		_ = s.audit("external.registered", fmt.Sprintf("external agent %s registered, offering %s", reg.Name, strings.Join(reg.Capabilities, ", ")),
+			map[string]any{"name": reg.Name, "id": reg.ID, "capabilities": reg.Capabilities})
+	}
+	log.Infow("external agent registered", "agent", reg.Name, "id", reg.ID, "capabilities", reg.Capabilities)
+	writeJSON(w, http.StatusCreated, reg)
+}
+
+func (s *Server) handleExternalRemove(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("id")
+	if err := s.deregister(name); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	if s.audit != nil {
+		_ = s.audit("external.removed", "external agent "+name+" removed", map[string]string{"name": name})
+	}
+	log.Infow("external agent removed", "agent", name)
+	writeJSON(w, http.StatusOK, map[string]string{"name": name})
 }
 
 func (s *Server) external(w http.ResponseWriter, name string) *external {
@@ -190,19 +447,36 @@ func (s *Server) external(w http.ResponseWriter, name string) *external {
 }
 
 func (s *Server) handleExternalEvents(w http.ResponseWriter, r *http.Request) {
-	e := s.external(w, r.URL.Query().Get("agent"))
+	name := r.URL.Query().Get("agent")
+	if p := principalOf(r); name == "" && p.agent != "" {
+		name = p.agent
+	}
+	if !s.actFor(w, r, name) {
+		return
+	}
+	e := s.external(w, name)
 	if e == nil {
 		return
 	}
 	events := make(chan ExternalEvent, 64)
 	gone := make(chan struct{})
+	s.extMu.Lock()
+	p := principalOf(r)
+	current := s.externals[name] == e && (p.operator || e.reg.TokenSHA256 == p.hash)
+	s.extMu.Unlock()
 	e.mu.Lock()
-	if e.events != nil {
+	switch {
+	case !current: // re-registered or removed since the request came in
+		e.mu.Unlock()
+		s.refuse(w, r, http.StatusUnauthorized, "this agent token was revoked")
+		return
+	case e.events != nil:
 		e.mu.Unlock()
 		writeError(w, http.StatusConflict, "this agent's event stream is already open")
 		return
 	}
 	e.events, e.gone = events, gone
+	revoked := e.revoked
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
@@ -225,6 +499,8 @@ func (s *Server) handleExternalEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-s.closing:
 			return
+		case <-revoked:
+			return
 		case <-ping.C:
 			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
 				return
@@ -244,6 +520,12 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 		var body ExternalReply
 		if err := decodeBody(w, r, s.maxBody, &body); err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if p := principalOf(r); body.Agent == "" && p.agent != "" {
+			body.Agent = p.agent
+		}
+		if !s.actFor(w, r, body.Agent) {
 			return
 		}
 		e := s.external(w, body.Agent)

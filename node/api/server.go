@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleynet/parley/intent"
@@ -34,19 +34,29 @@ const (
 // http.Handler, with authentication, so tests can mount it as they like.
 type Server struct {
 	n       *node.Node
-	token   string
+	token   string // the operator token
 	version string
 	maxBody int64
 	ping    time.Duration
+	since   time.Time // when the server was made, the uptime's start unless WithStatus says otherwise
+
+	audit    func(kind, rationale string, detail any) error
+	refusals *refusals
+	registry Registry
+	checks   []Check
+	status   func(*Status)
 
 	routes  map[string]map[string]http.HandlerFunc // path → method → handler
 	srv     *http.Server
 	closing chan struct{} // closed by Shutdown; ends event streams
 	once    sync.Once
 
-	// externals are the agents registered over the API, by name.
+	// externals are the agents registered over the API, by name, and
+	// tokens their agent tokens' hashes, to the agent's name.
 	extMu     sync.Mutex
 	externals map[string]*external
+	tokens    map[string]string
+	keys      map[string]crypto.PrivKey // without a Registry: keys made here
 }
 
 // Option configures a Server.
@@ -62,8 +72,21 @@ func WithMaxBodySize(n int64) Option { return func(s *Server) { s.maxBody = n } 
 // comment (default 15 s).
 func WithPingInterval(d time.Duration) Option { return func(s *Server) { s.ping = d } }
 
-// NewServer returns the API server of n. Requests must carry token as a
-// bearer token; an empty token refuses every request.
+// WithAudit records, through record, what the API refuses (401 and 403
+// answers, rate-limited) and the external agents it registers and
+// removes. The daemon passes the node's Audit, so these land in the same
+// hash-chained log as everything else.
+func WithAudit(record func(kind, rationale string, detail any) error) Option {
+	return func(s *Server) { s.audit = record }
+}
+
+// WithRegistry keeps external agents' keys and registrations in r, so
+// that they survive restarts (see Server.Restore).
+func WithRegistry(r Registry) Option { return func(s *Server) { s.registry = r } }
+
+// NewServer returns the API server of n. Requests must carry the operator
+// token, or an agent token the server issued, as a bearer token; an empty
+// operator token refuses every request but those of agent tokens.
 func NewServer(n *node.Node, token string, opts ...Option) *Server {
 	s := &Server{
 		n:         n,
@@ -71,8 +94,12 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		version:   "devel",
 		maxBody:   DefaultMaxBodySize,
 		ping:      DefaultPingInterval,
+		since:     time.Now(),
+		refusals:  newRefusals(),
 		closing:   make(chan struct{}),
 		externals: map[string]*external{},
+		tokens:    map[string]string{},
+		keys:      map[string]crypto.PrivKey{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -91,7 +118,11 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		PathApproval:   {http.MethodPost: s.handleDecide},
 		PathFindAgents: {http.MethodGet: s.handleFindAgents},
 
+		PathStatus: {http.MethodGet: s.handleStatus},
+		PathHealth: {http.MethodGet: s.handleHealth}, // served before authentication
+
 		PathExternalAgents:   {http.MethodPost: s.handleExternalRegister},
+		PathExternalAgent:    {http.MethodDelete: s.handleExternalRemove},
 		PathExternalEvents:   {http.MethodGet: s.handleExternalEvents},
 		PathExternalBid:      {http.MethodPost: s.handleExternalReply("bid")},
 		PathExternalProgress: {http.MethodPost: s.handleExternalReply("progress")},
@@ -154,13 +185,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, "internal error")
 		}
 	}()
-	if r.URL.Path == PathOpenAPI && r.Method == http.MethodGet {
+	switch {
+	case r.URL.Path == PathOpenAPI && r.Method == http.MethodGet:
 		handleOpenAPI(w, r) // the API's description is public
 		return
+	case r.URL.Path == PathHealth && r.Method == http.MethodGet:
+		s.handleHealth(w, r) // probes carry no token
+		return
 	}
-	if !s.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
-		writeError(w, http.StatusUnauthorized, "missing or wrong API token: send Authorization: Bearer <token from the home's api.token>")
+	p, why, ok := s.authenticate(r)
+	if !ok {
+		s.refuse(w, r, http.StatusUnauthorized, fmt.Sprintf("%s: send Authorization: Bearer <the operator token from the home's api.token, or an external agent's token>", why))
+		return
+	}
+	r = withPrincipal(r, p)
+	if !p.operator && !agentPath(r.URL.Path) {
+		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("this token is external agent %s's: it is good only for that agent's /v1/external/ calls; %s %s needs the operator token (the home's api.token)",
+			p.agent, r.Method, r.URL.Path))
 		return
 	}
 	methods, ok := s.route(r)
@@ -200,14 +241,6 @@ func (s *Server) route(r *http.Request) (map[string]http.HandlerFunc, bool) {
 		}
 	}
 	return nil, false
-}
-
-func (s *Server) authorized(r *http.Request) bool {
-	if s.token == "" {
-		return false
-	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1
 }
 
 // started answers 503 and reports false when the node is not running.
@@ -271,6 +304,11 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: want a positive Go duration such as \"30s\"", req.TTL))
+			return
+		}
+		// The node would cut it short silently; say so instead.
+		if limit := s.n.MaxIntentTTL(); d > limit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %s is above this node's maximum intent TTL of %s (limits.intent_ttl in config.yaml)", d, limit))
 			return
 		}
 		ttl = d

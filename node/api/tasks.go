@@ -83,10 +83,12 @@ func (req *RequestBody) parse() (negotiation.Need, []negotiation.RequestOption, 
 		return none, nil, fmt.Errorf("calls %d: want ≥ 1 (or 0 for the node's default)", req.Calls)
 	}
 	var opts []negotiation.RequestOption
+	var window, timeout time.Duration
 	for _, f := range []struct {
 		name, value string
+		dst         *time.Duration
 		opt         func(time.Duration) negotiation.RequestOption
-	}{{"bid_window", req.BidWindow, negotiation.WithBidWindow}, {"timeout", req.Timeout, negotiation.WithTimeout}} {
+	}{{"bid_window", req.BidWindow, &window, negotiation.WithBidWindow}, {"timeout", req.Timeout, &timeout, negotiation.WithTimeout}} {
 		if f.value == "" {
 			continue
 		}
@@ -94,7 +96,12 @@ func (req *RequestBody) parse() (negotiation.Need, []negotiation.RequestOption, 
 		if err != nil || d <= 0 {
 			return none, nil, fmt.Errorf("%s %q: want a positive Go duration such as \"2s\"", f.name, f.value)
 		}
+		*f.dst = d
 		opts = append(opts, f.opt(d))
+	}
+	if window > 0 && timeout > 0 && window >= timeout {
+		// The task would end before any bid could be taken.
+		return none, nil, fmt.Errorf("bid_window %s: must be shorter than timeout %s", window, timeout)
 	}
 	st, err := ParseStrategy(req.Strategy)
 	if err != nil {

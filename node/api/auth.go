@@ -1,0 +1,160 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// The API's trust boundary. Two kinds of bearer token open it:
+//
+//   - the operator token, which the daemon writes to <home>/api.token, does
+//     everything: the CLI uses it, and so does whoever registers external
+//     agents and answers approvals;
+//   - an agent token, returned once when the operator registers an
+//     external agent, is good only for that agent's /v1/external/* calls
+//     (its event stream, its bids, progress, results and failures).
+//
+// So the program behind an external agent never holds the operator token:
+// it cannot approve the negotiations it is part of, read other agents'
+// streams, or register agents under other names. Refused requests are
+// answered 401 (no or unknown token) or 403 (a token that may not do
+// this) and recorded in the audit log.
+
+// principal is who a request's token says it comes from.
+type principal struct {
+	operator bool
+	agent    string // for an agent token: the external agent's name
+	hash     string // the token's SHA-256, for an agent token
+}
+
+type principalKey struct{}
+
+func principalOf(r *http.Request) principal {
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	return p
+}
+
+// tokenHash is what the server keeps of an agent token: looking a token
+// up by its hash leaks nothing about the token through timing.
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// authenticate finds the principal of r's bearer token. why says what was
+// wrong when it reports false.
+func (s *Server) authenticate(r *http.Request) (p principal, why string, ok bool) {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	switch {
+	case !ok || got == "":
+		return principal{}, "no token", false
+	case s.token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1:
+		return principal{operator: true}, "", true
+	}
+	h := tokenHash(got)
+	s.extMu.Lock()
+	name, ok := s.tokens[h]
+	s.extMu.Unlock()
+	if !ok {
+		return principal{}, "unknown token", false
+	}
+	return principal{agent: name, hash: h}, "", true
+}
+
+// agentPath reports whether an agent token may call path.
+func agentPath(path string) bool {
+	switch path {
+	case PathExternalEvents, PathExternalBid, PathExternalProgress, PathExternalResult, PathExternalFailure:
+		return true
+	}
+	return false
+}
+
+// actFor reports whether r's principal may act for the external agent
+// name, answering 403 when it may not.
+func (s *Server) actFor(w http.ResponseWriter, r *http.Request, name string) bool {
+	p := principalOf(r)
+	if p.operator || p.agent == name {
+		return true
+	}
+	s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("this token is external agent %s's: it cannot act for agent %q", p.agent, name))
+	return false
+}
+
+// refuse answers a request the API will not serve and records it.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+	}
+	writeError(w, status, msg)
+	s.refusals.record(s.audit, r, status, msg)
+}
+
+// refusals records refused requests in the audit log, at most a few a
+// second: every record is fsynced, so a client hammering the API with bad
+// tokens must not turn into a disk flood. Those not recorded are counted
+// in the next record.
+type refusals struct {
+	mu         sync.Mutex
+	limit      *rate.Limiter
+	suppressed int
+}
+
+func newRefusals() *refusals {
+	return &refusals{limit: rate.NewLimiter(rate.Every(200*time.Millisecond), 20)}
+}
+
+// refusalDetail is the audit record's detail of a refused request.
+type refusalDetail struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Status int    `json:"status"`
+	Remote string `json:"remote,omitempty"`
+	// Token says which kind of token came: none, unknown, operator or
+	// agent:<name>. Tokens themselves are never recorded.
+	Token string `json:"token"`
+	// Unrecorded is how many refusals before this one were not recorded.
+	Unrecorded int `json:"unrecorded,omitempty"`
+}
+
+func (f *refusals) record(audit func(kind, rationale string, detail any) error, r *http.Request, status int, msg string) {
+	if audit == nil {
+		return
+	}
+	f.mu.Lock()
+	if !f.limit.Allow() {
+		f.suppressed++
+		f.mu.Unlock()
+		return
+	}
+	n := f.suppressed
+	f.suppressed = 0
+	f.mu.Unlock()
+	d := refusalDetail{Method: r.Method, Path: r.URL.Path, Status: status, Remote: r.RemoteAddr, Unrecorded: n, Token: "none"}
+	switch p := principalOf(r); {
+	case p.operator:
+		d.Token = "operator"
+	case p.agent != "":
+		d.Token = "agent:" + p.agent
+	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
+		d.Token = "unknown"
+	}
+	rationale := fmt.Sprintf("API refused %s %s with %d: %s", r.Method, r.URL.Path, status, msg)
+	if err := audit("api.refused", rationale, d); err != nil {
+		log.Warnw("could not record a refused API request", "err", err)
+	}
+}
+
+// withPrincipal returns r carrying p for the handlers.
+func withPrincipal(r *http.Request, p principal) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+}
