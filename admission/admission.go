@@ -48,33 +48,37 @@ type Limits struct {
 	// this node, checked before their signatures are: a flooder costs a
 	// token, not a verification. Over it, intents are ignored and the peer
 	// loses GossipSub score. High, since an honest peer relays the mesh.
-	IntentsPerForwarder Rate
+	IntentsPerForwarder Rate `yaml:"intents_per_forwarder"`
 	// IntentsPerOrigin bounds the intents of agents one proven node hosts.
-	IntentsPerOrigin Rate
+	IntentsPerOrigin Rate `yaml:"intents_per_origin"`
 	// IntentsPerAgent bounds one agent's intents (the policy's
 	// rate_limits.intents_per_origin applies too, per agent).
-	IntentsPerAgent Rate
+	IntentsPerAgent Rate `yaml:"intents_per_agent"`
 
 	// BidHandlers bounds the bid handlers running at once: in all, per
 	// local agent and per origin node of the calls.
-	BidHandlers, BidHandlersPerAgent, BidHandlersPerOrigin int
+	BidHandlers          int `yaml:"bid_handlers"`
+	BidHandlersPerAgent  int `yaml:"bid_handlers_per_agent"`
+	BidHandlersPerOrigin int `yaml:"bid_handlers_per_origin"`
 	// Asks bounds the direct asks being answered at once, in all and per
 	// asking node.
-	Asks, AsksPerOrigin int
+	Asks          int `yaml:"asks"`
+	AsksPerOrigin int `yaml:"asks_per_origin"`
 
 	// PendingApprovals bounds the steps waiting for a human, in all and
 	// per remote peer; past it a step is refused at once.
-	PendingApprovals, PendingApprovalsPerPeer int
+	PendingApprovals        int `yaml:"pending_approvals"`
+	PendingApprovalsPerPeer int `yaml:"pending_approvals_per_peer"`
 	// MaxApprovalWait is the longest a step waits for a human, whatever
 	// the task's deadline.
-	MaxApprovalWait time.Duration
+	MaxApprovalWait time.Duration `yaml:"max_approval_wait"`
 
 	// MaxKeys bounds each table of per-peer or per-agent state (rate
 	// buckets, penalties, refusal summaries); the least recently used goes.
-	MaxKeys int
+	MaxKeys int `yaml:"max_keys"`
 	// SummaryEvery is how often repeated refusals of one kind from one
 	// peer are written to the audit log as one record.
-	SummaryEvery time.Duration
+	SummaryEvery time.Duration `yaml:"summary_every"`
 }
 
 // DefaultLimits returns the limits a Layer uses for zero fields.

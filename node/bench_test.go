@@ -65,7 +65,10 @@ func waitRound(b *testing.B, done chan struct{}) {
 func BenchmarkIntentGossip(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := nodetest.NewMesh(b, benchNodes, nodetest.WithTopology(nodetest.Random(benchDegree, benchSeed)))
+	// The DHT is off, as in the baseline: its routing-table upkeep is
+	// background traffic of its own, not a cost of gossiping intents.
+	m := nodetest.NewMesh(b, benchNodes, nodetest.WithTopology(nodetest.Random(benchDegree, benchSeed)),
+		nodetest.WithConfig(func(_ int, c *node.Config) { c.DHTMode = "off" }))
 	var c counter
 	for i, nd := range m.Nodes {
 		sub, err := nd.Subscribe(ctx, "bench")

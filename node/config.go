@@ -61,7 +61,7 @@ type Config struct {
 	// such a node listens and dials on TCP only.
 	PSK pnet.PSK
 	// Policy is the node's guardrails; nil allows everything. Reload it
-	// with Node.ReloadPolicy.
+	// with Node.SwapPolicy.
 	Policy *policy.Policy
 	// AuditLog, if set, records every intent published and received and
 	// every negotiation step and policy decision, each on disk before the

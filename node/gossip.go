@@ -16,8 +16,13 @@ import (
 	"github.com/parleynet/parley/intent"
 )
 
-// ErrPayloadTooLarge is returned by Publish for an intent over MaxIntentSize.
-var ErrPayloadTooLarge = errors.New("intent too large")
+// Errors Publish returns for what the caller can fix.
+var (
+	// ErrPayloadTooLarge: the signed intent is over MaxIntentSize.
+	ErrPayloadTooLarge = errors.New("intent too large")
+	// ErrBadTTL: the TTL is negative or over the node's IntentTTL.
+	ErrBadTTL = errors.New("invalid intent TTL")
+)
 
 // messageID names a gossip message by the hash of its bytes, so the same
 // envelope is the same message whichever peer forwards it.
@@ -50,7 +55,15 @@ func (n *Node) Publish(ctx context.Context, req PublishRequest) (*intent.Intent,
 	if req.Kind == "" {
 		req.Kind = intent.KindEvent
 	}
-	return n.publishAs(ctx, a, intent.Body{
+	switch {
+	case req.TTL < 0:
+		return nil, fmt.Errorf("%w: TTL %s is negative", ErrBadTTL, req.TTL)
+	case req.TTL > n.cfg.IntentTTL:
+		return nil, fmt.Errorf("%w: TTL %s is over this node's limit of %s (IntentTTL)", ErrBadTTL, req.TTL, n.cfg.IntentTTL)
+	case req.TTL == 0:
+		req.TTL = n.cfg.IntentTTL
+	}
+	return n.publishSealed(ctx, a, intent.Body{
 		Kind:        req.Kind,
 		Capability:  req.Capability,
 		Payload:     req.Payload,
@@ -64,6 +77,11 @@ func (n *Node) publishAs(ctx context.Context, a *identity.Agent, body intent.Bod
 	if ttl <= 0 || ttl > n.cfg.IntentTTL {
 		ttl = n.cfg.IntentTTL
 	}
+	return n.publishSealed(ctx, a, body, ttl)
+}
+
+// publishSealed signs and gossips body with a ttl already within bounds.
+func (n *Node) publishSealed(ctx context.Context, a *identity.Agent, body intent.Body, ttl time.Duration) (*intent.Intent, error) {
 	err := n.admitPublish(a, body.Kind, body.Capability)
 	if err != nil {
 		return nil, err
@@ -212,8 +230,10 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 					return pubsub.ValidationIgnore
 				}
 			} else {
-				if err := n.recordPeer("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
-					return pubsub.ValidationIgnore
+				if n.cfg.AuditLog != nil {
+					if err := n.recordPeer("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
+						return pubsub.ValidationIgnore
+					}
 				}
 				n.metrics.received.Inc()
 			}

@@ -9,15 +9,6 @@ import (
 	"github.com/parleynet/parley/policy"
 )
 
-// ReloadPolicy replaces the node's policy (for SIGHUP). The caller has
-// already validated it by loading it; rate limiter and budget state carry
-// over. The change is audited.
-func (n *Node) ReloadPolicy(p *policy.Policy, source string) {
-	n.policy.Swap(p)
-	log.Infow("policy reloaded", "source", source)
-	_ = n.record("policy.reloaded", "", "", "policy reloaded from "+source, nil)
-}
-
 // Policy returns the policy in force.
 func (n *Node) Policy() *policy.Policy { return n.policy.Policy() }
 

@@ -268,7 +268,15 @@ func (n *Node) newHost() (host.Host, error) {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
 	listen := n.cfg.ListenAddrs
-	transports := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport)}
+	// SO_REUSEPORT would let this node share a fixed TCP port another
+	// process holds (peers dialling it then reach the wrong node), so the
+	// kernel is left to refuse it. Nodes on port 0 keep reuseport, which
+	// hole punching uses for outbound dials.
+	var tcpOpts []any
+	if fixedTCP(listen) {
+		tcpOpts = append(tcpOpts, tcp.DisableReuseport())
+	}
+	transports := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport, tcpOpts...)}
 	if n.cfg.PSK != nil {
 		listen = tcpOnly(listen)
 		if len(listen) == 0 {
@@ -316,7 +324,51 @@ func (n *Node) newHost() (host.Host, error) {
 		_ = rm.Close()
 		return nil, fmt.Errorf("start libp2p host on %v: %w", n.cfg.ListenAddrs, err)
 	}
+	// go-libp2p fails only when every address fails; a fixed address that
+	// did not listen is an error of its own.
+	if missing := notListening(listen, h.Network().ListenAddresses()); missing != nil {
+		_ = h.Close()
+		return nil, fmt.Errorf("%w: listen address %s: could not listen (is the port held by another process?)", ErrBadConfig, missing)
+	}
 	return h, nil
+}
+
+// fixedTCP reports whether any address is TCP on a fixed port.
+func fixedTCP(addrs []ma.Multiaddr) bool {
+	for _, a := range addrs {
+		if p, err := a.ValueForProtocol(ma.P_TCP); err == nil && p != "0" {
+			return true
+		}
+	}
+	return false
+}
+
+// notListening returns the first of want with a fixed port that no
+// address in got listens on (comparing ports and transports; a wildcard
+// IP is listed as such).
+func notListening(want, got []ma.Multiaddr) ma.Multiaddr {
+	for _, w := range want {
+		port, proto := "", 0
+		for _, p := range []int{ma.P_TCP, ma.P_UDP} {
+			if v, err := w.ValueForProtocol(p); err == nil {
+				port, proto = v, p
+			}
+		}
+		if port == "" || port == "0" {
+			continue
+		}
+		found := false
+		for _, g := range got {
+			if v, err := g.ValueForProtocol(proto); err == nil && v == port {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return w
+		}
+	}
+	return nil
 }
 
 // Close stops every goroutine the node started and closes its host (if it

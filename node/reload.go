@@ -68,9 +68,10 @@ func (n *Node) HostAgent(a *identity.Agent) error {
 }
 
 // SwapPolicy replaces the policy in force with p (nil allows everything),
-// keeping rate-limit and spend state, and records the change in the audit
-// log, naming source. Unlike ReloadPolicy it logs nothing: the daemon
-// reports a whole reload, policy and configuration, in one line.
+// keeping rate-limit, spend and reservation state, and records the change
+// in the audit log, naming source. The caller has validated p by loading
+// it. It logs nothing: the daemon reports a whole reload, policy and
+// configuration, in one line.
 func (n *Node) SwapPolicy(p *policy.Policy, source string) error {
 	n.policy.Swap(p)
 	rationale := "policy reloaded from " + source

@@ -377,7 +377,9 @@ func TestDeclinedAwardReleasesItsBudget(t *testing.T) {
 		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
 			return negotiation.Bid{Price: 7, ETA: time.Millisecond}, nil
 		},
-		WorkFunc: func(context.Context, negotiation.Task) (json.RawMessage, error) { return nil, errors.New("unreachable") },
+		WorkFunc: func(context.Context, negotiation.Task) (json.RawMessage, error) {
+			return nil, errors.New("unreachable")
+		},
 	}
 	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "cheap", Capabilities: []string{"job"}}, declining{decliner}); err != nil {
 		t.Fatal(err)

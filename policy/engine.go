@@ -171,8 +171,17 @@ func (e *Engine) Peer(p peer.ID) Decision {
 		}
 		return allow("peers.allow", "peer %s is in peers.allow", p)
 	}
-	return allow("", "peer %s is allowed (no peers rule)", p)
+	return noPeersRule
 }
+
+// Allows with no rule behind them are constants: they are asked for every
+// message received, and formatting IDs into them would cost more than
+// the check.
+var (
+	noPeersRule  = Decision{Allow: true, Rationale: "allowed (no peers rule)"}
+	noAgentsRule = Decision{Allow: true, Rationale: "allowed (no remote_agents rule)"}
+	noRateLimit  = Decision{Allow: true, Rationale: "allowed (no rate limit)"}
+)
 
 // RemoteAgent decides whether this node deals with the remote agent id.
 func (e *Engine) RemoteAgent(id identity.AgentID) Decision {
@@ -186,7 +195,7 @@ func (e *Engine) RemoteAgent(id identity.AgentID) Decision {
 		}
 		return allow("remote_agents.allow", "agent %s is in remote_agents.allow", id)
 	}
-	return allow("", "agent %s is allowed (no remote_agents rule)", id)
+	return noAgentsRule
 }
 
 // Intent decides whether to accept an intent signed by origin and received
@@ -213,7 +222,7 @@ func (e *Engine) IntentRate(origin identity.AgentID, now time.Time) Decision {
 	// limiters between the read and their use.
 	r := e.Policy().intentRate
 	if r == nil {
-		return allow("", "intent from %s is allowed (no rate limit)", origin)
+		return noRateLimit
 	}
 	if !e.takeLocked(origin, *r, now) {
 		return deny(rule, "rate limit %s/s (burst %d) for %s exceeded", num(r.perSecond), r.burst, origin)

@@ -18,9 +18,11 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/policy"
 )
@@ -49,6 +51,15 @@ type Config struct {
 	API APIConfig `yaml:"api"`
 	// Limits bound intents.
 	Limits LimitsConfig `yaml:"limits"`
+	// Admission bounds what remote peers may make this node do.
+	Admission admission.Limits `yaml:"admission"`
+	// Negotiation bounds what remote requesters may choose.
+	Negotiation NegotiationConfig `yaml:"negotiation"`
+	// DialPrivateAddrs lets the node dial private and loopback addresses
+	// learnt from gossip (LAN-only meshes).
+	DialPrivateAddrs bool `yaml:"dial_private_addrs"`
+	// RelayFilter applies the policy's peer and agent lists to relaying.
+	RelayFilter bool `yaml:"relay_filter"`
 	// ConnMgr holds the connection manager's watermarks.
 	ConnMgr ConnMgrConfig `yaml:"connmgr"`
 	// MDNS finds peers on the LAN (default true).
@@ -117,6 +128,17 @@ type LimitsConfig struct {
 	IntentTTL time.Duration `yaml:"intent_ttl"`
 }
 
+// NegotiationConfig bounds what a remote requester may choose and what
+// the node keeps; see negotiation.Config.
+type NegotiationConfig struct {
+	MaxBidWindow       time.Duration `yaml:"max_bid_window"`
+	MaxTaskDuration    time.Duration `yaml:"max_task_duration"`
+	MaxProgressTimeout time.Duration `yaml:"max_progress_timeout"`
+	MaxBidsPerCall     int           `yaml:"max_bids_per_call"`
+	MaxContracts       int           `yaml:"max_contracts"`
+	KeepTasks          int           `yaml:"keep_tasks"`
+}
+
 // ConnMgrConfig holds the connection manager's watermarks.
 type ConnMgrConfig struct {
 	Low  int `yaml:"low"`
@@ -177,6 +199,40 @@ agents:
 # limits:
 #   max_intent_size: 65536  # bytes, of the signed intent
 #   intent_ttl: 5m          # how long a published intent stays valid
+
+# What remote peers may make this node do, whatever the policy says. Keys
+# cost nothing, so each bound is per node as well as per agent. Rates are
+# token buckets; a negative per_second turns one off.
+# admission:
+#   intents_per_forwarder: {per_second: 2000, burst: 4000}  # per connected peer, before any signature is checked
+#   intents_per_origin: {per_second: 1000, burst: 2000}     # per node hosting the agents (proven by its delegation)
+#   intents_per_agent: {per_second: 1000, burst: 2000}
+#   bid_handlers: 64              # bid handlers running at once: in all,
+#   bid_handlers_per_agent: 16    # per local agent,
+#   bid_handlers_per_origin: 8    # per requesting node
+#   asks: 64                      # direct asks answered at once, in all
+#   asks_per_origin: 8            # and per asking node
+#   pending_approvals: 64         # steps waiting for a human, in all
+#   pending_approvals_per_peer: 4 # and per remote node
+#   max_approval_wait: 10m        # the longest a step waits for a human
+
+# What a remote requester may choose, clamped: its bid window, its task's
+# deadline, its progress interval; and what the node remembers.
+# negotiation:
+#   max_bid_window: 10s
+#   max_task_duration: 10m
+#   max_progress_timeout: 1m
+#   max_bids_per_call: 64
+#   max_contracts: 1024   # calls this node's agents bid on or work on at once
+#   keep_tasks: 1000      # tasks remembered on each side
+
+# Dial private and loopback addresses that calls give as their reply-to
+# (only for a mesh on one LAN or machine); by default only public ones are.
+# dial_private_addrs: false
+
+# Apply the policy's peer and agent lists to relaying too, not only to
+# delivery to this node's agents.
+# relay_filter: false
 
 # Connection manager watermarks: above high, connections are trimmed to low.
 # connmgr:
@@ -425,6 +481,11 @@ func (h *Home) NodeConfig() (node.Config, error) {
 		// The replay window must cover an intent's whole life.
 		cfg.ReplayWindow = max(cfg.ReplayWindow, cfg.IntentTTL)
 	}
+	cfg.Limits = c.Admission
+	n := c.Negotiation
+	cfg.Negotiation = negotiation.Config{MaxBidWindow: n.MaxBidWindow, MaxTaskDuration: n.MaxTaskDuration,
+		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, KeepTasks: n.KeepTasks}
+	cfg.DialPrivateAddrs, cfg.RelayFilter = c.DialPrivateAddrs, c.RelayFilter
 	if c.ConnMgr.Low > 0 {
 		cfg.ConnLow = c.ConnMgr.Low
 	}

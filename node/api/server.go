@@ -434,7 +434,7 @@ func statusOf(err error) int {
 	case errors.Is(err, node.ErrUnknownAgent):
 		return http.StatusNotFound
 	case errors.Is(err, intent.ErrBadCapability), errors.Is(err, intent.ErrBadKind),
-		errors.Is(err, intent.ErrBadPayload), errors.Is(err, node.ErrPayloadTooLarge):
+		errors.Is(err, intent.ErrBadPayload), errors.Is(err, node.ErrPayloadTooLarge), errors.Is(err, node.ErrBadTTL):
 		return http.StatusBadRequest
 	case errors.Is(err, negotiation.ErrUnknownTask):
 		return http.StatusNotFound
