@@ -10,11 +10,12 @@ import (
 	"syscall"
 )
 
-// lockDir takes an exclusive flock on dir's lock file, so that two
+// lockDir takes an exclusive flock on dir's lock file name, so that two
 // processes (or two Logs in one process) never append to one log and fork
-// its chain. The kernel drops the lock when the process dies.
-func lockDir(dir string) (io.Closer, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+// its chain, nor two Prunes race. The kernel drops the lock when the
+// process dies.
+func lockDir(dir, name string) (io.Closer, error) {
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,10 @@ const (
 	KindFailure         = "failure"
 	KindPolicy          = "policy"
 	KindApproval        = "approval"
+	// KindCheckpoint is the kind of the records the Log itself writes to
+	// put a signed tree head into the chain (see the package doc). It is
+	// reserved: Append and Add refuse it.
+	KindCheckpoint = "checkpoint"
 )
 
 // MaxRecordSize bounds the length of one line of the log, without its
@@ -55,8 +59,10 @@ type Record struct {
 	// Prev is the hex SHA-256 of the previous record's full line (without
 	// its newline), "" for the first record of the log. Append sets it.
 	Prev string `json:"prev"`
-	// Sig is the node key's signature over the record's JSON with Sig nil.
-	// Append sets it.
+	// Sig is the node key's signature over the record's JSON with Sig nil,
+	// or nil (JSON null) for a record that a later record's signature
+	// covers through the chain: the Log signs only the last record of
+	// each commit group. Append sets it.
 	Sig []byte `json:"sig"`
 }
 
@@ -67,10 +73,19 @@ var (
 	// ErrNoLog is returned by Verify and Tail for a directory that does not
 	// exist or holds no audit files.
 	ErrNoLog = errors.New("no audit log")
-	// ErrClosed is returned by Append after Close.
+	// ErrClosed is returned by Append, Add and Sync after Close.
 	ErrClosed = errors.New("audit log closed")
-	// ErrLocked is returned by Open when another Log has the directory open.
-	ErrLocked = errors.New("audit log is open in another process")
+	// ErrBroken is wrapped by Log.Err, and so by every Append, Add and
+	// Sync, once a write, fsync or rotation failed: what is on disk is
+	// then unknown, and the Log writes nothing more.
+	ErrBroken = errors.New("audit log broken")
+	// ErrTruncated is wrapped (through VerifyError.Err) by the errors of
+	// Verify and Open for a log that holds fewer records than a signed
+	// checkpoint says it had: records were cut off its end.
+	ErrTruncated = errors.New("audit log truncated")
+	// ErrLocked is returned by Open when another Log has the directory
+	// open or a Prune runs on it, and by Prune when another Prune does.
+	ErrLocked = errors.New("audit log is in use by another process")
 	// ErrTooLarge is returned by Append for a record whose line would be
 	// longer than MaxRecordSize.
 	ErrTooLarge = errors.New("audit record too large")
@@ -79,8 +94,8 @@ var (
 // ParseRecord decodes one line of the log, without its newline. It checks
 // the line's form, not its place in the chain or its signature (Verify
 // does): the line must be the exact encoding/json form of the record it
-// holds, Seq must be at least 1, Kind and Sig non-empty, and Prev empty or a
-// lowercase hex SHA-256. Errors wrap ErrMalformed.
+// holds, Seq must be at least 1, Kind non-empty, Sig null or non-empty,
+// and Prev empty or a lowercase hex SHA-256. Errors wrap ErrMalformed.
 func ParseRecord(line []byte) (Record, error) {
 	if len(line) > MaxRecordSize {
 		return Record{}, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(line), MaxRecordSize)
@@ -94,8 +109,9 @@ func ParseRecord(line []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: seq is 0", ErrMalformed)
 	case r.Kind == "":
 		return Record{}, fmt.Errorf("%w: no kind", ErrMalformed)
-	case len(r.Sig) == 0:
-		return Record{}, fmt.Errorf("%w: no signature", ErrMalformed)
+	case r.Sig != nil && len(r.Sig) == 0:
+		// One spelling for "unsigned": null.
+		return Record{}, fmt.Errorf("%w: empty signature (an unsigned record has sig null)", ErrMalformed)
 	case r.Prev != "" && !isHexHash(r.Prev):
 		return Record{}, fmt.Errorf("%w: prev is not a hex SHA-256", ErrMalformed)
 	}
@@ -122,14 +138,19 @@ func isHexHash(s string) bool {
 	return true
 }
 
-// signedBytes is what Sig signs: the record's JSON with Sig nil.
+// signedBytes is what Sig signs: the record's JSON with Sig nil, which is
+// the line an unsigned record would have.
 func signedBytes(r Record) ([]byte, error) {
 	r.Sig = nil
 	return json.Marshal(r)
 }
 
-// checkSig reports whether r's signature verifies with pub.
+// checkSig reports whether r's signature verifies with pub; false for an
+// unsigned record.
 func checkSig(r Record, pub crypto.PubKey) bool {
+	if r.Sig == nil {
+		return false
+	}
 	data, err := signedBytes(r)
 	if err != nil {
 		return false
@@ -137,6 +158,26 @@ func checkSig(r Record, pub crypto.PubKey) bool {
 	ok, err := pub.Verify(data, r.Sig)
 	return err == nil && ok
 }
+
+// checkLineSig is checkSig for a line known to be a signed record's: the
+// signed bytes are the line with its sig value replaced by null, which
+// saves re-encoding the record.
+func checkLineSig(line []byte, r Record, pub crypto.PubKey) bool {
+	if r.Sig == nil {
+		return false
+	}
+	i := bytes.LastIndex(line, []byte(`,"sig":"`))
+	if i < 0 || !bytes.HasSuffix(line, []byte(`"}`)) {
+		return checkSig(r, pub)
+	}
+	data := make([]byte, 0, i+len(sigNullSuffix))
+	data = append(append(data, line[:i]...), sigNullSuffix...)
+	ok, err := pub.Verify(data, r.Sig)
+	return err == nil && ok
+}
+
+// sigNullSuffix ends every unsigned line, and so every signed byte string.
+const sigNullSuffix = `,"sig":null}`
 
 // lineHash is the value the next record's Prev holds.
 func lineHash(line []byte) string {
@@ -156,7 +197,13 @@ type VerifyError struct {
 	Seq uint64
 	// Reason says what is wrong.
 	Reason string
+	// Err, if set, is a sentinel the problem is an instance of, such as
+	// ErrTruncated, for callers to branch on with errors.Is.
+	Err error
 }
+
+// Unwrap returns e.Err.
+func (e *VerifyError) Unwrap() error { return e.Err }
 
 func (e *VerifyError) Error() string {
 	where := e.File
