@@ -253,5 +253,7 @@ func DropReasons() []string {
 		// Admission drops, counted by the node.
 		"rate_forwarder", "rate_origin", "rate_agent",
 		// Relayed, but kept from local agents by the policy's lists.
-		"denied"}
+		"denied",
+		// Relayed, but not delivered: the audit log could not record it.
+		"audit"}
 }

@@ -54,6 +54,10 @@ func TestBadFramesResetTheirStreamOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	futureVersion, err := identity.Seal(liar, identity.Message{Type: "propose", V: 2, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	done := make(chan error, 1)
 	go func() {
@@ -73,6 +77,7 @@ func TestBadFramesResetTheirStreamOnly(t *testing.T) {
 		{"oversize", "oversize", bytes.Repeat([]byte("x"), frame.DefaultMaxSize+1)},
 		{"wrongly signed", "wrong_signer", forgedBytes},
 		{"unknown task", "unknown_task", unknownTask},
+		{"a version this node does not speak", "version", futureVersion},
 	}
 	for _, tc := range cases {
 		s, err := raw.NewStream(context.Background(), victim.ID(), negotiation.ProtocolID)
@@ -92,7 +97,7 @@ func TestBadFramesResetTheirStreamOnly(t *testing.T) {
 		t.Fatalf("honest negotiation during the attack: %v", err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	want := map[string]uint64{"unsigned": 2, "oversize": 1, "wrong_signer": 1, "unknown_task": 1}
+	want := map[string]uint64{"unsigned": 2, "oversize": 1, "wrong_signer": 1, "unknown_task": 1, "version": 1}
 	for {
 		got := victim.NegotiationDropped()
 		ok := true

@@ -1,13 +1,28 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/negotiation"
+)
+
+// What a node does when its audit log is broken (Config.AuditFailure).
+const (
+	// AuditStop refuses every step that must be audited: no intent is
+	// published or delivered, no negotiation step taken, until the log
+	// works again (a restart with a healthy log).
+	AuditStop = "stop"
+	// AuditContinue keeps working unaudited, with an error in the log
+	// every few seconds and parley_audit_broken at 1.
+	AuditContinue = "continue"
 )
 
 // record appends to the audit log, if the node keeps one; it returns once
@@ -17,7 +32,19 @@ func (n *Node) record(kind, task, agent, rationale string, detail any) error {
 }
 
 func (n *Node) recordPeer(kind, task, agent string, p peer.ID, rationale string, detail any) error {
-	if n.cfg.AuditLog == nil {
+	return n.audit(context.Background(), false, kind, task, agent, p, rationale, detail)
+}
+
+// noteReceived records a received intent without waiting for the disk: it
+// acknowledges nothing, so it shares the next commit group. It waits only
+// when the log's queue is full, and no longer than the node runs.
+func (n *Node) noteReceived(kind, agent string, p peer.ID, rationale string, detail any) error {
+	return n.audit(n.ctx, true, kind, "", agent, p, rationale, detail)
+}
+
+func (n *Node) audit(ctx context.Context, queued bool, kind, task, agent string, p peer.ID, rationale string, detail any) error {
+	l := n.cfg.AuditLog
+	if l == nil {
 		return nil
 	}
 	r := audit.Record{Kind: kind, Task: task, Agent: agent, Rationale: rationale}
@@ -29,11 +56,32 @@ func (n *Node) recordPeer(kind, task, agent string, p peer.ID, rationale string,
 			r.Detail = b
 		}
 	}
-	if _, err := n.cfg.AuditLog.Append(r); err != nil {
-		log.Errorw("audit log append failed", "kind", kind, "task", task, "err", err)
-		return fmt.Errorf("audit %s: %w", kind, err)
+	var err error
+	if queued {
+		err = l.Add(ctx, r)
+	} else {
+		_, err = l.Append(r)
 	}
-	return nil
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, audit.ErrBroken) && n.cfg.AuditFailure == AuditContinue {
+		n.auditBroken.warn(err)
+		return nil
+	}
+	log.Errorw("audit log append failed; the step is not taken", "kind", kind, "task", task, "err", err)
+	return fmt.Errorf("audit %s: %w", kind, err)
+}
+
+// brokenWarning says, at most every few seconds, that the node works on
+// without its audit log.
+type brokenWarning struct{ last atomic.Int64 }
+
+func (b *brokenWarning) warn(err error) {
+	now := time.Now().UnixNano()
+	if last := b.last.Load(); now-last > int64(5*time.Second) && b.last.CompareAndSwap(last, now) {
+		log.Errorw("AUDIT LOG BROKEN: the node goes on unaudited (audit_failure: continue)", "err", err)
+	}
 }
 
 // auditEvent records a negotiation step before it is acknowledged.

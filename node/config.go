@@ -65,8 +65,13 @@ type Config struct {
 	Policy *policy.Policy
 	// AuditLog, if set, records every intent published and received and
 	// every negotiation step and policy decision, each on disk before the
-	// step is acknowledged. The node does not close it.
+	// step is acknowledged (received intents, which acknowledge nothing,
+	// are queued). The node does not close it.
 	AuditLog *audit.Log
+	// AuditFailure is what the node does once its audit log is broken:
+	// AuditStop (default) refuses every step that must be audited;
+	// AuditContinue goes on unaudited, loudly.
+	AuditFailure string
 	// NoPeerScoring turns off GossipSub peer scoring, which otherwise
 	// costs a peer its mesh place (and then its hearing) when it forwards
 	// invalid intents.
@@ -196,6 +201,9 @@ func (c Config) withDefaults() Config {
 	if c.DHTMode == "" {
 		c.DHTMode = d.DHTMode
 	}
+	if c.AuditFailure == "" {
+		c.AuditFailure = AuditStop
+	}
 	return c
 }
 
@@ -235,6 +243,11 @@ func (c Config) validate() error {
 	case "server", "client", "auto", "off":
 	default:
 		return fmt.Errorf("%w: DHTMode %q: want server, client, auto or off", ErrBadConfig, c.DHTMode)
+	}
+	switch c.AuditFailure {
+	case AuditStop, AuditContinue:
+	default:
+		return fmt.Errorf("%w: AuditFailure %q: want %s or %s", ErrBadConfig, c.AuditFailure, AuditStop, AuditContinue)
 	}
 	if c.ReplayWindow < c.IntentTTL {
 		return fmt.Errorf("%w: ReplayWindow %s is shorter than IntentTTL %s", ErrBadConfig, c.ReplayWindow, c.IntentTTL)

@@ -231,11 +231,17 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 				}
 			} else {
 				if n.cfg.AuditLog != nil {
-					if err := n.recordPeer("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
-						return pubsub.ValidationIgnore
+					if err := n.noteReceived("intent.received", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
+						// Relayed, but not delivered: no agent acts on
+						// what the log could not record. Counted, and
+						// logged by audit.
+						deliver = false
+						n.metrics.dropped.WithLabelValues("audit").Inc()
 					}
 				}
-				n.metrics.received.Inc()
+				if deliver {
+					n.metrics.received.Inc()
+				}
 			}
 		}
 		msg.ValidatorData = received{in, deliver}

@@ -88,6 +88,7 @@ type Node struct {
 	// node's delegation of each agent it hosts, re-signed before expiry.
 	delegations *identity.DelegationCache
 	own         map[identity.AgentID]delegation
+	auditBroken brokenWarning
 }
 
 // delegation is a signed delegation and when it expires.

@@ -60,6 +60,9 @@ type Config struct {
 	DialPrivateAddrs bool `yaml:"dial_private_addrs"`
 	// RelayFilter applies the policy's peer and agent lists to relaying.
 	RelayFilter bool `yaml:"relay_filter"`
+	// AuditFailure is what the node does once its audit log is broken:
+	// stop (default) or continue.
+	AuditFailure string `yaml:"audit_failure"`
 	// ConnMgr holds the connection manager's watermarks.
 	ConnMgr ConnMgrConfig `yaml:"connmgr"`
 	// MDNS finds peers on the LAN (default true).
@@ -233,6 +236,11 @@ agents:
 # Apply the policy's peer and agent lists to relaying too, not only to
 # delivery to this node's agents.
 # relay_filter: false
+
+# When the audit log breaks (a disk error): stop taking any step that must
+# be audited, or continue unaudited with an error in the log every few
+# seconds. Either way 'parley status' and /v1/health say so.
+# audit_failure: stop
 
 # Connection manager watermarks: above high, connections are trimmed to low.
 # connmgr:
@@ -486,6 +494,12 @@ func (h *Home) NodeConfig() (node.Config, error) {
 	cfg.Negotiation = negotiation.Config{MaxBidWindow: n.MaxBidWindow, MaxTaskDuration: n.MaxTaskDuration,
 		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, KeepTasks: n.KeepTasks}
 	cfg.DialPrivateAddrs, cfg.RelayFilter = c.DialPrivateAddrs, c.RelayFilter
+	switch c.AuditFailure {
+	case "", node.AuditStop, node.AuditContinue:
+		cfg.AuditFailure = c.AuditFailure
+	default:
+		return node.Config{}, fmt.Errorf("%s: audit_failure %q: want %s or %s", h.ConfigPath(), c.AuditFailure, node.AuditStop, node.AuditContinue)
+	}
 	if c.ConnMgr.Low > 0 {
 		cfg.ConnLow = c.ConnMgr.Low
 	}
