@@ -219,8 +219,20 @@ func (l *Layer) Close() {
 	}
 }
 
+// Refuse records a refusal made at an entry point that decides for itself
+// (the local API's tokens; A2A and MCP to come), counted and summarised in
+// the audit log like the layer's own: repeated refusals of one rule for
+// one requester make one record a SummaryEvery. who names the requester as
+// well as the entry can (a token's kind and a remote address). The error
+// wraps ErrDenied.
+func (l *Layer) Refuse(entry Entry, rule, who, rationale string, detail map[string]any) error {
+	return l.deny(refusal{entry: entry, rule: rule, who: who, rationale: rationale, detail: detail})
+}
+
 // refusal is one refused request, for the metrics and the audit log.
 type refusal struct {
+	// who names the requester when it is not a peer (the local API).
+	who       string
 	entry     Entry
 	stage     string // the step of the entry, if it has several
 	rule      string // the policy rule or limit that refused
@@ -236,10 +248,17 @@ func (l *Layer) deny(r refusal) error {
 	l.denied.WithLabelValues(string(r.entry), r.rule).Inc()
 	log.Debugw("refused", "entry", r.entry, "rule", r.rule, "peer", r.peer, "task", r.task, "rationale", r.rationale)
 	if l.record != nil {
-		if first, s := l.denials.add(summaryKey{r.entry, r.stage, r.rule, r.peer}, r, l.now(), l.lim.SummaryEvery); first {
+		var from any = r.peer
+		if r.peer == "" {
+			from = r.who
+		}
+		if first, s := l.denials.add(summaryKey{r.entry, r.stage, r.rule, from}, r, l.now(), l.lim.SummaryEvery); first {
 			detail := map[string]any{"entry": r.entry, "rule": r.rule}
 			if r.stage != "" {
 				detail["stage"] = r.stage
+			}
+			if r.who != "" {
+				detail["who"] = r.who
 			}
 			for k, v := range r.detail {
 				detail[k] = v

@@ -217,3 +217,20 @@ func TestLimitsDefaults(t *testing.T) {
 	}
 	_ = fmt.Sprint(got)
 }
+
+// Refusals made elsewhere (the local API) are summarised per requester
+// like the layer's own.
+func TestRefuseFromAnotherEntry(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l, r := newLayer(t, "", Limits{SummaryEvery: time.Minute}, func() time.Time { return now })
+	for range 50 {
+		if err := l.Refuse(EntryAPI, "api.token", "unknown token from 127.0.0.1", "API refused GET /v1/node with 401", nil); !errors.Is(err, ErrDenied) {
+			t.Fatalf("Refuse = %v, want ErrDenied", err)
+		}
+	}
+	_ = l.Refuse(EntryAPI, "api.token", "unknown token from 10.0.0.9", "API refused GET /v1/node with 401", nil)
+	recs := r.all()
+	if len(recs) != 2 || recs[0].detail["who"] != "unknown token from 127.0.0.1" || recs[0].detail["entry"] != EntryAPI {
+		t.Fatalf("records %+v; want one per requester", recs)
+	}
+}

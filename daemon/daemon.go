@@ -27,6 +27,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/daemon/execagent"
 	"github.com/parleynet/parley/daemon/home"
@@ -444,6 +445,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	srv := api.NewServer(n, token,
 		api.WithVersion(d.opts.Version),
 		api.WithAudit(n.Audit),
+		api.WithRefusals(func(rule, who, rationale string, detail map[string]any) {
+			_ = n.Admission().Refuse(admission.EntryAPI, rule, who, rationale, detail)
+		}),
 		api.WithRegistry(registry{h}),
 		api.WithChecks(api.Check{Name: "audit log", Err: d.auditErr}, api.Check{Name: "reload", Err: d.lastReloadErr}),
 		api.WithStatus(d.fillStatus))

@@ -8,7 +8,7 @@
 // and which may do everything, or an agent token, issued when the operator
 // registers an external agent and good only for that agent's own
 // /v1/external/* calls. Refusals are 401 (no or unknown token) or 403 (a
-// token that may not do this), and are recorded through WithAudit. Bodies
+// token that may not do this), and are recorded through WithRefusals. Bodies
 // and responses are JSON; errors are {"error": "..."} with a fitting status.
 //
 //	GET  /v1/health[?probe=live]          Health, no token: 200 ready, 503 not (with the reasons)

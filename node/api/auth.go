@@ -7,11 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net"
 	"strings"
-	"sync"
-	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // The API's trust boundary. Two kinds of bearer token open it:
@@ -27,7 +24,7 @@ import (
 // it cannot approve the negotiations it is part of, read other agents'
 // streams, or register agents under other names. Refused requests are
 // answered 401 (no or unknown token) or 403 (a token that may not do
-// this) and recorded in the audit log.
+// this) and recorded in the audit log through the admission layer.
 
 // principal is who a request's token says it comes from.
 type principal struct {
@@ -90,68 +87,38 @@ func (s *Server) actFor(w http.ResponseWriter, r *http.Request, name string) boo
 	return false
 }
 
-// refuse answers a request the API will not serve and records it.
+// refuse answers a request the API will not serve and records it through
+// the node's admission layer (WithRefusals), which counts and summarises
+// refusals: a client hammering the API with bad tokens costs a record a
+// minute, not a record a request.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
 	}
 	writeError(w, status, msg)
-	s.refusals.record(s.audit, r, status, msg)
-}
-
-// refusals records refused requests in the audit log, at most a few a
-// second: every record is fsynced, so a client hammering the API with bad
-// tokens must not turn into a disk flood. Those not recorded are counted
-// in the next record.
-type refusals struct {
-	mu         sync.Mutex
-	limit      *rate.Limiter
-	suppressed int
-}
-
-func newRefusals() *refusals {
-	return &refusals{limit: rate.NewLimiter(rate.Every(200*time.Millisecond), 20)}
-}
-
-// refusalDetail is the audit record's detail of a refused request.
-type refusalDetail struct {
-	Method string `json:"method"`
-	Path   string `json:"path"`
-	Status int    `json:"status"`
-	Remote string `json:"remote,omitempty"`
-	// Token says which kind of token came: none, unknown, operator or
-	// agent:<name>. Tokens themselves are never recorded.
-	Token string `json:"token"`
-	// Unrecorded is how many refusals before this one were not recorded.
-	Unrecorded int `json:"unrecorded,omitempty"`
-}
-
-func (f *refusals) record(audit func(kind, rationale string, detail any) error, r *http.Request, status int, msg string) {
-	if audit == nil {
+	if s.refused == nil {
 		return
 	}
-	f.mu.Lock()
-	if !f.limit.Allow() {
-		f.suppressed++
-		f.mu.Unlock()
-		return
-	}
-	n := f.suppressed
-	f.suppressed = 0
-	f.mu.Unlock()
-	d := refusalDetail{Method: r.Method, Path: r.URL.Path, Status: status, Remote: r.RemoteAddr, Unrecorded: n, Token: "none"}
+	token := "none"
 	switch p := principalOf(r); {
 	case p.operator:
-		d.Token = "operator"
+		token = "operator"
 	case p.agent != "":
-		d.Token = "agent:" + p.agent
+		token = "agent:" + p.agent
 	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
-		d.Token = "unknown"
+		token = "unknown"
 	}
-	rationale := fmt.Sprintf("API refused %s %s with %d: %s", r.Method, r.URL.Path, status, msg)
-	if err := audit("api.refused", rationale, d); err != nil {
-		log.Warnw("could not record a refused API request", "err", err)
+	rule := "api.scope"
+	if status == http.StatusUnauthorized {
+		rule = "api.token"
 	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	// Tokens themselves are never recorded, only their kind.
+	s.refused(rule, token+" token from "+host, fmt.Sprintf("API refused %s %s with %d: %s", r.Method, r.URL.Path, status, msg),
+		map[string]any{"method": r.Method, "path": r.URL.Path, "status": status, "remote": r.RemoteAddr, "token": token})
 }
 
 // withPrincipal returns r carrying p for the handlers.

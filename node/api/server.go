@@ -41,7 +41,7 @@ type Server struct {
 	since   time.Time // when the server was made, the uptime's start unless WithStatus says otherwise
 
 	audit    func(kind, rationale string, detail any) error
-	refusals *refusals
+	refused  func(rule, who, rationale string, detail map[string]any)
 	registry Registry
 	checks   []Check
 	status   func(*Status)
@@ -72,9 +72,15 @@ func WithMaxBodySize(n int64) Option { return func(s *Server) { s.maxBody = n } 
 // comment (default 15 s).
 func WithPingInterval(d time.Duration) Option { return func(s *Server) { s.ping = d } }
 
-// WithAudit records, through record, what the API refuses (401 and 403
-// answers, rate-limited) and the external agents it registers and
-// removes. The daemon passes the node's Audit, so these land in the same
+// WithRefusals hands every refused request (401 and 403) to refused: the
+// daemon gives the node's admission layer, which audits refusals
+// summarised per rule and requester.
+func WithRefusals(refused func(rule, who, rationale string, detail map[string]any)) Option {
+	return func(s *Server) { s.refused = refused }
+}
+
+// WithAudit records, through record, the external agents the API
+// registers and removes. The daemon passes the node's Audit, so these land in the same
 // hash-chained log as everything else.
 func WithAudit(record func(kind, rationale string, detail any) error) Option {
 	return func(s *Server) { s.audit = record }
@@ -95,7 +101,6 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		maxBody:   DefaultMaxBodySize,
 		ping:      DefaultPingInterval,
 		since:     time.Now(),
-		refusals:  newRefusals(),
 		closing:   make(chan struct{}),
 		externals: map[string]*external{},
 		tokens:    map[string]string{},
