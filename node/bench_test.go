@@ -86,7 +86,11 @@ func BenchmarkIntentGossip(b *testing.B) {
 			}
 		}()
 	}
-	nodetest.WaitTopic(b, ctx, "bench", m.Nodes...)
+	// Bounded, so a mesh that never forms fails the run instead of
+	// hanging it (seen once in many runs; not reproduced since).
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	nodetest.WaitTopic(b, wctx, "bench", m.Nodes...)
+	wcancel()
 	pub := m.Nodes[0]
 	req := node.PublishRequest{Capability: "bench", Payload: json.RawMessage(benchPayload)}
 	b.ReportAllocs()

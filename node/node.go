@@ -181,6 +181,7 @@ func (n *Node) Start(ctx context.Context) error {
 		pubsub.WithFloodPublish(true),
 		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
 		pubsub.WithMaxMessageSize(max(n.cfg.MaxIntentSize*2, 1<<20)),
+		pubsub.WithGossipSubParams(gossipParams()),
 	}
 	if !n.cfg.NoPeerScoring {
 		params, thresholds := peerScoreParams(func(p peer.ID) float64 { return -n.adm.Penalty(p) })

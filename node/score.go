@@ -44,6 +44,17 @@ func peerScoreParams(app func(peer.ID) float64) (*pubsub.PeerScoreParams, *pubsu
 		}
 }
 
+// gossipParams are GossipSub's defaults but one: IDONTWANT (v1.2) is
+// sent only for intents over 8 KiB. Below that the control message is a
+// fair part of the message it saves, and every mesh peer sends one to
+// every other for each intent; a typical intent, with its agent's
+// signature and its node's delegation, is just over the 1 KiB default.
+func gossipParams() pubsub.GossipSubParams {
+	p := pubsub.DefaultGossipSubParams()
+	p.IDontWantMessageThreshold = 8 << 10
+	return p
+}
+
 // topicScoreParams scores one capability topic.
 func topicScoreParams() *pubsub.TopicScoreParams {
 	return &pubsub.TopicScoreParams{
