@@ -54,6 +54,10 @@ type Limits struct {
 	// IntentsPerAgent bounds one agent's intents (the policy's
 	// rate_limits.intents_per_origin applies too, per agent).
 	IntentsPerAgent Rate `yaml:"intents_per_agent"`
+	// AsksPerPeer bounds the direct-ask streams one connected peer may
+	// open, checked before the ask is read: every ask costs the node a
+	// verification and a signed reply, even for an agent it does not host.
+	AsksPerPeer Rate `yaml:"asks_per_peer"`
 
 	// BidHandlers bounds the bid handlers running at once: in all, per
 	// local agent and per origin node of the calls.
@@ -84,15 +88,16 @@ type Limits struct {
 // DefaultLimits returns the limits a Layer uses for zero fields.
 func DefaultLimits() Limits {
 	return Limits{
-		IntentsPerForwarder:     Rate{PerSecond: 2000, Burst: 4000},
-		IntentsPerOrigin:        Rate{PerSecond: 1000, Burst: 2000},
-		IntentsPerAgent:         Rate{PerSecond: 1000, Burst: 2000},
+		IntentsPerForwarder:     Rate{PerSecond: 500, Burst: 200},
+		IntentsPerOrigin:        Rate{PerSecond: 500, Burst: 500},
+		IntentsPerAgent:         Rate{PerSecond: 500, Burst: 500},
+		AsksPerPeer:             Rate{PerSecond: 100, Burst: 100},
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
 		BidHandlersPerOrigin:    8,
-		Asks:                    64,
-		AsksPerOrigin:           8,
-		PendingApprovals:        64,
+		Asks:                    128,
+		AsksPerOrigin:           4,
+		PendingApprovals:        256,
 		PendingApprovalsPerPeer: 4,
 		MaxApprovalWait:         10 * time.Minute,
 		MaxKeys:                 10_000,
@@ -115,6 +120,7 @@ func (l Limits) withDefaults() Limits {
 	rate(&l.IntentsPerForwarder, d.IntentsPerForwarder)
 	rate(&l.IntentsPerOrigin, d.IntentsPerOrigin)
 	rate(&l.IntentsPerAgent, d.IntentsPerAgent)
+	rate(&l.AsksPerPeer, d.AsksPerPeer)
 	count := func(n *int, def int) {
 		if *n == 0 {
 			*n = def
@@ -163,11 +169,11 @@ type Layer struct {
 	record RecordFunc
 	now    func() time.Time
 
-	forwarders, origins, agents *buckets
-	penalty                     *penalties
-	slots                       *slots
-	appr                        approvals
-	denials                     *summaries
+	forwarders, origins, agents, askers *buckets
+	penalty                             *penalties
+	slots                               *slots
+	appr                                approvals
+	denials                             *summaries
 
 	denied *prometheus.CounterVec
 }
@@ -189,6 +195,7 @@ func New(cfg Config) (*Layer, error) {
 		forwarders: newBuckets(lim.IntentsPerForwarder, lim.MaxKeys),
 		origins:    newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
 		agents:     newBuckets(lim.IntentsPerAgent, lim.MaxKeys),
+		askers:     newBuckets(lim.AsksPerPeer, lim.MaxKeys),
 		penalty:    newPenalties(lim.MaxKeys),
 		slots:      newSlots(),
 		denials:    newSummaries(lim.MaxKeys),

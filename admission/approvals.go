@@ -103,7 +103,7 @@ func (a *approvals) take(id string) *pendingApproval {
 // node's longest wait passes; no answer by then is a denial. The queue is
 // bounded in all and per peer: past either bound the step is refused at
 // once, so strangers cannot fill it.
-func (l *Layer) awaitApproval(ctx context.Context, ap Approval) error {
+func (l *Layer) awaitApproval(ctx context.Context, entry Entry, ap Approval) error {
 	a := &l.appr
 	ctx, cancel := context.WithTimeout(ctx, a.wait)
 	defer cancel()
@@ -116,11 +116,11 @@ func (l *Layer) awaitApproval(ctx context.Context, ap Approval) error {
 	switch {
 	case len(a.pending) >= a.max:
 		a.mu.Unlock()
-		return l.deny(refusal{entry: EntryNegotiate, rule: "limits.pending_approvals", task: ap.Task, agent: string(ap.Agent), peer: ap.Peer,
+		return l.deny(refusal{entry: entry, rule: "limits.pending_approvals", task: ap.Task, agent: string(ap.Agent), peer: ap.Peer,
 			rationale: fmt.Sprintf("%d steps already wait for approval (%s)", a.max, ap.Rule)})
 	case a.byPeer[ap.Peer] >= a.perPeer:
 		a.mu.Unlock()
-		return l.deny(refusal{entry: EntryNegotiate, rule: "limits.pending_approvals_per_peer", task: ap.Task, agent: string(ap.Agent), peer: ap.Peer,
+		return l.deny(refusal{entry: entry, rule: "limits.pending_approvals_per_peer", task: ap.Task, agent: string(ap.Agent), peer: ap.Peer,
 			rationale: fmt.Sprintf("%d steps with node %s already wait for approval (%s)", a.perPeer, ap.Peer, ap.Rule)})
 	}
 	a.pending[ap.ID] = p

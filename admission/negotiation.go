@@ -83,7 +83,7 @@ func (g guard) Award(ctx context.Context, a *identity.Agent, task, capability st
 	}
 	h := hold{l: l, r: res}
 	if rule, ok := l.pol.NeedsApproval(policy.StageAward, capability, bid.Price); ok {
-		if err := l.awaitApproval(ctx, Approval{Rule: rule, Stage: policy.StageAward, Task: task, Capability: capability,
+		if err := l.awaitApproval(ctx, EntryNegotiate, Approval{Rule: rule, Stage: policy.StageAward, Task: task, Capability: capability,
 			Agent: a.ID, Other: bid.Agent, Peer: bid.Peer, Price: bid.Price}); err != nil {
 			h.Release()
 			return nil, err
@@ -105,7 +105,7 @@ func (h hold) Release() { h.r.Release() }
 func (g guard) Commit(ctx context.Context, a *identity.Agent, call negotiation.Call, bid negotiation.Bid) (func(), error) {
 	l := g.l
 	if rule, ok := l.pol.NeedsApproval(policy.StageCommit, call.Capability, bid.Price); ok {
-		if err := l.awaitApproval(ctx, Approval{Rule: rule, Stage: policy.StageCommit, Task: call.Task, Capability: call.Capability,
+		if err := l.awaitApproval(ctx, EntryNegotiate, Approval{Rule: rule, Stage: policy.StageCommit, Task: call.Task, Capability: call.Capability,
 			Agent: a.ID, Other: call.Requester, Peer: call.RequesterPeer, Price: bid.Price}); err != nil {
 			return nil, err
 		}

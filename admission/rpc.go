@@ -30,7 +30,7 @@ func (g rpcGate) Ask(ctx context.Context, a *identity.Agent, req rpc.Request) (f
 		}
 	}
 	if rule, ok := l.pol.NeedsApproval(policy.StageCommit, req.Capability, 0); ok {
-		if err := l.awaitApproval(ctx, Approval{Rule: rule, Stage: policy.StageCommit, Capability: req.Capability,
+		if err := l.awaitApproval(ctx, EntryRPC, Approval{Rule: rule, Stage: policy.StageCommit, Capability: req.Capability,
 			Agent: a.ID, Other: req.From, Peer: req.Peer}); err != nil {
 			return nil, err
 		}
@@ -51,6 +51,17 @@ func (g rpcGate) Ask(ctx context.Context, a *identity.Agent, req rpc.Request) (f
 			map[string]any{"capability": req.Capability, "asker": req.From})
 	}
 	return func() { freeTask(); freeAsk() }, nil
+}
+
+// AskStream is asked when peer p opens a direct-ask stream, before
+// anything on it is read or verified.
+func (g rpcGate) AskStream(p peer.ID) error {
+	l := g.l
+	if l.askers.take(p, l.now()) {
+		return nil
+	}
+	return l.deny(refusal{entry: EntryRPC, rule: "limits.asks_per_peer", peer: p,
+		rationale: fmt.Sprintf("peer %s opened asks faster than %g/s (burst %d)", p, l.lim.AsksPerPeer.PerSecond, l.lim.AsksPerPeer.Burst)})
 }
 
 // Card is asked before this node serves its agents' cards to peer p.

@@ -146,9 +146,9 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		return // a re-issued call for a task we already hold
 	}
 	c := &contract{s: s, agent: con.agent, con: con, call: call, progress: progress}
-	if !s.addContractLocked(key, c) {
+	if why := s.addContractLocked(key, c); why != "" {
 		s.mu.Unlock()
-		s.m.dropped.WithLabelValues("contracts_full").Inc()
+		s.m.dropped.WithLabelValues(why).Inc()
 		return
 	}
 	s.mu.Unlock()
@@ -156,6 +156,16 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 
 	bctx, cancel := context.WithTimeout(s.ctx, call.BidWindow)
 	defer cancel()
+	// The requester's node must answer before any agent code runs for
+	// it: a delegation costs nothing to sign for a node that does not
+	// exist, a connection does.
+	if len(requester.Addrs) > 0 {
+		s.h.Peerstore().AddAddrs(requester.ID, requester.Addrs, peerstore.TempAddrTTL)
+	}
+	if err := s.h.Connect(bctx, peer.AddrInfo{ID: requester.ID}); err != nil {
+		c.end(StateFailed, "could not reach the requester's node: "+err.Error())
+		return
+	}
 	if g := s.cfg.Guard; g != nil {
 		release, err := g.Call(bctx, con.agent, call)
 		if err != nil {
@@ -200,9 +210,9 @@ func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, reque
 		return
 	}
 	// The verdict comes when the window closes, or later if we stand by
-	// for a winner that has not yet committed: never past the deadline,
-	// which this node clamped.
-	conn.SetReadTimeout(time.Until(call.Deadline))
+	// for a winner that has not yet committed: within StandbyWait of the
+	// window, never past the deadline (which this node clamped).
+	conn.SetReadTimeout(min(time.Until(call.Deadline), call.BidWindow+s.cfg.StandbyWait))
 	var w wire
 	m, err := s.recv(conn, &w)
 	if err != nil {
@@ -229,9 +239,6 @@ func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, reque
 // send opens a stream to the requester and sends one frame on it.
 func (c *contract) send(requester peer.AddrInfo, typ string, w wire) *frame.Conn {
 	s := c.s
-	if len(requester.Addrs) > 0 {
-		s.h.Peerstore().AddAddrs(requester.ID, requester.Addrs, peerstore.TempAddrTTL)
-	}
 	ctx, cancel := context.WithTimeout(s.ctx, max(c.call.BidWindow, time.Second))
 	defer cancel()
 	st, err := s.h.NewStream(ctx, requester.ID, ProtocolID)
@@ -270,8 +277,7 @@ func (c *contract) over(now time.Time) bool {
 	if working {
 		return false
 	}
-	st, _, _ := c.hist.get()
-	return st.Terminal() || now.After(c.call.Deadline)
+	return c.hist.current().Terminal() || now.After(c.call.Deadline)
 }
 
 func (c *contract) end(st State, note string) {

@@ -64,8 +64,16 @@ type Config struct {
 	// call (default 64); later ones are refused without being kept.
 	MaxBidsPerCall int
 	// MaxContracts bounds the calls this node's contractors are bidding on
-	// or working on at once (default 1024); past it new calls are ignored.
-	MaxContracts int
+	// or working on at once (default 1024), and MaxContractsPerOrigin
+	// those from one requesting node (default 64); past either, new calls
+	// are ignored.
+	MaxContracts, MaxContractsPerOrigin int
+	// StandbyWait is how long after its bid window a bidder waits on its
+	// stream for a verdict (default 30s): a requester awards at the
+	// window's close, then moves down the ranking one commit timeout at a
+	// time. A bidder whose wait ends counts as rejected, still eligible for
+	// a re-award on a new stream until the deadline.
+	StandbyWait time.Duration
 	// DialPrivateAddrs lets a contractor dial the private and loopback
 	// addresses a call's requester gives (a LAN or a test); by default only
 	// public ones are used, so a call cannot aim this node at internal
@@ -110,6 +118,12 @@ func (c *Config) setDefaults() {
 	if c.MaxContracts <= 0 {
 		c.MaxContracts = 1024
 	}
+	if c.MaxContractsPerOrigin <= 0 {
+		c.MaxContractsPerOrigin = 64
+	}
+	if c.StandbyWait <= 0 {
+		c.StandbyWait = 30 * time.Second
+	}
 }
 
 // Service runs both roles of the contract net for one node.
@@ -129,6 +143,10 @@ type Service struct {
 	contractors map[identity.AgentID]*contractor
 	finished    []string      // requested task IDs in the order they ended, for eviction
 	arrived     []contractKey // contracts in the order they arrived, for eviction
+	// sweepAfter holds off the next sweep for evictable contracts after
+	// one that found too few: under a flood of live contracts every
+	// insert would otherwise scan them all.
+	sweepAfter time.Time
 }
 
 // contractKey names a contract: task IDs are public on the topic, so one
@@ -381,11 +399,11 @@ func (s *Service) endedLocked(task string) {
 
 // addContractLocked adds a contract and forgets the oldest that are over
 // (ended, or standing by past their deadline) while there are more than
-// KeepTasks. It reports false, adding nothing, when MaxContracts are live.
-// Call with s.mu held.
-func (s *Service) addContractLocked(k contractKey, c *contract) bool {
+// KeepTasks. It reports why it added nothing: MaxContracts are live, or
+// MaxContractsPerOrigin from this requester's node. Call with s.mu held.
+func (s *Service) addContractLocked(k contractKey, c *contract) string {
 	now := time.Now()
-	if len(s.contracts) >= s.cfg.KeepTasks {
+	if len(s.contracts) >= s.cfg.KeepTasks && !now.Before(s.sweepAfter) {
 		kept := s.arrived[:0]
 		seen := make(map[contractKey]bool, len(s.arrived))
 		for _, ak := range s.arrived {
@@ -401,13 +419,27 @@ func (s *Service) addContractLocked(k contractKey, c *contract) bool {
 		}
 		clear(s.arrived[len(kept):])
 		s.arrived = kept
+		if len(s.contracts) >= s.cfg.KeepTasks {
+			s.sweepAfter = now.Add(100 * time.Millisecond)
+		}
 	}
 	if len(s.contracts) >= s.cfg.MaxContracts {
-		return false
+		return "contracts_full"
+	}
+	if len(s.contracts) >= s.cfg.MaxContractsPerOrigin {
+		n := 0
+		for _, old := range s.contracts {
+			if old.call.RequesterPeer == c.call.RequesterPeer && !old.over(now) {
+				n++
+			}
+		}
+		if n >= s.cfg.MaxContractsPerOrigin {
+			return "contracts_per_origin"
+		}
 	}
 	s.contracts[k] = c
 	s.arrived = append(s.arrived, k)
-	return true
+	return ""
 }
 
 // history is a task's state and its transitions, safe for concurrent use.
@@ -435,6 +467,13 @@ func (h *history) note(note string) {
 	now := time.Now()
 	h.updated = now
 	h.steps = append(h.steps, Transition{State: h.state, At: now, Note: note})
+}
+
+// current is the state alone, without copying the history.
+func (h *history) current() State {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.state
 }
 
 func (h *history) get() (State, []Transition, time.Time) {

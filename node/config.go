@@ -103,7 +103,8 @@ type Config struct {
 	Limits admission.Limits
 	// Negotiation bounds what remote requesters may choose and what the
 	// negotiation keeps: MaxBidWindow, MaxTaskDuration,
-	// MaxProgressTimeout, MaxBidsPerCall, MaxContracts and KeepTasks of
+	// MaxProgressTimeout, MaxBidsPerCall, MaxContracts,
+	// MaxContractsPerOrigin, StandbyWait and KeepTasks of
 	// negotiation.Config (zero fields take its defaults; other fields are
 	// ignored).
 	Negotiation negotiation.Config

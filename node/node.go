@@ -182,6 +182,12 @@ func (n *Node) Start(ctx context.Context) error {
 		pubsub.WithSeenMessagesTTL(n.cfg.SeenTTL),
 		pubsub.WithMaxMessageSize(max(n.cfg.MaxIntentSize*2, 1<<20)),
 		pubsub.WithGossipSubParams(gossipParams()),
+		// GossipSub's queues of 32 overflow under a burst the admission
+		// layer lets through, and what they drop is honest traffic as
+		// much as the flood's: deeper queues, with the forwarder's rate
+		// bounding what fills them.
+		pubsub.WithPeerOutboundQueueSize(1024),
+		pubsub.WithValidateQueueSize(1024),
 	}
 	if !n.cfg.NoPeerScoring {
 		params, thresholds := peerScoreParams(func(p peer.ID) float64 { return -n.adm.Penalty(p) })
@@ -201,18 +207,20 @@ func (n *Node) Start(ctx context.Context) error {
 
 	b := n.cfg.Negotiation
 	n.neg = negotiation.New(h, negotiation.Config{
-		Publish:            n.publishAs,
-		Replay:             n.replay,
-		Registerer:         n.metrics.registry,
-		Guard:              n.adm.Negotiation(),
-		Audit:              n.auditEvent,
-		KeepTasks:          b.KeepTasks,
-		MaxBidWindow:       b.MaxBidWindow,
-		MaxTaskDuration:    b.MaxTaskDuration,
-		MaxProgressTimeout: b.MaxProgressTimeout,
-		MaxBidsPerCall:     b.MaxBidsPerCall,
-		MaxContracts:       b.MaxContracts,
-		DialPrivateAddrs:   n.cfg.DialPrivateAddrs,
+		Publish:               n.publishAs,
+		Replay:                n.replay,
+		Registerer:            n.metrics.registry,
+		Guard:                 n.adm.Negotiation(),
+		Audit:                 n.auditEvent,
+		KeepTasks:             b.KeepTasks,
+		MaxBidWindow:          b.MaxBidWindow,
+		MaxTaskDuration:       b.MaxTaskDuration,
+		MaxProgressTimeout:    b.MaxProgressTimeout,
+		MaxBidsPerCall:        b.MaxBidsPerCall,
+		MaxContracts:          b.MaxContracts,
+		MaxContractsPerOrigin: b.MaxContractsPerOrigin,
+		StandbyWait:           b.StandbyWait,
+		DialPrivateAddrs:      n.cfg.DialPrivateAddrs,
 	})
 	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC()})
 	disc, err := discovery.New(h, discovery.Config{

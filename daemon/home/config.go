@@ -134,12 +134,14 @@ type LimitsConfig struct {
 // NegotiationConfig bounds what a remote requester may choose and what
 // the node keeps; see negotiation.Config.
 type NegotiationConfig struct {
-	MaxBidWindow       time.Duration `yaml:"max_bid_window"`
-	MaxTaskDuration    time.Duration `yaml:"max_task_duration"`
-	MaxProgressTimeout time.Duration `yaml:"max_progress_timeout"`
-	MaxBidsPerCall     int           `yaml:"max_bids_per_call"`
-	MaxContracts       int           `yaml:"max_contracts"`
-	KeepTasks          int           `yaml:"keep_tasks"`
+	MaxBidWindow          time.Duration `yaml:"max_bid_window"`
+	MaxTaskDuration       time.Duration `yaml:"max_task_duration"`
+	MaxProgressTimeout    time.Duration `yaml:"max_progress_timeout"`
+	MaxBidsPerCall        int           `yaml:"max_bids_per_call"`
+	MaxContracts          int           `yaml:"max_contracts"`
+	MaxContractsPerOrigin int           `yaml:"max_contracts_per_origin"`
+	StandbyWait           time.Duration `yaml:"standby_wait"`
+	KeepTasks             int           `yaml:"keep_tasks"`
 }
 
 // ConnMgrConfig holds the connection manager's watermarks.
@@ -207,15 +209,16 @@ agents:
 # cost nothing, so each bound is per node as well as per agent. Rates are
 # token buckets; a negative per_second turns one off.
 # admission:
-#   intents_per_forwarder: {per_second: 2000, burst: 4000}  # per connected peer, before any signature is checked
-#   intents_per_origin: {per_second: 1000, burst: 2000}     # per node hosting the agents (proven by its delegation)
-#   intents_per_agent: {per_second: 1000, burst: 2000}
+#   intents_per_forwarder: {per_second: 500, burst: 200}  # per connected peer, before any signature is checked
+#   intents_per_origin: {per_second: 500, burst: 500}     # per node hosting the agents (proven by its delegation)
+#   intents_per_agent: {per_second: 500, burst: 500}
+#   asks_per_peer: {per_second: 100, burst: 100}          # direct-ask streams per connected peer
 #   bid_handlers: 64              # bid handlers running at once: in all,
 #   bid_handlers_per_agent: 16    # per local agent,
 #   bid_handlers_per_origin: 8    # per requesting node
-#   asks: 64                      # direct asks answered at once, in all
-#   asks_per_origin: 8            # and per asking node
-#   pending_approvals: 64         # steps waiting for a human, in all
+#   asks: 128                     # direct asks answered at once, in all
+#   asks_per_origin: 4            # and per asking node
+#   pending_approvals: 256        # steps waiting for a human, in all
 #   pending_approvals_per_peer: 4 # and per remote node
 #   max_approval_wait: 10m        # the longest a step waits for a human
 
@@ -226,7 +229,9 @@ agents:
 #   max_task_duration: 10m
 #   max_progress_timeout: 1m
 #   max_bids_per_call: 64
-#   max_contracts: 1024   # calls this node's agents bid on or work on at once
+#   max_contracts: 1024   # calls this node's agents bid on or work on at once,
+#   max_contracts_per_origin: 64  # from one requesting node
+#   standby_wait: 30s     # how long after its window a bid waits for a verdict
 #   keep_tasks: 1000      # tasks remembered on each side
 
 # Dial private and loopback addresses that calls give as their reply-to
@@ -492,7 +497,8 @@ func (h *Home) NodeConfig() (node.Config, error) {
 	cfg.Limits = c.Admission
 	n := c.Negotiation
 	cfg.Negotiation = negotiation.Config{MaxBidWindow: n.MaxBidWindow, MaxTaskDuration: n.MaxTaskDuration,
-		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, KeepTasks: n.KeepTasks}
+		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, MaxContractsPerOrigin: n.MaxContractsPerOrigin,
+		StandbyWait: n.StandbyWait, KeepTasks: n.KeepTasks}
 	cfg.DialPrivateAddrs, cfg.RelayFilter = c.DialPrivateAddrs, c.RelayFilter
 	switch c.AuditFailure {
 	case "", node.AuditStop, node.AuditContinue:

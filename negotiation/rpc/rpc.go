@@ -99,6 +99,10 @@ type Handler func(ctx context.Context, req Request) (json.RawMessage, error)
 // handler runs. On success release is called when the handler returns.
 // A refusal's text goes to the asker.
 type Gate interface {
+	// AskStream is asked when a peer opens a stream, before anything on
+	// it is read: reading and verifying an ask, and signing its reply,
+	// cost the node whatever the ask is for.
+	AskStream(p peer.ID) error
 	Ask(ctx context.Context, agent *identity.Agent, req Request) (release func(), err error)
 }
 
@@ -252,6 +256,12 @@ func (s *Service) handle(st network.Stream) {
 }
 
 func (s *Service) serve(st network.Stream) {
+	if g := s.cfg.Gate; g != nil {
+		if err := g.AskStream(st.Conn().RemotePeer()); err != nil {
+			s.refuse(st, "rate", err)
+			return
+		}
+	}
 	conn := frame.New(st, nil, s.frameOpts())
 	conn.SetReadTimeout(s.cfg.Timeout)
 	// Close must not wait out a peer that opened a stream and says nothing.
@@ -281,11 +291,7 @@ func (s *Service) serve(st network.Stream) {
 			return
 		}
 		conn.SetSelf(s.node)
-		if err := conn.Send(msgError, version, reply{Request: bound, Error: unknownAgent}); err != nil {
-			_ = st.Reset()
-			return
-		}
-		_ = conn.Close()
+		s.reply(conn, st, msgError, reply{Request: bound, Error: unknownAgent}, req.To)
 		return
 	}
 	conn.SetSelf(hd.agent)
@@ -340,7 +346,13 @@ func (s *Service) serve(st network.Stream) {
 	s.reply(conn, st, typ, rep, req.To)
 }
 
+// reply writes the reply and closes the stream. A peer that never reads
+// could block the write for ever, so the stream is reset if the write
+// outlasts the ask's timeout or the service closes.
 func (s *Service) reply(conn *frame.Conn, st network.Stream, typ string, rep reply, to identity.AgentID) {
+	t := time.AfterFunc(s.cfg.Timeout, func() { _ = st.Reset() })
+	defer t.Stop()
+	defer context.AfterFunc(s.ctx, func() { _ = st.Reset() })()
 	if err := conn.Send(typ, version, rep); err != nil {
 		log.Debugw("rpc: reply not sent; stream reset", "peer", st.Conn().RemotePeer(), "to", to, "err", err)
 		_ = st.Reset()
