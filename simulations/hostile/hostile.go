@@ -4,6 +4,12 @@
 // oversize and malformed intents and negotiation frames, as fast as it can.
 // It builds its messages from JSON and go-libp2p's record envelopes alone,
 // the way an attacker reading the wire format would.
+//
+// Attacker sends invalid messages. Sybil (sybil.go) sends valid ones —
+// signed by fresh keys, delegated by its own or fresh node keys — with
+// abusive parameters: dated to the edge of the clock skew, far-future
+// deadlines, hour-long bid windows, late and oversized bids, floods of
+// asks and awards, borrowed task IDs and delegations, silent streams.
 package hostile
 
 import (
@@ -21,7 +27,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-msgio"
 	"github.com/mr-tron/base58"
 )
@@ -114,14 +119,7 @@ func message(typ string, v int, from string, created, expires time.Time, body an
 	return m
 }
 
-func (a *Attacker) seal(payload []byte, key crypto.PrivKey) []byte {
-	env, err := record.Seal(&rawRecord{payload}, key)
-	if err != nil {
-		return nil
-	}
-	b, _ := env.Marshal()
-	return b
-}
+func (a *Attacker) seal(payload []byte, key crypto.PrivKey) []byte { return sign(payload, key) }
 
 // Intents returns the bad intents of round i for capability, one of each
 // kind, signed where a kind needs a signature. victim is an AgentID the

@@ -55,6 +55,7 @@ func TestHostilePeerHarness(t *testing.T) {
 	if testing.Short() {
 		t.Skip("floods a mesh with 10,000+ messages")
 	}
+	t.Parallel()
 	calm, flooded := harness(t)
 	t.Logf("honest negotiation p99: calm %s, under flood %s", p99(calm), p99(flooded))
 }
