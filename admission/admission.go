@@ -1,7 +1,6 @@
 package admission
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -303,6 +302,3 @@ func ruleOf(d policy.Decision) string {
 	}
 	return d.Rule
 }
-
-// errBusy is wrapped by refusals for a full limit.
-var errBusy = errors.New("limit reached")
