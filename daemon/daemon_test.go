@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/multiformats/go-multiaddr"
 	"go.uber.org/goleak"
 
 	"github.com/parleynet/parley/audit"
@@ -95,25 +96,6 @@ func snapshot(t *testing.T, dir string) map[string]string {
 		return nil
 	})
 	return m
-}
-
-// freePort returns a port nothing listens on now.
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // TestNewRefusesBadOptions: every bad value is refused by New, naming the
@@ -298,8 +280,18 @@ func TestSecondDaemonForTheSameHome(t *testing.T) {
 // would otherwise let both listen, and for QUIC's UDP — and the home is
 // not written to.
 func TestFixedPortHeldElsewhere(t *testing.T) {
-	tcp := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t, "tcp"))
-	start(t, Options{Home: newHome(t, ""), Listen: []string{tcp}, NoMDNS: true, DHTMode: "off"})
+	// The holder is a daemon on a port the kernel picked, so no other
+	// socket can take the port between a pick and the bind.
+	first := start(t, Options{Home: newHome(t, ""), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, NoMDNS: true, DHTMode: "off"})
+	var tcp string
+	for _, a := range first.Node().Addrs() {
+		if port, err := a.ValueForProtocol(multiaddr.P_TCP); err == nil {
+			tcp = "/ip4/127.0.0.1/tcp/" + port
+		}
+	}
+	if tcp == "" {
+		t.Fatalf("the first daemon listens on no TCP address: %v", first.Node().Addrs())
+	}
 
 	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {

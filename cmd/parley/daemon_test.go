@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/multiformats/go-multiaddr"
 )
 
 // status reads the daemon's status through the CLI.
@@ -107,15 +109,21 @@ func TestSecondDaemonOnTheSamePort(t *testing.T) {
 	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
 	initHome(t, bin, a)
 	initHome(t, bin, b)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	// The first daemon takes a port the kernel picks, so no other socket
+	// can take it between a pick and the bind; its listen: line names it.
+	first := start(t, bin, "run", "--home", a, "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns")
+	first.line(t, 20*time.Second) // peer:
+	listen, _, _ := strings.Cut(strings.TrimPrefix(first.line(t, 5*time.Second), "listen: "), "/p2p/")
+	ma, err := multiaddr.NewMultiaddr(listen)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("first daemon's listen line: %v", err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	portText, err := ma.ValueForProtocol(multiaddr.P_TCP)
+	if err != nil {
+		t.Fatalf("first daemon listens on %s, not TCP", listen)
+	}
+	port, _ := strconv.Atoi(portText)
 	addr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
-	first := start(t, bin, "run", "--home", a, "--listen", addr, "--no-mdns")
-	first.line(t, 20*time.Second)
 
 	before := snapshot(t, b)
 	_, stderr, code := parley(t, bin, "run", "--home", b, "--listen", addr, "--no-mdns")
