@@ -5,24 +5,29 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 )
 
-// DelegationType is the Message type of a delegation.
-const DelegationType = "delegation"
+// DelegationDomain is the signature domain of delegations, apart from
+// parley messages' so that neither can be passed off as the other.
+const DelegationDomain = "parley-delegation"
 
-// DelegationVersion is the schema version of a delegation's body.
+// DelegationVersion is the version in a delegation's payload type,
+// "/parley/delegation/<version>".
 const DelegationVersion = 1
+
+var delegationPayloadType = fmt.Sprintf("/parley/delegation/%d", DelegationVersion)
 
 // DefaultDelegationTTL is how long Delegate's delegations are valid.
 const DefaultDelegationTTL = 24 * time.Hour
 
-// ErrNotDelegated: the delegation is valid but is not for this agent, or
-// the agent's node is not the one its message names.
+// ErrNotDelegated: the delegation is valid but is not for this agent.
 var ErrNotDelegated = errors.New("agent not delegated by that node")
 
 // Delegation is a node's signed statement that it hosts an agent. An agent
@@ -31,19 +36,30 @@ var ErrNotDelegated = errors.New("agent not delegated by that node")
 // addresses, deny lists and rate limits then act on a node proven by its
 // own key, not on a field the agent could fill with any PeerID.
 //
-// On the wire it is an ordinary parley envelope (see Seal) of type
-// "delegation", version 1, signed by the node's ed25519 key (so its from is
-// the did:key of that key), whose body is {"agent": did:key, "node":
-// PeerID}; the node's PeerID must be the PeerID of the signing key.
+// On the wire it is a go-libp2p record envelope in the DelegationDomain,
+// payload type "/parley/delegation/1", signed by the node's key, whose
+// payload is {"agent": did:key, "expires": unix seconds}. The node is the
+// signer: its PeerID is the PeerID of the envelope's key. It rides in
+// every intent, so it carries nothing a receiver can derive.
 type Delegation struct {
-	Agent   AgentID   `json:"agent"`
-	Node    peer.ID   `json:"node"`
-	Expires time.Time `json:"-"`
+	Agent   AgentID
+	Node    peer.ID
+	Expires time.Time
 }
 
-type delegationBody struct {
-	Agent AgentID `json:"agent"`
-	Node  peer.ID `json:"node"`
+// delegationRecord is a delegation's payload as a record.Record.
+type delegationRecord struct {
+	Agent   AgentID `json:"agent"`
+	Expires int64   `json:"expires"`
+}
+
+func (*delegationRecord) Domain() string { return DelegationDomain }
+func (*delegationRecord) Codec() []byte  { return []byte(delegationPayloadType) }
+func (r *delegationRecord) MarshalRecord() ([]byte, error) {
+	return json.Marshal(r)
+}
+func (r *delegationRecord) UnmarshalRecord(b []byte) error {
+	return json.Unmarshal(b, r)
 }
 
 // Delegate signs, with the node's key, that the node hosts agent, for ttl
@@ -52,51 +68,60 @@ func Delegate(nodeKey crypto.PrivKey, agent AgentID, ttl time.Duration) ([]byte,
 	if ttl <= 0 {
 		ttl = DefaultDelegationTTL
 	}
-	node, err := peer.IDFromPrivateKey(nodeKey)
-	if err != nil {
-		return nil, fmt.Errorf("identity: delegate %s: node key: %w", agent, err)
+	if _, err := agent.PubKey(); err != nil {
+		return nil, fmt.Errorf("identity: delegate %s: %w", agent, err)
 	}
-	signer, err := NewAgent("node", nodeKey)
+	env, err := record.Seal(&delegationRecord{Agent: agent, Expires: time.Now().Add(ttl).Unix()}, nodeKey)
 	if err != nil {
 		return nil, fmt.Errorf("identity: delegate %s: %w", agent, err)
 	}
-	body, err := json.Marshal(delegationBody{Agent: agent, Node: node})
+	data, err := env.Marshal()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("identity: delegate %s: marshal envelope: %w", agent, err)
 	}
-	now := time.Now()
-	return Seal(signer, Message{Type: DelegationType, V: DelegationVersion, Created: now, Expires: now.Add(ttl), Body: body})
+	return data, nil
 }
 
-// OpenDelegation verifies a delegation and returns it. Errors wrap the
-// sentinels of Open, ErrUnsupportedVersion, or ErrNotDelegated when the
-// named node is not the signer.
+// maxDelegationSize bounds a delegation before it is parsed: one is about
+// 220 bytes.
+const maxDelegationSize = 1 << 10
+
+// OpenDelegation verifies a delegation and returns it. Errors wrap
+// ErrTooLarge, ErrMalformed, ErrBadSignature, ErrUnsupportedVersion or
+// ErrExpired.
 func OpenDelegation(data []byte, now time.Time) (*Delegation, error) {
-	m, env, err := OpenEnvelope(data, OpenOptions{Now: func() time.Time { return now }, MaxSize: 4 << 10})
-	if err != nil {
-		return nil, fmt.Errorf("delegation: %w", err)
+	if len(data) > maxDelegationSize {
+		return nil, fmt.Errorf("delegation: %d bytes, limit %d: %w", len(data), maxDelegationSize, ErrTooLarge)
 	}
-	if m.Type != DelegationType {
-		return nil, fmt.Errorf("delegation: %w: message type %q", ErrMalformed, m.Type)
-	}
-	if m.V != DelegationVersion {
-		return nil, fmt.Errorf("delegation: %w: version %d, this node knows %d", ErrUnsupportedVersion, m.V, DelegationVersion)
-	}
-	var b delegationBody
-	if err := json.Unmarshal(m.Body, &b); err != nil {
-		return nil, fmt.Errorf("delegation: %w: body: %v", ErrMalformed, err)
-	}
-	if _, err := b.Agent.PubKey(); err != nil {
-		return nil, fmt.Errorf("delegation: %w: agent: %v", ErrMalformed, err)
-	}
-	signer, err := peer.IDFromPublicKey(env.PublicKey)
-	if err != nil {
+	var r delegationRecord
+	env, err := record.ConsumeTypedEnvelope(data, &r)
+	if env == nil {
 		return nil, fmt.Errorf("delegation: %w: %v", ErrMalformed, err)
 	}
-	if b.Node != signer {
-		return nil, fmt.Errorf("delegation: names node %s but is signed by %s: %w", b.Node, signer, ErrNotDelegated)
+	if pt := string(env.PayloadType); pt != delegationPayloadType {
+		if v, ok := strings.CutPrefix(pt, "/parley/delegation/"); ok {
+			return nil, fmt.Errorf("delegation: %w: version %s, this node knows %d", ErrUnsupportedVersion, v, DelegationVersion)
+		}
+		return nil, fmt.Errorf("delegation: %w: payload type %q, want %q", ErrMalformed, pt, delegationPayloadType)
 	}
-	return &Delegation{Agent: b.Agent, Node: b.Node, Expires: m.Expires}, nil
+	if err != nil {
+		if errors.Is(err, record.ErrInvalidSignature) {
+			return nil, fmt.Errorf("delegation: %w: %v", ErrBadSignature, err)
+		}
+		return nil, fmt.Errorf("delegation: %w: %v", ErrMalformed, err)
+	}
+	if _, err := r.Agent.PubKey(); err != nil {
+		return nil, fmt.Errorf("delegation: %w: agent: %v", ErrMalformed, err)
+	}
+	node, err := peer.IDFromPublicKey(env.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("delegation: %w: signer: %v", ErrMalformed, err)
+	}
+	d := &Delegation{Agent: r.Agent, Node: node, Expires: time.Unix(r.Expires, 0)}
+	if now.After(d.Expires) {
+		return nil, fmt.Errorf("delegation of %s by %s expired at %s: %w", d.Agent, d.Node, d.Expires.UTC().Format(time.RFC3339), ErrExpired)
+	}
+	return d, nil
 }
 
 // DefaultDelegationCacheSize is how many verified delegations a
@@ -139,7 +164,7 @@ func (c *DelegationCache) Node(data []byte, agent AgentID, now time.Time) (peer.
 	}
 	switch {
 	case now.After(d.Expires):
-		return "", fmt.Errorf("delegation of %s by %s expired at %s: %w", d.Agent, d.Node, d.Expires.Format(time.RFC3339), ErrExpired)
+		return "", fmt.Errorf("delegation of %s by %s expired at %s: %w", d.Agent, d.Node, d.Expires.UTC().Format(time.RFC3339), ErrExpired)
 	case d.Agent != agent:
 		return "", fmt.Errorf("delegation by %s is for %s, not %s: %w", d.Node, d.Agent, agent, ErrNotDelegated)
 	}

@@ -2,15 +2,27 @@ package identity
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 )
+
+// rawRecord is any payload in any domain, for envelopes built by hand.
+type rawRecord struct {
+	domain, codec string
+	payload       []byte
+}
+
+func (r *rawRecord) Domain() string                 { return r.domain }
+func (r *rawRecord) Codec() []byte                  { return []byte(r.codec) }
+func (r *rawRecord) MarshalRecord() ([]byte, error) { return r.payload, nil }
+func (r *rawRecord) UnmarshalRecord(b []byte) error { r.payload = b; return nil }
 
 func TestDelegation(t *testing.T) {
 	nodeKey, _ := GenerateKey()
-	otherKey, _ := GenerateKey()
 	node, _ := peer.IDFromPrivateKey(nodeKey)
 	agent := newAgentID(t)
 	other := newAgentID(t)
@@ -26,14 +38,26 @@ func TestDelegation(t *testing.T) {
 			t.Fatalf("Node = %s, %v; want %s", got, err, node)
 		}
 	}
-	// A delegation whose body names another node than its signer: sealed
-	// by hand, the way a forger would.
-	forger, _ := NewAgent("node", otherKey)
-	forged, err := Seal(forger, Message{Type: DelegationType, V: 1, Body: []byte(`{"agent":"` + string(agent) + `","node":"` + node.String() + `"}`)})
-	if err != nil {
-		t.Fatal(err)
+	// Sealed by hand, the way a peer that read docs/WIRE.md would.
+	seal := func(payloadType string, domain string, payload string) []byte {
+		t.Helper()
+		env, err := record.Seal(&rawRecord{domain: domain, codec: payloadType, payload: []byte(payload)}, nodeKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := env.Marshal()
+		return b
 	}
-	future, _ := Seal(forger, Message{Type: DelegationType, V: 2, Body: []byte(`{"agent":"` + string(agent) + `","node":"` + node.String() + `"}`)})
+	later := time.Now().Add(time.Hour).Unix()
+	body := fmt.Sprintf(`{"agent":%q,"expires":%d}`, agent, later)
+	byHand := seal("/parley/delegation/1", DelegationDomain, body)
+	future := seal("/parley/delegation/2", DelegationDomain, body)
+	message := seal("/parley/msg/1", DelegationDomain, body)
+	otherDomain := seal("/parley/delegation/1", Domain, body)
+	badAgent := seal("/parley/delegation/1", DelegationDomain, fmt.Sprintf(`{"agent":"did:key:nope","expires":%d}`, later))
+	if got, err := c.Node(byHand, agent, now); err != nil || got != node {
+		t.Fatalf("a delegation sealed by hand: %s, %v; want %s", got, err, node)
+	}
 	tampered := append([]byte(nil), good...)
 	tampered[len(tampered)-1] ^= 1
 	tests := []struct {
@@ -45,8 +69,11 @@ func TestDelegation(t *testing.T) {
 	}{
 		{"other agent", good, other, now, ErrNotDelegated},
 		{"expired", good, agent, now.Add(2 * time.Hour), ErrExpired},
-		{"signed by another node", forged, agent, now, ErrNotDelegated},
 		{"unknown version", future, agent, now, ErrUnsupportedVersion},
+		{"not a delegation", message, agent, now, ErrMalformed},
+		{"signed in another domain", otherDomain, agent, now, ErrBadSignature},
+		{"agent not a did:key", badAgent, agent, now, ErrMalformed},
+		{"too large", make([]byte, 2<<10), agent, now, ErrTooLarge},
 		{"tampered", tampered, agent, now, ErrBadSignature},
 		{"not an envelope", []byte("nope"), agent, now, ErrMalformed},
 	}

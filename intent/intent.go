@@ -85,7 +85,9 @@ type Constraints struct {
 
 // ReplyTo says how to reach the requester's node directly.
 type ReplyTo struct {
-	Peer  peer.ID  `json:"peer"`
+	// Peer is the agent's node. It may be left out, since the delegation
+	// proves it (Open fills it in); if given it must be that node.
+	Peer  peer.ID  `json:"peer,omitempty"`
 	Addrs []string `json:"addrs,omitempty"`
 }
 
@@ -95,8 +97,7 @@ type Body struct {
 	Capability  string          `json:"capability"`
 	Payload     json.RawMessage `json:"payload"`
 	Constraints *Constraints    `json:"constraints,omitempty"`
-	// ReplyTo is the agent's node: it must be the node that Delegation
-	// names.
+	// ReplyTo is the agent's node, the one that signed Delegation.
 	ReplyTo ReplyTo `json:"reply_to"`
 	// Delegation is the agent's node's signed statement that it hosts the
 	// agent (an identity delegation envelope; base64 in JSON).
@@ -141,10 +142,18 @@ func (b *Body) validate(payloadKnownValid bool) error {
 
 // Seal validates b and signs it as agent a. ttl bounds its life (zero means
 // identity.DefaultTTL). It returns the envelope bytes and the intent as
-// receivers will see it.
+// receivers will see it. b's delegation must be valid and for a; the
+// intent's origin is the node that signed it.
 func Seal(a *identity.Agent, b Body, ttl time.Duration) (*Intent, error) {
 	if err := b.validate(false); err != nil {
 		return nil, err
+	}
+	origin, err := (*identity.DelegationCache)(nil).Node(b.Delegation, a.ID, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("seal intent: %w", err)
+	}
+	if b.ReplyTo.Peer != "" && b.ReplyTo.Peer != origin {
+		return nil, fmt.Errorf("seal intent: reply-to names %s, but the agent's node is %s: %w", b.ReplyTo.Peer, origin, identity.ErrNotDelegated)
 	}
 	raw, err := json.Marshal(&b)
 	if err != nil {
@@ -166,7 +175,8 @@ func Seal(a *identity.Agent, b Body, ttl time.Duration) (*Intent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal intent: %w", err)
 	}
-	return &Intent{ID: m.ID, From: a.ID, Created: m.Created, Expires: m.Expires, Origin: b.ReplyTo.Peer, Body: b, Raw: data}, nil
+	b.ReplyTo.Peer = origin
+	return &Intent{ID: m.ID, From: a.ID, Created: m.Created, Expires: m.Expires, Origin: origin, Body: b, Raw: data}, nil
 }
 
 // OpenOptions configure Open.
@@ -210,7 +220,11 @@ func Open(data []byte, capability string, opts OpenOptions) (*Intent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("intent %q from %s: %w", m.ID, m.From, err)
 	}
-	if b.ReplyTo.Peer != origin {
+	switch b.ReplyTo.Peer {
+	case origin:
+	case "":
+		b.ReplyTo.Peer = origin
+	default:
 		return nil, fmt.Errorf("intent %q from %s: reply-to names %s, but the agent's node is %s: %w",
 			m.ID, m.From, b.ReplyTo.Peer, origin, identity.ErrNotDelegated)
 	}

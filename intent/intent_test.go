@@ -117,12 +117,36 @@ func TestOpenRefusesUnprovenNode(t *testing.T) {
 	for _, tc := range cases {
 		body := a.body("pricing")
 		tc.edit(&body)
+		if _, err := intent.Seal(a.Agent, body, 0); !errors.Is(err, identity.ErrNotDelegated) {
+			t.Errorf("%s: Seal: %v, want ErrNotDelegated", tc.name, err)
+		}
+		// Signed by hand, as a peer with its own code would.
+		raw, _ := json.Marshal(body)
+		data, err := identity.Seal(a.Agent, identity.Message{Type: intent.MessageType, V: intent.Version, Body: raw})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := intent.Open(data, "pricing", intent.OpenOptions{}); !errors.Is(err, identity.ErrNotDelegated) || intent.DropReason(err) != "not_delegated" {
+			t.Errorf("%s: %v, want ErrNotDelegated", tc.name, err)
+		}
+	}
+}
+
+// An intent may leave its reply-to peer out: the delegation proves it.
+func TestOpenFillsReplyToFromDelegation(t *testing.T) {
+	a := newHosted(t)
+	for _, peer := range []bool{false, true} {
+		body := a.body("pricing")
+		if !peer {
+			body.ReplyTo.Peer = ""
+		}
 		in, err := intent.Seal(a.Agent, body, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := intent.Open(in.Raw, "pricing", intent.OpenOptions{}); !errors.Is(err, identity.ErrNotDelegated) || intent.DropReason(err) != "not_delegated" {
-			t.Errorf("%s: %v, want ErrNotDelegated", tc.name, err)
+		got, err := intent.Open(in.Raw, "pricing", intent.OpenOptions{})
+		if err != nil || got.Origin != a.node || got.ReplyTo.Peer != a.node || in.Origin != a.node {
+			t.Fatalf("peer given %v: Open = %+v, %v; want origin and reply-to %s", peer, got, err, a.node)
 		}
 	}
 }

@@ -86,7 +86,8 @@ func (n *Node) publishSealed(ctx context.Context, a *identity.Agent, body intent
 	if err != nil {
 		return nil, err
 	}
-	body.ReplyTo = intent.ReplyTo{Peer: n.ID(), Addrs: addrStrings(n)}
+	// The peer is left out: the delegation proves it.
+	body.ReplyTo = intent.ReplyTo{Addrs: addrStrings(n)}
 	if body.Delegation, err = n.delegationOf(a); err != nil {
 		return nil, fmt.Errorf("delegate agent %s: %w", a.Name, err)
 	}

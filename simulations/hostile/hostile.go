@@ -27,18 +27,21 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-msgio"
 	"github.com/mr-tron/base58"
 )
 
 // Wire constants, as documented for other implementations.
 const (
-	domain       = "parley"
-	payloadType  = "/parley/msg/1"
-	topicPrefix  = "/parley/1/intent/"
-	negotiateID  = "/parley/negotiate/1.0.0"
-	maxIntent    = 64 << 10
-	didKeyPrefix = "did:key:z"
+	domain           = "parley"
+	payloadType      = "/parley/msg/1"
+	delegationDomain = "parley-delegation"
+	delegationType   = "/parley/delegation/1"
+	topicPrefix      = "/parley/1/intent/"
+	negotiateID      = "/parley/negotiate/1.0.0"
+	maxIntent        = 64 << 10
+	didKeyPrefix     = "did:key:z"
 )
 
 // rawRecord signs arbitrary bytes under parley's domain and payload type.
@@ -48,6 +51,26 @@ func (r *rawRecord) Domain() string                 { return domain }
 func (r *rawRecord) Codec() []byte                  { return []byte(payloadType) }
 func (r *rawRecord) MarshalRecord() ([]byte, error) { return r.b, nil }
 func (r *rawRecord) UnmarshalRecord(b []byte) error { r.b = b; return nil }
+
+// delegationRecord is a node's delegation of an agent key.
+type delegationRecord struct{ b []byte }
+
+func (r *delegationRecord) Domain() string                 { return delegationDomain }
+func (r *delegationRecord) Codec() []byte                  { return []byte(delegationType) }
+func (r *delegationRecord) MarshalRecord() ([]byte, error) { return r.b, nil }
+func (r *delegationRecord) UnmarshalRecord(b []byte) error { r.b = b; return nil }
+
+// delegation signs with nodeKey that its node hosts the agent key k, for
+// delegationLifetime; nil if it cannot.
+func delegation(nodeKey, k crypto.PrivKey) []byte {
+	body, _ := json.Marshal(map[string]any{"agent": didKey(k.GetPublic()), "expires": time.Now().Add(delegationLifetime).Unix()})
+	env, err := record.Seal(&delegationRecord{body}, nodeKey)
+	if err != nil {
+		return nil
+	}
+	b, _ := env.Marshal()
+	return b
+}
 
 // didKey is the did:key of an ed25519 public key.
 func didKey(pk crypto.PubKey) string {
@@ -59,7 +82,6 @@ func didKey(pk crypto.PubKey) string {
 const (
 	intentVersion      = 2
 	frameVersion       = 1
-	delegationVersion  = 1
 	delegationLifetime = time.Hour
 )
 
@@ -100,9 +122,7 @@ func (a *Attacker) delegate(k crypto.PrivKey) []byte {
 	if nodeKey == nil {
 		return nil
 	}
-	now := time.Now()
-	body := map[string]any{"agent": didKey(k.GetPublic()), "node": a.h.ID().String()}
-	return a.seal(message("delegation", delegationVersion, didKey(nodeKey.GetPublic()), now, now.Add(delegationLifetime), body), nodeKey)
+	return delegation(nodeKey, k)
 }
 
 func newID() string {

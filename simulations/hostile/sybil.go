@@ -60,9 +60,7 @@ func newIdentity(nodeKey crypto.PrivKey) (Identity, error) {
 		return Identity{}, err
 	}
 	agent := didKey(k.GetPublic())
-	now := time.Now()
-	d := sign(message("delegation", delegationVersion, didKey(nodeKey.GetPublic()), now, now.Add(delegationLifetime),
-		map[string]any{"agent": agent, "node": node.String()}), nodeKey)
+	d := delegation(nodeKey, k)
 	if d == nil {
 		return Identity{}, errors.New("hostile: could not sign a delegation")
 	}
@@ -439,7 +437,7 @@ type Observed struct {
 	ID         string
 	Kind       string
 	Task       string // a call's task ID
-	ReplyTo    peer.ID
+	ReplyTo    peer.ID // the reply-to peer, or the delegation's signer
 	Delegation []byte
 	Raw        []byte
 }
@@ -511,6 +509,12 @@ func observe(data []byte) (Observed, error) {
 		return Observed{}, err
 	}
 	o := Observed{From: m.From, ID: m.ID, Kind: b.Kind, ReplyTo: b.ReplyTo.Peer, Delegation: b.Delegation, Raw: data}
+	if o.ReplyTo == "" {
+		// Left out, it is the delegation's signer.
+		if env, err := record.UnmarshalEnvelope(b.Delegation); err == nil {
+			o.ReplyTo, _ = peer.IDFromPublicKey(env.PublicKey)
+		}
+	}
 	var c struct {
 		Task string `json:"task"`
 	}
