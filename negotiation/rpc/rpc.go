@@ -419,8 +419,17 @@ func (s *Service) Ask(ctx context.Context, from *identity.Agent, p peer.ID, to i
 		return nil, fmt.Errorf("rpc: ask %s on %s: %w", to, p, ErrClosed)
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("rpc: ask %s on %s: %w (%v)", to, p, ctx.Err(), err)
+	case pastDeadline(ctx):
+		// The answering node's timeout is ours: its reset at that
+		// deadline can arrive before our own timer has fired.
+		return nil, fmt.Errorf("rpc: ask %s on %s: %w (%v)", to, p, context.DeadlineExceeded, err)
 	}
 	return nil, fmt.Errorf("rpc: ask %s on %s: %w", to, p, err)
+}
+
+func pastDeadline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to identity.AgentID, capability string, input json.RawMessage) (json.RawMessage, error) {
