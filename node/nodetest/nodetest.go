@@ -242,31 +242,28 @@ func WaitTopic(tb testing.TB, ctx context.Context, capability string, nodes ...*
 		in[n.ID()] = true
 	}
 	for {
-		ready := true
+		var missing string // the first node missing a connected peer
 		for _, n := range nodes {
-			want := 0
-			for _, p := range n.Host().Network().Peers() {
-				if in[p] {
-					want++
-				}
-			}
-			got := 0
+			topic := map[peer.ID]bool{}
 			for _, p := range n.TopicPeers(capability) {
-				if in[p] {
-					got++
+				topic[p] = true
+			}
+			for _, p := range n.Host().Network().Peers() {
+				if in[p] && !topic[p] {
+					missing = fmt.Sprintf("%s is connected to %s (%d conns) but does not see it on the topic", n.ID(), p, len(n.Host().Network().ConnsToPeer(p)))
+					break
 				}
 			}
-			if got < want {
-				ready = false
+			if missing != "" {
 				break
 			}
 		}
-		if ready {
+		if missing == "" {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			tb.Fatalf("topic %s did not form: %v", capability, ctx.Err())
+			tb.Fatalf("topic %s did not form: %v: %s", capability, ctx.Err(), missing)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -841,9 +841,10 @@ func TestSybilVictimMemory(t *testing.T) {
 	parallel(ctx, n, 8, func(i int) { send(100 + i) })
 	// The intents are validated asynchronously: let the victim finish.
 	settle(20*time.Second, time.Second, received)
-	// GossipSub keeps the last few heartbeats' messages for gossip: what
-	// counts is what the victim keeps, so wait until the heap stops
-	// falling.
+	// GossipSub keeps the last heartbeats' messages for gossip (5 of 1 s
+	// by default): what counts is what the victim keeps, so wait that out,
+	// then until the heap stops falling.
+	time.Sleep(6 * time.Second)
 	after := heap()
 	for still, deadline := 0, time.Now().Add(15*time.Second); still < 3 && time.Now().Before(deadline); {
 		time.Sleep(500 * time.Millisecond)
