@@ -436,7 +436,7 @@ type Observed struct {
 	From       string
 	ID         string
 	Kind       string
-	Task       string // a call's task ID
+	Task       string  // a call's task ID
 	ReplyTo    peer.ID // the reply-to peer, or the delegation's signer
 	Delegation []byte
 	Raw        []byte
