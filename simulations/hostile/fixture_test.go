@@ -386,8 +386,13 @@ func (f *fixture) publishHonest(i int, payload string) []byte {
 func (f *fixture) negotiate(i int) (time.Duration, error) {
 	start := time.Now()
 	in := fmt.Sprintf(`{"i":%d}`, i)
+	// The window closes when every worker has bid. Its length covers the
+	// backlog a flood within the admission layer's bursts leaves ahead of
+	// the call (each Sybil forwarder's burst of intents, validated before
+	// it in GossipSub's FIFO queues): milliseconds in a normal build,
+	// seconds under -race on two shared cores.
 	out, err := f.requester.Request(f.ctx, negotiation.Need{Capability: capability, Input: json.RawMessage(in)},
-		negotiation.WithEnoughBids(len(f.workers)), negotiation.WithBidWindow(1500*time.Millisecond), negotiation.WithTimeout(20*time.Second))
+		negotiation.WithEnoughBids(len(f.workers)), negotiation.WithBidWindow(3*time.Second), negotiation.WithTimeout(20*time.Second))
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("honest negotiation %d: %w", i, err)
