@@ -137,7 +137,7 @@ func RunRawVirtual(sc Scenario, done func(*Baseline, error) error) {
 			synctest.Test(t, func(*testing.T) { st, err = RunRaw(context.Background(), sc) })
 			var b *Baseline
 			if st != nil {
-				b = &Baseline{Intents: *st, WallS: time.Since(start).Seconds(), RSSMB: peakRSSMB()}
+				b = &Baseline{Clock: "virtual", Intents: *st, WallS: time.Since(start).Seconds(), RSSMB: peakRSSMB()}
 			}
 			os.Stdout = stdout
 			derr := done(b, err)
@@ -148,4 +148,16 @@ func RunRawVirtual(sc Scenario, done func(*Baseline, error) error) {
 			}
 		},
 	}}, nil, nil)
+}
+
+// RunRawReal runs the raw baseline on the machine's clock, as RunReal
+// runs parley: a real-time run is only comparable with a real-time
+// baseline, since virtual time hides what the CPU costs.
+func RunRawReal(ctx context.Context, sc Scenario) (*Baseline, error) {
+	start := time.Now()
+	st, err := RunRaw(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("raw baseline %s: %w", sc.Name, err)
+	}
+	return &Baseline{Clock: "real", Intents: *st, WallS: time.Since(start).Seconds(), RSSMB: peakRSSMB()}, nil
 }

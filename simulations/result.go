@@ -93,6 +93,7 @@ type Result struct {
 
 // Baseline is the same topology and intents on raw GossipSub.
 type Baseline struct {
+	Clock   string      `json:"clock"` // virtual or real, as the run it is compared with
 	Intents IntentStats `json:"intents"`
 	WallS   float64     `json:"wall_s"`
 	RSSMB   float64     `json:"rss_mb"`

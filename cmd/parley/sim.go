@@ -35,8 +35,9 @@ func (c *cli) simCmd() *cobra.Command {
 go-libp2p's mocknet: real parley nodes, GossipSub, negotiations, churn,
 partitions and hostile peers. With --clock virtual (the default) the run
 lives in a testing/synctest bubble, so latencies are those of the modelled
-links and a seed repeats. --baseline raw runs the same topology and intents
-on raw GossipSub in a second process and prints both.`,
+links and a seed repeats; --clock real shows what the CPU costs. --baseline
+raw runs the same topology and intents on raw GossipSub in a second
+process, on the same clock, and prints both.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("log-level") {
@@ -107,6 +108,13 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 	}
 
 	if f.rawOnly {
+		if f.clock == "real" {
+			b, err := simulations.RunRawReal(cmd.Context(), sc)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(c.out).Encode(b)
+		}
 		simulations.RunRawVirtual(sc, func(b *simulations.Baseline, err error) error {
 			if err != nil {
 				return err
@@ -120,7 +128,7 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 	// RSS are its own (and a virtual run exits when it is done).
 	var base *simulations.Baseline
 	if f.baseline == "raw" {
-		if base, err = rawBaseline(cmd, sc); err != nil {
+		if base, err = rawBaseline(cmd, sc, f.clock); err != nil {
 			return fmt.Errorf("raw baseline: %w", err)
 		}
 	}
@@ -166,8 +174,8 @@ func (c *cli) simOutput(res *simulations.Result, f simFlags) error {
 }
 
 // rawBaseline runs the baseline in a child process, so its wall time and
-// peak RSS are its own.
-func rawBaseline(cmd *cobra.Command, sc simulations.Scenario) (*simulations.Baseline, error) {
+// peak RSS are its own, on the same clock as the run it is compared with.
+func rawBaseline(cmd *cobra.Command, sc simulations.Scenario, clock string) (*simulations.Baseline, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -180,7 +188,7 @@ func rawBaseline(cmd *cobra.Command, sc simulations.Scenario) (*simulations.Base
 	if err := writeScenario(tmp, sc); err != nil {
 		return nil, err
 	}
-	child := exec.CommandContext(cmd.Context(), self, "sim", "--raw-only", "--scenario", tmp.Name())
+	child := exec.CommandContext(cmd.Context(), self, "sim", "--raw-only", "--clock", clock, "--scenario", tmp.Name())
 	var out bytes.Buffer
 	child.Stdout, child.Stderr = &out, os.Stderr
 	if err := child.Run(); err != nil {

@@ -9,8 +9,9 @@ import (
 	"testing"
 )
 
-// TestSimCommand runs parley sim as a user would: a small virtual-clock
-// gossip run with the raw baseline and a report, and a bad scenario file.
+// TestSimCommand runs parley sim as a user would: a small gossip run with
+// the raw baseline on each clock (the baseline must run on the run's own
+// clock) and a report, and a bad scenario file.
 func TestSimCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary")
@@ -18,34 +19,37 @@ func TestSimCommand(t *testing.T) {
 	dir := t.TempDir()
 	bin := parleyBinary(t)
 	report := filepath.Join(dir, "report.html")
-	out, err := exec.Command(bin, "sim", "gossip", "--nodes", "40", "--json", "--baseline", "raw", "--report", report).Output()
-	if err != nil {
-		t.Fatalf("parley sim: %v", err)
-	}
-	var res struct {
-		Scenario string `json:"scenario"`
-		Clock    string `json:"clock"`
-		Intents  struct {
-			DeliveryRatio float64 `json:"delivery_ratio"`
-			LatencyMs     struct {
-				P99 float64 `json:"p99"`
-			} `json:"latency_ms"`
-		} `json:"intents"`
-		Baseline *struct {
-			Intents struct {
+	for _, clock := range []string{"virtual", "real"} {
+		out, err := exec.Command(bin, "sim", "gossip", "--nodes", "40", "--clock", clock, "--json", "--baseline", "raw", "--report", report).Output()
+		if err != nil {
+			t.Fatalf("parley sim --clock %s: %v", clock, err)
+		}
+		var res struct {
+			Scenario string `json:"scenario"`
+			Clock    string `json:"clock"`
+			Intents  struct {
 				DeliveryRatio float64 `json:"delivery_ratio"`
+				LatencyMs     struct {
+					P99 float64 `json:"p99"`
+				} `json:"latency_ms"`
 			} `json:"intents"`
-			WallS float64 `json:"wall_s"`
-		} `json:"baseline"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("sim --json printed %q: %v", out, err)
-	}
-	if res.Scenario != "gossip" || res.Clock != "virtual" || res.Intents.DeliveryRatio != 1 || res.Intents.LatencyMs.P99 < 50 {
-		t.Errorf("sim result %+v, want gossip in virtual time, all delivered, p99 at least one 50 ms link", res)
-	}
-	if res.Baseline == nil || res.Baseline.Intents.DeliveryRatio != 1 || res.Baseline.WallS <= 0 {
-		t.Errorf("baseline %+v, want the raw run measured", res.Baseline)
+			Baseline *struct {
+				Clock   string `json:"clock"`
+				Intents struct {
+					DeliveryRatio float64 `json:"delivery_ratio"`
+				} `json:"intents"`
+				WallS float64 `json:"wall_s"`
+			} `json:"baseline"`
+		}
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("sim --json printed %q: %v", out, err)
+		}
+		if res.Scenario != "gossip" || res.Clock != clock || res.Intents.DeliveryRatio != 1 || res.Intents.LatencyMs.P99 < 50 {
+			t.Errorf("sim result %+v, want gossip in %s time, all delivered, p99 at least one 50 ms link", res, clock)
+		}
+		if res.Baseline == nil || res.Baseline.Clock != clock || res.Baseline.Intents.DeliveryRatio != 1 || res.Baseline.WallS <= 0 {
+			t.Errorf("baseline %+v, want the raw run measured in %s time", res.Baseline, clock)
+		}
 	}
 	html, err := os.ReadFile(report)
 	if err != nil || !strings.Contains(string(html), "<svg") {
