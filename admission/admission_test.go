@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/policy"
 )
@@ -135,12 +136,8 @@ func TestRefusalsAreSummarised(t *testing.T) {
 	if got := len(r.all()); got != 1 {
 		t.Fatalf("%d records after 999 refusals in one second, want 1", got)
 	}
-	if pen := l.Penalty(p); pen != 999 {
-		t.Fatalf("penalty %v after 999 refusals at one instant, want 999", pen)
-	}
-	now = now.Add(penaltyHalfLife)
-	if pen := l.Penalty(p); pen < 499 || pen > 500 {
-		t.Fatalf("penalty %v a half-life later, want 499.5", pen)
+	if pen := l.Penalty(p); pen != 0 {
+		t.Fatalf("penalty %v for forwarding too fast, want none: the peer may be relaying a flood", pen)
 	}
 	now = now.Add(2 * time.Minute)
 	l.Forwarded(p) // a token came back
@@ -232,5 +229,31 @@ func TestRefuseFromAnotherEntry(t *testing.T) {
 	recs := r.all()
 	if len(recs) != 2 || recs[0].detail["who"] != "unknown token from 127.0.0.1" || recs[0].detail["entry"] != EntryAPI {
 		t.Fatalf("records %+v; want one per requester", recs)
+	}
+}
+
+// Only a peer's own agents' intents over their rates count against its
+// GossipSub score, decaying by half every penaltyHalfLife; another node's
+// intents it relays, over the same rates, do not.
+func TestPenaltyIsForWhatAPeerOriginated(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l, _ := newLayer(t, "", Limits{IntentsPerOrigin: Rate{PerSecond: 1, Burst: 1}}, func() time.Time { return now })
+	relay, origin := testPeer(t), testPeer(t)
+	agent := identity.AgentID("did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK")
+	for range 1000 {
+		l.Intent(&intent.Intent{From: agent, Origin: origin}, relay)
+	}
+	if pen := l.Penalty(relay); pen != 0 {
+		t.Fatalf("relay's penalty %v for another node's intents, want 0", pen)
+	}
+	for range 1000 {
+		l.Intent(&intent.Intent{From: agent, Origin: origin}, origin)
+	}
+	if pen := l.Penalty(origin); pen != 1000 {
+		t.Fatalf("origin's penalty %v after 1000 refusals of its own intents, want 1000", pen)
+	}
+	now = now.Add(penaltyHalfLife)
+	if pen := l.Penalty(origin); pen < 499 || pen > 501 {
+		t.Fatalf("penalty %v a half-life later, want 500", pen)
 	}
 }

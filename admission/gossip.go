@@ -17,29 +17,41 @@ const (
 
 // Forwarded is asked for every intent a connected peer hands this node,
 // before its signature is verified. It returns a drop reason, or "" to go
-// on. A refused intent is ignored, not rejected (the peer may be an honest
-// relay of a flood), and counts against the peer's GossipSub score
-// (Penalty).
+// on. A refused intent is ignored, not rejected, and costs the peer no
+// score: an honest relay of a flood the mesh admitted elsewhere goes over
+// its rate too, and an attacker must not be able to make honest nodes
+// graylist each other. The drop itself is what bounds a peer: it costs
+// this node no verification.
 func (l *Layer) Forwarded(from peer.ID) string {
 	now := l.now()
 	if l.forwarders.take(from, now) {
 		return ""
 	}
-	l.penalty.add(from, now)
 	_ = l.deny(refusal{entry: EntryGossip, rule: "limits.intents_per_forwarder", peer: from,
 		rationale: fmt.Sprintf("peer %s forwarded intents faster than %g/s (burst %d)", from, l.lim.IntentsPerForwarder.PerSecond, l.lim.IntentsPerForwarder.Burst)})
 	return ReasonRateForwarder
 }
 
-// Penalty is the score GossipSub should take off peer p for intents
-// refused by its rate limit lately (0 for a peer that kept to it).
+// Penalty is the score GossipSub should take off peer p for its own
+// agents' intents refused by their node's or agent's rate lately (0 for a
+// peer that kept to them). Only what a peer provably originated counts:
+// intents it merely relays are other nodes' doing.
 func (l *Layer) Penalty(p peer.ID) float64 { return l.penalty.get(p, l.now()) }
 
 // Intent is asked for a verified intent, before it enters the replay
 // window and is relayed: the rate limits of its proven origin node and of
 // its agent (the node's and the policy's). It returns a drop reason, or ""
-// to relay it.
+// to relay it. A refusal of an intent that from itself originated counts
+// in from's Penalty.
 func (l *Layer) Intent(in *intent.Intent, from peer.ID) string {
+	reason := l.intentRate(in)
+	if reason != "" && in.Origin == from {
+		l.penalty.add(from, l.now())
+	}
+	return reason
+}
+
+func (l *Layer) intentRate(in *intent.Intent) string {
 	now := l.now()
 	if !l.origins.take(in.Origin, now) {
 		_ = l.deny(refusal{entry: EntryGossip, rule: "limits.intents_per_origin", peer: in.Origin,

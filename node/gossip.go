@@ -201,12 +201,8 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 		if len(msg.Data) > n.cfg.MaxIntentSize {
 			return n.drop(from, "oversize", fmt.Errorf("%w: %d bytes, limit %d", identity.ErrTooLarge, len(msg.Data), n.cfg.MaxIntentSize))
 		}
+		// The forwarder's rate was applied to the RPC (forwarders.go).
 		remote := from != self
-		if remote {
-			if reason := n.adm.Forwarded(from); reason != "" {
-				return n.ignore(from, reason)
-			}
-		}
 		in, err := intent.Open(msg.Data, capability, intent.OpenOptions{
 			OpenOptions: identity.OpenOptions{MaxSize: n.cfg.MaxIntentSize},
 			Delegations: n.delegations,
@@ -250,9 +246,10 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 	}
 }
 
-// ignore counts a message the admission layer refused for its rate: it
-// is ignored, not rejected, since it may be valid and its forwarder an
-// honest relay; the forwarder's score pays through the layer's penalty.
+// ignore counts an intent the admission layer refused for its origin's or
+// agent's rate: it is ignored, not rejected, since it is valid and its
+// forwarder may be an honest relay (a peer over the rates with its own
+// agents' intents pays through the layer's penalty).
 func (n *Node) ignore(from peer.ID, reason string) pubsub.ValidationResult {
 	n.metrics.dropped.WithLabelValues(reason).Inc()
 	log.Debugw("intent refused by admission", "reason", reason, "from", from)

@@ -188,6 +188,9 @@ func (n *Node) Start(ctx context.Context) error {
 		// bounding what fills them.
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithAppSpecificRpcInspector(newForwarders(n.adm, func(reason string) {
+			n.metrics.dropped.WithLabelValues(reason).Inc()
+		}).inspect),
 	}
 	if !n.cfg.NoPeerScoring {
 		params, thresholds := peerScoreParams(func(p peer.ID) float64 { return -n.adm.Penalty(p) })

@@ -1,0 +1,82 @@
+package node
+
+import (
+	"hash/maphash"
+	"strings"
+	"sync"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parleynet/parley/admission"
+	"github.com/parleynet/parley/intent"
+)
+
+// forwarders applies the admission layer's per-forwarder rate to the
+// intents in each RPC a peer sends, before GossipSub sees them.
+//
+// In the topic validator the check would come too late: GossipSub marks a
+// message seen before validating it, so an honest intent dropped there
+// because its relay had also relayed a flood the mesh admitted elsewhere
+// would be lost on this node for good. Taken out of the RPC here, it is
+// not seen, and arrives from another peer or by gossip (IHAVE/IWANT).
+// Copies of messages already let through are not charged: GossipSub
+// drops them as duplicates.
+type forwarders struct {
+	adm     *admission.Layer
+	dropped func(reason string)
+	seed    maphash.Seed
+
+	mu        sync.Mutex
+	cur, prev map[uint64]struct{} // hashes of intents let through lately
+}
+
+// recentIntents bounds the hashes forwarders remembers: two generations of
+// this many (a few MB). Forgetting one early only charges a later
+// duplicate.
+const recentIntents = 1 << 15
+
+func newForwarders(adm *admission.Layer, dropped func(string)) *forwarders {
+	return &forwarders{adm: adm, dropped: dropped, seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}}
+}
+
+// inspect is a pubsub.WithAppSpecificRpcInspector function. It keeps an
+// RPC's intents within from's rate and never refuses the RPC itself.
+func (f *forwarders) inspect(from peer.ID, rpc *pubsub.RPC) error {
+	if len(rpc.Publish) == 0 {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	kept := rpc.Publish[:0]
+	for _, m := range rpc.Publish {
+		if !strings.HasPrefix(m.GetTopic(), intent.TopicPrefix) {
+			kept = append(kept, m)
+			continue
+		}
+		h := maphash.Bytes(f.seed, m.Data)
+		_, seen := f.cur[h]
+		if !seen {
+			_, seen = f.prev[h]
+		}
+		switch {
+		case seen:
+		case f.adm.Forwarded(from) == "":
+			f.remember(h)
+		default:
+			f.dropped(admission.ReasonRateForwarder)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	clear(rpc.Publish[len(kept):])
+	rpc.Publish = kept
+	return nil
+}
+
+func (f *forwarders) remember(h uint64) {
+	if len(f.cur) >= recentIntents {
+		f.prev, f.cur = f.cur, make(map[uint64]struct{}, recentIntents)
+	}
+	f.cur[h] = struct{}{}
+}
