@@ -43,10 +43,12 @@ func (r Rate) set() bool { return r.PerSecond > 0 }
 // Zero fields take DefaultLimits' values; a negative count or rate turns
 // that limit off.
 type Limits struct {
-	// IntentsPerForwarder bounds the intents one connected peer may hand
-	// this node, checked before their signatures are: a flooder costs a
-	// token, not a verification. Over it, intents are ignored and the peer
-	// loses GossipSub score. High, since an honest peer relays the mesh.
+	// IntentsPerForwarder bounds the intents of other nodes one connected
+	// peer may hand this node, checked before their signatures are: a
+	// flooder costs a token, not a verification. Over it, intents are
+	// dropped unseen (they may come from another peer) at no cost to the
+	// peer's score, since an honest relay carries what the mesh admitted.
+	// A peer's own agents' intents are bounded by IntentsPerOrigin instead.
 	IntentsPerForwarder Rate `yaml:"intents_per_forwarder"`
 	// IntentsPerOrigin bounds the intents of agents one proven node hosts.
 	IntentsPerOrigin Rate `yaml:"intents_per_origin"`
@@ -87,9 +89,9 @@ type Limits struct {
 // DefaultLimits returns the limits a Layer uses for zero fields.
 func DefaultLimits() Limits {
 	return Limits{
-		IntentsPerForwarder:     Rate{PerSecond: 500, Burst: 200},
-		IntentsPerOrigin:        Rate{PerSecond: 500, Burst: 500},
-		IntentsPerAgent:         Rate{PerSecond: 500, Burst: 500},
+		IntentsPerForwarder:     Rate{PerSecond: 200, Burst: 100},
+		IntentsPerOrigin:        Rate{PerSecond: 200, Burst: 200},
+		IntentsPerAgent:         Rate{PerSecond: 100, Burst: 100},
 		AsksPerPeer:             Rate{PerSecond: 100, Burst: 100},
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/record"
 
 	"github.com/parleynet/parley/identity"
 )
@@ -270,4 +271,27 @@ func DropReasons() []string {
 		"denied",
 		// Relayed, but not delivered: the audit log could not record it.
 		"audit"}
+}
+
+// ClaimedOrigin returns the node an intent's delegation names, without
+// verifying anything: for deciding how much to spend on verifying it, never
+// for trusting it. An intent that lies here fails Open.
+func ClaimedOrigin(data []byte) (peer.ID, error) {
+	env, err := record.UnmarshalEnvelope(data)
+	if err != nil {
+		return "", err
+	}
+	var m struct {
+		Body struct {
+			Delegation []byte `json:"delegation"`
+		} `json:"body"`
+	}
+	if err := json.Unmarshal(env.RawPayload, &m); err != nil {
+		return "", err
+	}
+	d, err := record.UnmarshalEnvelope(m.Body.Delegation)
+	if err != nil {
+		return "", err
+	}
+	return peer.IDFromPublicKey(d.PublicKey)
 }

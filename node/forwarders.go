@@ -21,7 +21,7 @@ import (
 // would be lost on this node for good. Taken out of the RPC here, it is
 // not seen, and arrives from another peer or by gossip (IHAVE/IWANT).
 // Copies of messages already let through are not charged: GossipSub
-// drops them as duplicates.
+// drops them as duplicates. A peer's own intents pass its rate (ownIntent).
 type forwarders struct {
 	adm     *admission.Layer
 	dropped func(reason string)
@@ -61,7 +61,7 @@ func (f *forwarders) inspect(from peer.ID, rpc *pubsub.RPC) error {
 		}
 		switch {
 		case seen:
-		case f.adm.Forwarded(from) == "":
+		case f.adm.Forwarded(from) == "" || f.ownIntent(from, m.Data):
 			f.remember(h)
 		default:
 			f.dropped(admission.ReasonRateForwarder)
@@ -72,6 +72,20 @@ func (f *forwarders) inspect(from peer.ID, rpc *pubsub.RPC) error {
 	clear(rpc.Publish[len(kept):])
 	rpc.Publish = kept
 	return nil
+}
+
+// ownIntent reports whether a peer over its rate hands over an intent of
+// its own agents, which goes on to be verified anyway: a node that relays
+// a flood must still be heard for itself, and its own intents are bounded
+// by its origin's and agents' rates, where going over costs it score. A
+// peer already penalised for that gets no such pass, and a false claim of
+// origin fails verification.
+func (f *forwarders) ownIntent(from peer.ID, data []byte) bool {
+	if f.adm.Penalty(from) > 0 {
+		return false
+	}
+	origin, err := intent.ClaimedOrigin(data)
+	return err == nil && origin == from
 }
 
 func (f *forwarders) remember(h uint64) {

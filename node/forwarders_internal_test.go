@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parleynet/parley/admission"
+	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 )
 
@@ -53,5 +54,75 @@ func TestForwardersDropBeforeGossipSubSeesIt(t *testing.T) {
 	}
 	if dropped != 1 {
 		t.Fatalf("%d drops counted, want 1", dropped)
+	}
+}
+
+// A peer over its rate is still heard for its own agents' intents, until
+// going over its origin's rate has cost it a penalty; another node's
+// intents it relays are not let through.
+func TestForwardersHearAPeerForItself(t *testing.T) {
+	adm, err := admission.New(admission.Config{Limits: admission.Limits{
+		IntentsPerForwarder: admission.Rate{PerSecond: 1e-9, Burst: 1},
+		IntentsPerOrigin:    admission.Rate{PerSecond: 1e-9, Burst: 1},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	f := newForwarders(adm, func(string) {})
+	// newOrigin returns a node and a function sealing a new intent of one
+	// of its agents each call.
+	newOrigin := func() (peer.ID, func() []byte) {
+		nodeKey, _ := identity.GenerateKey()
+		node, _ := peer.IDFromPrivateKey(nodeKey)
+		agentKey, _ := identity.GenerateKey()
+		a, err := identity.NewAgent("a", agentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := identity.Delegate(nodeKey, a.ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return node, func() []byte {
+			in, err := intent.Seal(a, intent.Body{Kind: intent.KindEvent, Capability: "work", Delegation: d}, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return in.Raw
+		}
+	}
+	topic := intent.Topic("work")
+	kept := func(from peer.ID, data []byte) bool {
+		rpc := &pubsub.RPC{RPC: pb.RPC{Publish: []*pb.Message{{Data: data, Topic: &topic}}}}
+		if err := f.inspect(from, rpc); err != nil {
+			t.Fatal(err)
+		}
+		return len(rpc.Publish) == 1
+	}
+	relay, own := newOrigin()
+	_, other := newOrigin()
+	if !kept(relay, other()) {
+		t.Fatal("another node's intent was dropped within the relay's burst")
+	}
+	if kept(relay, other()) {
+		t.Fatal("another node's intent passed a relay over its rate")
+	}
+	for i := range 3 {
+		if !kept(relay, own()) {
+			t.Fatalf("own intent %d of a peer over its rate was dropped", i)
+		}
+	}
+	// Its node's rate refuses the second of its own intents once verified:
+	// that costs the peer a penalty, and the pass.
+	data, _ := intent.Open(own(), "work", intent.OpenOptions{})
+	for range 2 {
+		adm.Intent(data, relay)
+	}
+	if adm.Penalty(relay) == 0 {
+		t.Fatal("no penalty for going over its own origin's rate")
+	}
+	if kept(relay, own()) {
+		t.Fatal("a penalised peer over its rate passed with its own intent")
 	}
 }
