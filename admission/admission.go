@@ -90,8 +90,8 @@ type Limits struct {
 func DefaultLimits() Limits {
 	return Limits{
 		IntentsPerForwarder:     Rate{PerSecond: 200, Burst: 100},
-		IntentsPerOrigin:        Rate{PerSecond: 200, Burst: 200},
-		IntentsPerAgent:         Rate{PerSecond: 100, Burst: 100},
+		IntentsPerOrigin:        Rate{PerSecond: 500, Burst: 500},
+		IntentsPerAgent:         Rate{PerSecond: 500, Burst: 500},
 		AsksPerPeer:             Rate{PerSecond: 100, Burst: 100},
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
@@ -170,11 +170,11 @@ type Layer struct {
 	record RecordFunc
 	now    func() time.Time
 
-	forwarders, origins, agents, askers *buckets
-	penalty                             *penalties
-	slots                               *slots
-	appr                                approvals
-	denials                             *summaries
+	forwarders, ownPasses, origins, agents, askers *buckets
+	penalty                                        *penalties
+	slots                                          *slots
+	appr                                           approvals
+	denials                                        *summaries
 
 	denied *prometheus.CounterVec
 }
@@ -194,6 +194,7 @@ func New(cfg Config) (*Layer, error) {
 		record:     cfg.Record,
 		now:        cfg.Now,
 		forwarders: newBuckets(lim.IntentsPerForwarder, lim.MaxKeys),
+		ownPasses:  newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
 		origins:    newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
 		agents:     newBuckets(lim.IntentsPerAgent, lim.MaxKeys),
 		askers:     newBuckets(lim.AsksPerPeer, lim.MaxKeys),

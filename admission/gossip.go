@@ -32,6 +32,15 @@ func (l *Layer) Forwarded(from peer.ID) string {
 	return ReasonRateForwarder
 }
 
+// OwnPass is asked for a peer over its forwarder rate before the node
+// looks whether an intent it hands over is its own agents': that look
+// costs a parse, so it is rated too (as IntentsPerOrigin), and a peer
+// penalised for its own intents gets none.
+func (l *Layer) OwnPass(from peer.ID) bool {
+	now := l.now()
+	return l.penalty.get(from, now) == 0 && l.ownPasses.take(from, now)
+}
+
 // Penalty is the score GossipSub should take off peer p for its own
 // agents' intents refused by their node's or agent's rate lately (0 for a
 // peer that kept to them). Only what a peer provably originated counts:

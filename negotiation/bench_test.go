@@ -35,7 +35,7 @@ func loopbackNode(b *testing.B, bootstrap *node.Node) *node.Node {
 	cfg.NodeKey = nodetest.Key(b)
 	cfg.Agents = []*identity.Agent{agent}
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-	// One agent calls as fast as the machine goes, past the default 100
+	// One agent calls as fast as the machine goes, past the default 500
 	// calls a second a node takes from one agent: the admission layer
 	// stays on, with room for the benchmark.
 	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}

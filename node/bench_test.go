@@ -68,8 +68,9 @@ func BenchmarkIntentGossip(b *testing.B) {
 	defer cancel()
 	// The DHT is off, as in the baseline: its routing-table upkeep is
 	// background traffic of its own, not a cost of gossiping intents. One
-	// agent publishes back to back, faster than an agent's default rate
-	// (100/s), so the rates have room for it; they are still checked.
+	// agent publishes back to back, as fast as the default rate a relay may
+	// hand on another node's intents (200/s), so the rates have room for
+	// it; they are still checked.
 	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
 	m := nodetest.NewMesh(b, benchNodes, nodetest.WithTopology(nodetest.Random(benchDegree, benchSeed)),
 		nodetest.WithConfig(func(_ int, c *node.Config) {

@@ -77,11 +77,11 @@ func (f *forwarders) inspect(from peer.ID, rpc *pubsub.RPC) error {
 // ownIntent reports whether a peer over its rate hands over an intent of
 // its own agents, which goes on to be verified anyway: a node that relays
 // a flood must still be heard for itself, and its own intents are bounded
-// by its origin's and agents' rates, where going over costs it score. A
-// peer already penalised for that gets no such pass, and a false claim of
-// origin fails verification.
+// by its origin's and agents' rates, where going over costs it score. The
+// look is rated and refused to a peer already penalised for that
+// (admission.OwnPass); a false claim of origin fails verification.
 func (f *forwarders) ownIntent(from peer.ID, data []byte) bool {
-	if f.adm.Penalty(from) > 0 {
+	if !f.adm.OwnPass(from) {
 		return false
 	}
 	origin, err := intent.ClaimedOrigin(data)

@@ -57,13 +57,13 @@ func TestForwardersDropBeforeGossipSubSeesIt(t *testing.T) {
 	}
 }
 
-// A peer over its rate is still heard for its own agents' intents, until
-// going over its origin's rate has cost it a penalty; another node's
-// intents it relays are not let through.
+// A peer over its rate is still heard for its own agents' intents, a
+// rated number of looks a second, until going over its origin's rate has
+// cost it a penalty; another node's intents it relays are not let through.
 func TestForwardersHearAPeerForItself(t *testing.T) {
 	adm, err := admission.New(admission.Config{Limits: admission.Limits{
 		IntentsPerForwarder: admission.Rate{PerSecond: 1e-9, Burst: 1},
-		IntentsPerOrigin:    admission.Rate{PerSecond: 1e-9, Burst: 1},
+		IntentsPerOrigin:    admission.Rate{PerSecond: 1e-9, Burst: 5},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -113,10 +113,10 @@ func TestForwardersHearAPeerForItself(t *testing.T) {
 			t.Fatalf("own intent %d of a peer over its rate was dropped", i)
 		}
 	}
-	// Its node's rate refuses the second of its own intents once verified:
+	// Its node's rate refuses the sixth of its own intents once verified:
 	// that costs the peer a penalty, and the pass.
 	data, _ := intent.Open(own(), "work", intent.OpenOptions{})
-	for range 2 {
+	for range 6 {
 		adm.Intent(data, relay)
 	}
 	if adm.Penalty(relay) == 0 {

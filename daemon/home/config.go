@@ -210,8 +210,8 @@ agents:
 # token buckets; a negative per_second turns one off.
 # admission:
 #   intents_per_forwarder: {per_second: 200, burst: 100}  # per connected peer, before any signature is checked (its own agents' intents aside)
-#   intents_per_origin: {per_second: 200, burst: 200}     # per node hosting the agents (proven by its delegation)
-#   intents_per_agent: {per_second: 100, burst: 100}
+#   intents_per_origin: {per_second: 500, burst: 500}     # per node hosting the agents (proven by its delegation)
+#   intents_per_agent: {per_second: 500, burst: 500}
 #   asks_per_peer: {per_second: 100, burst: 100}          # direct-ask streams per connected peer
 #   bid_handlers: 64              # bid handlers running at once: in all,
 #   bid_handlers_per_agent: 16    # per local agent,
