@@ -770,7 +770,7 @@ func TestSybilCloseUnderSilentAttacker(t *testing.T) {
 // count the budget is as much a message (671 bytes) plus 1 MiB: the
 // node's bounded tables (delegations, rate buckets) fill in the first
 // few thousand messages and cost no more after, so a few thousand pay
-// more a message than 100,000 do (measured: about 670 bytes at 3,000, 324 at
+// more a message than 100,000 do (measured: about 670 bytes at 3,000, 151 at
 // 100,000).
 func TestSybilVictimMemory(t *testing.T) {
 	n := scale(3000, 100_000)
