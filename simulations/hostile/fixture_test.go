@@ -342,6 +342,21 @@ func (f *fixture) addSwarm(n int, entry string) []*hostile.Sybil {
 	return swarm
 }
 
+// nextCall returns the next honest call for proposals among what a Sybil
+// sees, or false when ctx ends.
+func (f *fixture) nextCall(ctx context.Context, seen <-chan hostile.Observed) (hostile.Observed, bool) {
+	for {
+		select {
+		case o := <-seen:
+			if o.Kind == "task" && o.ReplyTo == f.requester.ID() {
+				return o, true
+			}
+		case <-ctx.Done():
+			return hostile.Observed{}, false
+		}
+	}
+}
+
 // watch has s watch the topic, and waits until every honest node knows
 // s subscribes, so that nothing published after is missed.
 func (f *fixture) watch(ctx context.Context, s *hostile.Sybil) <-chan hostile.Observed {

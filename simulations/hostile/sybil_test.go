@@ -298,14 +298,9 @@ func TestSybilLateBids(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for {
-			var o hostile.Observed
-			select {
-			case o = <-seen:
-			case <-ctx.Done():
+			o, ok := f.nextCall(ctx, seen)
+			if !ok {
 				return
-			}
-			if o.Kind != "task" || o.ReplyTo != f.requester.ID() {
-				continue
 			}
 			// The window closes as soon as both workers bid; the work
 			// takes 600 ms; then the task ends.
@@ -471,14 +466,9 @@ func TestSybilTaskIDCollision(t *testing.T) {
 	go func() {
 		defer collided.Done()
 		for {
-			var o hostile.Observed
-			select {
-			case o = <-seen:
-			case <-ctx.Done():
+			o, ok := f.nextCall(ctx, seen)
+			if !ok {
 				return
-			}
-			if o.Kind != "task" || o.ReplyTo != f.requester.ID() {
-				continue
 			}
 			id, err := s.Fresh()
 			if err != nil {
@@ -966,14 +956,9 @@ func sybilFlood(b *testing.B, total int) (ratio, failed, perSec float64) {
 		defer wg.Done()
 		s := f.swarm[0]
 		for c, l := 0, 0; c < collisions || l < lateBids; {
-			var o hostile.Observed
-			select {
-			case o = <-seen:
-			case <-ctx.Done():
+			o, ok := f.nextCall(ctx, seen)
+			if !ok {
 				return
-			}
-			if o.Kind != "task" || o.ReplyTo != f.requester.ID() {
-				continue
 			}
 			if c < collisions {
 				c++
