@@ -146,10 +146,16 @@ func (b *Body) validate(payloadKnownValid bool) error {
 // receivers will see it. b's delegation must be valid and for a; the
 // intent's origin is the node that signed it.
 func Seal(a *identity.Agent, b Body, ttl time.Duration) (*Intent, error) {
+	return SealCached(a, b, ttl, nil)
+}
+
+// SealCached is Seal checking b's delegation through delegations, so that
+// a node publishing many intents verifies its own delegation once.
+func SealCached(a *identity.Agent, b Body, ttl time.Duration, delegations *identity.DelegationCache) (*Intent, error) {
 	if err := b.validate(false); err != nil {
 		return nil, err
 	}
-	origin, err := (*identity.DelegationCache)(nil).Node(b.Delegation, a.ID, time.Now())
+	origin, err := delegations.Node(b.Delegation, a.ID, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("seal intent: %w", err)
 	}

@@ -91,7 +91,7 @@ func (n *Node) publishSealed(ctx context.Context, a *identity.Agent, body intent
 	if body.Delegation, err = n.delegationOf(a); err != nil {
 		return nil, fmt.Errorf("delegate agent %s: %w", a.Name, err)
 	}
-	in, err := intent.Seal(a, body, ttl)
+	in, err := intent.SealCached(a, body, ttl, n.delegations)
 	if err != nil {
 		return nil, err
 	}
