@@ -106,23 +106,28 @@ func (w *worker) Bid(ctx context.Context, c negotiation.Call) (negotiation.Bid, 
 	if strings.Contains(string(c.Summary), "hard") {
 		think = w.hardDelay
 	}
-	if think > 0 {
-		select {
-		case <-time.After(think):
-		case <-ctx.Done():
-			return negotiation.Bid{}, ctx.Err()
-		}
+	if err := pause(ctx, think); err != nil {
+		return negotiation.Bid{}, err
 	}
 	return negotiation.Bid{Price: w.price, ETA: time.Millisecond}, nil
 }
 
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (w *worker) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
-	if w.workDelay > 0 {
-		select {
-		case <-time.After(w.workDelay):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := pause(ctx, w.workDelay); err != nil {
+		return nil, err
 	}
 	w.mu.Lock()
 	if w.honest(t.Requester) {
@@ -154,12 +159,7 @@ func (w *worker) ask(ctx context.Context, req rpc.Request) (json.RawMessage, err
 		}
 		w.mu.Unlock()
 	}()
-	if w.askDelay > 0 {
-		select {
-		case <-time.After(w.askDelay):
-		case <-ctx.Done():
-		}
-	}
+	_ = pause(ctx, w.askDelay) // answered even when the asker is gone
 	return req.Input, nil
 }
 
