@@ -50,6 +50,13 @@ type Limits struct {
 	// peer's score, since an honest relay carries what the mesh admitted.
 	// A peer's own agents' intents are bounded by IntentsPerOrigin instead.
 	IntentsPerForwarder Rate `yaml:"intents_per_forwarder"`
+	// IntentsRelayed bounds the other nodes' intents this node hands on,
+	// in all. Past it an intent is still delivered to this node's agents,
+	// only not relayed: a node that relays more than its peers take from
+	// it (their IntentsPerForwarder, 200/s by default) fills its own send
+	// queues, where honest intents are lost with the rest. Keep it under
+	// the peers' forwarder rate.
+	IntentsRelayed Rate `yaml:"intents_relayed"`
 	// IntentsPerOrigin bounds the intents of agents one proven node hosts.
 	IntentsPerOrigin Rate `yaml:"intents_per_origin"`
 	// IntentsPerAgent bounds one agent's intents (the policy's
@@ -90,6 +97,7 @@ type Limits struct {
 func DefaultLimits() Limits {
 	return Limits{
 		IntentsPerForwarder:     Rate{PerSecond: 200, Burst: 100},
+		IntentsRelayed:          Rate{PerSecond: 150, Burst: 75},
 		IntentsPerOrigin:        Rate{PerSecond: 500, Burst: 500},
 		IntentsPerAgent:         Rate{PerSecond: 500, Burst: 500},
 		AsksPerPeer:             Rate{PerSecond: 100, Burst: 100},
@@ -119,6 +127,7 @@ func (l Limits) withDefaults() Limits {
 		}
 	}
 	rate(&l.IntentsPerForwarder, d.IntentsPerForwarder)
+	rate(&l.IntentsRelayed, d.IntentsRelayed)
 	rate(&l.IntentsPerOrigin, d.IntentsPerOrigin)
 	rate(&l.IntentsPerAgent, d.IntentsPerAgent)
 	rate(&l.AsksPerPeer, d.AsksPerPeer)
@@ -171,6 +180,7 @@ type Layer struct {
 	now    func() time.Time
 
 	forwarders, ownPasses, origins, agents, askers *buckets
+	relayed                                        *buckets // one bucket, for the node
 	penalty                                        *penalties
 	slots                                          *slots
 	appr                                           approvals
@@ -195,6 +205,7 @@ func New(cfg Config) (*Layer, error) {
 		now:        cfg.Now,
 		forwarders: newBuckets(lim.IntentsPerForwarder, lim.MaxKeys),
 		ownPasses:  newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
+		relayed:    newBuckets(lim.IntentsRelayed, 1),
 		origins:    newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
 		agents:     newBuckets(lim.IntentsPerAgent, lim.MaxKeys),
 		askers:     newBuckets(lim.AsksPerPeer, lim.MaxKeys),

@@ -79,6 +79,14 @@ func (l *Layer) intentRate(in *intent.Intent) string {
 	return ""
 }
 
+// Relay is asked for another node's intent that passed every check, before
+// it is handed on: false means deliver it to this node's agents but do
+// not relay it, since the node already relays all its peers will take
+// (Limits.IntentsRelayed). Under a flood that keeps the node's send queues
+// short, so that its own intents and its agents' negotiations still get
+// through them.
+func (l *Layer) Relay() bool { return l.relayed.take(struct{}{}, l.now()) }
+
 // Deliver is asked before a relayed intent is handed to this node's own
 // agents and subscribers: the policy's lists of peers and agents. A refusal
 // keeps it from local agents only; the mesh still gets it, since one

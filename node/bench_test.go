@@ -75,7 +75,7 @@ func BenchmarkIntentGossip(b *testing.B) {
 	m := nodetest.NewMesh(b, benchNodes, nodetest.WithTopology(nodetest.Random(benchDegree, benchSeed)),
 		nodetest.WithConfig(func(_ int, c *node.Config) {
 			c.DHTMode = "off"
-			c.Limits.IntentsPerForwarder, c.Limits.IntentsPerOrigin, c.Limits.IntentsPerAgent = fast, fast, fast
+			c.Limits.IntentsPerForwarder, c.Limits.IntentsRelayed, c.Limits.IntentsPerOrigin, c.Limits.IntentsPerAgent = fast, fast, fast, fast
 		}))
 	var c counter
 	for i, nd := range m.Nodes {

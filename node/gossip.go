@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -241,6 +242,15 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 				}
 			}
 		}
+		if remote && !n.adm.Relay() {
+			// Seen now, so GossipSub drops its later copies: this is
+			// the one delivery.
+			n.metrics.notRelayed.Inc()
+			if deliver {
+				n.deliverLocal(capability, in)
+			}
+			return pubsub.ValidationIgnore
+		}
 		msg.ValidatorData = received{in, deliver}
 		return pubsub.ValidationAccept
 	}
@@ -268,9 +278,21 @@ func (n *Node) drop(from peer.ID, reason string, err error) pubsub.ValidationRes
 	return pubsub.ValidationReject
 }
 
+// subscriptionBuffer is how many intents a subscriber may fall behind
+// before the next are dropped for it (counted as lost, slow_subscriber).
+const subscriptionBuffer = 256
+
 // Subscription delivers the verified intents of one capability.
 type Subscription struct {
 	sub *pubsub.Subscription
+	// out holds what reaches the subscriber: GossipSub's deliveries,
+	// handed on by pump, and the intents the node took without relaying
+	// them (deliverLocal). pump closes it, under the node's subsMu, when
+	// it stops; err says why.
+	out  chan *intent.Intent
+	err  error
+	stop chan struct{}
+	once sync.Once
 }
 
 // Subscribe starts receiving the verified intents published on a
@@ -283,29 +305,91 @@ func (n *Node) Subscribe(ctx context.Context, capability string) (*Subscription,
 	if err != nil {
 		return nil, err
 	}
-	s, err := t.Subscribe(pubsub.WithBufferSize(256))
+	ps, err := t.Subscribe(pubsub.WithBufferSize(subscriptionBuffer))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to %s: %w", intent.Topic(capability), err)
 	}
-	return &Subscription{sub: s}, nil
+	s := &Subscription{sub: ps, out: make(chan *intent.Intent, subscriptionBuffer), stop: make(chan struct{})}
+	n.subsMu.Lock()
+	if n.subs[capability] == nil {
+		n.subs[capability] = map[*Subscription]struct{}{}
+	}
+	n.subs[capability][s] = struct{}{}
+	n.subsMu.Unlock()
+	n.wg.Add(1)
+	go n.pump(capability, s)
+	return s, nil
+}
+
+// pump hands GossipSub's deliveries to s until s or the node is closed.
+func (n *Node) pump(capability string, s *Subscription) {
+	defer n.wg.Done()
+	err := n.pumpUntilStopped(s)
+	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
+	delete(n.subs[capability], s)
+	if len(n.subs[capability]) == 0 {
+		delete(n.subs, capability)
+	}
+	s.err = err
+	close(s.out)
+}
+
+func (n *Node) pumpUntilStopped(s *Subscription) error {
+	for {
+		m, err := s.sub.Next(n.ctx)
+		if err != nil {
+			return err
+		}
+		r, ok := m.ValidatorData.(received)
+		if !ok || !r.deliver {
+			continue
+		}
+		select {
+		case s.out <- r.in:
+		case <-s.stop:
+			return pubsub.ErrSubscriptionCancelled
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		}
+	}
+}
+
+// deliverLocal hands an intent the node did not relay to the
+// capability's subscribers; a subscriber that is behind misses it.
+func (n *Node) deliverLocal(capability string, in *intent.Intent) {
+	n.subsMu.Lock()
+	defer n.subsMu.Unlock()
+	for s := range n.subs[capability] {
+		select {
+		case s.out <- in:
+		default:
+			n.metrics.lost.WithLabelValues(lostSlowSubscriber).Inc()
+		}
+	}
 }
 
 // Next blocks until the next verified intent arrives, ctx ends, or the
 // subscription or node is closed.
 func (s *Subscription) Next(ctx context.Context) (*intent.Intent, error) {
-	for {
-		m, err := s.sub.Next(ctx)
-		if err != nil {
-			return nil, err
+	select {
+	case in, ok := <-s.out:
+		if !ok {
+			return nil, s.err
 		}
-		if r, ok := m.ValidatorData.(received); ok && r.deliver {
-			return r.in, nil
-		}
+		return in, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
 // Close stops the subscription.
-func (s *Subscription) Close() { s.sub.Cancel() }
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		close(s.stop)
+		s.sub.Cancel()
+	})
+}
 
 // TopicPeers returns the peers this node knows to be subscribed to a
 // capability's topic. It joins the topic (without subscribing) if needed.

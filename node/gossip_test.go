@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/node"
@@ -98,6 +100,42 @@ func TestMeshIntentsOnTwoCapabilities(t *testing.T) {
 				t.Errorf("node %d dropped %d honest intents as %s", i, c, reason)
 			}
 		}
+	}
+}
+
+// TestRelayRate: past its relay rate a node still delivers other nodes'
+// intents to its own subscribers, and no longer hands them on.
+func TestRelayRate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const relayed, sent = 2, 5
+	m := nodetest.NewMesh(t, 3, nodetest.WithTopology(nodetest.Chain), nodetest.WithConfig(func(i int, c *node.Config) {
+		if i == 1 {
+			c.Limits.IntentsRelayed = admission.Rate{PerSecond: 1e-6, Burst: relayed}
+		}
+	}))
+	waitAll := collect(t, ctx, m.Nodes[:2], "weather")
+	sub, err := m.Nodes[2].Subscribe(ctx, "weather")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	nodetest.WaitTopic(t, ctx, "weather", m.Nodes...)
+
+	var all []*intent.Intent
+	for i := range sent {
+		all = append(all, publish(t, ctx, m.Nodes[0], "weather", fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	waitAll(all...)
+	for range relayed {
+		if _, err := sub.Next(ctx); err != nil {
+			t.Fatalf("node 2, past the relay: %v", err)
+		}
+	}
+	// The rest was delivered on node 1 and counted there as not relayed,
+	// so it can no longer reach node 2, whose only peer is node 1.
+	if got := m.Nodes[1].Stats().NotRelayed; got != sent-relayed {
+		t.Errorf("node 1 did not relay %d intents, want %d", got, sent-relayed)
 	}
 }
 

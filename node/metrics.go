@@ -15,6 +15,10 @@ type metrics struct {
 	published prometheus.Counter
 	received  prometheus.Counter
 	dropped   *prometheus.CounterVec
+	lost      *prometheus.CounterVec
+	// notRelayed counts intents delivered here but not handed on, past
+	// the node's relay rate.
+	notRelayed prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -32,11 +36,22 @@ func newMetrics() *metrics {
 			Name: "parley_intents_dropped_total",
 			Help: "Intents dropped by the topic validators, by reason.",
 		}, []string{"reason"}),
+		notRelayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_intents_not_relayed_total",
+			Help: "Intents from other nodes delivered here but not relayed, past the node's relay rate.",
+		}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gossip_lost_total",
+			Help: "Intents GossipSub lost to this node's own full queues, by queue.",
+		}, []string{"reason"}),
 	}
 	for _, r := range intent.DropReasons() {
 		m.dropped.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.published, m.received, m.dropped,
+	for _, r := range lostReasons {
+		m.lost.WithLabelValues(r)
+	}
+	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.notRelayed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -46,18 +61,29 @@ type Stats struct {
 	Published uint64            `json:"published"`
 	Received  uint64            `json:"received"`
 	Dropped   map[string]uint64 `json:"dropped"` // by reason; every reason is present
+	// Lost counts what GossipSub lost to this node's full queues, by
+	// queue; every queue is present.
+	Lost map[string]uint64 `json:"lost"`
+	// NotRelayed counts the intents delivered here but not handed on,
+	// past the node's relay rate.
+	NotRelayed uint64 `json:"not_relayed"`
 }
 
 // Stats returns the node's intent counters.
 func (n *Node) Stats() Stats {
 	m := n.metrics
 	s := Stats{
-		Published: promcount.Value(m.published),
-		Received:  promcount.Value(m.received),
-		Dropped:   map[string]uint64{},
+		Published:  promcount.Value(m.published),
+		Received:   promcount.Value(m.received),
+		Dropped:    map[string]uint64{},
+		Lost:       map[string]uint64{},
+		NotRelayed: promcount.Value(m.notRelayed),
 	}
 	for _, r := range intent.DropReasons() {
 		s.Dropped[r] = promcount.Value(m.dropped.WithLabelValues(r))
+	}
+	for _, r := range lostReasons {
+		s.Lost[r] = promcount.Value(m.lost.WithLabelValues(r))
 	}
 	return s
 }

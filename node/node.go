@@ -74,6 +74,10 @@ type Node struct {
 	// AddAgent can add more while the node runs.
 	agents    map[string]*identity.Agent
 	agentList []*identity.Agent
+	// subs are the open subscriptions by capability, for the intents the
+	// node delivers without relaying (deliverLocal).
+	subsMu sync.Mutex
+	subs   map[string]map[*Subscription]struct{}
 	// watching holds the capabilities whose calls reach the contractors.
 	watching map[string]bool
 	// scores are the GossipSub peer scores, refreshed every second by
@@ -108,6 +112,7 @@ func New(cfg Config) (*Node, error) {
 		agents:      make(map[string]*identity.Agent, len(cfg.Agents)),
 		policy:      policy.NewEngine(cfg.Policy),
 		watching:    map[string]bool{},
+		subs:        map[string]map[*Subscription]struct{}{},
 		replay:      identity.NewReplayWindow(identity.ReplayConfig{Window: cfg.ReplayWindow, MaxEntries: cfg.ReplayEntries}),
 		metrics:     newMetrics(),
 		topics:      make(map[string]*pubsub.Topic),
@@ -188,6 +193,7 @@ func (n *Node) Start(ctx context.Context) error {
 		// bounding what fills them.
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithRawTracer(lossTracer{n.metrics.lost}),
 		pubsub.WithAppSpecificRpcInspector(newForwarders(n.adm, func(reason string) {
 			n.metrics.dropped.WithLabelValues(reason).Inc()
 		}).inspect),

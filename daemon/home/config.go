@@ -210,6 +210,7 @@ agents:
 # token buckets; a negative per_second turns one off.
 # admission:
 #   intents_per_forwarder: {per_second: 200, burst: 100}  # per connected peer, before any signature is checked (its own agents' intents aside)
+#   intents_relayed: {per_second: 150, burst: 75}         # other nodes' intents this node hands on, in all (past it they are delivered here only); keep under the peers' intents_per_forwarder
 #   intents_per_origin: {per_second: 500, burst: 500}     # per node hosting the agents (proven by its delegation)
 #   intents_per_agent: {per_second: 500, burst: 500}
 #   asks_per_peer: {per_second: 100, burst: 100}          # direct-ask streams per connected peer

@@ -497,7 +497,8 @@ func (f *fixture) checkDelivered() {
 			n := len(f.published)
 			f.mu.Unlock()
 			for i, k := range m {
-				f.t.Errorf("node %d missed %d of the %d honest intents (its drops: %v)", i, k, n, nonzero(f.nodes[i].Stats().Dropped))
+				st := f.nodes[i].Stats()
+				f.t.Errorf("node %d missed %d of the %d honest intents (its drops: %v; lost in its queues: %v)", i, k, n, nonzero(st.Dropped), nonzero(st.Lost))
 			}
 			return
 		}
