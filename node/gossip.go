@@ -163,7 +163,13 @@ func (n *Node) topic(capability string) (*pubsub.Topic, error) {
 		return t, nil
 	}
 	name := intent.Topic(capability)
-	if err := n.ps.RegisterTopicValidator(name, n.validator(capability)); err != nil {
+	// Inline: the validator is CPU work (one signature, a parse, the
+	// admission layer's maps) that would otherwise start a goroutine per
+	// message — up to 8,192 at once, each holding its message, while the
+	// audit queue pushes back. Run on GossipSub's per-CPU validation
+	// workers, a backed-up node fills its bounded validation queue and
+	// drops there instead.
+	if err := n.ps.RegisterTopicValidator(name, n.validator(capability), pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("register validator for %s: %w", name, err)
 	}
 	t, err := n.ps.Join(name)
