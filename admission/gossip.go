@@ -93,9 +93,12 @@ func (l *Layer) Relay() bool { return l.relayed.take(struct{}{}, l.now()) }
 // node's local policy must not filter the mesh for everyone routed through
 // it.
 func (l *Layer) Deliver(in *intent.Intent, from peer.ID) error {
-	r := refusal{entry: EntryGossip, peer: in.Origin, detail: map[string]any{"intent": in.ID, "capability": in.Capability, "via": from.String()}}
-	if err := l.decided(l.pol.Peer(in.Origin), r); err != nil {
-		return err
+	d := l.pol.Peer(in.Origin)
+	if d.Allow {
+		d = l.pol.RemoteAgent(in.From)
 	}
-	return l.decided(l.pol.RemoteAgent(in.From), r)
+	if d.Allow {
+		return nil // on every hop of every intent: no refusal built
+	}
+	return l.decided(d, refusal{entry: EntryGossip, peer: in.Origin, detail: map[string]any{"intent": in.ID, "capability": in.Capability, "via": from.String()}})
 }
