@@ -238,8 +238,10 @@ const GossipHeartbeat = time.Second
 func WaitTopic(tb testing.TB, ctx context.Context, capability string, nodes ...*node.Node) {
 	tb.Helper()
 	in := map[peer.ID]bool{}
+	byID := map[peer.ID]*node.Node{}
 	for _, n := range nodes {
 		in[n.ID()] = true
+		byID[n.ID()] = n
 	}
 	for {
 		var missing string // the first node missing a connected peer
@@ -250,7 +252,8 @@ func WaitTopic(tb testing.TB, ctx context.Context, capability string, nodes ...*
 			}
 			for _, p := range n.Host().Network().Peers() {
 				if in[p] && !topic[p] {
-					missing = fmt.Sprintf("%s is connected to %s (%d conns) but does not see it on the topic", n.ID(), p, len(n.Host().Network().ConnsToPeer(p)))
+					missing = fmt.Sprintf("%s is connected to %s but does not see it on the topic (its streams to it: %v; the peer's back: %v)",
+						n.ID(), p, streams(n, p), streams(byID[p], n.ID()))
 					break
 				}
 			}
@@ -271,4 +274,17 @@ func WaitTopic(tb testing.TB, ctx context.Context, capability string, nodes ...*
 	case <-ctx.Done():
 	case <-time.After(GossipHeartbeat + 200*time.Millisecond):
 	}
+}
+
+// streams names the protocol and direction of every stream n has open to
+// p: when a topic does not form, whether GossipSub's streams exist says
+// which side lost the other.
+func streams(n *node.Node, p peer.ID) []string {
+	var out []string
+	for _, c := range n.Host().Network().ConnsToPeer(p) {
+		for _, s := range c.GetStreams() {
+			out = append(out, fmt.Sprintf("%s %s", s.Protocol(), s.Stat().Direction))
+		}
+	}
+	return out
 }
