@@ -316,13 +316,21 @@ func (n *Node) Subscribe(ctx context.Context, capability string) (*Subscription,
 		return nil, fmt.Errorf("subscribe to %s: %w", intent.Topic(capability), err)
 	}
 	s := &Subscription{sub: ps, out: make(chan *intent.Intent, subscriptionBuffer), stop: make(chan struct{})}
+	// Counted under mu, where Close marks the node closed before it waits.
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		ps.Cancel()
+		return nil, ErrClosed
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
 	n.subsMu.Lock()
 	if n.subs[capability] == nil {
 		n.subs[capability] = map[*Subscription]struct{}{}
 	}
 	n.subs[capability][s] = struct{}{}
 	n.subsMu.Unlock()
-	n.wg.Add(1)
 	go n.pump(capability, s)
 	return s, nil
 }
