@@ -139,6 +139,67 @@ func TestRelayRate(t *testing.T) {
 	}
 }
 
+// TestSlowSubscriberLoss: a subscriber that stops reading misses intents,
+// and the node counts them as lost rather than dropping them silently,
+// whether GossipSub delivers them or the node keeps them local past its
+// relay rate.
+func TestSlowSubscriberLoss(t *testing.T) {
+	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
+	for _, c := range []struct {
+		name  string
+		relay admission.Rate
+	}{
+		{"relayed", fast},
+		{"kept local", admission.Rate{PerSecond: 1e-6, Burst: 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			m := nodetest.NewMesh(t, 2, nodetest.WithConfig(func(_ int, cfg *node.Config) {
+				cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
+				cfg.Limits.IntentsRelayed = c.relay
+			}))
+			own, err := m.Nodes[0].Subscribe(ctx, "weather") // the publisher reads its own
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				for {
+					if _, err := own.Next(ctx); err != nil {
+						return
+					}
+				}
+			}()
+			sub, err := m.Nodes[1].Subscribe(ctx, "weather") // never read
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(sub.Close)
+			nodetest.WaitTopic(t, ctx, "weather", m.Nodes...)
+			// More than the subscription's buffer of 256 (and GossipSub's
+			// in front of it, on the relayed path).
+			const sent, buffer = 600, 256
+			for i := range sent {
+				publish(t, ctx, m.Nodes[0], "weather", fmt.Sprintf(`{"n":%d}`, i))
+			}
+			for {
+				st := m.Nodes[1].Stats()
+				if st.Received == sent {
+					if lost := st.Lost["slow_subscriber"]; lost == 0 || lost > sent-buffer {
+						t.Errorf("%d of %d intents counted lost to the slow subscriber, want 1 to %d", lost, sent, sent-buffer)
+					}
+					return
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatalf("node 1 received %d of %d intents", st.Received, sent)
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		})
+	}
+}
+
 func TestPublishRejectsBadInput(t *testing.T) {
 	m := nodetest.NewMesh(t, 1)
 	nd := m.Nodes[0]

@@ -13,10 +13,10 @@ import (
 // are losses no peer is to blame for, the node's own queues overflowing,
 // and the first thing to look at when an intent did not arrive.
 const (
-	lostSlowSubscriber = "slow_subscriber"   // a subscriber's buffer was full
-	lostSendQueue      = "send_queue_full"   // a peer's outbound queue was full
-	lostValidateQueue  = "validation_queue"  // the validation queue was full
-	lostThrottled      = "validation_thrott" // too many validations at once
+	lostSlowSubscriber = "slow_subscriber"      // a subscriber's buffer was full
+	lostSendQueue      = "send_queue_full"      // a peer's outbound queue was full
+	lostValidateQueue  = "validation_queue"     // the validation queue was full
+	lostThrottled      = "validation_throttled" // too many validations at once
 )
 
 var lostReasons = []string{lostSlowSubscriber, lostSendQueue, lostValidateQueue, lostThrottled}
