@@ -41,11 +41,9 @@ func loopbackNode(b *testing.B, bootstrap *node.Node) *node.Node {
 	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
 	cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
 	if bootstrap != nil {
-		infos, err := peer.AddrInfosFromP2pAddrs(bootstrap.Addrs()...)
-		if err != nil {
-			b.Fatal(err)
+		for _, a := range bootstrap.Addrs() {
+			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
 		}
-		cfg.Bootstrap = infos
 	}
 	n, err := node.New(cfg)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,6 +71,7 @@ func (s *Service) HandleCall(in *intent.Intent) {
 		Capability:    in.Capability,
 		Requester:     in.From,
 		RequesterPeer: in.Origin,
+		RequesterName: displayName(c.Name),
 		Summary:       c.Summary,
 		Deadline:      in.Expires,
 	}
@@ -190,7 +192,7 @@ func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, reque
 			return
 		}
 		c.end(StateRejected, "refused: "+err.Error())
-		c.send(requester, msgRefuse, wire{Task: call.Task, Reason: err.Error()})
+		c.send(requester, msgRefuse, wire{Task: call.Task, Name: con.agent.Name, Reason: err.Error()})
 		return
 	}
 	if call.Budget > 0 && bid.Price > call.Budget {
@@ -205,7 +207,9 @@ func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, reque
 	}
 	c.bid = bid
 	c.hist.set(StateNegotiating, fmt.Sprintf("proposed price %g, eta %s", bid.Price, bid.ETA))
-	conn := c.send(requester, msgPropose, bidWire(call.Task, bid))
+	proposal := bidWire(call.Task, bid)
+	proposal.Name = con.agent.Name
+	conn := c.send(requester, msgPropose, proposal)
 	if conn == nil {
 		return
 	}
@@ -409,7 +413,11 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 				c.mu.Lock()
 				c.canceled = true
 				c.mu.Unlock()
-				cancelCause(errors.New("canceled by the requester: " + in.Reason))
+				why := errCanceledByUser.Error()
+				if in.Reason != "" && !strings.HasPrefix(in.Reason, why) {
+					why += ": " + in.Reason
+				}
+				cancelCause(errors.New(why))
 			case msgAck:
 				close(acked)
 				return
@@ -501,7 +509,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 func (c *contract) info() TaskInfo {
 	st, steps, updated := c.hist.get()
 	return TaskInfo{Task: c.call.Task, Role: RoleContractor, Capability: c.call.Capability, Agent: c.agent.ID,
-		Peer: c.call.Requester, State: st, Updated: updated, History: steps}
+		AgentName: c.agent.Name, Peer: c.call.Requester, PeerName: c.call.RequesterName, State: st, Updated: updated, History: steps}
 }
 
 // revive moves a contract out of "rejected" when a stand-by bid is

@@ -154,6 +154,22 @@ func TestHappyPathCheapestWinsAndOnlyItSeesTheInput(t *testing.T) {
 	if len(out.Bids) != 2 {
 		t.Fatalf("bids seen = %+v, want 2", out.Bids)
 	}
+	// Names travel with the bids so that tables can show them beside IDs.
+	if out.WinnerName != "cheap" {
+		t.Errorf("winner name %q, want cheap", out.WinnerName)
+	}
+	for _, b := range out.Bids {
+		if want := map[identity.AgentID]string{cheap.id: "cheap", dear.id: "dear"}[b.Agent]; b.Name != want {
+			t.Errorf("bid of %s named %q, want %q", b.Agent, b.Name, want)
+		}
+	}
+	ti, err := m.Nodes[2].Task(out.Task)
+	if err != nil {
+		t.Fatalf("contractor's Task(%s): %v", out.Task, err)
+	}
+	if ti.AgentName != "cheap" || ti.PeerName == "" {
+		t.Errorf("contractor's task names agent %q and requester %q, want cheap and the requester's name", ti.AgentName, ti.PeerName)
+	}
 	want := []negotiation.State{negotiation.StateSubmitted, negotiation.StateNegotiating, negotiation.StateWorking, negotiation.StateCompleted}
 	if got := states(out); !slices.Equal(got, want) {
 		t.Errorf("state history = %v, want %v", got, want)

@@ -37,15 +37,20 @@ type wire struct {
 	Task string `json:"task"`
 	// Agent names the contractor agent an accept is for (a node may host
 	// several bidders for one task).
-	Agent     identity.AgentID `json:"agent,omitempty"`
-	Price     float64          `json:"price,omitempty"`
-	ETAMillis int64            `json:"eta_ms,omitempty"`
-	Rationale string           `json:"rationale,omitempty"`
-	Reason    string           `json:"reason,omitempty"`
-	Input     json.RawMessage  `json:"input,omitempty"`
-	Output    json.RawMessage  `json:"output,omitempty"`
-	Fraction  float64          `json:"fraction,omitempty"`
-	Note      string           `json:"note,omitempty"`
+	Agent identity.AgentID `json:"agent,omitempty"`
+	// Name is the sending agent's display name in propose and refuse. It
+	// is what the agent calls itself, not authenticated: the requester
+	// shows it beside the AgentID and keeps it only if ValidAgentName
+	// accepts it.
+	Name      string          `json:"name,omitempty"`
+	Price     float64         `json:"price,omitempty"`
+	ETAMillis int64           `json:"eta_ms,omitempty"`
+	Rationale string          `json:"rationale,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Input     json.RawMessage `json:"input,omitempty"`
+	Output    json.RawMessage `json:"output,omitempty"`
+	Fraction  float64         `json:"fraction,omitempty"`
+	Note      string          `json:"note,omitempty"`
 }
 
 func (w wire) bid() Bid {
@@ -63,4 +68,16 @@ type cfp struct {
 	// ProgressMillis is the requester's progress timeout, so the winner
 	// knows how often it must show signs of life.
 	ProgressMillis int64 `json:"progress_ms,omitempty"`
+	// Name is the requesting agent's display name (not authenticated).
+	Name string `json:"name,omitempty"`
+}
+
+// displayName returns a remote agent's self-declared name if it is a
+// valid agent name, else "": a peer cannot put arbitrary text in our
+// tables and logs.
+func displayName(name string) string {
+	if identity.ValidAgentName(name) != nil {
+		return ""
+	}
+	return name
 }

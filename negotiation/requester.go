@@ -138,12 +138,17 @@ func (s *Service) fill(o *RequestOptions) {
 	}
 }
 
-// cancel ends the task as canceled; false if it had already ended.
+// cancel ends the task as canceled, why saying more than "canceled by
+// the requester" if it is not empty; false if it had already ended.
 func (r *request) cancel(why string) bool {
 	if st, _, _ := r.hist.get(); st.Terminal() {
 		return false
 	}
-	r.cancelF(fmt.Errorf("%w: %s", errCanceledByUser, why))
+	if why == "" {
+		r.cancelF(errCanceledByUser)
+	} else {
+		r.cancelF(fmt.Errorf("%w: %s", errCanceledByUser, why))
+	}
 	return true
 }
 
@@ -156,7 +161,7 @@ func (r *request) ended() bool {
 // bids for an open window, within MaxBidsPerCall and admitted by the Guard
 // are kept; the others are answered and forgotten.
 func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID, w wire) {
-	b := &bidder{info: BidInfo{Agent: from, Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
+	b := &bidder{info: BidInfo{Agent: from, Name: displayName(w.Name), Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
 	if g := r.s.cfg.Guard; g != nil && typ == msgPropose {
 		if err := g.Proposal(r.s.ctx, r.agent, r.id, b.info); err != nil {
 			r.s.m.dropped.WithLabelValues("denied").Inc()
@@ -249,7 +254,7 @@ func (r *request) run(ctx context.Context) string {
 // arrived within the bid window and the budget.
 func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error) {
 	deadline, _ := ctx.Deadline()
-	payload, err := json.Marshal(cfp{Task: r.id, Summary: r.need.Summary, ProgressMillis: r.opts.ProgressTimeout.Milliseconds()})
+	payload, err := json.Marshal(cfp{Task: r.id, Summary: r.need.Summary, ProgressMillis: r.opts.ProgressTimeout.Milliseconds(), Name: r.agent.Name})
 	if err != nil {
 		return nil, fmt.Errorf("marshal call: %w", err)
 	}
@@ -563,7 +568,7 @@ func (r *request) finish(ctx context.Context, failReason string) *Outcome {
 	}
 	out.State, out.History, _ = r.hist.get()
 	if r.winner != nil && r.result != nil {
-		out.Winner, out.WinnerPeer, out.Rationale = r.winner.info.Agent, r.winner.info.Peer, r.why
+		out.Winner, out.WinnerName, out.WinnerPeer, out.Rationale = r.winner.info.Agent, r.winner.info.Name, r.winner.info.Peer, r.why
 	}
 	for _, b := range r.all {
 		out.Bids = append(out.Bids, b.info)
@@ -581,11 +586,11 @@ func (r *request) finish(ctx context.Context, failReason string) *Outcome {
 
 func (r *request) info() TaskInfo {
 	st, steps, updated := r.hist.get()
-	ti := TaskInfo{Task: r.id, Role: RoleRequester, Capability: r.need.Capability, Agent: r.agent.ID, State: st, Updated: updated, History: steps}
+	ti := TaskInfo{Task: r.id, Role: RoleRequester, Capability: r.need.Capability, Agent: r.agent.ID, AgentName: r.agent.Name, State: st, Updated: updated, History: steps}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.winner != nil {
-		ti.Peer = r.winner.info.Agent
+		ti.Peer, ti.PeerName = r.winner.info.Agent, r.winner.info.Name
 	}
 	ti.Outcome = r.outcome
 	return ti

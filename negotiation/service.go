@@ -367,7 +367,7 @@ func (s *Service) Cancel(id string) error {
 	}
 	done := false
 	if r != nil {
-		done = r.cancel("canceled by the requester") || done
+		done = r.cancel("") || done
 	}
 	for _, c := range cs {
 		done = c.cancel("canceled by the contractor") || done

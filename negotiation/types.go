@@ -80,7 +80,10 @@ type Call struct {
 	Capability string           `json:"capability"`
 	Requester  identity.AgentID `json:"requester"`
 	// RequesterPeer is the node that hosts the requester.
-	RequesterPeer peer.ID         `json:"requester_peer"`
+	RequesterPeer peer.ID `json:"requester_peer"`
+	// RequesterName is the requesting agent's display name, as it calls
+	// itself (not authenticated; "" if it gave none or an invalid one).
+	RequesterName string          `json:"requester_name,omitempty"`
 	Summary       json.RawMessage `json:"summary,omitempty"`
 	Budget        float64         `json:"budget,omitempty"`
 	BidWindow     time.Duration   `json:"bid_window"`
@@ -134,7 +137,10 @@ func (h HandlerFuncs) Work(ctx context.Context, t Task) (json.RawMessage, error)
 // BidInfo is one bid as the requester saw it.
 type BidInfo struct {
 	Agent identity.AgentID `json:"agent"`
-	Peer  peer.ID          `json:"peer"`
+	// Name is the bidder's display name, as it calls itself (not
+	// authenticated: Agent is who it is).
+	Name string  `json:"name,omitempty"`
+	Peer peer.ID `json:"peer"`
 	Bid
 	Call int `json:"call"` // which call (1 = the first) it answered
 	// Rank is its place by the strategy (1 = best) in its call.
@@ -166,6 +172,7 @@ type Outcome struct {
 	Capability string           `json:"capability"`
 	State      State            `json:"state"`
 	Winner     identity.AgentID `json:"winner,omitempty"`
+	WinnerName string           `json:"winner_name,omitempty"` // as the winner calls itself
 	WinnerPeer peer.ID          `json:"winner_peer,omitempty"`
 	// Rationale says why the winner was chosen.
 	Rationale string          `json:"rationale,omitempty"`
@@ -184,7 +191,9 @@ type TaskInfo struct {
 	Role       Role             `json:"role"`
 	Capability string           `json:"capability"`
 	Agent      identity.AgentID `json:"agent"` // this node's agent in the task
-	Peer       identity.AgentID `json:"peer,omitempty"`
+	AgentName  string           `json:"agent_name,omitempty"`
+	Peer       identity.AgentID `json:"peer,omitempty"` // the other side: the winner or the requester
+	PeerName   string           `json:"peer_name,omitempty"`
 	State      State            `json:"state"`
 	Updated    time.Time        `json:"updated"`
 	History    []Transition     `json:"history"`
