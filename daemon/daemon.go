@@ -209,7 +209,7 @@ func New(opts Options) (*Daemon, error) {
 		cfg.ListenAddrs, explicitListen = listen, true
 	}
 	if len(boot) > 0 {
-		cfg.Bootstrap = boot
+		cfg.Bootstrap = opts.Bootstrap
 	}
 	if len(announce) > 0 {
 		cfg.Announce = announce
@@ -233,7 +233,11 @@ func New(opts Options) (*Daemon, error) {
 			return nil, fmt.Errorf("%s: policy: %w", h.ConfigPath(), err)
 		}
 	}
-	for _, b := range cfg.Bootstrap {
+	bootPeers, err := discovery.ParseAddrs(cfg.Bootstrap) // both sources are checked above
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bootPeers {
 		if b.ID == h.PeerID() {
 			return nil, bootstrapSelf(h, opts, b.ID)
 		}

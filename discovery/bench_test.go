@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/node"
@@ -39,7 +37,7 @@ func BenchmarkJoin(b *testing.B) {
 		}
 		cfg := node.DefaultConfig()
 		cfg.NodeKey, cfg.Host, cfg.Agents = key, h, []*identity.Agent{agent}
-		cfg.Bootstrap = []peer.AddrInfo{{ID: m.Nodes[0].ID(), Addrs: []ma.Multiaddr{nodetest.Addr(0)}}}
+		cfg.Bootstrap = []string{nodetest.P2PAddr(0, m.Nodes[0].ID())}
 		start := time.Now()
 		n, err := node.New(cfg)
 		if err != nil {

@@ -49,7 +49,7 @@ func bootstrapMesh(t testing.TB, n int, opts ...nodetest.Option) *nodetest.Mesh 
 		c.NodeKey = keys[i]
 		c.BootstrapBackoff = 50 * time.Millisecond
 		if i > 0 {
-			c.Bootstrap = []peer.AddrInfo{{ID: ids[boot[i]], Addrs: []ma.Multiaddr{nodetest.Addr(boot[i])}}}
+			c.Bootstrap = []string{nodetest.P2PAddr(boot[i], ids[boot[i]])}
 		}
 	}))
 	return nodetest.NewMesh(t, n, opts...)
@@ -181,8 +181,9 @@ func loopbackNode(t *testing.T, key crypto.PrivKey, peersFile string, bootstrap 
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
 	cfg.PeersFile = peersFile
 	for _, b := range bootstrap {
-		infos, _ := peer.AddrInfosFromP2pAddrs(b.Addrs()...)
-		cfg.Bootstrap = append(cfg.Bootstrap, infos...)
+		for _, a := range b.Addrs() {
+			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
+		}
 	}
 	n, err := node.New(cfg)
 	if err != nil {

@@ -40,7 +40,7 @@ func TestBootstrapRedials(t *testing.T) {
 			c.NodeKey = seedKey
 			return
 		}
-		c.Bootstrap = []peer.AddrInfo{{ID: seedID, Addrs: []ma.Multiaddr{nodetest.Addr(0)}}}
+		c.Bootstrap = []string{nodetest.P2PAddr(0, seedID)}
 		c.BootstrapBackoff = 20 * time.Millisecond
 		c.BootstrapMaxBackoff = 200 * time.Millisecond
 	}))
@@ -69,11 +69,9 @@ func newLoopbackNode(t *testing.T, bootstrap ...*node.Node) *node.Node {
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
 	cfg.BootstrapBackoff = 50 * time.Millisecond
 	for _, b := range bootstrap {
-		infos, err := peer.AddrInfosFromP2pAddrs(b.Addrs()...)
-		if err != nil {
-			t.Fatal(err)
+		for _, a := range b.Addrs() {
+			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
 		}
-		cfg.Bootstrap = append(cfg.Bootstrap, infos...)
 	}
 	nd, err := node.New(cfg)
 	if err != nil {
@@ -122,7 +120,7 @@ func TestUnreachableBootstrapDoesNotStopNode(t *testing.T) {
 	cfg.NodeKey = nodetest.Key(t)
 	cfg.Agents = []*identity.Agent{agent}
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-	cfg.Bootstrap = []peer.AddrInfo{{ID: ghostID, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/1")}}}
+	cfg.Bootstrap = []string{"/ip4/127.0.0.1/tcp/1/p2p/" + ghostID.String()}
 	cfg.PublishWait = 10 * time.Millisecond
 	nd, err := node.New(cfg)
 	if err != nil {

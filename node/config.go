@@ -22,20 +22,25 @@ import (
 // ErrBadConfig is wrapped by every configuration error New returns.
 var ErrBadConfig = errors.New("invalid node config")
 
-// Config says how to build a Node. DefaultConfig fills everything but the
-// keys; a zero field means its default.
+// Config says how to build a Node. A zero field means its default, so
+// Config{} is a working node: a fresh identity, one agent, TCP and QUIC
+// on every interface, no peers until it is told some.
 type Config struct {
 	// NodeKey is the node's libp2p identity; its PeerID names the node.
+	// Nil is a fresh key for this process (Host's key when Host is set):
+	// keep one (identity.WriteKeyFile) for a PeerID that survives restarts.
 	NodeKey crypto.PrivKey
 	// Agents are the agents this node hosts. The first is the default agent
-	// that acts when no agent is named.
+	// that acts when no agent is named. None is one agent named "default"
+	// with a fresh key.
 	Agents []*identity.Agent
 
 	// ListenAddrs are where the host listens (TCP and QUIC by default).
 	ListenAddrs []ma.Multiaddr
 	// Bootstrap peers are dialled at start and re-dialled when their
-	// connection drops.
-	Bootstrap []peer.AddrInfo
+	// connection drops: multiaddrs that end in /p2p/<PeerID>, as `parley
+	// id` prints them. Addresses of one peer are merged.
+	Bootstrap []string
 	// BootstrapBackoff is the first retry delay for an unreachable bootstrap
 	// peer; it doubles up to BootstrapMaxBackoff.
 	BootstrapBackoff    time.Duration
@@ -208,6 +213,39 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// DefaultAgentName names the agent a node hosts when Config.Agents is empty.
+const DefaultAgentName = "default"
+
+// keys fills a missing NodeKey (Host's, or a fresh one) and a missing
+// agent list (one fresh agent named DefaultAgentName).
+func (c *Config) keys() error {
+	if c.NodeKey == nil && c.Host != nil {
+		c.NodeKey = c.Host.Peerstore().PrivKey(c.Host.ID())
+		if c.NodeKey == nil {
+			return fmt.Errorf("%w: NodeKey is nil and Host's peerstore has no private key for %s", ErrBadConfig, c.Host.ID())
+		}
+	}
+	if c.NodeKey == nil {
+		k, err := identity.GenerateKey()
+		if err != nil {
+			return fmt.Errorf("node key: %w", err)
+		}
+		c.NodeKey = k
+	}
+	if len(c.Agents) == 0 {
+		k, err := identity.GenerateKey()
+		if err != nil {
+			return fmt.Errorf("default agent key: %w", err)
+		}
+		a, err := identity.NewAgent(DefaultAgentName, k)
+		if err != nil {
+			return fmt.Errorf("default agent: %w", err)
+		}
+		c.Agents = []*identity.Agent{a}
+	}
+	return nil
+}
+
 func (c Config) validate() error {
 	if c.NodeKey == nil {
 		return fmt.Errorf("%w: NodeKey is required", ErrBadConfig)
@@ -220,9 +258,6 @@ func (c Config) validate() error {
 		if err != nil || pid != c.Host.ID() {
 			return fmt.Errorf("%w: Host's PeerID %s is not NodeKey's", ErrBadConfig, c.Host.ID())
 		}
-	}
-	if len(c.Agents) == 0 {
-		return fmt.Errorf("%w: Agents: a node hosts at least one agent", ErrBadConfig)
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Agents {

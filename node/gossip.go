@@ -103,8 +103,10 @@ func (n *Node) publishSealed(ctx context.Context, a *identity.Agent, body intent
 	if err != nil {
 		return nil, err
 	}
-	if len(t.ListPeers()) == 0 {
-		n.waitForTopicPeer(ctx, t)
+	if !n.reachable(t) {
+		wait, cancel := context.WithTimeout(ctx, n.cfg.PublishWait)
+		_ = n.waitReachable(wait, t) // past PublishWait it is sent to whoever is there
+		cancel()
 	}
 	if err := n.recordPeer("intent.published", "", string(a.ID), "", string(body.Kind)+" on "+body.Capability, intentDetail(in)); err != nil {
 		return nil, err
@@ -118,21 +120,53 @@ func (n *Node) publishSealed(ctx context.Context, a *identity.Agent, body intent
 
 // waitForTopicPeer waits, within PublishWait and ctx, until some peer is on
 // topic t, so a publish right after joining a mesh is not sent to no one.
-func (n *Node) waitForTopicPeer(ctx context.Context, t *pubsub.Topic) {
-	ev, err := t.EventHandler()
+// reachable reports whether a message published on t now would be sent
+// to at least one peer.
+func (n *Node) reachable(t *pubsub.Topic) bool {
+	for _, p := range t.ListPeers() {
+		if n.router.canSend(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitReachable waits until a message on t would reach a peer: one is on
+// the topic and GossipSub has a stream to it.
+func (n *Node) waitReachable(ctx context.Context, t *pubsub.Topic) error {
+	events, err := t.EventHandler()
 	if err != nil {
-		return
+		return fmt.Errorf("watch topic %s: %w", t.String(), err)
 	}
-	defer ev.Cancel()
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.PublishWait)
-	defer cancel()
-	if len(t.ListPeers()) > 0 {
-		return
-	}
+	defer events.Cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	joined := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // ends with ctx
+		defer wg.Done()
+		for {
+			if _, err := events.NextPeerEvent(ctx); err != nil {
+				return
+			}
+			select {
+			case joined <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer cancel(nil)
 	for {
-		e, err := ev.NextPeerEvent(ctx)
-		if err != nil || e.Type == pubsub.PeerJoin {
-			return
+		opened := n.router.streamOpened()
+		if n.reachable(t) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-opened:
+		case <-joined:
 		}
 	}
 }
@@ -422,4 +456,30 @@ func (n *Node) TopicPeers(capability string) []peer.ID {
 // it, not its payload.
 func intentDetail(in *intent.Intent) map[string]any {
 	return map[string]any{"id": in.ID, "kind": in.Kind, "capability": in.Capability, "from": in.From, "bytes": len(in.Raw)}
+}
+
+// WaitReady returns once a call or intent on capability would reach
+// another node: a peer is on its topic and GossipSub has a stream to it.
+// A program that publishes or requests right after Start otherwise races
+// the mesh forming, and its first call can reach nobody. It returns ctx's
+// error if ctx ends first, and ErrNotStarted or ErrClosed for a node that
+// is not running or closes meanwhile.
+func (n *Node) WaitReady(ctx context.Context, capability string) error {
+	if _, err := n.running(); err != nil {
+		return err
+	}
+	t, err := n.topic(capability)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	n.mu.Lock()
+	stop := context.AfterFunc(n.ctx, func() { cancel(ErrClosed) })
+	n.mu.Unlock()
+	defer stop()
+	if err := n.waitReachable(ctx, t); err != nil {
+		return fmt.Errorf("no peer reachable on %s: %w", capability, err)
+	}
+	return nil
 }

@@ -240,8 +240,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		edit func(*node.Config)
 		want string
 	}{
-		{"no node key", func(c *node.Config) { c.NodeKey = nil }, "NodeKey"},
-		{"no agents", func(c *node.Config) { c.Agents = nil }, "Agents"},
+		{"bootstrap without /p2p/", func(c *node.Config) { c.Bootstrap = []string{"/ip4/1.2.3.4/tcp/1"} }, "/ip4/1.2.3.4/tcp/1"},
+		{"bootstrap not a multiaddr", func(c *node.Config) { c.Bootstrap = []string{"host:4001"} }, "host:4001"},
 		{"duplicate agent", func(c *node.Config) { c.Agents = []*identity.Agent{agent, agent} }, "used twice"},
 		{"watermarks", func(c *node.Config) { c.ConnLow, c.ConnHigh = 10, 5 }, "ConnLow"},
 		{"replay shorter than ttl", func(c *node.Config) { c.IntentTTL, c.ReplayWindow = time.Hour, time.Minute }, "ReplayWindow"},

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"sync"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -21,25 +22,67 @@ const (
 
 var lostReasons = []string{lostSlowSubscriber, lostSendQueue, lostValidateQueue, lostThrottled}
 
-// lossTracer counts GossipSub's own losses. Its methods run on GossipSub's
-// event loop, so they only count.
-type lossTracer struct {
+// routerTracer counts GossipSub's own losses and knows which peers the
+// router can send to. Its methods run on GossipSub's event loop, so they
+// do little.
+type routerTracer struct {
 	lost *prometheus.CounterVec
+
+	mu sync.Mutex
+	// sending are the peers GossipSub has an outbound stream to. A peer's
+	// subscriptions can arrive before that stream exists, and a message
+	// published to it then is dropped, not queued: a topic peer is
+	// reachable only once it is here too.
+	sending map[peer.ID]struct{}
+	opened  chan struct{} // closed and replaced when a stream opens
 }
 
-var _ pubsub.RawTracer = lossTracer{}
+func newRouterTracer(lost *prometheus.CounterVec) *routerTracer {
+	return &routerTracer{lost: lost, sending: map[peer.ID]struct{}{}, opened: make(chan struct{})}
+}
 
-func (t lossTracer) UndeliverableMessage(*pubsub.Message) {
+var _ pubsub.RawTracer = (*routerTracer)(nil)
+
+func (t *routerTracer) OnNewOutboundStream(p peer.ID, _ protocol.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sending[p] = struct{}{}
+	close(t.opened)
+	t.opened = make(chan struct{})
+}
+
+func (t *routerTracer) OnClosedOutboundStream(p peer.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.sending, p)
+}
+
+// canSend reports whether GossipSub has a stream to send to p on.
+func (t *routerTracer) canSend(p peer.ID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.sending[p]
+	return ok
+}
+
+// streamOpened is closed when the next outbound stream opens.
+func (t *routerTracer) streamOpened() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.opened
+}
+
+func (t *routerTracer) UndeliverableMessage(*pubsub.Message) {
 	t.lost.WithLabelValues(lostSlowSubscriber).Inc()
 }
 
-func (t lossTracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
+func (t *routerTracer) DropRPC(rpc *pubsub.RPC, _ peer.ID) {
 	if n := len(rpc.GetPublish()); n > 0 {
 		t.lost.WithLabelValues(lostSendQueue).Add(float64(n))
 	}
 }
 
-func (t lossTracer) RejectMessage(_ *pubsub.Message, reason string) {
+func (t *routerTracer) RejectMessage(_ *pubsub.Message, reason string) {
 	switch reason {
 	case pubsub.RejectValidationQueueFull:
 		t.lost.WithLabelValues(lostValidateQueue).Inc()
@@ -48,16 +91,14 @@ func (t lossTracer) RejectMessage(_ *pubsub.Message, reason string) {
 	}
 }
 
-func (lossTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
-func (lossTracer) OnClosedOutboundStream(peer.ID)                       {}
-func (lossTracer) Join(string)                                          {}
-func (lossTracer) Leave(string)                                         {}
-func (lossTracer) Graft(peer.ID, string)                                {}
-func (lossTracer) Prune(peer.ID, string)                                {}
-func (lossTracer) ValidateMessage(*pubsub.Message)                      {}
-func (lossTracer) DeliverMessage(*pubsub.Message)                       {}
-func (lossTracer) DuplicateMessage(*pubsub.Message)                     {}
-func (lossTracer) ThrottlePeer(peer.ID)                                 {}
-func (lossTracer) RecvRPC(*pubsub.RPC)                                  {}
-func (lossTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
-func (lossTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (*routerTracer) Join(string)                                          {}
+func (*routerTracer) Leave(string)                                         {}
+func (*routerTracer) Graft(peer.ID, string)                                {}
+func (*routerTracer) Prune(peer.ID, string)                                {}
+func (*routerTracer) ValidateMessage(*pubsub.Message)                      {}
+func (*routerTracer) DeliverMessage(*pubsub.Message)                       {}
+func (*routerTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (*routerTracer) ThrottlePeer(peer.ID)                                 {}
+func (*routerTracer) RecvRPC(*pubsub.RPC)                                  {}
+func (*routerTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (*routerTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}

@@ -50,9 +50,11 @@ var (
 // Node is one parley node. Build it with New, run it with Start, stop it
 // with Close. Its methods are safe for concurrent use.
 type Node struct {
-	cfg     Config
-	replay  *identity.ReplayWindow
-	metrics *metrics
+	cfg       Config
+	bootstrap []peer.AddrInfo // cfg.Bootstrap, parsed
+	router    *routerTracer   // GossipSub's losses and open streams
+	replay    *identity.ReplayWindow
+	metrics   *metrics
 
 	// ctx lives from Start to Close; every goroutine the node starts
 	// watches it and is counted in wg.
@@ -104,8 +106,15 @@ type delegation struct {
 // New checks cfg and prepares a node. It opens no sockets; Start does.
 func New(cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.keys(); err != nil {
+		return nil, err
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	boot, err := discovery.ParseAddrs(cfg.Bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Bootstrap: %w", ErrBadConfig, err)
 	}
 	n := &Node{
 		cfg:         cfg,
@@ -118,7 +127,9 @@ func New(cfg Config) (*Node, error) {
 		topics:      make(map[string]*pubsub.Topic),
 		delegations: identity.NewDelegationCache(0),
 		own:         map[identity.AgentID]delegation{},
+		bootstrap:   boot,
 	}
+	n.router = newRouterTracer(n.metrics.lost)
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -193,7 +204,7 @@ func (n *Node) Start(ctx context.Context) error {
 		// bounding what fills them.
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
-		pubsub.WithRawTracer(lossTracer{n.metrics.lost}),
+		pubsub.WithRawTracer(n.router),
 		pubsub.WithAppSpecificRpcInspector(newForwarders(n.adm, func(reason string) {
 			n.metrics.dropped.WithLabelValues(reason).Inc()
 		}).inspect),
@@ -234,7 +245,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC()})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
-			Peers:      n.cfg.Bootstrap,
+			Peers:      n.bootstrap,
 			Backoff:    n.cfg.BootstrapBackoff,
 			MaxBackoff: n.cfg.BootstrapMaxBackoff,
 			Hint:       pskHint(n.cfg.PSK),

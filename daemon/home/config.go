@@ -481,11 +481,10 @@ func (h *Home) NodeConfig() (node.Config, error) {
 		}
 	}
 	if len(c.Bootstrap) > 0 {
-		peers, err := discovery.ParseAddrs(c.Bootstrap)
-		if err != nil {
+		if _, err := discovery.ParseAddrs(c.Bootstrap); err != nil { // named with the file here
 			return node.Config{}, fmt.Errorf("%s: bootstrap: %w", h.ConfigPath(), err)
 		}
-		cfg.Bootstrap = peers
+		cfg.Bootstrap = c.Bootstrap
 	}
 	if c.Limits.MaxIntentSize > 0 {
 		cfg.MaxIntentSize = c.Limits.MaxIntentSize

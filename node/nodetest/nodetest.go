@@ -208,6 +208,10 @@ func Addr(i int) ma.Multiaddr {
 	return ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&0xff, i>>8&0xff, i&0xff))
 }
 
+// P2PAddr is the address of mesh node i with PeerID id, as a bootstrap
+// entry: Addr(i)/p2p/id.
+func P2PAddr(i int, id peer.ID) string { return Addr(i).String() + "/p2p/" + id.String() }
+
 // NewAgent makes an agent with a fresh key.
 func NewAgent(name string) (*identity.Agent, error) {
 	k, err := identity.GenerateKey()
