@@ -32,19 +32,20 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 		t.Fatalf("openapi.yaml: %v (version %q)", err, doc.OpenAPI)
 	}
 	s := NewServer(nodes[0], testToken)
-	for path, methods := range s.routes {
-		for m := range methods {
-			if _, ok := doc.Paths[path][strings.ToLower(m)]; !ok {
-				t.Errorf("openapi.yaml lacks %s %s", m, path)
-			}
+	served := map[string]bool{}
+	for _, p := range s.patterns {
+		served[p] = true
+		m, path, _ := strings.Cut(p, " ")
+		if _, ok := doc.Paths[path][strings.ToLower(m)]; !ok {
+			t.Errorf("openapi.yaml lacks %s %s", m, path)
 		}
 	}
 	for path, ops := range doc.Paths {
 		for op := range ops {
-			if op == "parameters" || path == PathOpenAPI {
+			if op == "parameters" {
 				continue
 			}
-			if _, ok := s.routes[path][strings.ToUpper(op)]; !ok {
+			if !served[strings.ToUpper(op)+" "+path] {
 				t.Errorf("openapi.yaml documents %s %s, which the server does not serve", strings.ToUpper(op), path)
 			}
 		}
