@@ -35,6 +35,10 @@
 //	GET  /v1/approvals                    []node.Approval held for a human
 //	POST /v1/approvals/{id}               {"decision":"approve"|"deny"}; 404 if not pending
 //	GET  /v1/agents/find?capability=C     []discovery.SignedCard (verified, via the DHT)
+//	GET    /v1/agents                     []HostedAgent: every agent the node hosts
+//	POST   /v1/agents                     AgentSpec → 201 HostedAgent: host an exec agent and write
+//	                                      it to config.yaml (WithAgentAdmin; else 501); 409 if the name is taken
+//	DELETE /v1/agents/{name}              stop hosting it and remove it from config.yaml; 404 if unknown
 //	POST   /v1/external/agents            {"name","capabilities"} → 201 ExternalRegistration, with
 //	                                      the agent's token; 409 for a name of the node's own agents
 //	DELETE /v1/external/agents/{name}     deregisters it: its token stops working

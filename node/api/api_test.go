@@ -198,6 +198,8 @@ func TestErrors(t *testing.T) {
 		{"unknown route, no token", "GET", "/v1/nothing", "-", "", 401, "no token"},
 		{"wrong method, no token", "DELETE", PathHealth, "-", "", 401, "no token"},
 		{"health wrong method", "POST", PathHealth, "", "", 405, "GET, HEAD"},
+		{"agents wrong method", "PUT", PathAgents, "", "", 405, "GET, HEAD, POST"},
+		{"agent wrong method", "GET", "/v1/agents/x", "", "", 405, "DELETE"},
 		{"unknown task", "GET", "/v1/tasks/feed", "", "", 404, `"feed"`},
 		{"cancel unknown task", "DELETE", "/v1/tasks/feed", "", "", 404, `"feed"`},
 		{"task wrong method", "PUT", "/v1/tasks/feed", "", "", 405, "DELETE, GET"},

@@ -40,6 +40,7 @@ type Server struct {
 	audit    func(kind, rationale string, detail any) error
 	refused  func(rule, who, rationale string, detail map[string]any)
 	registry Registry
+	admin    AgentAdmin
 	checks   []Check
 	status   func(*Status)
 
@@ -128,6 +129,9 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathApprovals, s.handleApprovals},
 		{"POST " + PathApproval, s.handleDecide},
 		{"GET " + PathFindAgents, s.handleFindAgents},
+		{"GET " + PathAgents, s.handleAgents},
+		{"POST " + PathAgents, s.handleAddAgent},
+		{"DELETE " + PathAgent, s.handleRemoveAgent},
 		{"POST " + PathExternalAgents, s.handleExternalRegister},
 		{"DELETE " + PathExternalAgent, s.handleExternalRemove},
 		{"GET " + PathExternalEvents, s.handleExternalEvents},
