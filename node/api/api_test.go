@@ -75,9 +75,10 @@ func newTestNodes(t *testing.T, n int) []*node.Node {
 }
 
 // newTestServer serves nd's API on httptest and returns a client of it.
+// Every exchange with it is checked against openapi.yaml (contract_test.go).
 func newTestServer(t *testing.T, nd *node.Node, opts ...Option) (*httptest.Server, *Client) {
 	t.Helper()
-	ts := httptest.NewServer(NewServer(nd, testToken, append([]Option{WithVersion("test")}, opts...)...))
+	ts := httptest.NewServer(checked(t, NewServer(nd, testToken, append([]Option{WithVersion("test")}, opts...)...)))
 	t.Cleanup(ts.Close)
 	return ts, NewClient(ts.URL, testToken)
 }

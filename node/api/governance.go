@@ -38,7 +38,11 @@ func (s *Server) handleApprovals(w http.ResponseWriter, _ *http.Request) {
 	if !s.started(w) {
 		return
 	}
-	writeJSON(w, http.StatusOK, s.n.Approvals())
+	approvals := s.n.Approvals()
+	if approvals == nil {
+		approvals = []node.Approval{}
+	}
+	writeJSON(w, http.StatusOK, approvals)
 }
 
 func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) {

@@ -288,7 +288,7 @@ func (s *Server) handleNode(w http.ResponseWriter, _ *http.Request) {
 	if !s.started(w) {
 		return
 	}
-	info := NodeInfo{Peer: s.n.ID(), Addrs: []string{}, Version: s.version}
+	info := NodeInfo{Peer: s.n.ID(), Addrs: []string{}, Agents: []AgentInfo{}, Version: s.version}
 	for _, a := range s.n.Addrs() {
 		info.Addrs = append(info.Addrs, a.String())
 	}
