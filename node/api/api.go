@@ -9,7 +9,11 @@
 // registers an external agent and good only for that agent's own
 // /v1/external/* calls. Refusals are 401 (no or unknown token) or 403 (a
 // token that may not do this), and are recorded through WithRefusals. Bodies
-// and responses are JSON; errors are {"error": "..."} with a fitting status.
+// and responses are JSON; errors are {"error": "<message>", "code": "<Code>"}
+// with the code's status (errors.go); a body over the limit (1 MiB by
+// default, WithMaxBodySize) is 413. Routes are http.ServeMux patterns, so
+// a wrong method is 405 with Allow. openapi.yaml is the contract, and the
+// tests check every answer against it.
 //
 //	GET  /v1/health[?probe=live]          Health, no token: 200 ready, 503 not (with the reasons)
 //	GET  /v1/status                       Status: the daemon on one screen
@@ -31,6 +35,10 @@
 //	GET  /v1/approvals                    []node.Approval held for a human
 //	POST /v1/approvals/{id}               {"decision":"approve"|"deny"}; 404 if not pending
 //	GET  /v1/agents/find?capability=C     []discovery.SignedCard (verified, via the DHT)
+//	GET    /v1/agents                     []HostedAgent: every agent the node hosts
+//	POST   /v1/agents                     AgentSpec → 201 HostedAgent: host an exec agent and write
+//	                                      it to config.yaml (WithAgentAdmin; else 501); 409 if the name is taken
+//	DELETE /v1/agents/{name}              stop hosting it and remove it from config.yaml; 404 if unknown
 //	POST   /v1/external/agents            {"name","capabilities"} → 201 ExternalRegistration, with
 //	                                      the agent's token; 409 for a name of the node's own agents
 //	DELETE /v1/external/agents/{name}     deregisters it: its token stops working
@@ -133,11 +141,6 @@ func ParseStrategy(name string) (negotiation.Strategy, error) {
 		return negotiation.Fastest(), nil
 	}
 	return nil, fmt.Errorf("strategy %q: want cheapest or fastest", name)
-}
-
-// errorBody is the JSON of every error response.
-type errorBody struct {
-	Error string `json:"error"`
 }
 
 // NewToken returns a fresh random API token: 32 bytes, hex encoded.

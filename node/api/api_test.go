@@ -75,9 +75,10 @@ func newTestNodes(t *testing.T, n int) []*node.Node {
 }
 
 // newTestServer serves nd's API on httptest and returns a client of it.
+// Every exchange with it is checked against openapi.yaml (contract_test.go).
 func newTestServer(t *testing.T, nd *node.Node, opts ...Option) (*httptest.Server, *Client) {
 	t.Helper()
-	ts := httptest.NewServer(NewServer(nd, testToken, append([]Option{WithVersion("test")}, opts...)...))
+	ts := httptest.NewServer(checked(t, NewServer(nd, testToken, append([]Option{WithVersion("test")}, opts...)...)))
 	t.Cleanup(ts.Close)
 	return ts, NewClient(ts.URL, testToken)
 }
@@ -171,7 +172,7 @@ func TestErrors(t *testing.T) {
 		{"bad kind", "POST", PathIntents, "", `{"capability":"weather","kind":"gossip","payload":1}`, 400, `"gossip"`},
 		{"bad ttl", "POST", PathIntents, "", `{"capability":"weather","payload":1,"ttl":"soon"}`, 400, `"soon"`},
 		{"over intent limit", "POST", PathIntents, "", big, 400, "too large"},
-		{"body over limit", "POST", PathIntents, "", tooBig, 400, "over the limit"},
+		{"body over limit", "POST", PathIntents, "", tooBig, 413, "over the 200 KiB limit (204800 bytes)"},
 		{"unknown agent", "POST", PathIntents, "", `{"capability":"weather","payload":1,"agent":"ghost"}`, 404, "ghost"},
 		{"subscribe bad capability", "GET", PathSubscribe + "?capability=A%20B", "", "", 400, `"A B"`},
 		{"subscribe no capability", "GET", PathSubscribe, "", "", 400, "capability"},
@@ -192,11 +193,18 @@ func TestErrors(t *testing.T) {
 		{"request negative budget", "POST", PathTasks, "", `{"capability":"echo","budget":-1}`, 400, "budget"},
 		{"request negative calls", "POST", PathTasks, "", `{"capability":"echo","calls":-2}`, 400, "calls"},
 		{"request unknown agent", "POST", PathTasks, "", `{"capability":"echo","agent":"ghost","bid_window":"10ms","timeout":"1s"}`, 404, "ghost"},
-		{"request over limit", "POST", PathTasks, "", `{"capability":"echo","input":"` + strings.Repeat("x", 300<<10) + `"}`, 400, "over the limit"},
+		{"request over limit", "POST", PathTasks, "", `{"capability":"echo","input":"` + strings.Repeat("x", 300<<10) + `"}`, 413, "over the 200 KiB limit"},
+		{"reply over limit", "POST", PathExternalBid, "", `{"task":"t","rationale":"` + strings.Repeat("x", 300<<10) + `"}`, 413, "over the 200 KiB limit"},
+		{"decision over its limit", "POST", "/v1/approvals/x", "", `{"decision":"` + strings.Repeat("x", 5<<10) + `"}`, 413, "over the 4 KiB limit (4096 bytes)"},
+		{"unknown route, no token", "GET", "/v1/nothing", "-", "", 401, "no token"},
+		{"wrong method, no token", "DELETE", PathHealth, "-", "", 401, "no token"},
+		{"health wrong method", "POST", PathHealth, "", "", 405, "GET, HEAD"},
+		{"agents wrong method", "PUT", PathAgents, "", "", 405, "GET, HEAD, POST"},
+		{"agent wrong method", "GET", "/v1/agents/x", "", "", 405, "DELETE"},
 		{"unknown task", "GET", "/v1/tasks/feed", "", "", 404, `"feed"`},
 		{"cancel unknown task", "DELETE", "/v1/tasks/feed", "", "", 404, `"feed"`},
 		{"task wrong method", "PUT", "/v1/tasks/feed", "", "", 405, "DELETE, GET"},
-		{"tasks wrong method", "DELETE", PathTasks, "", "", 405, "GET, POST"},
+		{"tasks wrong method", "DELETE", PathTasks, "", "", 405, "GET, HEAD, POST"},
 		{"empty task id", "GET", "/v1/tasks/", "", "", 404, "no such endpoint"},
 		{"find no capability", "GET", PathFindAgents, "", "", 400, "capability"},
 		{"find bad capability", "GET", PathFindAgents + "?capability=A%20B", "", "", 400, `"A B"`},
@@ -231,6 +239,12 @@ func TestErrors(t *testing.T) {
 			if resp.StatusCode != tt.status || !strings.Contains(eb.Error, tt.want) {
 				t.Fatalf("got %d %q, want %d containing %q", resp.StatusCode, eb.Error, tt.status, tt.want)
 			}
+			if eb.Code == "" || eb.Code.Status() != tt.status {
+				t.Fatalf("code %q for a %d", eb.Code, resp.StatusCode)
+			}
+			if allow := resp.Header.Get("Allow"); (tt.status == 405) != (allow != "") || !strings.Contains(eb.Error, allow) {
+				t.Fatalf("Allow %q for a %d %q: want the methods of a 405, in its message too", allow, resp.StatusCode, eb.Error)
+			}
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 				t.Fatalf("Content-Type %q", ct)
 			}
@@ -252,8 +266,11 @@ func TestClientErrors(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %v, want a 401 *Error", err)
 	}
+	if ae.Code != CodeUnauthorized || !errors.Is(err, CodeUnauthorized) || errors.Is(err, CodeForbidden) {
+		t.Fatalf("wrong token: code %q, want %q through errors.Is too", ae.Code, CodeUnauthorized)
+	}
 	_, err = c.Publish(ctx, PublishRequest{Capability: "weather", Payload: json.RawMessage(`1`), Agent: "ghost"})
-	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || !strings.Contains(ae.Message, "ghost") {
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || ae.Code != CodeNotFound || !strings.Contains(ae.Message, "ghost") {
 		t.Fatalf("unknown agent: %v", err)
 	}
 

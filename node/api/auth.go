@@ -83,7 +83,7 @@ func (s *Server) actFor(w http.ResponseWriter, r *http.Request, name string) boo
 	if p.operator || p.agent == name {
 		return true
 	}
-	s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("this token is external agent %s's: it cannot act for agent %q", p.agent, name))
+	s.refuse(w, r, CodeForbidden, fmt.Sprintf("this token is external agent %s's: it cannot act for agent %q", p.agent, name))
 	return false
 }
 
@@ -91,11 +91,12 @@ func (s *Server) actFor(w http.ResponseWriter, r *http.Request, name string) boo
 // the node's admission layer (WithRefusals), which counts and summarises
 // refusals: a client hammering the API with bad tokens costs a record a
 // minute, not a record a request.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, msg string) {
-	if status == http.StatusUnauthorized {
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code Code, msg string) {
+	status := code.Status()
+	if code == CodeUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
 	}
-	writeError(w, status, msg)
+	writeError(w, code, msg)
 	if s.refused == nil {
 		return
 	}
@@ -109,7 +110,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, msg 
 		token = "unknown"
 	}
 	rule := "api.scope"
-	if status == http.StatusUnauthorized {
+	if code == CodeUnauthorized {
 		rule = "api.token"
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

@@ -31,13 +31,22 @@ var (
 // maxEventSize bounds one server-sent event the client accepts.
 const maxEventSize = 8 << 20
 
-// Error is an error response of the API.
+// Error is an error response of the API. Branch on its Code, or with
+// errors.Is(err, api.CodeNotFound) and the like.
 type Error struct {
 	Status  int    // HTTP status
+	Code    Code   // the "code" field; from Status when the answer has none
 	Message string // the "error" field
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Is reports whether target is e's Code, so that errors.Is(err,
+// api.CodeConflict) tells a 409 from the API.
+func (e *Error) Is(target error) bool {
+	c, ok := target.(Code)
+	return ok && c == e.Code
+}
 
 // Client talks to a node's API. Its methods are safe for concurrent use.
 type Client struct {
@@ -226,11 +235,25 @@ func (c *Client) RegisterExternal(ctx context.Context, body ExternalAgentBody) (
 // Status 404.
 func (c *Client) RemoveExternal(ctx context.Context, name string) error {
 	var ack map[string]string
-	return c.do(ctx, http.MethodDelete, strings.Replace(PathExternalAgent, "{id}", url.PathEscape(name), 1), nil, http.StatusOK, &ack)
+	return c.do(ctx, http.MethodDelete, externalAgentPath(name), nil, http.StatusOK, &ack)
+}
+
+func externalAgentPath(name string) string {
+	return strings.Replace(PathExternalAgent, "{name}", url.PathEscape(name), 1)
 }
 
 func taskPath(id string) string {
 	return strings.Replace(PathTask, "{id}", url.PathEscape(id), 1)
+}
+
+// doJSON sends body as JSON and decodes a JSON response with status want
+// into v.
+func (c *Client) doJSON(ctx context.Context, method, path string, body any, want int, v any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return c.do(ctx, method, path, b, want, v)
 }
 
 // do sends a request and decodes a JSON response with status want into v.
@@ -282,5 +305,8 @@ func readError(resp *http.Response) error {
 			eb.Error = resp.Status
 		}
 	}
-	return &Error{Status: resp.StatusCode, Message: eb.Error}
+	if eb.Code == "" {
+		eb.Code = codeOfStatus(resp.StatusCode)
+	}
+	return &Error{Status: resp.StatusCode, Code: eb.Code, Message: eb.Error}
 }

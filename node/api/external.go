@@ -24,13 +24,13 @@ import (
 // other endpoints. An agent whose stream is closed does not bid, and the
 // tasks it holds fail (the requester then fails over).
 const (
-	PathExternalAgents   = "/v1/external/agents"      // POST {"name","capabilities"} → ExternalRegistration (operator token)
-	PathExternalAgent    = "/v1/external/agents/{id}" // DELETE: deregister (operator token)
-	PathExternalEvents   = "/v1/external/events"      // GET ?agent=NAME: SSE of call, award, cancel
-	PathExternalBid      = "/v1/external/bid"         // POST {"agent","task","price","eta","rationale"} or {"agent","task","refuse"}
-	PathExternalProgress = "/v1/external/progress"    // POST {"agent","task","fraction","note"}
-	PathExternalResult   = "/v1/external/result"      // POST {"agent","task","result"}
-	PathExternalFailure  = "/v1/external/failure"     // POST {"agent","task","error"}
+	PathExternalAgents   = "/v1/external/agents"        // POST {"name","capabilities"} → ExternalRegistration (operator token)
+	PathExternalAgent    = "/v1/external/agents/{name}" // DELETE: deregister (operator token)
+	PathExternalEvents   = "/v1/external/events"        // GET ?agent=NAME: SSE of call, award, cancel
+	PathExternalBid      = "/v1/external/bid"           // POST {"agent","task","price","eta","rationale"} or {"agent","task","refuse"}
+	PathExternalProgress = "/v1/external/progress"      // POST {"agent","task","fraction","note"}
+	PathExternalResult   = "/v1/external/result"        // POST {"agent","task","result"}
+	PathExternalFailure  = "/v1/external/failure"       // POST {"agent","task","error"}
 )
 
 // ExternalAgentBody registers an external agent.
@@ -398,21 +398,20 @@ func (s *Server) handleExternalRegister(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	var body ExternalAgentBody
-	if err := decodeBody(w, r, 64<<10, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	if !readBody(w, r, 64<<10, &body) {
 		return
 	}
 	if err := validRegistration(body.Name, body.Capabilities); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, CodeBadRequest, err.Error())
 		return
 	}
 	reg, err := s.register(body.Name, body.Capabilities, nil)
 	switch {
 	case errors.Is(err, ErrNameTaken):
-		writeError(w, http.StatusConflict, err.Error()+"; pick another name")
+		writeError(w, CodeConflict, err.Error()+"; pick another name")
 		return
 	case err != nil:
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	if s.audit != nil {
@@ -424,9 +423,9 @@ func (s *Server) handleExternalRegister(w http.ResponseWriter, r *http.Request) 
 }
 
 func (s *Server) handleExternalRemove(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("id")
+	name := r.PathValue("name")
 	if err := s.deregister(name); err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	if s.audit != nil {
@@ -441,7 +440,7 @@ func (s *Server) external(w http.ResponseWriter, name string) *external {
 	e := s.externals[name]
 	s.extMu.Unlock()
 	if e == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no external agent %q (register it with POST %s)", name, PathExternalAgents))
+		writeError(w, CodeNotFound, fmt.Sprintf("no external agent %q (register it with POST %s)", name, PathExternalAgents))
 	}
 	return e
 }
@@ -468,11 +467,11 @@ func (s *Server) handleExternalEvents(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case !current: // re-registered or removed since the request came in
 		e.mu.Unlock()
-		s.refuse(w, r, http.StatusUnauthorized, "this agent token was revoked")
+		s.refuse(w, r, CodeUnauthorized, "this agent token was revoked")
 		return
 	case e.events != nil:
 		e.mu.Unlock()
-		writeError(w, http.StatusConflict, "this agent's event stream is already open")
+		writeError(w, CodeConflict, "this agent's event stream is already open")
 		return
 	}
 	e.events, e.gone = events, gone
@@ -518,8 +517,7 @@ func (s *Server) handleExternalEvents(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body ExternalReply
-		if err := decodeBody(w, r, s.maxBody, &body); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+		if !readBody(w, r, s.maxBody, &body) {
 			return
 		}
 		if p := principalOf(r); body.Agent == "" && p.agent != "" {
@@ -533,7 +531,7 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 			return
 		}
 		if kind == "result" && (len(body.Result) == 0 || !json.Valid(body.Result)) {
-			writeError(w, http.StatusBadRequest, "result: want a JSON value")
+			writeError(w, CodeBadRequest, "result: want a JSON value")
 			return
 		}
 		e.mu.Lock()
@@ -541,7 +539,7 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 		if kind == "bid" {
 			ch, ok := e.bids[body.Task]
 			if !ok {
-				writeError(w, http.StatusConflict, fmt.Sprintf("task %q is not open for bids from %s", body.Task, body.Agent))
+				writeError(w, CodeConflict, fmt.Sprintf("task %q is not open for bids from %s", body.Task, body.Agent))
 				return
 			}
 			delete(e.bids, body.Task)
@@ -551,7 +549,7 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 		}
 		t, ok := e.working[body.Task]
 		if !ok {
-			writeError(w, http.StatusConflict, fmt.Sprintf("%s holds no task %q", body.Agent, body.Task))
+			writeError(w, CodeConflict, fmt.Sprintf("%s holds no task %q", body.Agent, body.Task))
 			return
 		}
 		switch kind {
@@ -566,7 +564,7 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 			select {
 			case t.done <- body:
 			default:
-				writeError(w, http.StatusConflict, fmt.Sprintf("task %q already has its answer", body.Task))
+				writeError(w, CodeConflict, fmt.Sprintf("task %q already has its answer", body.Task))
 				return
 			}
 		}

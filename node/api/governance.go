@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -39,7 +38,11 @@ func (s *Server) handleApprovals(w http.ResponseWriter, _ *http.Request) {
 	if !s.started(w) {
 		return
 	}
-	writeJSON(w, http.StatusOK, s.n.Approvals())
+	approvals := s.n.Approvals()
+	if approvals == nil {
+		approvals = []node.Approval{}
+	}
+	writeJSON(w, http.StatusOK, approvals)
 }
 
 func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) {
@@ -47,20 +50,15 @@ func (s *Server) handleDecide(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body DecisionBody
-	if err := decodeBody(w, r, 4<<10, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	if !readBody(w, r, 4<<10, &body) {
 		return
 	}
 	if body.Decision != "approve" && body.Decision != "deny" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("decision %q: want approve or deny", body.Decision))
+		writeError(w, CodeBadRequest, fmt.Sprintf("decision %q: want approve or deny", body.Decision))
 		return
 	}
 	if err := s.n.Decide(r.PathValue("id"), body.Decision == "approve", "api"); err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, node.ErrUnknownApproval) {
-			status = http.StatusNotFound
-		}
-		writeError(w, status, err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "decision": body.Decision})
@@ -72,14 +70,14 @@ func (s *Server) handleFindAgents(w http.ResponseWriter, r *http.Request) {
 	}
 	capability := r.URL.Query().Get("capability")
 	if err := intent.ValidCapability(capability); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, CodeBadRequest, err.Error())
 		return
 	}
 	timeout := DefaultFindTimeout
 	if t := r.URL.Query().Get("timeout"); t != "" {
 		d, err := time.ParseDuration(t)
 		if err != nil || d <= 0 || d > MaxFindTimeout {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout %q: want a positive duration up to %s, such as 5s", t, MaxFindTimeout))
+			writeError(w, CodeBadRequest, fmt.Sprintf("timeout %q: want a positive duration up to %s, such as 5s", t, MaxFindTimeout))
 			return
 		}
 		timeout = d
@@ -88,7 +86,7 @@ func (s *Server) handleFindAgents(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	cards, err := s.n.FindAgents(ctx, capability)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	if cards == nil {

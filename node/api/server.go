@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )
 
@@ -43,13 +40,15 @@ type Server struct {
 	audit    func(kind, rationale string, detail any) error
 	refused  func(rule, who, rationale string, detail map[string]any)
 	registry Registry
+	admin    AgentAdmin
 	checks   []Check
 	status   func(*Status)
 
-	routes  map[string]map[string]http.HandlerFunc // path → method → handler
-	srv     *http.Server
-	closing chan struct{} // closed by Shutdown; ends event streams
-	once    sync.Once
+	mux      *http.ServeMux
+	patterns []string // the mux's, "METHOD /path", as registered
+	srv      *http.Server
+	closing  chan struct{} // closed by Shutdown; ends event streams
+	once     sync.Once
 
 	// externals are the agents registered over the API, by name, and
 	// tokens their agent tokens' hashes, to the agent's name.
@@ -110,29 +109,40 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		o(s)
 	}
 	metrics := promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{})
-	s.routes = map[string]map[string]http.HandlerFunc{
-		PathNode:       {http.MethodGet: s.handleNode},
-		PathPeers:      {http.MethodGet: s.handlePeers},
-		PathStats:      {http.MethodGet: s.handleStats},
-		PathIntents:    {http.MethodPost: s.handlePublish},
-		PathSubscribe:  {http.MethodGet: s.handleSubscribe},
-		PathTasks:      {http.MethodPost: s.handleRequest, http.MethodGet: s.handleTasks},
-		PathTask:       {http.MethodGet: s.handleTask, http.MethodDelete: s.handleCancel},
-		PathMetrics:    {http.MethodGet: metrics.ServeHTTP},
-		PathApprovals:  {http.MethodGet: s.handleApprovals},
-		PathApproval:   {http.MethodPost: s.handleDecide},
-		PathFindAgents: {http.MethodGet: s.handleFindAgents},
-
-		PathStatus: {http.MethodGet: s.handleStatus},
-		PathHealth: {http.MethodGet: s.handleHealth}, // served before authentication
-
-		PathExternalAgents:   {http.MethodPost: s.handleExternalRegister},
-		PathExternalAgent:    {http.MethodDelete: s.handleExternalRemove},
-		PathExternalEvents:   {http.MethodGet: s.handleExternalEvents},
-		PathExternalBid:      {http.MethodPost: s.handleExternalReply("bid")},
-		PathExternalProgress: {http.MethodPost: s.handleExternalReply("progress")},
-		PathExternalResult:   {http.MethodPost: s.handleExternalReply("result")},
-		PathExternalFailure:  {http.MethodPost: s.handleExternalReply("failure")},
+	s.mux = http.NewServeMux()
+	for _, rt := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET " + PathOpenAPI, handleOpenAPI}, // public, see ServeHTTP
+		{"GET " + PathHealth, s.handleHealth}, // public, see ServeHTTP
+		{"GET " + PathStatus, s.handleStatus},
+		{"GET " + PathNode, s.handleNode},
+		{"GET " + PathPeers, s.handlePeers},
+		{"GET " + PathStats, s.handleStats},
+		{"POST " + PathIntents, s.handlePublish},
+		{"GET " + PathSubscribe, s.handleSubscribe},
+		{"POST " + PathTasks, s.handleRequest},
+		{"GET " + PathTasks, s.handleTasks},
+		{"GET " + PathTask, s.handleTask},
+		{"DELETE " + PathTask, s.handleCancel},
+		{"GET " + PathApprovals, s.handleApprovals},
+		{"POST " + PathApproval, s.handleDecide},
+		{"GET " + PathFindAgents, s.handleFindAgents},
+		{"GET " + PathAgents, s.handleAgents},
+		{"POST " + PathAgents, s.handleAddAgent},
+		{"DELETE " + PathAgent, s.handleRemoveAgent},
+		{"POST " + PathExternalAgents, s.handleExternalRegister},
+		{"DELETE " + PathExternalAgent, s.handleExternalRemove},
+		{"GET " + PathExternalEvents, s.handleExternalEvents},
+		{"POST " + PathExternalBid, s.handleExternalReply("bid")},
+		{"POST " + PathExternalProgress, s.handleExternalReply("progress")},
+		{"POST " + PathExternalResult, s.handleExternalReply("result")},
+		{"POST " + PathExternalFailure, s.handleExternalReply("failure")},
+		{"GET " + PathMetrics, metrics.ServeHTTP},
+	} {
+		s.mux.HandleFunc(rt.pattern, rt.h)
+		s.patterns = append(s.patterns, rt.pattern)
 	}
 	s.srv = &http.Server{
 		Handler:           s,
@@ -178,8 +188,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// publicPatterns are served without a token: the API's description, and
+// the health that probes ask for.
+var publicPatterns = map[string]bool{"GET " + PathOpenAPI: true, "GET " + PathHealth: true}
+
 // ServeHTTP authenticates and routes one request. A panic in a handler is
 // answered with 500 and logged; it never takes the daemon down.
+//
+// Authentication comes before routing, so that a request without a good
+// token learns nothing of the routes: it is 401 whatever its path. Only
+// then are unknown paths 404 and wrong methods 405 (with Allow), answered
+// in JSON like every other error.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
@@ -187,71 +206,79 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				panic(v)
 			}
 			log.Errorw("api handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
-			writeError(w, http.StatusInternalServerError, "internal error")
+			writeError(w, CodeInternal, "internal error")
 		}
 	}()
-	switch {
-	case r.URL.Path == PathOpenAPI && r.Method == http.MethodGet:
-		handleOpenAPI(w, r) // the API's description is public
-		return
-	case r.URL.Path == PathHealth && r.Method == http.MethodGet:
-		s.handleHealth(w, r) // probes carry no token
+	_, pattern := s.mux.Handler(r)
+	if publicPatterns[pattern] {
+		s.mux.ServeHTTP(w, r)
 		return
 	}
 	p, why, ok := s.authenticate(r)
 	if !ok {
-		s.refuse(w, r, http.StatusUnauthorized, fmt.Sprintf("%s: send Authorization: Bearer <the operator token from the home's api.token, or an external agent's token>", why))
+		s.refuse(w, r, CodeUnauthorized, fmt.Sprintf("%s: send Authorization: Bearer <the operator token from the home's api.token, or an external agent's token>", why))
 		return
 	}
 	r = withPrincipal(r, p)
 	if !p.operator && !agentPath(r.URL.Path) {
-		s.refuse(w, r, http.StatusForbidden, fmt.Sprintf("this token is external agent %s's: it is good only for that agent's /v1/external/ calls; %s %s needs the operator token (the home's api.token)",
+		s.refuse(w, r, CodeForbidden, fmt.Sprintf("this token is external agent %s's: it is good only for that agent's /v1/external/ calls; %s %s needs the operator token (the home's api.token)",
 			p.agent, r.Method, r.URL.Path))
 		return
 	}
-	methods, ok := s.route(r)
-	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint %q", r.URL.Path))
+	if pattern == "" {
+		s.unrouted(w, r)
 		return
 	}
-	h, ok := methods[r.Method]
-	if !ok {
-		allow := make([]string, 0, len(methods))
-		for m := range methods {
-			allow = append(allow, m)
-		}
-		slices.Sort(allow)
-		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, r.URL.Path, strings.Join(allow, ", ")))
-		return
-	}
-	h(w, r)
+	s.mux.ServeHTTP(w, r)
 }
 
-// route finds the handlers of r's path: an exact path, else a pattern
-// whose last segment is "{id}", which sets r's path value "id".
-func (s *Server) route(r *http.Request) (map[string]http.HandlerFunc, bool) {
-	if methods, ok := s.routes[r.URL.Path]; ok {
-		return methods, true
-	}
-	for pattern, methods := range s.routes {
-		prefix, ok := strings.CutSuffix(pattern, "{id}")
-		if !ok {
-			continue
+// unrouted answers a request that matches no route. The mux knows whether
+// that is a 404 or a 405 (and which methods to Allow) or a redirect to a
+// cleaned path; it writes plain text, so its answer is caught here and
+// told again in JSON.
+func (s *Server) unrouted(w http.ResponseWriter, r *http.Request) {
+	h, _ := s.mux.Handler(r)
+	rec := &headerRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusNotFound:
+		writeError(w, CodeNotFound, fmt.Sprintf("no such endpoint %s %q", r.Method, r.URL.Path))
+	case http.StatusMethodNotAllowed:
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, CodeMethodNotAllowed, fmt.Sprintf("%s %s: method not allowed (use %s)", r.Method, r.URL.Path, allow))
+	default: // a redirect to the cleaned path: pass it on
+		for k, v := range rec.header {
+			w.Header()[k] = v
 		}
-		id, ok := strings.CutPrefix(r.URL.Path, prefix)
-		if ok && id != "" && !strings.Contains(id, "/") {
-			r.SetPathValue("id", id)
-			return methods, true
-		}
+		w.WriteHeader(rec.status)
 	}
-	return nil, false
+}
+
+// headerRecorder keeps the status and headers a handler writes, and drops
+// its body.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	return len(b), nil
+}
+func (h *headerRecorder) WriteHeader(status int) {
+	if h.status == 0 {
+		h.status = status
+	}
 }
 
 // started answers 503 and reports false when the node is not running.
 func (s *Server) started(w http.ResponseWriter) bool {
 	if s.n.Host() == nil {
-		writeError(w, http.StatusServiceUnavailable, node.ErrNotStarted.Error())
+		writeError(w, CodeUnavailable, node.ErrNotStarted.Error())
 		return false
 	}
 	return true
@@ -261,7 +288,7 @@ func (s *Server) handleNode(w http.ResponseWriter, _ *http.Request) {
 	if !s.started(w) {
 		return
 	}
-	info := NodeInfo{Peer: s.n.ID(), Addrs: []string{}, Version: s.version}
+	info := NodeInfo{Peer: s.n.ID(), Addrs: []string{}, Agents: []AgentInfo{}, Version: s.version}
 	for _, a := range s.n.Addrs() {
 		info.Addrs = append(info.Addrs, a.String())
 	}
@@ -288,32 +315,31 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 	var req PublishRequest
-	if err := decodeBody(w, r, s.maxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	if !readBody(w, r, s.maxBody, &req) {
 		return
 	}
 	if len(req.Payload) == 0 {
-		writeError(w, http.StatusBadRequest, "payload is required (any JSON value)")
+		writeError(w, CodeBadRequest, "payload is required (any JSON value)")
 		return
 	}
 	if err := intent.ValidCapability(req.Capability); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, CodeBadRequest, err.Error())
 		return
 	}
 	if req.Kind != "" && !req.Kind.Valid() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%v %q: want task, offer or event", intent.ErrBadKind, req.Kind))
+		writeError(w, CodeBadRequest, fmt.Sprintf("%v %q: want task, offer or event", intent.ErrBadKind, req.Kind))
 		return
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %q: want a positive Go duration such as \"30s\"", req.TTL))
+			writeError(w, CodeBadRequest, fmt.Sprintf("ttl %q: want a positive Go duration such as \"30s\"", req.TTL))
 			return
 		}
 		// The node would cut it short silently; say so instead.
 		if limit := s.n.MaxIntentTTL(); d > limit {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("ttl %s is above this node's maximum intent TTL of %s (limits.intent_ttl in config.yaml)", d, limit))
+			writeError(w, CodeBadRequest, fmt.Sprintf("ttl %s is above this node's maximum intent TTL of %s (limits.intent_ttl in config.yaml)", d, limit))
 			return
 		}
 		ttl = d
@@ -326,7 +352,7 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 		TTL:        ttl,
 	})
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusCreated, in)
@@ -337,14 +363,14 @@ func (s *Server) handlePublish(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 	c := r.URL.Query().Get("capability")
 	if err := intent.ValidCapability(c); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, CodeBadRequest, err.Error())
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	sub, err := s.n.Subscribe(ctx, c)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	defer sub.Close()
@@ -426,46 +452,21 @@ func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) error 
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return fmt.Errorf("request body is over the limit of %d bytes", max)
+		return &bodyTooLarge{max: max}
 	case errors.Is(err, io.EOF):
 		return errors.New("bad request body: empty, want a JSON object")
 	}
 	return fmt.Errorf("bad request body: %v", err)
 }
 
-// statusOf maps an error of the node to an HTTP status.
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, node.ErrUnknownAgent):
-		return http.StatusNotFound
-	case errors.Is(err, intent.ErrBadCapability), errors.Is(err, intent.ErrBadKind),
-		errors.Is(err, intent.ErrBadPayload), errors.Is(err, node.ErrPayloadTooLarge), errors.Is(err, node.ErrBadTTL):
-		return http.StatusBadRequest
-	case errors.Is(err, negotiation.ErrUnknownTask):
-		return http.StatusNotFound
-	case errors.Is(err, node.ErrNotStarted), errors.Is(err, node.ErrClosed), errors.Is(err, negotiation.ErrClosed):
-		return http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		log.Errorw("marshal response", "err", err)
-		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error","code":"internal"}`)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	if status >= 500 {
-		log.Warnw("api error", "status", status, "err", msg)
-	}
-	writeJSON(w, status, errorBody{Error: msg})
 }

@@ -18,13 +18,12 @@ import (
 // either way the outcome is what is answered.
 func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 	var req RequestBody
-	if err := decodeBody(w, r, s.maxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	if !readBody(w, r, s.maxBody, &req) {
 		return
 	}
 	need, opts, err := req.parse()
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, CodeBadRequest, err.Error())
 		return
 	}
 	if !s.started(w) {
@@ -44,7 +43,7 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			err = errors.New("the node returned no outcome")
 		}
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	if out.Bids == nil { // a copy: the node may share the outcome
@@ -137,7 +136,7 @@ func (s *Server) handleTask(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	t, err := s.n.Task(id)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeError(w, codeOf(err), err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, t)
@@ -152,11 +151,11 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	if err := s.n.CancelTask(id); err != nil {
-		status := statusOf(err)
-		if status == http.StatusInternalServerError {
-			status = http.StatusConflict // already ended, or otherwise not cancelable
+		code := codeOf(err)
+		if code == CodeInternal {
+			code = CodeConflict // already ended, or otherwise not cancelable
 		}
-		writeError(w, status, err.Error())
+		writeError(w, code, err.Error())
 		return
 	}
 	t, err := s.n.Task(id)
