@@ -453,6 +453,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 			_ = n.Admission().Refuse(admission.EntryAPI, rule, who, rationale, detail)
 		}),
 		api.WithRegistry(registry{h}),
+		api.WithAgentAdmin(agentAdmin{d}),
 		api.WithChecks(api.Check{Name: "audit log", Err: d.auditErr}, api.Check{Name: "reload", Err: d.lastReloadErr}),
 		api.WithStatus(d.fillStatus))
 	if err := srv.Restore(); err != nil {

@@ -58,7 +58,7 @@ type AgentAdmin interface {
 	AddAgent(ctx context.Context, spec AgentSpec) (HostedAgent, error)
 	// RemoveAgent stops hosting a config.yaml agent and removes it from
 	// the file. Its error wraps ErrNoSuchAgent for a name it does not
-	// host.
+	// host, ErrInvalidAgent for one it may not remove.
 	RemoveAgent(ctx context.Context, name string) error
 }
 
@@ -212,6 +212,9 @@ func (s *Server) handleRemoveAgent(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ErrNoSuchAgent):
 		writeError(w, CodeNotFound, fmt.Sprintf("remove agent %q: %v", name, err))
+		return
+	case errors.Is(err, ErrInvalidAgent): // the default agent, or a file the reload refuses
+		writeError(w, CodeBadRequest, fmt.Sprintf("remove agent %q: %v", name, err))
 		return
 	case err != nil:
 		writeError(w, CodeInternal, fmt.Sprintf("remove agent %q: %v", name, err))
