@@ -75,3 +75,34 @@ func TestJSONMirrorsComplete(t *testing.T) {
 		}
 	}
 }
+
+func TestParseStrategy(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want: the strategy's name, or a part of the error
+		ok       bool
+	}{
+		{"", "", true},
+		{"cheapest", "cheapest", true},
+		{"fastest", "fastest", true},
+		{"weighted", "weighted(price×1 + seconds×1)", true},
+		{"weighted:1,2", "weighted(price×1 + seconds×2)", true},
+		{"weighted:0, 0.5", "weighted(price×0 + seconds×0.5)", true},
+		{"weighted:0,0", "not both 0", false},
+		{"weighted:-1,2", "≥ 0", false},
+		{"weighted:1", "PRICE,SECONDS", false},
+		{"weighted:x,y", "PRICE,SECONDS", false},
+		{"dearest", `strategy "dearest"`, false},
+	} {
+		s, err := ParseStrategy(tc.in)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("ParseStrategy(%q): %v", tc.in, err)
+		case tc.ok && s == nil && tc.want != "":
+			t.Errorf("ParseStrategy(%q) = nil", tc.in)
+		case tc.ok && s != nil && s.Name() != tc.want:
+			t.Errorf("ParseStrategy(%q) = %s, want %s", tc.in, s.Name(), tc.want)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("ParseStrategy(%q) = %v, want an error saying %q", tc.in, err, tc.want)
+		}
+	}
+}

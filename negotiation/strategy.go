@@ -3,7 +3,10 @@ package negotiation
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Strategy ranks bids, best first, and says why in a few words.
@@ -42,4 +45,31 @@ func Weighted(wPrice, wTime float64) Strategy {
 	return byScore{fmt.Sprintf("weighted(price×%g + seconds×%g)", wPrice, wTime), func(b BidInfo) float64 {
 		return b.Price*wPrice + b.ETA.Seconds()*wTime
 	}}
+}
+
+// ParseStrategy returns the strategy a name gives, as flags and the API
+// write it: "cheapest", "fastest", or "weighted:PRICE,SECONDS" (Weighted
+// with those weights; "weighted" alone is weighted:1,1, one unit of price
+// per second). "" is nil: the service's default.
+func ParseStrategy(name string) (Strategy, error) {
+	switch name {
+	case "":
+		return nil, nil
+	case "cheapest":
+		return Cheapest(), nil
+	case "fastest":
+		return Fastest(), nil
+	case "weighted":
+		return Weighted(1, 1), nil
+	}
+	if w, ok := strings.CutPrefix(name, "weighted:"); ok {
+		p, t, ok := strings.Cut(w, ",")
+		wp, err1 := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		wt, err2 := strconv.ParseFloat(strings.TrimSpace(t), 64)
+		if ok && err1 == nil && err2 == nil && wp >= 0 && wt >= 0 && wp+wt > 0 && !math.IsInf(wp+wt, 0) {
+			return Weighted(wp, wt), nil
+		}
+		return nil, fmt.Errorf("strategy %q: want weighted:PRICE,SECONDS with two weights ≥ 0, not both 0, e.g. weighted:1,2", name)
+	}
+	return nil, fmt.Errorf("strategy %q: want cheapest, fastest, weighted or weighted:PRICE,SECONDS", name)
 }

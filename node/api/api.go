@@ -126,21 +126,13 @@ type RequestBody struct {
 	BidWindow string  `json:"bid_window,omitempty"` // Go duration, e.g. "2s"
 	Timeout   string  `json:"timeout,omitempty"`    // the whole task's deadline, e.g. "30s"
 	Calls     int     `json:"calls,omitempty"`      // the most calls for proposals (retry budget)
-	Strategy  string  `json:"strategy,omitempty"`   // "cheapest" (default) or "fastest"
+	Strategy  string  `json:"strategy,omitempty"`   // "cheapest" (default), "fastest", "weighted:PRICE,SECONDS"
 }
 
 // ParseStrategy returns the bid-ranking strategy RequestBody.Strategy
-// names: "cheapest" or "fastest"; "" is nil, the node's default.
+// names (see negotiation.ParseStrategy); "" is nil, the node's default.
 func ParseStrategy(name string) (negotiation.Strategy, error) {
-	switch name {
-	case "":
-		return nil, nil
-	case "cheapest":
-		return negotiation.Cheapest(), nil
-	case "fastest":
-		return negotiation.Fastest(), nil
-	}
-	return nil, fmt.Errorf("strategy %q: want cheapest or fastest", name)
+	return negotiation.ParseStrategy(name)
 }
 
 // NewToken returns a fresh random API token: 32 bytes, hex encoded.
