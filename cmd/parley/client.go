@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -190,10 +191,11 @@ func (c *cli) publishCmd() *cobra.Command {
 		Long: `publish has the running daemon sign an intent as one of its agents and
 gossip it on the capability's topic. The payload is any JSON value; keep it
 small, it goes to every subscriber.`,
-		Example: `  parley publish --capability weather --payload '{"city":"Oslo"}'`,
+		Example: `  parley publish --capability weather --payload '{"city":"Oslo"}'
+  parley publish --capability weather --payload @alert.json --ttl 30s`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := f.request()
+			req, err := f.request(cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -218,7 +220,7 @@ small, it goes to every subscriber.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.capability, "capability", "", "capability (topic) to publish on (required)")
-	fl.StringVar(&f.payload, "payload", "", "the intent's payload, a JSON value (required)")
+	fl.StringVar(&f.payload, "payload", "", "the intent's payload, a JSON value, @FILE or - for stdin (required)")
 	fl.StringVar(&f.agent, "agent", "", "hosted agent that signs the intent (default: the default agent)")
 	fl.StringVar(&f.kind, "kind", string(intent.KindEvent), "intent kind: task, offer or event")
 	fl.StringVar(&f.ttl, "ttl", "", "how long the intent stays valid, e.g. 30s (default: the node's intent_ttl)")
@@ -229,13 +231,13 @@ small, it goes to every subscriber.`,
 }
 
 // request checks the flags locally, before anything is sent.
-func (f *publishFlags) request() (api.PublishRequest, error) {
+func (f *publishFlags) request(stdin io.Reader) (api.PublishRequest, error) {
 	if err := intent.ValidCapability(f.capability); err != nil {
 		return api.PublishRequest{}, fmt.Errorf("--capability: %w", err)
 	}
-	var v any
-	if err := json.Unmarshal([]byte(f.payload), &v); err != nil {
-		return api.PublishRequest{}, fmt.Errorf("--payload %s is not valid JSON: %v", abbrev(f.payload), err)
+	payload, err := jsonArg("--payload", f.payload, stdin)
+	if err != nil {
+		return api.PublishRequest{}, err
 	}
 	if k := intent.Kind(f.kind); !k.Valid() {
 		return api.PublishRequest{}, fmt.Errorf("--kind %q: want task, offer or event", f.kind)
@@ -249,7 +251,7 @@ func (f *publishFlags) request() (api.PublishRequest, error) {
 	return api.PublishRequest{
 		Capability: f.capability,
 		Kind:       intent.Kind(f.kind),
-		Payload:    json.RawMessage(f.payload),
+		Payload:    payload,
 		Agent:      f.agent,
 		TTL:        f.ttl,
 	}, nil

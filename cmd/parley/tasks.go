@@ -42,10 +42,12 @@ completed. Interrupting it cancels the task.
 
 The summary is the public part of the call that every bidder sees; the input
 goes to the winner alone.`,
-		Example: `  parley request --capability echo --input '{"text":"hi"}' --bid-window 1s --timeout 30s`,
+		Example: `  parley request --capability echo --input '{"text":"hi"}' --bid-window 1s --timeout 30s
+  parley request --capability quote.shipping --input @order.json --strategy weighted:1,2
+  jq .order big.json | parley request --capability pack --input - --json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req, err := f.request(cmd.Flags().Changed)
+			req, err := f.request(cmd.Flags().Changed, cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -76,13 +78,13 @@ goes to the winner alone.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.capability, "capability", "", "capability the task needs (required)")
-	fl.StringVar(&f.input, "input", "", "the task's input, a JSON value sent only to the winner (required)")
-	fl.StringVar(&f.summary, "summary", "", "the public part of the call, a JSON value every bidder sees")
+	fl.StringVar(&f.input, "input", "", "the task's input, sent only to the winner: a JSON value, @FILE or - for stdin (required)")
+	fl.StringVar(&f.summary, "summary", "", "the public part of the call that every bidder sees: a JSON value, @FILE or -")
 	fl.Float64Var(&f.budget, "budget", 0, "the most to pay; higher bids are refused (default: no limit)")
 	fl.DurationVar(&f.bidWindow, "bid-window", 0, "how long to take bids after each call, e.g. 2s (default: the node's)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "the whole task's deadline, e.g. 30s (default: the node's)")
 	fl.IntVar(&f.calls, "calls", 0, "the most calls for proposals, the retry budget (default: the node's)")
-	fl.StringVar(&f.strategy, "strategy", "", "how bids are ranked: cheapest or fastest (default: cheapest)")
+	fl.StringVar(&f.strategy, "strategy", "", "how bids are ranked: cheapest, fastest, or weighted:PRICE,SECONDS (price×PRICE + ETA-seconds×SECONDS; weighted alone is 1,1) (default: cheapest)")
 	fl.StringVar(&f.agent, "agent", "", "hosted agent that requests (default: the default agent)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the outcome as one JSON object")
 	_ = cmd.MarkFlagRequired("capability")
@@ -92,12 +94,15 @@ goes to the winner alone.`,
 
 // request checks the flags locally, before anything is sent. A flag that
 // is given must hold a usable value: its zero does not mean the default.
-func (f *requestFlags) request(given func(flag string) bool) (api.RequestBody, error) {
+func (f *requestFlags) request(given func(flag string) bool, stdin io.Reader) (api.RequestBody, error) {
 	var none api.RequestBody
 	if err := intent.ValidCapability(f.capability); err != nil {
 		return none, fmt.Errorf("--capability: %w", err)
 	}
 	req := api.RequestBody{Capability: f.capability, Budget: f.budget, Calls: f.calls, Strategy: f.strategy, Agent: f.agent}
+	if f.input == "-" && f.summary == "-" {
+		return none, errors.New("--input - and --summary -: only one of them can read stdin")
+	}
 	for _, j := range []struct {
 		flag, value string
 		dst         *json.RawMessage
@@ -105,11 +110,11 @@ func (f *requestFlags) request(given func(flag string) bool) (api.RequestBody, e
 		if j.value == "" && j.flag == "--summary" {
 			continue
 		}
-		var v any
-		if err := json.Unmarshal([]byte(j.value), &v); err != nil {
-			return none, fmt.Errorf("%s %s is not valid JSON: %v", j.flag, abbrev(j.value), err)
+		v, err := jsonArg(j.flag, j.value, stdin)
+		if err != nil {
+			return none, err
 		}
-		*j.dst = json.RawMessage(j.value)
+		*j.dst = v
 	}
 	if f.budget < 0 || math.IsNaN(f.budget) || math.IsInf(f.budget, 0) {
 		return none, fmt.Errorf("--budget %g: want a price ≥ 0 (0 means no limit)", f.budget)
