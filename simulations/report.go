@@ -318,8 +318,15 @@ func overTimeFigure(r *Result, s *Series) (*figure, error) {
 	if len(s.Deliveries) == 0 && len(s.Completions) == 0 {
 		return nil, nil
 	}
-	fig := &figure{ID: "plot-over-time", Title: "Delivery and completion over time", X: axisTime, Y: axisFraction,
-		Caption: "Cumulative intent deliveries and completed negotiations, each as a fraction of its total, against time since the workload began."}
+	what, title := "Cumulative intent deliveries and completed negotiations, each as a fraction of its total,", "Delivery and completion over time"
+	switch {
+	case len(s.Completions) == 0:
+		what, title = "Cumulative intent deliveries, as a fraction of all expected,", "Delivery over time"
+	case len(s.Deliveries) == 0:
+		what, title = "Cumulative completed negotiations, as a fraction of all requested,", "Completion over time"
+	}
+	fig := &figure{ID: "plot-over-time", Title: title, X: axisTime, Y: axisFraction,
+		Caption: what + " against time since the workload began."}
 	p := newPlot(fig.Title, "time since workload start (s)", "fraction of total")
 	p.X.Min, p.Y.Min, p.Y.Max = 0, 0, 1.02
 	p.X.Max = endS(r, s)
