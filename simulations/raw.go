@@ -124,8 +124,8 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 // and exits.
 func RunRawVirtual(sc Scenario, done func(*Baseline, error) error) {
 	start := time.Now()
-	stdout := os.Stdout
-	os.Stdout = os.Stderr
+	stdout, discard := os.Stdout, devNull()
+	os.Stdout = discard
 	os.Args = os.Args[:1]
 	testing.Main(func(string, string) (bool, error) { return true, nil }, []testing.InternalTest{{
 		Name: "parley-sim-raw",
@@ -141,7 +141,7 @@ func RunRawVirtual(sc Scenario, done func(*Baseline, error) error) {
 			}
 			os.Stdout = stdout
 			derr := done(b, err)
-			os.Stdout = os.Stderr
+			os.Stdout = discard
 			if derr != nil {
 				fmt.Fprintf(os.Stderr, "parley: %v\n", derr)
 				t.Fail()

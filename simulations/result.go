@@ -85,10 +85,32 @@ type Result struct {
 	BytesPerNode    float64          `json:"bytes_per_node"`    // their envelope bytes per node
 	// HealToFullS is, after a partition heals, how long until an intent
 	// again reaches every node (-1 if none did).
-	HealToFullS *float64  `json:"heal_to_full_delivery_s,omitempty"`
-	Timeline    []Event   `json:"timeline"`
-	Baseline    *Baseline `json:"baseline,omitempty"`
-	Series      *Series   `json:"-"`
+	HealToFullS *float64 `json:"heal_to_full_delivery_s,omitempty"`
+	Timeline    []Event  `json:"timeline"`
+	// Hostile is what the attackers did and what came of it, in a run
+	// with hostile peers.
+	Hostile  *HostileStats `json:"hostile,omitempty"`
+	Baseline *Baseline     `json:"baseline,omitempty"`
+	Series   *Series       `json:"-"`
+}
+
+// HostileStats are the attack's figures. The flood starts with the
+// workload, at 0 s.
+type HostileStats struct {
+	Peers int `json:"peers"`
+	// Sent counts the bad intents the attackers published.
+	Sent int `json:"sent"`
+	// Delivered counts the distinct bad intents any node delivered to its
+	// subscribers, Deliveries all such deliveries. Both should be 0.
+	Delivered  int `json:"delivered"`
+	Deliveries int `json:"deliveries"`
+	// FloodEndS is when the last attacker had sent its last intent (0 if
+	// the run ended first).
+	FloodEndS float64 `json:"flood_end_s"`
+	// Dropped counts the intents the honest nodes' validators and
+	// admission layer dropped, by reason, summed over the nodes: one bad
+	// intent is dropped once by each node it reaches.
+	Dropped map[string]int `json:"dropped"`
 }
 
 // Baseline is the same topology and intents on raw GossipSub.
@@ -105,6 +127,7 @@ type Series struct {
 	NegotiationLatencies []time.Duration // every completed negotiation
 	Deliveries           []Point         // cumulative deliveries over time
 	Completions          []Point         // cumulative completions over time
+	Down                 []Point         // nodes down over time (churn)
 }
 
 // peakRSSMB reads the process's peak resident set (VmHWM), in MB.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -33,6 +34,10 @@ type runner struct {
 	rng      *rand.Rand
 	start    time.Time
 	progress Progress
+	// steps counts the intents published and tasks requested: the two
+	// workloads run at once, so each reports the sum, and the fraction
+	// only grows.
+	steps atomic.Int64
 
 	// rngMu guards rng: workload, faults and joins draw from it at once.
 	rngMu sync.Mutex
@@ -54,6 +59,11 @@ type runner struct {
 	partitioned map[int]bool
 	healAt      time.Time
 	healToFull  *float64
+	down        []Point // nodes down over time, for churn
+	attackers   []*hostile.Attacker
+	// hostileIDs are the distinct hostile intents some node delivered.
+	hostileIDs map[string]bool
+	floodEndS  float64
 }
 
 type publishedIntent struct {
@@ -74,7 +84,8 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 		progress = func(float64) {}
 	}
 	r := &runner{sc: sc, rng: rand.New(rand.NewPCG(sc.Seed, sc.Seed^0x5eed)), progress: progress,
-		contractors: map[int]bool{}, published: map[string]publishedIntent{}, delivered: map[string]int{}, partitioned: map[int]bool{}}
+		contractors: map[int]bool{}, published: map[string]publishedIntent{}, delivered: map[string]int{}, partitioned: map[int]bool{},
+		hostileIDs: map[string]bool{}}
 	opts := []nodetest.Option{
 		nodetest.WithTopology(nodetest.Random(sc.Degree, sc.Seed)),
 		nodetest.WithLatency(sc.Latency),
@@ -129,11 +140,13 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 			}
 		}
 	}
-	if err := r.addHostiles(ctx, &wg); err != nil {
+	if err := r.addHostiles(ctx); err != nil {
 		return nil, err
 	}
 	sleep(ctx, sc.Warmup)
+	// Every event is timed from here, so none may be logged before.
 	r.start = time.Now()
+	r.flood(ctx, &wg)
 
 	var work sync.WaitGroup
 	work.Add(2)
@@ -182,6 +195,25 @@ func (r *runner) float() float64 {
 
 func (r *runner) since() float64 { return time.Since(r.start).Seconds() }
 
+// step reports one more intent published or task requested.
+func (r *runner) step() {
+	r.progress(float64(r.steps.Add(1)) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
+}
+
+// countDown records how many nodes are down now; r.mu must be held.
+func (r *runner) countDown() {
+	n := 0
+	for _, ok := range r.alive {
+		if !ok {
+			n++
+		}
+	}
+	if len(r.down) == 0 {
+		r.down = append(r.down, Point{AtS: 0})
+	}
+	r.down = append(r.down, Point{AtS: r.since(), Value: float64(n)})
+}
+
 func (r *runner) event(what string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -210,6 +242,7 @@ func (r *runner) subscribe(ctx context.Context, wg *sync.WaitGroup, i int, n *no
 				// Not one of the workload's intents: a hostile one got
 				// through.
 				r.unexpected++
+				r.hostileIDs[in.ID] = true
 			}
 			if ok && in.ReplyTo.Peer != n.ID() {
 				r.delivered[in.ID]++
@@ -312,7 +345,7 @@ func (r *runner) publishIntents(ctx context.Context) {
 			r.published[in.ID] = publishedIntent{at: in.Created, expected: expected, side: side}
 			r.mu.Unlock()
 		}
-		r.progress(float64(k+1) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
+		r.step()
 		sleep(ctx, r.sc.Intents.Every)
 	}
 }
@@ -371,7 +404,7 @@ func (r *runner) requestTasks(ctx context.Context) {
 				}
 			}
 		}()
-		r.progress(float64(r.sc.Intents.Count+k+1) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
+		r.step()
 		sleep(ctx, r.sc.Tasks.Every)
 	}
 }
@@ -433,6 +466,7 @@ func (r *runner) kill(i int) {
 	}
 	r.mu.Lock()
 	r.alive[i] = false
+	r.countDown()
 	r.mu.Unlock()
 	r.event(fmt.Sprintf("killed node %d", i))
 }
@@ -478,6 +512,7 @@ func (r *runner) restart(i int) {
 	}
 	r.mu.Lock()
 	r.alive[i] = true
+	r.countDown()
 	r.mu.Unlock()
 	r.event(fmt.Sprintf("restarted node %d", i))
 }
@@ -529,13 +564,14 @@ func (r *runner) partition(ctx context.Context) {
 	r.event("partition healed")
 }
 
-// addHostiles joins raw attackers that flood forged and oversize intents.
-func (r *runner) addHostiles(ctx context.Context, wg *sync.WaitGroup) error {
+// addHostiles joins raw attackers to the mesh before the warmup; they
+// flood only once the workload starts (flood).
+func (r *runner) addHostiles(ctx context.Context) error {
 	k := int(r.sc.Hostile.Fraction * float64(r.sc.Nodes))
 	for range k {
 		h, err := r.m.Net.GenPeer()
 		if err != nil {
-			return err
+			return fmt.Errorf("hostile peer: %w", err)
 		}
 		for range r.sc.Degree {
 			p := r.m.Nodes[r.intn(len(r.m.Nodes))].ID()
@@ -547,18 +583,58 @@ func (r *runner) addHostiles(ctx context.Context, wg *sync.WaitGroup) error {
 		if err != nil {
 			return err
 		}
-		victim := string(r.m.Nodes[0].Agents()[0].ID)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sleep(ctx, r.sc.Warmup)
-			_ = a.FloodIntents(ctx, gossipCapability, victim, nil, r.sc.Hostile.Rounds)
-		}()
-	}
-	if k > 0 {
-		r.event(fmt.Sprintf("%d hostile peers joined", k))
+		r.attackers = append(r.attackers, a)
 	}
 	return nil
+}
+
+// flood starts the attackers' floods of forged and oversize intents and
+// logs when they start and end, on the workload's clock.
+func (r *runner) flood(ctx context.Context, wg *sync.WaitGroup) {
+	if len(r.attackers) == 0 {
+		return
+	}
+	// The rounds are spread over the workload, so that the honest traffic
+	// is measured under attack: sent at once, the whole flood takes no
+	// virtual time and is over before the first honest intent.
+	rounds := r.sc.Hostile.Rounds
+	span := max(time.Duration(r.sc.Intents.Count)*r.sc.Intents.Every, time.Duration(r.sc.Tasks.Count)*r.sc.Tasks.Every)
+	every := span / time.Duration(max(rounds, 1))
+	r.event(fmt.Sprintf("%d hostile peers start flooding", len(r.attackers)))
+	victim := string(r.m.Nodes[0].Agents()[0].ID)
+	var floods sync.WaitGroup
+	for _, a := range r.attackers {
+		floods.Add(1)
+		go func() {
+			defer floods.Done()
+			for range rounds {
+				if a.FloodIntents(ctx, gossipCapability, victim, nil, 1) != nil {
+					return
+				}
+				sleep(ctx, every)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		floods.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+		r.mu.Lock()
+		r.floodEndS = r.since()
+		r.mu.Unlock()
+		r.event(fmt.Sprintf("flood over: %d bad intents sent", r.sent()))
+	}()
+}
+
+func (r *runner) sent() int {
+	var n int64
+	for _, a := range r.attackers {
+		n += a.Sent.Load()
+	}
+	return int(n)
 }
 
 func (r *runner) result() *Result {
@@ -599,6 +675,21 @@ func (r *runner) result() *Result {
 		never := -1.0
 		res.HealToFullS = &never
 	}
-	res.Series = &Series{IntentLatencies: r.intentLat, NegotiationLatencies: r.negLat, Deliveries: r.deliveries, Completions: r.completions}
+	if len(r.attackers) > 0 {
+		hs := &HostileStats{Peers: len(r.attackers), Sent: r.sent(), Delivered: len(r.hostileIDs), Deliveries: r.unexpected,
+			FloodEndS: r.floodEndS, Dropped: map[string]int{}}
+		for i, n := range r.m.Nodes {
+			if !r.alive[i] {
+				continue
+			}
+			for reason, c := range n.Stats().Dropped {
+				if c > 0 {
+					hs.Dropped[reason] += int(c)
+				}
+			}
+		}
+		res.Hostile = hs
+	}
+	res.Series = &Series{IntentLatencies: r.intentLat, NegotiationLatencies: r.negLat, Deliveries: r.deliveries, Completions: r.completions, Down: r.down}
 	return res
 }

@@ -16,11 +16,12 @@ import (
 // through testing.Main, which exits the process: so RunVirtual does not
 // return. It hands the result (with wall time and peak RSS measured
 // outside the bubble) to done, and exits 0 if done returns nil, else 1.
-// testing's own PASS/FAIL lines go to stderr.
+// testing's own PASS/FAIL lines are discarded: done prints the result
+// on stdout and any error on stderr.
 func RunVirtual(sc Scenario, progress Progress, done func(*Result, error) error) {
 	start := time.Now()
-	stdout := os.Stdout
-	os.Stdout = os.Stderr
+	stdout, discard := os.Stdout, devNull()
+	os.Stdout = discard
 	os.Args = os.Args[:1] // testing parses the command line
 	testing.Main(func(string, string) (bool, error) { return true, nil }, []testing.InternalTest{{
 		Name: "parley-sim",
@@ -35,13 +36,23 @@ func RunVirtual(sc Scenario, progress Progress, done func(*Result, error) error)
 			}
 			os.Stdout = stdout
 			derr := done(res, err)
-			os.Stdout = os.Stderr
+			os.Stdout = discard
 			if derr != nil {
 				fmt.Fprintf(os.Stderr, "parley: %v\n", derr)
 				t.Fail()
 			}
 		},
 	}}, nil, nil)
+}
+
+// devNull is where testing.Main's report of its one test goes. If it
+// cannot be opened, stderr: there the lines are noise, not lost results.
+func devNull() *os.File {
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return os.Stderr
+	}
+	return f
 }
 
 // RunReal runs a scenario on the machine's clock.

@@ -132,12 +132,19 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 			return fmt.Errorf("raw baseline: %w", err)
 		}
 	}
-	bar := progressbar.NewOptions(1000, progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetDescription(fmt.Sprintf("%s, %d nodes, %s clock", sc.Name, sc.Nodes, f.clock)),
-		progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100_000_000))
-	progress := func(done float64) { _ = bar.Set(int(done * 1000)) }
+	// A bar redrawn with carriage returns is for a person watching a
+	// terminal; in a file or a pipe it is noise, so there is none.
+	var progress simulations.Progress
+	end := func() {}
+	if isTerminal(os.Stderr) {
+		bar := progressbar.NewOptions(1000, progressbar.OptionSetWriter(os.Stderr),
+			progressbar.OptionSetDescription(fmt.Sprintf("%s, %d nodes, %s clock", sc.Name, sc.Nodes, f.clock)),
+			progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100_000_000))
+		progress = func(done float64) { _ = bar.Set(int(done * 1000)) }
+		end = func() { _ = bar.Finish() }
+	}
 	finish := func(res *simulations.Result, err error) error {
-		_ = bar.Finish()
+		end()
 		if err != nil {
 			return err
 		}
@@ -151,6 +158,8 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 	return finish(simulations.RunReal(cmd.Context(), sc, progress))
 }
 
+// simOutput prints the result on stdout: the JSON alone with --json, else
+// the summary and where the report is.
 func (c *cli) simOutput(res *simulations.Result, f simFlags) error {
 	if f.report != "" {
 		fh, err := os.Create(f.report)
@@ -170,7 +179,14 @@ func (c *cli) simOutput(res *simulations.Result, f simFlags) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	return printSim(c.out, res)
+	if err := printSim(c.out, res); err != nil {
+		return err
+	}
+	if f.report != "" {
+		_, err := fmt.Fprintf(c.out, "report:       %s\n", f.report)
+		return err
+	}
+	return nil
 }
 
 // rawBaseline runs the baseline in a child process, so its wall time and
@@ -215,16 +231,27 @@ func writeScenario(f *os.File, sc simulations.Scenario) error {
 func printSim(w io.Writer, r *simulations.Result) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "scenario %s: %d nodes, %s clock, seed %d — wall %.1f s, peak RSS %.0f MB\n", r.Scenario, r.Nodes, r.Clock, r.Seed, r.WallS, r.RSSMB)
+	// Only lines that apply to the scenario: a run without intents has
+	// no "0 of 0 delivered".
 	in := r.Intents
-	fmt.Fprintf(&b, "intents:      %d published, %d of %d delivered (ratio %.4f); latency p50 %.1f ms, p90 %.1f, p99 %.1f, max %.1f\n",
-		in.Published, in.Delivered, in.Expected, in.DeliveryRatio, in.LatencyMs.P50, in.LatencyMs.P90, in.LatencyMs.P99, in.LatencyMs.Max)
+	if in.Published > 0 || in.Expected > 0 {
+		fmt.Fprintf(&b, "intents:      %d published, %d of %d delivered (ratio %.4f); latency p50 %.1f ms, p90 %.1f, p99 %.1f, max %.1f\n",
+			in.Published, in.Delivered, in.Expected, in.DeliveryRatio, in.LatencyMs.P50, in.LatencyMs.P90, in.LatencyMs.P99, in.LatencyMs.Max)
+	}
 	if n := r.Negotiations; n.Requested > 0 {
 		fmt.Fprintf(&b, "negotiations: %d of %d completed (%.4f), with a live agent %d of %d; latency p50 %.1f ms, p99 %.1f\n",
 			n.Completed, n.Requested, n.SuccessRatio, n.CompletedWithLiveAgent, n.WithLiveAgent, n.LatencyMs.P50, n.LatencyMs.P99)
 	}
-	fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received\n", r.MessagesPerNode, r.BytesPerNode)
-	if r.HealToFullS != nil {
-		fmt.Fprintf(&b, "partition:    full delivery %.2f s after the heal\n", *r.HealToFullS)
+	if in.Published > 0 || in.Expected > 0 {
+		fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received\n", r.MessagesPerNode, r.BytesPerNode)
+	}
+	if h := r.HealToFullS; h != nil && *h >= 0 {
+		fmt.Fprintf(&b, "partition:    full delivery %.2f s after the heal\n", *h)
+	} else if h != nil {
+		fmt.Fprintf(&b, "partition:    no intent published after the heal reached every node\n")
+	}
+	if h := r.Hostile; h != nil {
+		fmt.Fprintf(&b, "hostile:      %d peers sent %d bad intents over %.2f s; %d delivered to an agent\n", h.Peers, h.Sent, h.FloodEndS, h.Delivered)
 	}
 	if bl := r.Baseline; bl != nil {
 		fmt.Fprintf(&b, "raw baseline: delivery %.4f, p99 %.1f ms, wall %.1f s, RSS %.0f MB — parley/raw: wall %.2fx, RSS %.2fx, p99 %.2fx\n",

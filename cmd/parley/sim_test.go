@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,5 +64,64 @@ func TestSimCommand(t *testing.T) {
 	msg, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(msg), "frobnicate") {
 		t.Errorf("bad scenario: %v, %q; want an error naming the unknown field", err, msg)
+	}
+}
+
+// TestSimStreams runs parley sim as a user piping it would: the result
+// alone on stdout (the summary and the report's path, or clean JSON with
+// --json), and on stderr, which is not a terminal here, no progress bar
+// and no test harness's PASS: nothing at all when the run succeeds.
+func TestSimStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the parley binary")
+	}
+	bin := parleyBinary(t)
+	report := filepath.Join(t.TempDir(), "r.html")
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		json    bool
+		want    []string // lines stdout must have
+		notWant []string // nor these
+	}{
+		{"text with report", []string{"gossip", "--nodes", "12", "--report", report}, false,
+			[]string{"scenario gossip: 12 nodes", "intents:", "report:       " + report}, []string{"negotiations:"}},
+		{"tasks only", []string{"supply-chain", "--nodes", "24"}, false,
+			[]string{"negotiations:"}, []string{"intents:", "per node:", "report:"}},
+		{"json", []string{"hostile", "--nodes", "12", "--json", "--report", report}, true, nil, nil},
+		{"json with baseline", []string{"gossip", "--nodes", "12", "--json", "--baseline", "raw"}, true, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command(bin, append([]string{"sim"}, tc.args...)...)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("parley sim %v: %v\n%s", tc.args, err, stderr.Bytes())
+			}
+			if stderr.Len() > 0 {
+				t.Errorf("parley sim %v wrote %q to stderr; want nothing on success", tc.args, stderr.Bytes())
+			}
+			if tc.json {
+				var res map[string]any
+				dec := json.NewDecoder(&stdout)
+				if err := dec.Decode(&res); err != nil || res["scenario"] == nil {
+					t.Fatalf("stdout is not the result's JSON: %v", err)
+				}
+				if rest, _ := io.ReadAll(dec.Buffered()); len(bytes.TrimSpace(rest)) > 0 || len(bytes.TrimSpace(stdout.Bytes())) > 0 {
+					t.Errorf("stdout has more than the JSON object: %q", rest)
+				}
+				return
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout %q lacks %q", stdout.String(), w)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout %q has %q, which does not apply", stdout.String(), w)
+				}
+			}
+		})
 	}
 }
