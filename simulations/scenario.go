@@ -68,6 +68,11 @@ type Scenario struct {
 	Seed uint64 `yaml:"seed" json:"seed"`
 }
 
+// BuiltinNames names the built-in scenarios.
+func BuiltinNames() []string {
+	return []string{"gossip", "supply-chain", "churn", "partition", "hostile"}
+}
+
 // Builtin returns a built-in scenario by name: gossip, supply-chain,
 // churn, partition or hostile.
 func Builtin(name string) (Scenario, error) {

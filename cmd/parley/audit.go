@@ -46,7 +46,10 @@ noticed and old files can be pruned.
 'audit prune' removes old files. They read the files directly and work while
 the daemon runs. --dir points them at another log directory, such as the
 audit.replaced-<time> that 'init --force' keeps.`,
-		Args: cobra.NoArgs,
+		Example: `  parley audit verify
+  parley audit tail -n 20
+  parley audit prune --keep-files 10`,
+		RunE: groupRun,
 	}
 	cmd.AddCommand(c.auditVerifyCmd(), c.auditTailCmd(), c.auditPruneCmd())
 	return cmd

@@ -296,6 +296,7 @@ func testMesh(t *testing.T, bin string) {
 	}
 
 	testAgentsFind(t, bin, homeB, a.peer)
+	testAgentsAdmin(t, bin, homeA)
 
 	// A TTL above the node's limit is refused, naming the limit.
 	_, stderr, code = parley(t, bin, "publish", "--home", homeA, "--capability", "weather", "--payload", "1", "--ttl", "100000h")
@@ -390,8 +391,10 @@ func testAgentsFind(t *testing.T, bin, home, peer string) {
 // testRequestNoBids runs a request nobody bids on: it fails once its one
 // bid window closes, and the task is then listed.
 func testRequestNoBids(t *testing.T, bin, home string) {
+	input := filepath.Join(t.TempDir(), "input.json")
+	writeFile(t, input, `{"n":1}`)
 	out, stderr, code := parley(t, bin, "request", "--home", home, "--capability", "nobody-offers-this",
-		"--input", `{"n":1}`, "--bid-window", "300ms", "--timeout", "3s", "--calls", "1")
+		"--input", "@"+input, "--bid-window", "300ms", "--timeout", "3s", "--calls", "1", "--strategy", "weighted:1,2")
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "parley: task ") ||
 		!strings.Contains(stderr, "failed") || !strings.Contains(stderr, "no bids") {
 		t.Fatalf("request with no bidders: exit %d, stderr %q, want exit 1 and one line saying no bids", code, stderr)
@@ -413,6 +416,38 @@ func testRequestNoBids(t *testing.T, bin, home string) {
 	}
 	if _, stderr, code = parley(t, bin, "tasks", "cancel", id, "--home", home); code != 1 || !strings.Contains(stderr, "already ended") {
 		t.Fatalf("cancel an ended task: exit %d, %q", code, stderr)
+	}
+}
+
+// testAgentsAdmin adds an exec agent to a running daemon, sees it in
+// 'agents list' and 'id', and removes it again.
+func testAgentsAdmin(t *testing.T, bin, home string) {
+	out, stderr, code := parley(t, bin, "id", "--home", home)
+	if code != 0 || !strings.Contains(out, "agent: translator ") || !strings.Contains(out, "offers translate") {
+		t.Fatalf("id: exit %d, %q, %s; want translator and what it offers", code, out, stderr)
+	}
+	out, stderr, code = parley(t, bin, "agents", "add", "--home", home, "--name", "summarizer", "--capability", "summarize", "--exec", "true")
+	if code != 0 || !strings.Contains(out, "agent summarizer did:key:") || !strings.Contains(out, "written to config.yaml") {
+		t.Fatalf("agents add: exit %d, %q, %s", code, out, stderr)
+	}
+	out, _, code = parley(t, bin, "agents", "list", "--home", home)
+	if code != 0 || !strings.HasPrefix(out, "NAME ") || !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool {
+		f := strings.Fields(l)
+		return len(f) >= 3 && f[0] == "summarizer" && f[1] == "config" && f[2] == "summarize"
+	}) {
+		t.Fatalf("agents list: exit %d, %q; want a table with summarizer, config, summarize", code, out)
+	}
+	if cfg, _ := os.ReadFile(filepath.Join(home, "config.yaml")); !strings.Contains(string(cfg), "name: summarizer") {
+		t.Fatalf("config.yaml after agents add:\n%s", cfg)
+	}
+	if _, stderr, code = parley(t, bin, "agents", "add", "--home", home, "--name", "summarizer", "--capability", "summarize", "--exec", "true"); code != 1 || !strings.Contains(stderr, "summarizer") {
+		t.Fatalf("agents add twice: exit %d, %q; want one line naming the taken name", code, stderr)
+	}
+	if out, stderr, code = parley(t, bin, "agents", "remove", "--home", home, "summarizer"); code != 0 || !strings.Contains(out, "removed") {
+		t.Fatalf("agents remove: exit %d, %q, %s", code, out, stderr)
+	}
+	if cfg, _ := os.ReadFile(filepath.Join(home, "config.yaml")); strings.Contains(string(cfg), "summarizer") {
+		t.Fatalf("config.yaml after agents remove:\n%s", cfg)
 	}
 }
 
@@ -533,6 +568,17 @@ func testBadInput(t *testing.T, bin string) {
 		{"register no capability", []string{"agents", "register", "--home", good, "--name", "py"}, good, []string{"--capability", "at least one"}},
 		{"register no daemon", []string{"agents", "register", "--home", good, "--name", "py", "--capability", "quote"}, good, []string{"no daemon running for home " + good}},
 		{"status no daemon", []string{"status", "--home", good}, good, []string{"no daemon running for home " + good}},
+		{"input file missing", []string{"request", "--home", good, "--capability", "echo", "--input", "@/nonexistent/order.json"}, good, []string{"--input @/nonexistent/order.json"}},
+		{"input file not JSON", []string{"request", "--home", good, "--capability", "echo", "--input", "@" + psk}, good, []string{"--input @" + psk, "not valid JSON"}},
+		{"payload file missing", []string{"publish", "--home", good, "--capability", "weather", "--payload", "@/nonexistent/p.json"}, good, []string{"--payload @/nonexistent/p.json"}},
+		{"request bad weights", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--strategy", "weighted:1"}, good, []string{"--strategy", "weighted:PRICE,SECONDS"}},
+		{"mistyped command", []string{"reqest"}, "", []string{`unknown command "reqest"`, "did you mean request?"}},
+		{"mistyped subcommand", []string{"agents", "lst"}, "", []string{`unknown command "lst" for "parley agents"`}},
+		{"agents add no exec", []string{"agents", "add", "--home", good, "--name", "q", "--capability", "quote"}, good, []string{"exec"}},
+		{"agents add bad name", []string{"agents", "add", "--home", good, "--name", "Q Q", "--capability", "quote", "--exec", "true"}, good, []string{"--name", "Q Q"}},
+		{"agents add no daemon", []string{"agents", "add", "--home", good, "--name", "q", "--capability", "quote", "--exec", "true"}, good, []string{"no daemon running for home " + good}},
+		{"agents remove no daemon", []string{"agents", "remove", "--home", good, "q"}, good, []string{"no daemon running for home " + good}},
+		{"demo zero orders", []string{"demo", "--orders", "0"}, "", []string{"--orders 0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

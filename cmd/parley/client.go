@@ -78,6 +78,8 @@ type idOutput struct {
 	api.NodeInfo
 	Online bool   `json:"online"`        // from a running daemon, else read from the home's keys
 	API    string `json:"api,omitempty"` // the daemon's API URL when online
+	// Capabilities are what each agent offers, by name.
+	Capabilities map[string][]string `json:"capabilities"`
 }
 
 func (c *cli) idCmd() *cobra.Command {
@@ -85,9 +87,12 @@ func (c *cli) idCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "id",
 		Short: "Print the node's PeerID, agents and addresses",
-		Long: `id asks the running daemon for the node's PeerID, agents and listen
-addresses. With no daemon running it reads the identities from the home's keys
-and says it is offline.`,
+		Long: `id asks the running daemon for the node's PeerID, agents (with what each
+offers) and listen addresses; give another node one of those addresses, as it
+is, to join this one (--bootstrap). With no daemon running it reads the
+identities from the home's keys and config.yaml and says it is offline.`,
+		Example: `  parley id
+  parley run --bootstrap "$(parley --home node-a id --json | jq -r '.addrs[0]')"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out, err := c.id(cmd.Context())
@@ -100,7 +105,11 @@ and says it is offline.`,
 			var b strings.Builder
 			fmt.Fprintf(&b, "peer: %s\n", out.Peer)
 			for _, a := range out.Agents {
-				fmt.Fprintf(&b, "agent: %s %s\n", a.Name, a.ID)
+				fmt.Fprintf(&b, "agent: %s %s", a.Name, a.ID)
+				if caps := out.Capabilities[a.Name]; len(caps) > 0 {
+					fmt.Fprintf(&b, " offers %s", strings.Join(caps, ", "))
+				}
+				b.WriteString("\n")
 			}
 			for _, a := range out.Addrs {
 				fmt.Fprintf(&b, "listen: %s\n", a)
@@ -121,9 +130,18 @@ and says it is offline.`,
 func (c *cli) id(ctx context.Context) (*idOutput, error) {
 	url, token, err := home.ReadAPI(c.home)
 	if err == nil {
-		info, err := api.NewClient(url, token).Node(ctx)
+		cl := api.NewClient(url, token)
+		info, err := cl.Node(ctx)
 		if err == nil {
-			return &idOutput{NodeInfo: *info, Online: true, API: url}, nil
+			out := &idOutput{NodeInfo: *info, Online: true, API: url, Capabilities: map[string][]string{}}
+			hosted, err := cl.Agents(ctx)
+			if err != nil {
+				return nil, c.apiErr(err)
+			}
+			for _, a := range hosted {
+				out.Capabilities[a.Name] = a.Capabilities
+			}
+			return out, nil
 		}
 		if !errors.Is(err, api.ErrNoDaemon) {
 			return nil, c.apiErr(err)
@@ -135,9 +153,12 @@ func (c *cli) id(ctx context.Context) (*idOutput, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &idOutput{NodeInfo: api.NodeInfo{Peer: h.PeerID(), Addrs: []string{}, Version: version()}}
+	out := &idOutput{NodeInfo: api.NodeInfo{Peer: h.PeerID(), Addrs: []string{}, Version: version()}, Capabilities: map[string][]string{}}
 	for _, a := range h.Agents {
 		out.Agents = append(out.Agents, api.AgentInfo{Name: a.Name, ID: a.ID})
+	}
+	for _, a := range h.Config.Agents {
+		out.Capabilities[a.Name] = a.Capabilities
 	}
 	return out, nil
 }
@@ -147,7 +168,12 @@ func (c *cli) peersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "peers",
 		Short: "List the peers the running daemon is connected to",
-		Args:  cobra.NoArgs,
+		Long: `peers lists the nodes the running daemon is connected to: PeerID, how it was
+found (bootstrap, mdns, dht, remembered, inbound: it dialled us, or direct),
+the connection's direction and the peer's addresses.`,
+		Example: `  parley peers
+  parley peers --json | jq length`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -193,7 +219,7 @@ gossip it on the capability's topic. The payload is any JSON value; keep it
 small, it goes to every subscriber.`,
 		Example: `  parley publish --capability weather --payload '{"city":"Oslo"}'
   parley publish --capability weather --payload @alert.json --ttl 30s`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := f.request(cmd.InOrStdin())
 			if err != nil {
@@ -227,6 +253,9 @@ small, it goes to every subscriber.`,
 	fl.BoolVar(&f.asJSON, "json", false, "print the published intent as JSON")
 	_ = cmd.MarkFlagRequired("capability")
 	_ = cmd.MarkFlagRequired("payload")
+	_ = cmd.RegisterFlagCompletionFunc("capability", c.flagCompletion(capabilities))
+	_ = cmd.RegisterFlagCompletionFunc("agent", c.flagCompletion(agentsWhere()))
+	_ = cmd.RegisterFlagCompletionFunc("kind", cobra.FixedCompletions([]string{"event", "offer", "task"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -277,6 +306,8 @@ func (c *cli) subscribeCmd() *cobra.Command {
 running daemon has verified (signature, signer, expiry, replay, size), until
 it is interrupted. With --json each line is the intent as JSON, with its id,
 from (the AgentID), kind, capability and payload.`,
+		Example: `  parley subscribe --capability weather
+  parley subscribe --capability weather --json | jq -c .payload`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := intent.ValidCapability(capability); err != nil {

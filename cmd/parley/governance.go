@@ -22,7 +22,15 @@ func (c *cli) approvalsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "approvals",
 		Short: "List, approve or deny negotiations held for a human",
-		Args:  cobra.NoArgs,
+		Long: `A policy rule with 'approve: human' holds a negotiation at its award (as
+requester) or commit (as contractor) until someone decides. approvals lists
+what is held, oldest first; each is denied by itself at DENIED AT if nobody
+answers. 'parley request' prints the ID of a request of its own that is held.`,
+		Example: `  parley approvals
+  parley approvals approve 7f3a9c
+  parley approvals deny 7f3a9c
+  parley approvals --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -39,21 +47,27 @@ func (c *cli) approvalsCmd() *cobra.Command {
 				_, err := fmt.Fprintln(c.out, "no approvals pending")
 				return err
 			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTAGE\tCAPABILITY\tTASK\tPRICE\tOTHER SIDE\tRULE\tDENIED AT")
 			for _, a := range list {
-				if _, err := fmt.Fprintf(c.out, "%s  %-6s %-12s task %s  price %g  rule %s  deny at %s\n",
-					a.ID, a.Stage, a.Capability, a.Task, a.Price, a.Rule, a.Deadline.Format(time.TimeOnly)); err != nil {
-					return err
+				other := "-"
+				if a.Other != "" {
+					other = shortID(a.Other)
 				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%s\t%s\t%s\n",
+					a.ID, a.Stage, a.Capability, a.Task, a.Price, other, a.Rule, a.Deadline.Local().Format(time.TimeOnly))
 			}
-			return nil
+			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	decide := func(use, short string, approve bool) *cobra.Command {
 		return &cobra.Command{
-			Use:   use + " ID",
-			Short: short,
-			Args:  cobra.ExactArgs(1),
+			Use:               use + " ID",
+			Short:             short,
+			Example:           "  parley approvals " + use + " 7f3a9c",
+			Args:              cobra.ExactArgs(1),
+			ValidArgsFunction: c.completeApprovals,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				cl, err := c.client()
 				if err != nil {
@@ -67,23 +81,40 @@ func (c *cli) approvalsCmd() *cobra.Command {
 			},
 		}
 	}
-	list := &cobra.Command{Use: "list", Short: "List pending approvals", Args: cobra.NoArgs, RunE: cmd.RunE}
+	list := &cobra.Command{Use: "list", Short: "List pending approvals", Example: "  parley approvals list --json", Args: cobra.NoArgs, RunE: cmd.RunE}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(list, decide("approve", "Let a held negotiation go on", true), decide("deny", "Refuse a held negotiation", false))
 	return cmd
 }
 
 func (c *cli) agentsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "agents", Short: "Find agents in the mesh; register external agents"}
+	cmd := &cobra.Command{
+		Use:   "agents",
+		Short: "List, add and remove this node's agents; find agents in the mesh; register external agents",
+		Long: `agents manages the agents the running daemon hosts: 'list' shows them all,
+'add' and 'remove' change config.yaml's exec agents live (the file is
+rewritten and reloaded, comments kept), 'register' and 'deregister' manage
+external agents (programs that speak the API), and 'find' looks for agents
+that offer a capability anywhere in the mesh.`,
+		Example: `  parley agents list
+  parley agents add --name quoter --capability quote --exec sh,/opt/quote.sh
+  parley agents find --capability quote`,
+		RunE: groupRun,
+	}
 	var (
 		capability string
 		asJSON     bool
 		timeout    time.Duration
 	)
 	find := &cobra.Command{
-		Use:   "find",
+		Use:   "find --capability C",
 		Short: "Find the agents that offer a capability (DHT rendezvous; cards verified)",
-		Args:  cobra.NoArgs,
+		Long: `find asks the mesh which agents offer a capability: their nodes provide it
+in the Kademlia DHT, and each agent's signed card is fetched from its node and
+checked before it is shown. It answers with what it found within --timeout.`,
+		Example: `  parley agents find --capability quote
+  parley agents find --capability quote --timeout 3s --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := intent.ValidCapability(capability); err != nil {
 				return fmt.Errorf("--capability: %w", err)
@@ -124,8 +155,138 @@ func (c *cli) agentsCmd() *cobra.Command {
 	find.Flags().StringVar(&capability, "capability", "", "the capability to look for")
 	find.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	find.Flags().DurationVar(&timeout, "timeout", api.DefaultFindTimeout, "how long the daemon looks before it answers with what it found")
-	cmd.AddCommand(find, c.agentsRegisterCmd(), c.agentsDeregisterCmd())
+	_ = find.RegisterFlagCompletionFunc("capability", c.flagCompletion(capabilities))
+	cmd.AddCommand(find, c.agentsListCmd(), c.agentsAddCmd(), c.agentsRemoveCmd(), c.agentsRegisterCmd(), c.agentsDeregisterCmd())
 	return cmd
+}
+
+func (c *cli) agentsListCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the agents this node hosts, of every kind",
+		Long: `list shows every agent the running daemon hosts: its name, AgentID, what it
+offers and its kind — config (an exec agent of config.yaml), external
+(registered over the API) or builtin (the node's default agent, the demo's).`,
+		Example: `  parley agents list
+  parley agents list --json | jq -r '.[].name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			list, err := cl.Agents(cmd.Context())
+			if err != nil {
+				return c.apiErr(err)
+			}
+			if asJSON {
+				return c.printJSON(list)
+			}
+			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tKIND\tCAPABILITIES\tAGENT\tEXEC")
+			for _, a := range list {
+				caps, exec := "-", "-"
+				if len(a.Capabilities) > 0 {
+					caps = strings.Join(a.Capabilities, ",")
+				}
+				if len(a.Exec) > 0 {
+					exec = strings.Join(a.Exec, " ")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.Name, a.Kind, caps, a.ID, exec)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (c *cli) agentsAddCmd() *cobra.Command {
+	var (
+		spec    api.AgentSpec
+		timeout time.Duration
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "add --name NAME --capability C --exec CMD[,ARG...]",
+		Short: "Host a new exec agent now and write it to config.yaml",
+		Long: `add has the running daemon host an exec agent: a command it runs for each
+call and each task it wins, speaking JSON on stdin and stdout (see
+examples/shell/quote.sh). The agent is appended to config.yaml's agents and
+the daemon reloads, so it is hosted now and after a restart; a command the
+daemon cannot run, or a name in use, changes nothing.`,
+		Example: `  parley agents add --name quoter --capability quote --exec sh,/opt/agents/quote.sh
+  parley agents add --name packer --capability pack --capability label --exec /usr/local/bin/packer --timeout 1m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := identity.ValidAgentName(spec.Name); err != nil {
+				return fmt.Errorf("--name: %w", err)
+			}
+			if len(spec.Capabilities) == 0 {
+				return errors.New("--capability: an exec agent offers at least one")
+			}
+			for _, k := range spec.Capabilities {
+				if err := intent.ValidCapability(k); err != nil {
+					return fmt.Errorf("--capability: %w", err)
+				}
+			}
+			if len(spec.Exec) == 0 || spec.Exec[0] == "" {
+				return errors.New("--exec: want the command and its arguments, comma-separated, e.g. sh,/opt/quote.sh")
+			}
+			if timeout < 0 {
+				return fmt.Errorf("--timeout %s: want a positive duration", timeout)
+			}
+			spec.Timeout = intent.Duration(timeout)
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			a, err := cl.AddAgent(cmd.Context(), spec)
+			if err != nil {
+				return c.apiErr(err)
+			}
+			if asJSON {
+				return c.printJSON(a)
+			}
+			_, err = fmt.Fprintf(c.out, "agent %s %s added, offering %s; written to config.yaml\n", a.Name, a.ID, strings.Join(a.Capabilities, ", "))
+			return err
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&spec.Name, "name", "", "the agent's name (required)")
+	fl.StringArrayVar(&spec.Capabilities, "capability", nil, "a capability the agent offers, repeatable (at least one)")
+	fl.StringSliceVar(&spec.Exec, "exec", nil, "the command and its arguments, comma-separated (required)")
+	fl.DurationVar(&timeout, "timeout", 0, "how long one run of the command may take (default: the daemon's)")
+	fl.BoolVar(&asJSON, "json", false, "print JSON")
+	_ = cmd.MarkFlagRequired("name")
+	_ = cmd.MarkFlagRequired("exec")
+	return cmd
+}
+
+func (c *cli) agentsRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Stop hosting a config.yaml agent and remove it from the file",
+		Long: `remove stops hosting one of config.yaml's agents (the tasks it holds fail
+over to the next bid) and removes it from the file. The default agent (the
+first) stays while the daemon runs; external agents are removed with
+'parley agents deregister'.`,
+		Example:           `  parley agents remove quoter`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.complete(agentsWhere(api.HostedConfig)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.RemoveAgent(cmd.Context(), args[0]); err != nil {
+				return c.apiErr(err)
+			}
+			_, err = fmt.Fprintf(c.out, "agent %s removed; config.yaml updated\n", args[0])
+			return err
+		},
+	}
 }
 
 func (c *cli) agentsRegisterCmd() *cobra.Command {
@@ -206,9 +367,11 @@ of config.yaml's agents.`,
 
 func (c *cli) agentsDeregisterCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "deregister NAME",
-		Short: "Remove an external agent: its token stops working, the tasks it holds fail over",
-		Args:  cobra.ExactArgs(1),
+		Use:               "deregister NAME",
+		Short:             "Remove an external agent: its token stops working, the tasks it holds fail over",
+		Example:           `  parley agents deregister pyquoter`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.complete(agentsWhere(api.HostedExternal)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {

@@ -20,6 +20,9 @@ creates new keys and so new identities; the replaced home's audit log is kept
 as audit.replaced-<unix time>, with node.pub naming the node that signed it.
 The home may be a mount point (a Docker volume, a Kubernetes PV): init works
 inside it, and a failure leaves the old home, or nothing.`,
+		Example: `  parley init
+  parley --home /srv/parley/node-a init
+  parley init --force   # new keys; the old audit log is kept beside`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if force {

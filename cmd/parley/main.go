@@ -106,9 +106,25 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// oneLine keeps an error to one line of output.
+// oneLine keeps an error to one line of output. Cobra's suggestions for a
+// mistyped command ("\n\nDid you mean this?\n\trequest\n") become
+// "(did you mean request?)".
 func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+	msg, suggestions, found := strings.Cut(strings.TrimSpace(err.Error()), "Did you mean this?")
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	out := strings.Join(lines, "; ")
+	if found {
+		if s := strings.Fields(suggestions); len(s) > 0 {
+			out += " (did you mean " + strings.Join(s, " or ") + "?)"
+		}
+		out += "; 'parley --help' lists the commands"
+	}
+	return out
 }
 
 // version is the module version the binary was built from, or "devel".
@@ -122,9 +138,10 @@ func version() string {
 
 func (c *cli) versionCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print parley's version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print parley's version",
+		Example: `  parley version`,
+		Args:    cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			gov := "unknown"
 			if bi, ok := debug.ReadBuildInfo(); ok {
@@ -134,4 +151,14 @@ func (c *cli) versionCmd() *cobra.Command {
 			return err
 		},
 	}
+}
+
+// groupRun is the RunE of a command that only groups others: with no
+// arguments it prints its help, with any it says the subcommand is
+// unknown and exits 1, where cobra would print the help and exit 0.
+func groupRun(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	return fmt.Errorf("unknown command %q for %q; '%s --help' lists its commands", args[0], cmd.CommandPath(), cmd.CommandPath())
 }

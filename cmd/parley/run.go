@@ -53,6 +53,9 @@ file is refused, with its name and line, and everything stays as it was;
 one log line says what changed or why nothing did.
 
 Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
+		Example: `  parley run
+  parley run --listen /ip4/0.0.0.0/tcp/4001 --announce /ip4/203.0.113.7/tcp/4001
+  parley run --bootstrap /ip4/192.0.2.10/tcp/4001/p2p/12D3KooW...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// A level fixed by the flag or the environment wins over

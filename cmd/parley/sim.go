@@ -38,7 +38,11 @@ lives in a testing/synctest bubble, so latencies are those of the modelled
 links and a seed repeats; --clock real shows what the CPU costs. --baseline
 raw runs the same topology and intents on raw GossipSub in a second
 process, on the same clock, and prints both.`,
-		Args: cobra.MaximumNArgs(1),
+		Example: `  parley sim gossip --nodes 200
+  parley sim partition --report partition.html
+  parley sim gossip --nodes 1000 --clock real --baseline raw --json`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: simulations.BuiltinNames(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("log-level") {
 				c.logLevel = "error"

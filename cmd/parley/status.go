@@ -22,6 +22,8 @@ long it has run, its peers, its agents and what they offer, the tasks in
 flight, the audit log and the policy, and whether it is ready (and if not,
 why). Probes that need an exit status use GET /v1/health, which answers 503
 when the daemon is not ready.`,
+		Example: `  parley status
+  parley status --json | jq .peers`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()

@@ -45,7 +45,7 @@ goes to the winner alone.`,
 		Example: `  parley request --capability echo --input '{"text":"hi"}' --bid-window 1s --timeout 30s
   parley request --capability quote.shipping --input @order.json --strategy weighted:1,2
   jq .order big.json | parley request --capability pack --input - --json`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := f.request(cmd.Flags().Changed, cmd.InOrStdin())
 			if err != nil {
@@ -56,7 +56,9 @@ goes to the winner alone.`,
 				return err
 			}
 			// No client timeout: the task's own timeout bounds the call.
+			stop := watchApprovals(cmd.Context(), cl, f.capability, cmd.ErrOrStderr())
 			out, err := cl.Request(cmd.Context(), req)
+			stop()
 			if out == nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("interrupted: the daemon cancels the task")
@@ -89,7 +91,50 @@ goes to the winner alone.`,
 	fl.BoolVar(&f.asJSON, "json", false, "print the outcome as one JSON object")
 	_ = cmd.MarkFlagRequired("capability")
 	_ = cmd.MarkFlagRequired("input")
+	_ = cmd.RegisterFlagCompletionFunc("capability", c.flagCompletion(capabilities))
+	_ = cmd.RegisterFlagCompletionFunc("agent", c.flagCompletion(agentsWhere()))
+	_ = cmd.RegisterFlagCompletionFunc("strategy", cobra.FixedCompletions([]string{"cheapest", "fastest", "weighted", "weighted:1,2"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
+}
+
+// approvalPoll is how often a waiting request looks for an approval of
+// its own: a human is slower than that.
+const approvalPoll = 500 * time.Millisecond
+
+// watchApprovals tells w, once each, about approvals on capability that
+// appear while a request waits, so that a request held for a human says
+// so instead of hanging silently. The request's ID is not known until it
+// ends, so an approval is matched by capability. stop ends the watch and
+// waits for it.
+func watchApprovals(ctx context.Context, cl *api.Client, capability string, w io.Writer) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seen := map[string]bool{}
+		tick := time.NewTicker(approvalPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			list, err := cl.Approvals(ctx)
+			if err != nil {
+				continue // the request's own answer says what went wrong
+			}
+			for _, a := range list {
+				if a.Capability != capability || seen[a.ID] {
+					continue
+				}
+				seen[a.ID] = true
+				fmt.Fprintf(w, "waiting for approval %s (%s at price %g, rule %s): parley approvals approve %s — denied at %s if nobody answers\n",
+					a.ID, a.Stage, a.Price, a.Rule, a.ID, a.Deadline.Local().Format(time.TimeOnly))
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // request checks the flags locally, before anything is sent. A flag that
@@ -151,7 +196,7 @@ func printOutcome(w io.Writer, out *negotiation.Outcome) error {
 		b.WriteString("bids: none\n")
 	}
 	for _, bid := range out.Bids {
-		fmt.Fprintf(&b, "bid: %s price %g eta %s %s", shortID(bid.Agent), bid.Price, dur(bid.ETA), bid.Status)
+		fmt.Fprintf(&b, "bid: %s price %g eta %s %s", who(bid.Agent, bid.Name), bid.Price, dur(bid.ETA), bid.Status)
 		if bid.Rank > 0 {
 			fmt.Fprintf(&b, " rank %d", bid.Rank)
 		}
@@ -163,6 +208,9 @@ func printOutcome(w io.Writer, out *negotiation.Outcome) error {
 	}
 	if out.Winner != "" {
 		fmt.Fprintf(&b, "winner: %s", out.Winner)
+		if out.WinnerName != "" {
+			fmt.Fprintf(&b, " (%s)", out.WinnerName)
+		}
 		if out.WinnerPeer != "" {
 			fmt.Fprintf(&b, " on %s", out.WinnerPeer)
 		}
@@ -182,6 +230,23 @@ func printOutcome(w io.Writer, out *negotiation.Outcome) error {
 	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// who names an agent for people: its name, if it gave one, and the end of
+// its AgentID, which is who it is.
+func who(id identity.AgentID, name string) string {
+	if name == "" {
+		return shortID(id)
+	}
+	return printable(name) + " (" + shortID(id) + ")"
+}
+
+// named is an AgentID in full, with the agent's name if it gave one.
+func named(id identity.AgentID, name string) string {
+	if name == "" {
+		return string(id)
+	}
+	return printable(name) + " " + string(id)
 }
 
 // shortID is the end of an AgentID, enough to tell agents apart.
@@ -218,9 +283,14 @@ func (c *cli) tasksCmd() *cobra.Command {
 		Use:   "tasks",
 		Short: "List the running daemon's tasks, as requester and as contractor",
 		Long: `tasks lists the tasks the running daemon's agents requested or work on,
-newest first: ID, role, capability, state and when it last changed. 'parley
-tasks show ID' prints one task with its state history, 'parley tasks cancel
-ID' cancels it.`,
+newest first: ID, role, capability, this node's agent, the other side (the
+winner or the requester), state and when it last changed. A contractor node
+lists a task once per agent of its that bid. 'parley tasks show ID' prints
+one task with its state history, 'parley tasks cancel ID' cancels it.`,
+		Example: `  parley tasks
+  parley tasks show 3b6f0c1d
+  parley tasks cancel 3b6f0c1d
+  parley tasks --json | jq '.[] | select(.state == "working")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cl, err := c.client()
@@ -239,9 +309,14 @@ ID' cancels it.`,
 				return nil
 			}
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TASK\tROLE\tCAPABILITY\tSTATE\tUPDATED")
+			// A contractor node lists one row per agent that bid on a task.
+			fmt.Fprintln(tw, "TASK\tROLE\tCAPABILITY\tAGENT\tOTHER SIDE\tSTATE\tUPDATED")
 			for _, t := range tasks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Task, t.Role, t.Capability, t.State, clock(t.Updated))
+				other := "-"
+				if t.Peer != "" {
+					other = who(t.Peer, t.PeerName)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Task, t.Role, t.Capability, who(t.Agent, t.AgentName), other, t.State, clock(t.Updated))
 			}
 			return tw.Flush()
 		},
@@ -254,9 +329,11 @@ ID' cancels it.`,
 func (c *cli) taskShowCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "show ID",
-		Short: "Print one task with its state history",
-		Args:  cobra.ExactArgs(1),
+		Use:               "show ID",
+		Short:             "Print one task with its state history",
+		Example:           "  parley tasks show 3b6f0c1d\n  parley tasks show 3b6f0c1d --json | jq .history",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeTasks,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -278,13 +355,13 @@ func (c *cli) taskShowCmd() *cobra.Command {
 
 func printTask(w io.Writer, t *negotiation.TaskInfo) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "task: %s\nrole: %s\ncapability: %s\nagent: %s\n", t.Task, t.Role, t.Capability, t.Agent)
+	fmt.Fprintf(&b, "task: %s\nrole: %s\ncapability: %s\nagent: %s\n", t.Task, t.Role, t.Capability, named(t.Agent, t.AgentName))
 	if t.Peer != "" {
 		other := "contractor"
 		if t.Role == negotiation.RoleContractor {
 			other = "requester"
 		}
-		fmt.Fprintf(&b, "%s: %s\n", other, t.Peer)
+		fmt.Fprintf(&b, "%s: %s\n", other, named(t.Peer, t.PeerName))
 	}
 	fmt.Fprintf(&b, "state: %s\nupdated: %s\nhistory:\n", t.State, clock(t.Updated))
 	for _, h := range t.History {
@@ -322,7 +399,9 @@ func (c *cli) taskCancelCmd() *cobra.Command {
 		Short: "Cancel a task the running daemon requested or works on",
 		Long: `cancel tells the other side of the task and stops the local agent's part
 of it. It fails if the task is unknown or has already ended.`,
-		Args: cobra.ExactArgs(1),
+		Example:           "  parley tasks cancel 3b6f0c1d",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeTasks,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {

@@ -42,9 +42,9 @@ type Config struct {
 	// Seed seeds prices, speeds, orders and failures, so that runs are
 	// alike; default 1.
 	Seed uint64
-	// Stagger is the pause between placing one order and the next;
-	// default 300ms. Orders overlap.
-	Stagger time.Duration
+	// Quiet prints the opening, one line per order and the summary, not
+	// every negotiation.
+	Quiet bool
 	// BidWindow is how long the shop takes bids after each call; default
 	// 250ms.
 	BidWindow time.Duration
@@ -58,9 +58,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
-	}
-	if c.Stagger <= 0 {
-		c.Stagger = 300 * time.Millisecond
 	}
 	if c.BidWindow <= 0 {
 		c.BidWindow = 250 * time.Millisecond
@@ -195,6 +192,8 @@ func run(ctx context.Context, out io.Writer, cfg Config) (Summary, error) {
 	defer cancel()
 	s := &show{
 		out:        out,
+		quiet:      cfg.Quiet,
+		held:       map[string][]string{},
 		start:      time.Now(),
 		dice:       newDice(cfg.Seed),
 		strategies: strategies(),
@@ -202,6 +201,14 @@ func run(ctx context.Context, out io.Writer, cfg Config) (Summary, error) {
 		deals:      map[string]*deal{},
 	}
 
+	fmt.Fprintf(out, `parley demo: six real nodes on loopback TCP in this process. A shop's agent
+places %d orders, one after the other; each needs inventory, pricing and
+shipping. For each part the shop calls for proposals over GossipSub, the
+contractors on the other nodes that offer it bid over direct streams, and the
+shop awards the best bid by its strategy. Some contractors are flaky: watch
+the shop re-award. Seed %d ('parley demo --seed N' for another run).
+
+`, cfg.Orders, cfg.Seed)
 	tmp, err := os.MkdirTemp("", "parley-demo-")
 	if err != nil {
 		return Summary{}, fmt.Errorf("demo: temp dir: %w", err)
@@ -269,24 +276,16 @@ func run(ctx context.Context, out io.Writer, cfg Config) (Summary, error) {
 	}
 	s.say("mesh formed: %d nodes; the shop ranks %s", len(nodes), strings.Join(ways, ", "))
 
+	// One order at a time, so that each reads as one story; its three
+	// parts are negotiated at once.
 	orders := makeOrders(cfg.Orders, s.dice)
 	results := make([]orderResult, 0, len(orders))
-	var (
-		mu sync.Mutex
-		wg sync.WaitGroup
-	)
-	for i, o := range orders {
-		if i > 0 && !sleep(ctx, cfg.Stagger) {
+	for _, o := range orders {
+		if ctx.Err() != nil {
 			break
 		}
-		wg.Go(func() {
-			r := s.placeOrder(ctx, shop, o, cfg)
-			mu.Lock()
-			results = append(results, r)
-			mu.Unlock()
-		})
+		results = append(results, s.placeOrder(ctx, shop, o, cfg))
 	}
-	wg.Wait()
 
 	sum := summarize(results)
 	sum.Elapsed = time.Since(s.start)
@@ -446,6 +445,7 @@ func (s *show) placeOrder(ctx context.Context, shop *node.Node, o order, cfg Con
 	}
 	wg.Wait()
 	res.latency = time.Since(start)
+	s.flush(o.id, caps)
 	var who []string
 	fees := 0.0
 	for _, p := range res.parts {
@@ -635,9 +635,12 @@ type show struct {
 	dice       *dice
 	strategies map[string]scoring // fixed at start
 
+	quiet bool
+
 	mu    sync.Mutex
 	names map[identity.AgentID]string
-	deals map[string]*deal // by dealKey
+	deals map[string]*deal    // by dealKey
+	held  map[string][]string // lines of a part in progress, by dealKey
 }
 
 // deal is what the show knows of one negotiation in progress.
@@ -708,7 +711,26 @@ func (s *show) say(format string, args ...any) {
 }
 
 func (s *show) sayLocked(format string, args ...any) {
+	if s.quiet {
+		return
+	}
 	fmt.Fprintf(s.out, "%6.2fs  "+format+"\n", append([]any{time.Since(s.start).Seconds()}, args...)...)
+}
+
+// flush prints the held lines of an order's parts, one part after the
+// other: the three negotiations run at once, and read better apart.
+func (s *show) flush(order string, caps []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range caps {
+		k := dealKey(order, c)
+		if !s.quiet {
+			for _, l := range s.held[k] {
+				io.WriteString(s.out, l)
+			}
+		}
+		delete(s.held, k)
+	}
 }
 
 // line prints one line about a part of an order.
@@ -718,8 +740,16 @@ func (s *show) line(order, what, format string, args ...any) {
 	s.lineLocked(order, what, format, args...)
 }
 
+// lineLocked prints a line about the order itself at once (in quiet mode
+// too), and holds a line about one of its parts until the order is done.
 func (s *show) lineLocked(order, what, format string, args ...any) {
-	s.sayLocked("%-3s %-9s "+format, append([]any{order, what}, args...)...)
+	l := fmt.Sprintf("%6.2fs  %-3s %-9s "+format+"\n", append([]any{time.Since(s.start).Seconds(), order, what}, args...)...)
+	if what == "order" {
+		io.WriteString(s.out, l)
+		return
+	}
+	k := dealKey(order, what)
+	s.held[k] = append(s.held[k], l)
 }
 
 // ranked is called by the shop's strategy when a call's window closes.
@@ -784,8 +814,9 @@ func (s *show) history(order, capability string, out *negotiation.Outcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lineLocked(order, capability, "history   of task %s:", short(out.Task))
+	k := dealKey(order, capability)
 	for _, st := range steps {
-		fmt.Fprintf(s.out, "%22s%s\n", "", st)
+		s.held[k] = append(s.held[k], fmt.Sprintf("%22s%s\n", "", st))
 	}
 }
 

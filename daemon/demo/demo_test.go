@@ -31,8 +31,42 @@ func TestDemoCompletesOrdersAndReAwards(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
+	// Orders read one at a time: every line of #1 comes before any of #2.
+	text := out.String()
+	if last1, first2 := strings.LastIndex(text, " #1 "), strings.Index(text, " #2 "); last1 < 0 || first2 < 0 || last1 > first2 {
+		t.Errorf("order #1's lines end at %d, #2's start at %d: want #1 told whole first", last1, first2)
+	}
+	if !strings.HasPrefix(text, "parley demo: ") {
+		t.Errorf("output does not open by saying what is about to happen")
+	}
 	if t.Failed() {
 		t.Logf("output:\n%s", out.String())
+	}
+}
+
+func TestDemoQuiet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real nodes on loopback")
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := run(ctx, &out, Config{Orders: 2, Quiet: true, Seed: 7}); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	for _, want := range []string{"Seed 7", "#1  order     COMPLETE", "#2  order     COMPLETE", "orders completed     2 of 2"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("quiet output lacks %q", want)
+		}
+	}
+	for _, not := range []string{"award ", "call      ", " up   peer"} {
+		if strings.Contains(text, not) {
+			t.Errorf("quiet output has %q", not)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", text)
 	}
 }
 
