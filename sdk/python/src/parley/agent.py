@@ -542,17 +542,17 @@ class Agent:
             self._busy -= 1
 
     def _handle_call(self, call: Call) -> None:
+        answer: Any = Refusal("no on_call handler")
         try:
-            answer: Any = Refusal("no on_call handler")
             if self._on_call is not None:
                 try:
                     answer = self._on_call(call)
                 except Exception as e:  # the handler's failure refuses the call
                     log.error("%s: on_call for %s failed, refusing: %s: %s", self.name, call.task, type(e).__name__, e)
                     answer = Refusal("the agent's handler failed")
-            self._answer_call(call, answer)
         finally:
-            self._done()
+            self._done()  # free before answering, as for tasks
+        self._answer_call(call, answer)
 
     def _answer_call(self, call: Call, answer: Any) -> None:
         if answer is None:
@@ -568,16 +568,31 @@ class Agent:
         self._post(PATH_BID, body, "bid on %s" % call.task)
 
     def _handle_task(self, task: Task) -> None:
+        # The slot is free once the work is: before the answer goes out, so
+        # that a requester who saw the answer finds the agent free.
+        freed = False
+
+        def free() -> None:
+            nonlocal freed
+            if not freed:
+                freed = True
+                with self._lock:
+                    self._held.pop(task.id, None)
+                self._done()
+
         try:
             if self._on_task is None:
+                free()
                 task.fail("agent %s has no on_task handler" % self.name)
                 return
             try:
                 value = self._on_task(task)
             except Exception as e:  # the handler's failure fails the task
+                free()
                 log.error("%s: task %s failed: %s: %s", self.name, task.id, type(e).__name__, e)
                 task.fail(str(e) or type(e).__name__)
                 return
+            free()
             if not task._answered:
                 try:
                     task.result(value)
@@ -585,9 +600,7 @@ class Agent:
                     log.error("%s: %s", self.name, e)
                     task.fail("the agent's result is not JSON")
         finally:
-            with self._lock:
-                self._held.pop(task.id, None)
-            self._done()
+            free()
 
     def _cancel(self, task_id: str) -> None:
         with self._lock:
