@@ -6,18 +6,16 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
 // TestPythonAgentWinsFromAnotherNode runs examples/python/agent.py, on the
-// parley package in sdk/python, as two external agents of one daemon: one
-// registered by the operator and run with only its agent token, one that
-// registers itself with the operator token from the home. Another daemon's
-// parley request wins each — before and after the agents' daemon restarts
-// under them, when both reconnect as the same agents (the self-registered
-// one registering again) and win again.
+// parley package in sdk/python, as two external agents of one daemon and
+// has another daemon's parley request win each, before and after their
+// daemon restarts under them (see agentsWinAcrossRestart).
 func TestPythonAgentWinsFromAnotherNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary")
@@ -30,48 +28,62 @@ func TestPythonAgentWinsFromAnotherNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1")
 	m := startMesh(t)
-
-	token := filepath.Join(t.TempDir(), "pyq.token")
-	out, stderr, code := parley(t, m.bin, "agents", "register", "--home", m.b, "--name", "pyq", "--capability", "pyquote", "--token-file", token)
-	if code != 0 || !strings.Contains(out, "agent: pyq did:key:") || !strings.Contains(out, "token: written to "+token) {
-		t.Fatalf("agents register: exit %d, %q, %s", code, out, stderr)
-	}
 	if _, stderr, code := parley(t, m.bin, "agents", "register", "--home", m.b, "--name", "default", "--capability", "pyquote"); code != 1 || !strings.Contains(stderr, "default agent") {
 		t.Fatalf("registering as default: exit %d, %s", code, stderr)
+	}
+	env := append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1")
+	agentsWinAcrossRestart(t, m, env, []string{py, "../../examples/python/agent.py"}, "py", "python")
+}
+
+// agentsWinAcrossRestart runs an example agent program (argv) as two
+// external agents of m's daemon b: PREFIXq, registered by the operator and
+// run with only its agent token, offering PREFIXquote; and PREFIXself,
+// which registers itself with the operator token from the home, offering
+// PREFIXquote.self. a's parley request wins each (the result says it is by
+// the agent named by, and saw the input) — before and after b restarts
+// under them, when both reconnect as the same agents (the self-registered
+// one registering again) and win again. SIGTERM then ends each with exit 0.
+func agentsWinAcrossRestart(t *testing.T, m *mesh, env, argv []string, prefix, by string) {
+	t.Helper()
+	qName, selfName := prefix+"q", prefix+"self"
+	qCap, selfCap := prefix+"quote", prefix+"quote.self"
+	token := filepath.Join(t.TempDir(), qName+".token")
+	out, stderr, code := parley(t, m.bin, "agents", "register", "--home", m.b, "--name", qName, "--capability", qCap, "--token-file", token)
+	if code != 0 || !strings.Contains(out, "agent: "+qName+" did:key:") || !strings.Contains(out, "token: written to "+token) {
+		t.Fatalf("agents register: exit %d, %q, %s", code, out, stderr)
 	}
 
 	// The first program gets the daemon's URL from the home and its token
 	// from the file: nothing else. The second registers itself.
-	withToken := startProgram(t, env, py, "../../examples/python/agent.py", "--home", m.b, "--name", "pyq", "--token-file", token)
-	self := startProgram(t, env, py, "../../examples/python/agent.py", "--home", m.b, "--name", "pyself", "--capability", "pyquote.self")
-	withToken.waitLine(t, "connected pyq", 20*time.Second)
-	selfID := strings.TrimPrefix(self.waitLine(t, "connected pyself did:key:", 20*time.Second), "connected pyself ")
+	withToken := startProgram(t, env, argv[0], append(slices.Clone(argv[1:]), "--home", m.b, "--name", qName, "--token-file", token)...)
+	self := startProgram(t, env, argv[0], append(slices.Clone(argv[1:]), "--home", m.b, "--name", selfName, "--capability", selfCap)...)
+	withToken.waitLine(t, "connected "+qName, 20*time.Second)
+	selfID := strings.TrimPrefix(self.waitLine(t, "connected "+selfName+" did:key:", 20*time.Second), "connected "+selfName+" ")
 
-	first := m.requestWon(t, "pyquote", "python")
-	if w := m.requestWon(t, "pyquote.self", "python"); w != selfID {
-		t.Fatalf("pyquote.self was won by %s; the self-registered agent is %s", w, selfID)
+	first := m.requestWon(t, qCap, by)
+	if w := m.requestWon(t, selfCap, by); w != selfID {
+		t.Fatalf("%s was won by %s; the self-registered agent is %s", selfCap, w, selfID)
 	}
-	if regs := m.registrations(t, "pyself"); len(regs) != 1 || regs[0] != selfID {
-		t.Fatalf("b's audit log has pyself registered as %v; want once, as %s", regs, selfID)
+	if regs := m.registrations(t, selfName); len(regs) != 1 || regs[0] != selfID {
+		t.Fatalf("b's audit log has %s registered as %v; want once, as %s", selfName, regs, selfID)
 	}
 
 	m.restartB(t)
-	withToken.waitLine(t, "connected pyq", 30*time.Second)
-	if again := strings.TrimPrefix(self.waitLine(t, "connected pyself did:key:", 30*time.Second), "connected pyself "); again != selfID {
+	withToken.waitLine(t, "connected "+qName, 30*time.Second)
+	if again := strings.TrimPrefix(self.waitLine(t, "connected "+selfName+" did:key:", 30*time.Second), "connected "+selfName+" "); again != selfID {
 		t.Fatalf("after the restart the self-registered agent registered as %s, before as %s", again, selfID)
 	}
-	if again := m.requestWon(t, "pyquote", "python"); again != first {
+	if again := m.requestWon(t, qCap, by); again != first {
 		t.Fatalf("after the restart the agent is %s, before it was %s", again, first)
 	}
-	if again := m.requestWon(t, "pyquote.self", "python"); again != selfID {
-		t.Fatalf("after the restart pyquote.self was won by %s, before by %s", again, selfID)
+	if again := m.requestWon(t, selfCap, by); again != selfID {
+		t.Fatalf("after the restart %s was won by %s, before by %s", selfCap, again, selfID)
 	}
 	// It registered again with the restarted daemon (which would have
 	// taken its old token too), as the same agent: the daemon kept its key.
-	if regs := m.registrations(t, "pyself"); len(regs) != 2 || regs[1] != selfID {
-		t.Fatalf("b's audit log has pyself registered as %v; want twice, as %s", regs, selfID)
+	if regs := m.registrations(t, selfName); len(regs) != 2 || regs[1] != selfID {
+		t.Fatalf("b's audit log has %s registered as %v; want twice, as %s", selfName, regs, selfID)
 	}
 	// SIGTERM (as Ctrl-C) ends an agent with exit 0.
 	withToken.stop(t)
@@ -79,8 +91,7 @@ func TestPythonAgentWinsFromAnotherNode(t *testing.T) {
 }
 
 // TestPythonAgentProblemsAreOneLine runs examples/python/agent.py where it
-// cannot work: the user reads one line naming the problem and exit 1, not
-// a traceback.
+// cannot work (see problemsAreOneLine).
 func TestPythonAgentProblemsAreOneLine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary")
@@ -94,12 +105,23 @@ func TestPythonAgentProblemsAreOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1")
+	problemsAreOneLine(t, env, []string{py, "../../examples/python/agent.py"}, "agent.py")
+}
+
+// problemsAreOneLine runs an example agent program (argv) where it cannot
+// work — no daemon, the default agent's name, a bad name, a bad
+// capability, a missing token file — and checks that the user reads one
+// line naming the problem, prefixed with prog, and exit status 1, not a
+// traceback.
+func problemsAreOneLine(t *testing.T, env, argv []string, prog string) {
+	t.Helper()
 	bin := parleyBinary(t)
-	h := filepath.Join(t.TempDir(), "h")
+	dir := t.TempDir()
+	h := filepath.Join(dir, "h")
 	initHome(t, bin, h)
 	run := func(args ...string) (int, string) {
 		t.Helper()
-		cmd := exec.Command(py, append([]string{"../../examples/python/agent.py", "--home", h}, args...)...)
+		cmd := exec.Command(argv[0], slices.Concat(argv[1:], []string{"--home", h}, args)...)
 		cmd.Env = env
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
@@ -110,18 +132,19 @@ func TestPythonAgentProblemsAreOneLine(t *testing.T) {
 		}
 		return cmd.ProcessState.ExitCode(), stderr.String()
 	}
-	if code, stderr := run("--name", "pyq", "--capability", "pyquote"); code != 1 ||
-		stderr != "agent.py: no daemon running for home "+h+" (start one with: parley run --home "+h+")\n" {
-		t.Fatalf("no daemon: exit %d, stderr %q", code, stderr)
+	if code, stderr := run("--name", "q", "--capability", "quote"); code != 1 ||
+		stderr != prog+": no daemon running for home "+h+" (start one with: parley run --home "+h+")\n" {
+		t.Errorf("no daemon: exit %d, stderr %q", code, stderr)
 	}
 	d := runDaemon(t, bin, h, "--no-mdns")
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--name", "default"}, "agent.py: register agent default: agent name taken by one of the node's own agents"},
-		{[]string{"--name", "Bad Name"}, `agent.py: register agent Bad Name: name: invalid agent name "Bad Name"`},
-		{[]string{"--name", "pyq", "--capability", "Not A Cap"}, `agent.py: register agent pyq: capabilities: invalid capability name "Not A Cap"`},
+		{[]string{"--name", "default"}, prog + ": register agent default: agent name taken by one of the node's own agents"},
+		{[]string{"--name", "Bad Name"}, prog + `: register agent Bad Name: name: invalid agent name "Bad Name"`},
+		{[]string{"--name", "q", "--capability", "Not A Cap"}, prog + `: register agent q: capabilities: invalid capability name "Not A Cap"`},
+		{[]string{"--name", "q", "--token-file", filepath.Join(dir, "none")}, prog + ": token file " + filepath.Join(dir, "none") + ": "},
 	} {
 		code, stderr := run(c.args...)
 		if code != 1 || !strings.HasPrefix(stderr, c.want) || strings.Count(stderr, "\n") != 1 {
