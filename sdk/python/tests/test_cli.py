@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import unittest
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from fakedaemon import FakeDaemon, award_event, call_event
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "python" / "agent.py"
 README = Path(__file__).resolve().parents[1] / "README.md"
+TOP_README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def first_python_block(path: Path) -> str:
+    """The first ```python block of a markdown file, dedented."""
+    text = path.read_text()
+    start = text.index("```python\n") + len("```python\n")
+    return textwrap.dedent(text[start:text.index("```", start)])
 
 
 def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
@@ -90,9 +99,7 @@ class ExampleAgent(unittest.TestCase):
 @unittest.skipUnless(README.exists(), "README.md is not beside this package")
 class ReadmeAgent(unittest.TestCase):
     def test_the_ten_line_agent_works(self):
-        text = README.read_text()
-        code = text[text.index("```python\n") + len("```python\n"):]
-        code = code[:code.index("```")]
+        code = first_python_block(README)
         self.assertLessEqual(len([l for l in code.splitlines() if l.strip()]), 10)
         fake = FakeDaemon()
         self.addCleanup(fake.close)
@@ -118,6 +125,10 @@ class ReadmeAgent(unittest.TestCase):
                     p.kill()
                     p.communicate()
         self.assertEqual(p.returncode, 0, err)
+
+    @unittest.skipUnless(TOP_README.exists(), "the repository's README.md is not here")
+    def test_the_repository_readme_shows_the_same_agent(self):
+        self.assertEqual(first_python_block(TOP_README), first_python_block(README))
 
 
 if __name__ == "__main__":
