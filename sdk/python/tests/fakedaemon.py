@@ -43,7 +43,7 @@ class FakeDaemon:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
 
-            def log_message(self, *args: Any) -> None:
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _json(self, status: int, body: Any) -> None:

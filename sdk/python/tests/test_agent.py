@@ -102,7 +102,8 @@ class Negotiating(AgentCase):
         self.assertEqual(bids, [{"agent": "q", "task": "t1", "price": 2.5, "eta": "200ms", "rationale": "python can"}])
         c = seen[0]
         self.assertEqual((c.capability, c.summary, c.budget, c.bid_window), ("quote", {"sku": "bolt"}, 10.0, 0.5))
-        self.assertEqual(c.deadline.year, 2030)
+        assert c.deadline is not None
+        self.assertEqual((c.deadline.year, c.deadline.microsecond), (2030, 123456))
         self.fake.send("award", award_event("t1", {"sku": "bolt"}))
         self.assertEqual(self.wait_posts(RESULT), [{"agent": "q", "task": "t1", "result": {"quote": 7, "input": {"sku": "bolt"}}}])
         self.assertEqual(self.fake.posted(PROGRESS), [{"agent": "q", "task": "t1", "fraction": 0.5, "note": "pricing"}])

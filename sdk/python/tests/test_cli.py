@@ -84,6 +84,7 @@ class ExampleAgent(unittest.TestCase):
                 p = subprocess.Popen([sys.executable, str(EXAMPLE), "--home", self.home.name, "--name", "q"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 try:
+                    assert p.stdout is not None
                     line = p.stdout.readline()
                     self.assertEqual(line, "connected q did:key:z6Mkfakeq\n")
                     p.send_signal(sig)

@@ -80,9 +80,9 @@ class BackoffBounded(unittest.TestCase):
         self.assertAlmostEqual(b.next(), 0.5005)
 
     def test_bad_settings(self):
-        for kw in ({"initial": 0}, {"initial": 5, "maximum": 1}, {"factor": 0.5}, {"jitter": 1}):
+        for kw in ({"initial": 0.0}, {"initial": 5.0, "maximum": 1.0}, {"factor": 0.5}, {"jitter": 1.0}):
             with self.subTest(kw=kw), self.assertRaises(parley.InvalidInput):
-                parley.Backoff(**kw)
+                parley.Backoff(**kw)  # pyright: ignore[reportArgumentType]
 
 
 class Answers(unittest.TestCase):

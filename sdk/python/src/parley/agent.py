@@ -141,7 +141,9 @@ class Call:
 
     @classmethod
     def from_event(cls, ev: Dict[str, Any]) -> "Call":
-        c = ev.get("call") if isinstance(ev.get("call"), dict) else {}
+        c = ev.get("call")
+        if not isinstance(c, dict):
+            c = {}
         budget = c.get("budget", 0)
         return cls(
             task=str(ev.get("task") or c.get("task", "")),
@@ -173,7 +175,9 @@ class Task:
         self.call = Call.from_event(ev)
         self.id = self.call.task
         self.input: Any = ev.get("input")
-        b = ev.get("bid") if isinstance(ev.get("bid"), dict) else {}
+        b = ev.get("bid")
+        if not isinstance(b, dict):
+            b = {}
         price = b.get("price", 0)
         self.bid = Bid(price=float(price) if isinstance(price, (int, float)) and not isinstance(price, bool) and price >= 0 else 0.0,
                        eta=durations.from_wire(b.get("eta")), rationale=str(b.get("rationale", "")))
