@@ -215,6 +215,17 @@ class Stream(AgentCase):
         self.assertEqual(len(self.fake.registrations), 1)
         self.assertEqual(connects, ["did:key:z6Mkfakeq"] * 2)
 
+    def test_without_reconnect_the_stream_end_returns(self):
+        reasons: List[str] = []
+        agent = self.quoter()
+        agent.on_disconnect(reasons.append)
+        r = Running(self, agent, reconnect=False)
+        self.wait_streams(1)
+        self.fake.end_streams()
+        self.assertIsNone(r.join())
+        self.assertEqual(reasons, ["the daemon ended the event stream"])
+        self.assertEqual(self.fake.stream_opens, ["q"])
+
     def test_registers_again_after_a_daemon_restart(self):
         agent = self.quoter()
         Running(self, agent)

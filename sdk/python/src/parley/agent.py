@@ -412,7 +412,7 @@ class Agent:
                 reason = self._serve(stream)
                 if self._stop.is_set():
                     break
-                log.warning("%s: %s; reconnecting", self.name, reason)
+                log.warning("%s: %s%s", self.name, reason, "; reconnecting" if reconnect else "")
                 if self._on_disconnect is not None:
                     self._on_disconnect(reason)
                 if not reconnect:
