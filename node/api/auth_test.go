@@ -249,7 +249,7 @@ func TestExternalRegistration(t *testing.T) {
 	if status, _ := call(t, "POST", ts.URL+PathExternalBid, first.Token, `{"task":"t"}`); status != 401 {
 		t.Fatalf("the replaced token: %d, want 401", status)
 	}
-	if status, _ := call(t, "POST", ts.URL+PathExternalBid, second.Token, `{"task":"t"}`); status != 409 {
+	if status, _ := call(t, "POST", ts.URL+PathExternalBid, second.Token, `{"task":"t","price":1}`); status != 409 {
 		t.Fatalf("the new token: %d, want 409 (no open call)", status)
 	}
 	if saved, _ := reg.Load(); len(saved) != 1 || saved[0].TokenSHA256 != tokenHash(second.Token) || strings.Contains(saved[0].TokenSHA256, second.Token) {

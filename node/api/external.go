@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -52,7 +53,9 @@ type ExternalEvent struct {
 type ExternalReply struct {
 	Agent     string          `json:"agent"`
 	Task      string          `json:"task"`
-	Price     float64         `json:"price,omitempty"`
+	// Price is a bid's price; a bid must give it (0 is a free bid) or
+	// Refuse, so that an empty post is not taken for a free bid.
+	Price     *float64        `json:"price,omitempty"`
 	ETA       intent.Duration `json:"eta,omitempty"`
 	Rationale string          `json:"rationale,omitempty"`
 	Refuse    string          `json:"refuse,omitempty"`
@@ -131,7 +134,7 @@ func (e *external) Bid(ctx context.Context, call negotiation.Call) (negotiation.
 		if r.Refuse != "" {
 			return negotiation.Bid{}, fmt.Errorf("%w: %s", negotiation.ErrNoBid, r.Refuse)
 		}
-		return negotiation.Bid{Price: r.Price, ETA: time.Duration(r.ETA), Rationale: r.Rationale}, nil
+		return negotiation.Bid{Price: *r.Price, ETA: time.Duration(r.ETA), Rationale: r.Rationale}, nil
 	case <-ctx.Done():
 		return negotiation.Bid{}, negotiation.ErrNoBid
 	}
@@ -533,6 +536,12 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 		if kind == "result" && (len(body.Result) == 0 || !json.Valid(body.Result)) {
 			writeError(w, CodeBadRequest, "result: want a JSON value")
 			return
+		}
+		if kind == "bid" && body.Refuse == "" {
+			if p := body.Price; p == nil || *p < 0 || math.IsNaN(*p) || math.IsInf(*p, 0) {
+				writeError(w, CodeBadRequest, `bid: want "price" (a number ≥ 0; 0 is a free bid) or "refuse" (why not)`)
+				return
+			}
 		}
 		e.mu.Lock()
 		defer e.mu.Unlock()

@@ -108,6 +108,10 @@ func TestExternalAgentKilledMidTaskIsFailedOver(t *testing.T) {
 		{PathExternalBid, `{"agent":"ghost","task":"` + call.Task + `","price":1}`, http.StatusNotFound},
 		{PathExternalBid, `{"agent":"ext","task":"` + call.Task + `","price":1,"bogus":1}`, http.StatusBadRequest},
 		{PathExternalBid, `{"agent":"ext","task":"not-open","price":1}`, http.StatusConflict},
+		// Neither a price nor a reason to refuse: not a free bid.
+		{PathExternalBid, `{"agent":"ext","task":"` + call.Task + `"}`, http.StatusBadRequest},
+		{PathExternalBid, `{"agent":"ext","task":"` + call.Task + `","refuse":""}`, http.StatusBadRequest},
+		{PathExternalBid, `{"agent":"ext","task":"` + call.Task + `","price":-1}`, http.StatusBadRequest},
 		{PathExternalResult, `{"agent":"ext","task":"` + call.Task + `","result":1}`, http.StatusConflict},
 	} {
 		if code, body := post(t, ts.URL, tc.path, tc.body); code != tc.code {
