@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"

@@ -51,8 +51,8 @@ type ExternalEvent struct {
 
 // ExternalReply is what an external agent posts back.
 type ExternalReply struct {
-	Agent     string          `json:"agent"`
-	Task      string          `json:"task"`
+	Agent string `json:"agent"`
+	Task  string `json:"task"`
 	// Price is a bid's price; a bid must give it (0 is a free bid) or
 	// Refuse, so that an empty post is not taken for a free bid.
 	Price     *float64        `json:"price,omitempty"`
