@@ -220,16 +220,8 @@ daemon cannot run, or a name in use, changes nothing.`,
   parley agents add --name packer --capability pack --capability label --exec /usr/local/bin/packer --timeout 1m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := identity.ValidAgentName(spec.Name); err != nil {
-				return fmt.Errorf("--name: %w", err)
-			}
-			if len(spec.Capabilities) == 0 {
-				return errors.New("--capability: an exec agent offers at least one")
-			}
-			for _, k := range spec.Capabilities {
-				if err := intent.ValidCapability(k); err != nil {
-					return fmt.Errorf("--capability: %w", err)
-				}
+			if err := checkAgentFlags("an exec agent", spec.Name, spec.Capabilities); err != nil {
+				return err
 			}
 			if len(spec.Exec) == 0 || spec.Exec[0] == "" {
 				return errors.New("--exec: want the command and its arguments, comma-separated, e.g. sh,/opt/quote.sh")
@@ -312,16 +304,8 @@ of config.yaml's agents.`,
 		Example: `  parley agents register --name pyquoter --capability quote --token-file pyquoter.token`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := identity.ValidAgentName(name); err != nil {
-				return fmt.Errorf("--name: %w", err)
-			}
-			if len(caps) == 0 {
-				return errors.New("--capability: an external agent offers at least one")
-			}
-			for _, k := range caps {
-				if err := intent.ValidCapability(k); err != nil {
-					return fmt.Errorf("--capability: %w", err)
-				}
+			if err := checkAgentFlags("an external agent", name, caps); err != nil {
+				return err
 			}
 			if tokenFile != "" {
 				if st, err := os.Stat(filepath.Dir(tokenFile)); err != nil || !st.IsDir() {
@@ -384,6 +368,23 @@ func (c *cli) agentsDeregisterCmd() *cobra.Command {
 			return err
 		},
 	}
+}
+
+// checkAgentFlags checks --name and --capability of a command that makes
+// an agent (what names which kind), before anything is sent.
+func checkAgentFlags(what, name string, caps []string) error {
+	if err := identity.ValidAgentName(name); err != nil {
+		return fmt.Errorf("--name: %w", err)
+	}
+	if len(caps) == 0 {
+		return fmt.Errorf("--capability: %s offers at least one", what)
+	}
+	for _, k := range caps {
+		if err := intent.ValidCapability(k); err != nil {
+			return fmt.Errorf("--capability: %w", err)
+		}
+	}
+	return nil
 }
 
 // writeSecret writes a secret to path, mode 0600, replacing the file.

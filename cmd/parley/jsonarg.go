@@ -6,37 +6,34 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/parleynet/parley/node/api"
 )
 
 // maxJSONArg bounds what --input, --summary and --payload read from a file
 // or stdin: the API's body limit, which the daemon enforces anyway, so a
 // mistaken /dev/zero fails here with the flag's name.
-const maxJSONArg = 1 << 20
+const maxJSONArg = api.DefaultMaxBodySize
 
 // jsonArg reads a JSON flag's value the way curl and the GitHub CLI do: a
 // literal, "@FILE" for a file's contents, or "-" for stdin. Its errors
 // name the flag and where the value came from.
 func jsonArg(flag, value string, stdin io.Reader) (json.RawMessage, error) {
 	src, data := "", []byte(value)
-	switch {
-	case value == "-":
+	if value == "-" || strings.HasPrefix(value, "@") {
+		r := stdin
 		src = " (stdin)"
-		b, err := io.ReadAll(io.LimitReader(stdin, maxJSONArg+1))
-		if err != nil {
-			return nil, fmt.Errorf("%s -: read stdin: %w", flag, err)
+		if value != "-" {
+			f, err := os.Open(value[1:])
+			if err != nil {
+				return nil, fmt.Errorf("%s %s: %w", flag, value, err)
+			}
+			defer f.Close()
+			r, src = f, " ("+value[1:]+")"
 		}
-		data = b
-	case strings.HasPrefix(value, "@"):
-		path := value[1:]
-		src = " (" + path + ")"
-		f, err := os.Open(path)
+		b, err := io.ReadAll(io.LimitReader(r, maxJSONArg+1))
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", flag, value, err)
-		}
-		defer f.Close()
-		b, err := io.ReadAll(io.LimitReader(f, maxJSONArg+1))
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", flag, value, err)
+			return nil, fmt.Errorf("%s %s: read%s: %w", flag, value, src, err)
 		}
 		data = b
 	}

@@ -17,23 +17,40 @@ import (
 // has another daemon's parley request win each, before and after their
 // daemon restarts under them (see agentsWinAcrossRestart).
 func TestPythonAgentWinsFromAnotherNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the parley binary")
-	}
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed: the Python agent cannot run")
-	}
-	src, err := filepath.Abs("../../sdk/python/src")
-	if err != nil {
-		t.Fatal(err)
-	}
+	argv, env := pythonAgent(t)
 	m := startMesh(t)
 	if _, stderr, code := parley(t, m.bin, "agents", "register", "--home", m.b, "--name", "default", "--capability", "pyquote"); code != 1 || !strings.Contains(stderr, "default agent") {
 		t.Fatalf("registering as default: exit %d, %s", code, stderr)
 	}
-	env := append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1")
-	agentsWinAcrossRestart(t, m, env, []string{py, "../../examples/python/agent.py"}, "py", "python")
+	agentsWinAcrossRestart(t, m, env, argv, "py", "python")
+}
+
+// pythonAgent is how to run examples/python/agent.py on the package in
+// sdk/python: its argv and environment. The test is skipped where it
+// cannot run.
+func pythonAgent(t *testing.T) (argv, env []string) {
+	t.Helper()
+	argv = exampleAgent(t, "python3", "../../examples/python/agent.py")
+	src, err := filepath.Abs("../../sdk/python/src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return argv, append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1")
+}
+
+// exampleAgent is the argv of an example agent run by interpreter,
+// skipping the test under -short (it builds and runs parley) or where the
+// interpreter is not installed.
+func exampleAgent(t *testing.T, interpreter, program string) []string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the parley binary")
+	}
+	path, err := exec.LookPath(interpreter)
+	if err != nil {
+		t.Skipf("%s is not installed: %s cannot run", interpreter, filepath.Base(program))
+	}
+	return []string{path, program}
 }
 
 // agentsWinAcrossRestart runs an example agent program (argv) as two
@@ -93,19 +110,8 @@ func agentsWinAcrossRestart(t *testing.T, m *mesh, env, argv []string, prefix, b
 // TestPythonAgentProblemsAreOneLine runs examples/python/agent.py where it
 // cannot work (see problemsAreOneLine).
 func TestPythonAgentProblemsAreOneLine(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the parley binary")
-	}
-	py, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 is not installed: the Python agent cannot run")
-	}
-	src, err := filepath.Abs("../../sdk/python/src")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1")
-	problemsAreOneLine(t, env, []string{py, "../../examples/python/agent.py"}, "agent.py")
+	argv, env := pythonAgent(t)
+	problemsAreOneLine(t, env, argv, "agent.py")
 }
 
 // problemsAreOneLine runs an example agent program (argv) where it cannot

@@ -182,7 +182,7 @@ func (f *requestFlags) request(given func(flag string) bool, stdin io.Reader) (a
 	if f.bidWindow > 0 && f.timeout > 0 && f.bidWindow >= f.timeout {
 		return none, fmt.Errorf("--bid-window %s: must be shorter than --timeout %s", f.bidWindow, f.timeout)
 	}
-	if _, err := api.ParseStrategy(f.strategy); err != nil {
+	if _, err := negotiation.ParseStrategy(f.strategy); err != nil {
 		return none, fmt.Errorf("--strategy: %w", err)
 	}
 	return req, nil

@@ -71,7 +71,6 @@ import (
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
-	"github.com/parleynet/parley/negotiation"
 )
 
 var log = logging.Logger("parley/api")
@@ -127,12 +126,6 @@ type RequestBody struct {
 	Timeout   string  `json:"timeout,omitempty"`    // the whole task's deadline, e.g. "30s"
 	Calls     int     `json:"calls,omitempty"`      // the most calls for proposals (retry budget)
 	Strategy  string  `json:"strategy,omitempty"`   // "cheapest" (default), "fastest", "weighted:PRICE,SECONDS"
-}
-
-// ParseStrategy returns the bid-ranking strategy RequestBody.Strategy
-// names (see negotiation.ParseStrategy); "" is nil, the node's default.
-func ParseStrategy(name string) (negotiation.Strategy, error) {
-	return negotiation.ParseStrategy(name)
 }
 
 // NewToken returns a fresh random API token: 32 bytes, hex encoded.

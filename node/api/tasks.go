@@ -102,7 +102,7 @@ func (req *RequestBody) parse() (negotiation.Need, []negotiation.RequestOption, 
 		// The task would end before any bid could be taken.
 		return none, nil, fmt.Errorf("bid_window %s: must be shorter than timeout %s", window, timeout)
 	}
-	st, err := ParseStrategy(req.Strategy)
+	st, err := negotiation.ParseStrategy(req.Strategy)
 	if err != nil {
 		return none, nil, err
 	}
