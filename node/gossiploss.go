@@ -20,7 +20,9 @@ const (
 	lostThrottled      = "validation_throttled" // too many validations at once
 )
 
-var lostReasons = []string{lostSlowSubscriber, lostSendQueue, lostValidateQueue, lostThrottled}
+func lostReasons() []string {
+	return []string{lostSlowSubscriber, lostSendQueue, lostValidateQueue, lostThrottled}
+}
 
 // routerTracer counts GossipSub's own losses and knows which peers the
 // router can send to. Its methods run on GossipSub's event loop, so they

@@ -48,7 +48,7 @@ func newMetrics() *metrics {
 	for _, r := range intent.DropReasons() {
 		m.dropped.WithLabelValues(r)
 	}
-	for _, r := range lostReasons {
+	for _, r := range lostReasons() {
 		m.lost.WithLabelValues(r)
 	}
 	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.notRelayed,
@@ -82,7 +82,7 @@ func (n *Node) Stats() Stats {
 	for _, r := range intent.DropReasons() {
 		s.Dropped[r] = promcount.Value(m.dropped.WithLabelValues(r))
 	}
-	for _, r := range lostReasons {
+	for _, r := range lostReasons() {
 		s.Lost[r] = promcount.Value(m.lost.WithLabelValues(r))
 	}
 	return s

@@ -32,9 +32,11 @@ const (
 )
 
 // Codes lists every error code, for documentation and tests.
-var Codes = []Code{
-	CodeBadRequest, CodeUnauthorized, CodeForbidden, CodeNotFound, CodeMethodNotAllowed,
-	CodeConflict, CodePayloadTooLarge, CodeInternal, CodeNotImplemented, CodeUnavailable,
+func Codes() []Code {
+	return []Code{
+		CodeBadRequest, CodeUnauthorized, CodeForbidden, CodeNotFound, CodeMethodNotAllowed,
+		CodeConflict, CodePayloadTooLarge, CodeInternal, CodeNotImplemented, CodeUnavailable,
+	}
 }
 
 func (c Code) Error() string { return string(c) }
@@ -67,7 +69,7 @@ func (c Code) Status() int {
 // codeOfStatus is the code of an error answer without one (a proxy's, an
 // older daemon's), so that clients can branch on codes alone.
 func codeOfStatus(status int) Code {
-	for _, c := range Codes {
+	for _, c := range Codes() {
 		if c.Status() == status {
 			return c
 		}

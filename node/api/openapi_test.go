@@ -68,7 +68,7 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 		documented = append(documented, c.(string))
 	}
 	var defined []string
-	for _, c := range Codes {
+	for _, c := range Codes() {
 		defined = append(defined, string(c))
 	}
 	slices.Sort(documented)

@@ -188,9 +188,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// publicPatterns are served without a token: the API's description, and
-// the health that probes ask for.
-var publicPatterns = map[string]bool{"GET " + PathOpenAPI: true, "GET " + PathHealth: true}
+// public reports whether a route is served without a token: the API's
+// description, and the health that probes ask for.
+func public(pattern string) bool {
+	return pattern == "GET "+PathOpenAPI || pattern == "GET "+PathHealth
+}
 
 // ServeHTTP authenticates and routes one request. A panic in a handler is
 // answered with 500 and logged; it never takes the daemon down.
@@ -210,7 +212,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	_, pattern := s.mux.Handler(r)
-	if publicPatterns[pattern] {
+	if public(pattern) {
 		s.mux.ServeHTTP(w, r)
 		return
 	}
