@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/negotiation/rpc"
@@ -20,11 +21,19 @@ import (
 // advertises relayed addresses only through relays with public addresses,
 // so on loopback RelayAddrs stays empty: the netns NAT test checks that.)
 func TestReachableThroughRelay(t *testing.T) {
+	t.Run("open", func(t *testing.T) { testReachableThroughRelay(t, nil) })
+	// A private network works through a relay of its own: the relayed
+	// connection is a libp2p connection over one the PSK protects.
+	_, psk := writePSK(t)
+	t.Run("psk", func(t *testing.T) { testReachableThroughRelay(t, psk) })
+}
+
+func testReachableThroughRelay(t *testing.T, psk pnet.PSK) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	relay := startLoopback(t, ctx, node.Config{DialPrivateAddrs: true,
+	relay := startLoopback(t, ctx, node.Config{DialPrivateAddrs: true, PSK: psk,
 		NAT: node.NATConfig{RelayService: true, Reachability: node.ReachabilityPublic}})
-	private := startLoopback(t, ctx, node.Config{DialPrivateAddrs: true,
+	private := startLoopback(t, ctx, node.Config{DialPrivateAddrs: true, PSK: psk,
 		NAT: node.NATConfig{Reachability: node.ReachabilityPrivate, Relays: []string{relay.Addrs()[0].String()}, NoHolePunching: true}})
 	if got := private.Reachability(); got != node.ReachabilityPrivate {
 		t.Errorf("reachability %s, want private", got)
@@ -39,7 +48,7 @@ func TestReachableThroughRelay(t *testing.T) {
 	// DHT off: its queries open streams a limited connection does not
 	// carry, and swarm then dials the private node directly, which on
 	// loopback (unlike behind a NAT) works.
-	other := startLoopback(t, ctx, node.Config{DialPrivateAddrs: true, DHTMode: "off", NAT: node.NATConfig{NoHolePunching: true}})
+	other := startLoopback(t, ctx, node.Config{DialPrivateAddrs: true, DHTMode: "off", PSK: psk, NAT: node.NATConfig{NoHolePunching: true}})
 	info, err := peer.AddrInfoFromP2pAddr(circuit)
 	if err != nil {
 		t.Fatal(err)
