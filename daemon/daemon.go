@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,6 +102,13 @@ type Options struct {
 	LogLevel string
 	// Version is what the API reports (default "devel").
 	Version string
+
+	// RelayService serves circuit relay v2 (or config.yaml's
+	// nat.relay_service); Relays replace nat.relays; Reachability, when
+	// set, replaces nat.reachability (auto, public, private).
+	RelayService bool
+	Relays       []string
+	Reachability string
 }
 
 // Daemon is one running node with its API. Build it with New, run it with
@@ -219,6 +227,22 @@ func New(opts Options) (*Daemon, error) {
 	}
 	if opts.DHTMode != "" {
 		cfg.DHTMode = opts.DHTMode
+	}
+	if opts.RelayService {
+		cfg.NAT.RelayService = true
+	}
+	if len(opts.Relays) > 0 {
+		if _, err := discovery.ParseAddrs(opts.Relays); err != nil {
+			return nil, &OptionError{Option: "Relays", Value: strings.Join(opts.Relays, " "), Err: err}
+		}
+		cfg.NAT.Relays = opts.Relays
+	}
+	switch opts.Reachability {
+	case "":
+	case node.ReachabilityAuto, node.ReachabilityPublic, node.ReachabilityPrivate:
+		cfg.NAT.Reachability = opts.Reachability
+	default:
+		return nil, &OptionError{Option: "Reachability", Value: opts.Reachability, Err: errors.New("want auto, public or private")}
 	}
 	if opts.PSK != "" {
 		if cfg.PSK, err = node.LoadPSK(opts.PSK); err != nil {

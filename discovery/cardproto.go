@@ -57,7 +57,7 @@ func serveCards(s network.Stream, cards func(capability string) [][]byte) {
 // FetchCards asks peer p for the signed cards of its agents that offer
 // capability. The cards are returned as received; the caller verifies them.
 func FetchCards(ctx context.Context, h host.Host, p peer.ID, capability string) ([][]byte, error) {
-	s, err := h.NewStream(ctx, p, CardProtocolID)
+	s, err := h.NewStream(network.WithAllowLimitedConn(ctx, "parley card"), p, CardProtocolID) // a relayed peer too
 	if err != nil {
 		return nil, fmt.Errorf("card protocol to %s: %w", p, err)
 	}

@@ -245,7 +245,7 @@ func (c *contract) send(requester peer.AddrInfo, typ string, w wire) *frame.Conn
 	s := c.s
 	ctx, cancel := context.WithTimeout(s.ctx, max(c.call.BidWindow, time.Second))
 	defer cancel()
-	st, err := s.h.NewStream(ctx, requester.ID, ProtocolID)
+	st, err := s.h.NewStream(limitedOK(ctx), requester.ID, ProtocolID)
 	if err != nil {
 		c.hist.set(StateFailed, "could not reach the requester: "+err.Error())
 		return nil

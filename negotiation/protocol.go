@@ -1,8 +1,11 @@
 package negotiation
 
 import (
+	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/parleynet/parley/identity"
 )
@@ -10,6 +13,15 @@ import (
 // ProtocolID is the negotiation protocol. A later /parley/negotiate/1.1.0
 // can be served beside it and chosen by libp2p's protocol selection.
 const ProtocolID = "/parley/negotiate/1.0.0"
+
+// limitedOK lets a negotiation stream use a limited (relayed) connection:
+// a node behind NAT is reached through its relay until hole punching makes
+// the connection direct, and a negotiation's frames are small enough for a
+// relay's limits (128 KiB each way by default; a bigger input fails on a
+// relay that keeps the default).
+func limitedOK(ctx context.Context) context.Context {
+	return network.WithAllowLimitedConn(ctx, "parley negotiation")
+}
 
 // wireVersion is the schema version of every message below.
 const wireVersion = 1

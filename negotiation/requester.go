@@ -399,7 +399,7 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	if conn == nil {
 		// The bidder's stream is gone (we rejected it or it closed):
 		// re-award on a new stream; it stands by until the deadline.
-		st, err := r.s.h.NewStream(ctx, b.info.Peer, ProtocolID)
+		st, err := r.s.h.NewStream(limitedOK(ctx), b.info.Peer, ProtocolID)
 		if err != nil {
 			r.setStatus(b, "failed", "unreachable: "+err.Error())
 			return false, "was unreachable for the award"

@@ -132,8 +132,20 @@ type Config struct {
 }
 
 // NATConfig sets go-libp2p's NAT traversal. The zero value is a node
-// behind NAT that uses relays and hole punching but serves neither.
+// that, once AutoNAT finds it behind NAT, reserves a slot on a relay found
+// among its peers, advertises the relayed address and upgrades relayed
+// connections to direct ones by hole punching; it serves neither.
 type NATConfig struct {
+	// Relays are static relays, multiaddrs ending in /p2p/<PeerID>: a
+	// node behind NAT reserves its slot on these. Without them it uses
+	// the relays among the peers it meets (bootstrap, DHT, mDNS).
+	Relays []string
+	// Reachability is what the node assumes of itself: "auto" (or "",
+	// AutoNAT decides), "public" or "private" (reserve a relay slot at
+	// once; for a node known to be behind NAT).
+	Reachability string
+	// RelayLimits bound what a RelayService node relays for others.
+	RelayLimits RelayLimits
 	// AutoNATService answers other peers' reachability checks.
 	AutoNATService bool
 	// RelayService makes this node a circuit relay v2 for others; for
@@ -146,6 +158,30 @@ type NATConfig struct {
 	// PortMap asks the router for a port mapping (UPnP / NAT-PMP).
 	PortMap bool
 }
+
+// RelayLimits bound a relay service; zero fields take go-libp2p's
+// defaults (128 reservations, 16 circuits per peer, 8 reservations per
+// IP, relayed connections of 2 minutes and 128 KiB each way).
+type RelayLimits struct {
+	Reservations int
+	Circuits     int
+	PerIP        int
+	Duration     time.Duration
+	Data         int64
+	// Unlimited relays connections with no time or data limit, so that
+	// they carry gossip as well as negotiations (GossipSub does not use a
+	// limited connection): for a relay of one's own mesh, such as a
+	// private (PSK) one. Reservations and circuits stay bounded.
+	Unlimited bool
+}
+
+// Reachabilities a node can be configured with or find itself in.
+const (
+	ReachabilityAuto    = "auto"
+	ReachabilityPublic  = "public"
+	ReachabilityPrivate = "private"
+	ReachabilityUnknown = "unknown" // AutoNAT has not decided yet
+)
 
 // DefaultConfig returns a working configuration without keys.
 func DefaultConfig() Config {
@@ -274,6 +310,14 @@ func (c Config) validate() error {
 	}
 	if c.ConnLow > c.ConnHigh {
 		return fmt.Errorf("%w: ConnLow %d is above ConnHigh %d", ErrBadConfig, c.ConnLow, c.ConnHigh)
+	}
+	switch c.NAT.Reachability {
+	case "", ReachabilityAuto, ReachabilityPublic, ReachabilityPrivate:
+	default:
+		return fmt.Errorf("%w: NAT.Reachability %q: want auto, public or private", ErrBadConfig, c.NAT.Reachability)
+	}
+	if l := c.NAT.RelayLimits; l.Reservations < 0 || l.Circuits < 0 || l.PerIP < 0 || l.Duration < 0 || l.Data < 0 {
+		return fmt.Errorf("%w: NAT.RelayLimits %+v: want no negative limit (0 is the default)", ErrBadConfig, l)
 	}
 	switch c.DHTMode {
 	case "server", "client", "auto", "off":

@@ -52,7 +52,9 @@ var (
 type Node struct {
 	cfg       Config
 	bootstrap []peer.AddrInfo // cfg.Bootstrap, parsed
-	router    *routerTracer   // GossipSub's losses and open streams
+	relays    []peer.AddrInfo // cfg.NAT.Relays, parsed
+	nat       nat
+	router    *routerTracer // GossipSub's losses and open streams
 	replay    *identity.ReplayWindow
 	metrics   *metrics
 
@@ -116,6 +118,10 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: Bootstrap: %w", ErrBadConfig, err)
 	}
+	relays, err := discovery.ParseAddrs(cfg.NAT.Relays)
+	if err != nil {
+		return nil, fmt.Errorf("%w: NAT.Relays: %w", ErrBadConfig, err)
+	}
 	n := &Node{
 		cfg:         cfg,
 		agents:      make(map[string]*identity.Agent, len(cfg.Agents)),
@@ -128,6 +134,7 @@ func New(cfg Config) (*Node, error) {
 		delegations: identity.NewDelegationCache(0),
 		own:         map[identity.AgentID]delegation{},
 		bootstrap:   boot,
+		relays:      relays,
 	}
 	n.router = newRouterTracer(n.metrics.lost)
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
@@ -185,6 +192,10 @@ func (n *Node) Start(ctx context.Context) error {
 		n.ownsHost = true
 	}
 	n.host = h
+	if err := n.watchReachability(n.ctx, h); err != nil {
+		n.shutdownLocked()
+		return fmt.Errorf("watch reachability: %w", err)
+	}
 
 	psOpts := []pubsub.Option{
 		// Intents carry their own agent signature in the envelope, so a
@@ -333,20 +344,8 @@ func (n *Node) newHost() (host.Host, error) {
 		announce := n.cfg.Announce
 		opts = append(opts, libp2p.AddrsFactory(func([]ma.Multiaddr) []ma.Multiaddr { return announce }))
 	}
-	nat := n.cfg.NAT
-	if nat.AutoNATService {
-		opts = append(opts, libp2p.EnableNATService())
-	}
-	if nat.RelayService {
-		opts = append(opts, libp2p.EnableRelayService())
-	}
-	if nat.NoRelayClient {
-		opts = append(opts, libp2p.DisableRelay())
-	}
-	if !nat.NoHolePunching && !nat.NoRelayClient {
-		opts = append(opts, libp2p.EnableHolePunching())
-	}
-	if nat.PortMap {
+	opts = append(opts, n.natOptions()...)
+	if n.cfg.NAT.PortMap {
 		opts = append(opts, libp2p.NATPortMap())
 	}
 	h, err := libp2p.New(opts...)

@@ -15,6 +15,13 @@ type PeerInfo struct {
 	// Source says how the peer was found: bootstrap, mdns, dht,
 	// remembered, inbound (it dialled us) or direct (dialled by other code).
 	Source string `json:"source"`
+	// Connection is "direct", or "relayed" when every connection to the
+	// peer goes through a relay (Via).
+	Connection string  `json:"connection"`
+	Via        peer.ID `json:"via,omitempty"`
+	// HolePunched says a direct connection was made by hole punching
+	// (DCUtR) from a relayed one.
+	HolePunched bool `json:"hole_punched,omitempty"`
 }
 
 // Peers lists the peers the node is connected to, sorted by PeerID.
@@ -45,8 +52,10 @@ func (n *Node) Peers() []PeerInfo {
 		for _, c := range conns {
 			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
 		}
+		pi.Connection, pi.Via, pi.HolePunched = n.connection(conns, p)
 		out = append(out, pi)
 	}
+	n.forgetPunched(h.Network().Peers())
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }

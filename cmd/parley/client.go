@@ -170,7 +170,8 @@ func (c *cli) peersCmd() *cobra.Command {
 		Short: "List the peers the running daemon is connected to",
 		Long: `peers lists the nodes the running daemon is connected to: PeerID, how it was
 found (bootstrap, mdns, dht, remembered, inbound: it dialled us, or direct),
-the connection's direction and the peer's addresses.`,
+the connection's direction, whether it is direct (and made by hole
+punching) or relayed (through which relay), and the peer's addresses.`,
 		Example: `  parley peers
   parley peers --json | jq length`,
 		Args: cobra.NoArgs,
@@ -193,9 +194,16 @@ the connection's direction and the peer's addresses.`,
 			// SOURCE says how the peer was found: bootstrap, mdns, dht,
 			// remembered, inbound (it dialled us) or direct.
 			tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "PEER\tSOURCE\tDIRECTION\tADDRS")
+			fmt.Fprintln(tw, "PEER\tSOURCE\tDIRECTION\tCONNECTION\tADDRS")
 			for _, p := range peers {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.ID, p.Source, p.Direction, strings.Join(p.Addrs, ","))
+				conn := p.Connection
+				switch {
+				case p.Via != "":
+					conn += " via …" + p.Via.String()[max(0, len(p.Via.String())-8):]
+				case p.HolePunched:
+					conn += " (hole punched)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, p.Source, p.Direction, conn, strings.Join(p.Addrs, ","))
 			}
 			return tw.Flush()
 		},

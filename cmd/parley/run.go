@@ -26,6 +26,10 @@ type runFlags struct {
 	policy    string
 	noAudit   bool
 	apiPublic bool
+	// NAT traversal
+	relayService bool
+	relays       []string
+	reachability string
 }
 
 func (c *cli) runCmd() *cobra.Command {
@@ -80,6 +84,10 @@ Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
 	fl.StringVar(&f.policy, "policy", "", "policy file (YAML); reloaded on SIGHUP")
 	fl.BoolVar(&f.noAudit, "no-audit", false, "do not keep the audit log in <home>/audit")
 	fl.BoolVar(&f.apiPublic, "api-public", false, "allow the local API on a non-loopback address (only its token protects it)")
+	fl.BoolVar(&f.relayService, "relay-service", false, "serve circuit relay v2 for nodes behind NAT (a public node; limits under nat.relay_limits in config.yaml)")
+	fl.StringArrayVar(&f.relays, "relay", nil, "static relay to reserve a slot on when behind NAT, a multiaddr ending in /p2p/<PeerID>, repeatable (overrides config.yaml's nat.relays)")
+	fl.StringVar(&f.reachability, "reachability", "", "what this node assumes of itself: auto (AutoNAT decides), public or private (behind NAT: reserve a relay slot at once)")
+	_ = cmd.RegisterFlagCompletionFunc("reachability", cobra.FixedCompletions([]string{"auto", "public", "private"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -92,6 +100,10 @@ func optionFlag(option string) (string, bool) {
 		return "--dht-mode", true
 	case "PolicyFile":
 		return "--policy", true
+	case "Relays":
+		return "--relay", true
+	case "Reachability":
+		return "--reachability", true
 	}
 	return "", false
 }
@@ -137,6 +149,10 @@ func (c *cli) run(ctx context.Context, f runFlags, logLevel string) error {
 		NoAudit:    f.noAudit,
 		LogLevel:   logLevel,
 		Version:    version(),
+
+		RelayService: f.relayService,
+		Relays:       f.relays,
+		Reachability: f.reachability,
 	})
 	if err != nil {
 		return flagErr(err)

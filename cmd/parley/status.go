@@ -54,6 +54,17 @@ func printStatus(w io.Writer, st *api.Status) error {
 	fmt.Fprintf(&b, "version:  %s\n", st.Version)
 	fmt.Fprintf(&b, "uptime:   %s (since %s)\n", (time.Duration(st.UptimeSeconds) * time.Second).String(), clock(st.Started))
 	fmt.Fprintf(&b, "health:   %s\n", health)
+	reach := st.Reachability
+	switch reach {
+	case "private":
+		reach = "private (behind NAT): reachable through its relays"
+		if len(st.RelayAddrs) == 0 {
+			reach = "private (behind NAT), NO RELAY SLOT YET: peers cannot dial it (nat.relays, or a peer with --relay-service)"
+		}
+	case "unknown":
+		reach = "unknown (AutoNAT has not decided yet)"
+	}
+	fmt.Fprintf(&b, "reach:    %s\n", reach)
 	fmt.Fprintf(&b, "peers:    %d\n", st.Peers)
 	fmt.Fprintf(&b, "tasks:    %d in flight\n", st.TasksInFlight)
 	switch a := st.Audit; {
@@ -73,7 +84,12 @@ func printStatus(w io.Writer, st *api.Status) error {
 	}
 	fmt.Fprintf(&b, "policy:   %s\n", pol)
 	for _, a := range st.Addrs {
-		fmt.Fprintf(&b, "listen:   %s\n", a)
+		if !strings.Contains(a, "/p2p-circuit") {
+			fmt.Fprintf(&b, "listen:   %s\n", a)
+		}
+	}
+	for _, a := range st.RelayAddrs {
+		fmt.Fprintf(&b, "relayed:  %s\n", a)
 	}
 	b.WriteString("agents:\n")
 	if _, err := io.WriteString(w, b.String()); err != nil {

@@ -96,6 +96,20 @@ type NATConfig struct {
 	RelayClient    *bool `yaml:"relay_client"`  // default true
 	HolePunching   *bool `yaml:"hole_punching"` // default true
 	PortMap        bool  `yaml:"port_map"`
+	// Relays are static relays, each ending in /p2p/<PeerID>.
+	Relays       []string          `yaml:"relays"`
+	Reachability string            `yaml:"reachability"` // auto (default), public, private
+	RelayLimits  RelayLimitsConfig `yaml:"relay_limits"`
+}
+
+// RelayLimitsConfig bounds a relay service; see node.RelayLimits.
+type RelayLimitsConfig struct {
+	Reservations int           `yaml:"reservations"`
+	Circuits     int           `yaml:"circuits"`
+	PerIP        int           `yaml:"per_ip"`
+	Duration     time.Duration `yaml:"duration"`
+	Data         int64         `yaml:"data"`
+	Unlimited    bool          `yaml:"unlimited"`
 }
 
 // AgentConfig names one hosted agent; its key is keys/agents/<name>.key.
@@ -267,13 +281,27 @@ agents:
 #   - /ip4/203.0.113.7/tcp/4001
 
 # NAT traversal (go-libp2p): a publicly reachable node can serve AutoNAT
-# checks and relay for others.
+# checks and relay for others (relay_service, 'parley run --relay-service').
+# A node behind NAT reserves a slot on a relay (the static relays, else the
+# relays among its peers), advertises the relayed address, and hole
+# punching then upgrades its connections to direct ones where the NATs
+# allow. reachability: private skips waiting for AutoNAT to say so.
 # nat:
 #   autonat_service: false
 #   relay_service: false
 #   relay_client: true
 #   hole_punching: true
 #   port_map: false
+#   reachability: auto             # auto, public or private
+#   relays:
+#     - /ip4/198.51.100.1/tcp/4001/p2p/12D3KooW...
+#   relay_limits:                  # for relay_service; 0 keeps the default
+#     reservations: 128            # slots in all
+#     circuits: 16                 # relayed connections per peer
+#     per_ip: 8                    # slots per IP address
+#     duration: 2m                 # per relayed connection
+#     data: 131072                 # bytes each way per relayed connection
+#     unlimited: false             # no time or data limit: relayed connections carry gossip too
 
 # Guardrails (see policy/testdata/example.yaml in parley's source); reloaded
 # on SIGHUP. A private network key makes the mesh private (psk: swarm.key).
@@ -435,6 +463,17 @@ func parseConfig(path string, data []byte) (Config, error) {
 	default:
 		return Config{}, bad(m.line, "dht.mode %q: want server, client, auto or off", m.s)
 	}
+	switch c.NAT.Reachability {
+	case "", node.ReachabilityAuto, node.ReachabilityPublic, node.ReachabilityPrivate:
+	default:
+		return Config{}, fmt.Errorf("%s: nat.reachability %q: want auto, public or private", path, c.NAT.Reachability)
+	}
+	if _, err := discovery.ParseAddrs(c.NAT.Relays); err != nil {
+		return Config{}, fmt.Errorf("%s: nat.relays: %w", path, err)
+	}
+	if l := c.NAT.RelayLimits; l.Reservations < 0 || l.Circuits < 0 || l.PerIP < 0 || l.Duration < 0 || l.Data < 0 {
+		return Config{}, fmt.Errorf("%s: nat.relay_limits: limits must not be negative (0 keeps the default)", path)
+	}
 	switch {
 	case c.Limits.MaxIntentSize < 0:
 		return Config{}, fmt.Errorf("%s: limits.max_intent_size %d is negative", path, c.Limits.MaxIntentSize)
@@ -532,6 +571,9 @@ func (h *Home) NodeConfig() (node.Config, error) {
 		NoRelayClient:  c.NAT.RelayClient != nil && !*c.NAT.RelayClient,
 		NoHolePunching: c.NAT.HolePunching != nil && !*c.NAT.HolePunching,
 		PortMap:        c.NAT.PortMap,
+		Relays:         c.NAT.Relays,
+		Reachability:   c.NAT.Reachability,
+		RelayLimits:    node.RelayLimits(c.NAT.RelayLimits),
 	}
 	cfg.PeersFile = filepath.Join(h.Dir, "peers.json")
 	if c.PSK != "" {

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -292,6 +293,9 @@ func TestConfig(t *testing.T) {
 		{"bad dht mode", "mdns: true\ndht:\n  mode: sometimes\n", []string{path, "line 3", "dht.mode", "sometimes"}},
 		{"bad mdns", "mdns: maybe\n", []string{path, "line 1", "maybe"}},
 		{"unknown nat key", "nat:\n  upnp: true\n", []string{path, "line 2", "upnp"}},
+		{"bad reachability", "nat: {reachability: sometimes}\n", []string{path, "nat.reachability", "sometimes"}},
+		{"relay without peer id", "nat: {relays: [/ip4/198.51.100.1/tcp/4001]}\n", []string{path, "nat.relays", "/ip4/198.51.100.1/tcp/4001"}},
+		{"negative relay limit", "nat: {relay_limits: {reservations: -1}}\n", []string{path, "nat.relay_limits"}},
 		{"capabilities without exec", "agents:\n  - name: default\n  - name: quoter\n    capabilities: [quote]\n",
 			[]string{path, "line 3", "quoter offers quote but has no exec", "exec: [command", "parley agents register --name quoter --capability quote"}},
 		{"exec without capabilities", "agents:\n  - name: default\n  - name: runner\n    exec: [sh, x.sh]\n", []string{path, "line 3", "runner runs a command but offers no capabilities"}},
@@ -361,26 +365,30 @@ func TestNodeConfigDiscovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !cfg.MDNS || cfg.DHTMode != "server" || len(cfg.Announce) != 0 ||
-		cfg.NAT != (node.NATConfig{}) || cfg.PeersFile != filepath.Join(h.Dir, "peers.json") {
+		!reflect.DeepEqual(cfg.NAT, node.NATConfig{}) || cfg.PeersFile != filepath.Join(h.Dir, "peers.json") {
 		t.Fatalf("defaults: MDNS %v, DHTMode %q, Announce %v, NAT %+v, PeersFile %q", cfg.MDNS, cfg.DHTMode, cfg.Announce, cfg.NAT, cfg.PeersFile)
 	}
 
 	yml := "mdns: false\ndht: {mode: client}\nannounce: [/ip4/203.0.113.7/tcp/4001, /dns4/example.org/tcp/4001]\n" +
-		"nat: {autonat_service: true, relay_service: true, relay_client: false, hole_punching: false, port_map: true}\n"
+		"nat: {autonat_service: true, relay_service: true, relay_client: false, hole_punching: false, port_map: true,\n" +
+		"  reachability: private, relays: [/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN],\n" +
+		"  relay_limits: {reservations: 2, circuits: 4, per_ip: 1, duration: 1m, data: 65536, unlimited: true}}\n"
 	if h.Config, err = parseConfig(h.ConfigPath(), []byte(yml)); err != nil {
 		t.Fatal(err)
 	}
 	if cfg, err = h.NodeConfig(); err != nil {
 		t.Fatal(err)
 	}
-	want := node.NATConfig{AutoNATService: true, RelayService: true, NoRelayClient: true, NoHolePunching: true, PortMap: true}
+	want := node.NATConfig{AutoNATService: true, RelayService: true, NoRelayClient: true, NoHolePunching: true, PortMap: true,
+		Reachability: "private", Relays: []string{"/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"},
+		RelayLimits: node.RelayLimits{Reservations: 2, Circuits: 4, PerIP: 1, Duration: time.Minute, Data: 65536, Unlimited: true}}
 	if cfg.MDNS || cfg.DHTMode != "client" || len(cfg.Announce) != 2 || cfg.Announce[1].String() != "/dns4/example.org/tcp/4001" ||
-		cfg.NAT != want || cfg.PeersFile != filepath.Join(h.Dir, "peers.json") {
+		!reflect.DeepEqual(cfg.NAT, want) || cfg.PeersFile != filepath.Join(h.Dir, "peers.json") {
 		t.Fatalf("from config: MDNS %v, DHTMode %q, Announce %v, NAT %+v, PeersFile %q", cfg.MDNS, cfg.DHTMode, cfg.Announce, cfg.NAT, cfg.PeersFile)
 	}
 	// The generated config.yaml offers every field, commented out.
 	for _, k := range []string{"# mdns: true", "#   mode: server", "# announce:", "#   autonat_service: false", "#   relay_service: false",
-		"#   relay_client: true", "#   hole_punching: true", "#   port_map: false"} {
+		"#   relay_client: true", "#   hole_punching: true", "#   port_map: false", "#   reachability: auto", "#   relays:", "#   relay_limits:"} {
 		if !strings.Contains(defaultConfigYAML, k) {
 			t.Errorf("config.yaml does not show %q", k)
 		}

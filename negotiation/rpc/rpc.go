@@ -433,7 +433,7 @@ func pastDeadline(ctx context.Context) bool {
 }
 
 func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to identity.AgentID, capability string, input json.RawMessage) (json.RawMessage, error) {
-	st, err := s.h.NewStream(ctx, p, ID)
+	st, err := s.h.NewStream(network.WithAllowLimitedConn(ctx, "parley rpc"), p, ID) // a relayed peer too
 	if err != nil {
 		return nil, fmt.Errorf("open stream: %w", err)
 	}

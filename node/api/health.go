@@ -97,11 +97,16 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 
 // Status is the answer to GET /v1/status: what 'parley status' shows.
 type Status struct {
-	Peer          peer.ID       `json:"peer"`
-	Version       string        `json:"version"`
-	Started       time.Time     `json:"started"`
-	UptimeSeconds float64       `json:"uptime_seconds"`
-	Addrs         []string      `json:"addrs"`
+	Peer          peer.ID   `json:"peer"`
+	Version       string    `json:"version"`
+	Started       time.Time `json:"started"`
+	UptimeSeconds float64   `json:"uptime_seconds"`
+	Addrs         []string  `json:"addrs"`
+	// Reachability is what AutoNAT (or config.yaml's nat.reachability)
+	// says of this node: public, private (behind NAT) or unknown.
+	Reachability string `json:"reachability"`
+	// RelayAddrs are the addresses it is reachable at through relays.
+	RelayAddrs    []string      `json:"relay_addrs"`
 	Peers         int           `json:"peers"`
 	Agents        []AgentStatus `json:"agents"`
 	TasksInFlight int           `json:"tasks_in_flight"`
@@ -153,9 +158,13 @@ func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
 
 // Status describes the daemon now.
 func (s *Server) Status() Status {
-	st := Status{Peer: s.n.ID(), Version: s.version, Started: s.since, Addrs: []string{}, Agents: []AgentStatus{}}
+	st := Status{Peer: s.n.ID(), Version: s.version, Started: s.since, Addrs: []string{}, RelayAddrs: []string{}, Agents: []AgentStatus{},
+		Reachability: s.n.Reachability()}
 	for _, a := range s.n.Addrs() {
 		st.Addrs = append(st.Addrs, a.String())
+	}
+	for _, a := range s.n.RelayAddrs() {
+		st.RelayAddrs = append(st.RelayAddrs, a.String())
 	}
 	st.Peers = len(s.n.Peers())
 	s.extMu.Lock()
