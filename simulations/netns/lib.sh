@@ -1,9 +1,9 @@
 # What run.sh and nat.sh share: sourced by them, after `set -euo pipefail`.
 # It sets the cleanup trap, so source it before making anything. Scripts
 # list each namespace in NSS before they make it and set WORK to their
-# work directory; the trap stops every job of the script still running (by
-# PID), removes those namespaces and WORK (PARLEY_NETNS_KEEP=1 keeps WORK),
-# on success, failure or interrupt.
+# work directory; on success, failure or interrupt the trap stops every job
+# of the script still running (by PID) and anything left inside those
+# namespaces, then removes them and WORK (PARLEY_NETNS_KEEP=1 keeps WORK).
 
 NSS=()    # namespaces made, for cleanup
 FAILED=0  # set to 1 by a failed check
@@ -25,7 +25,13 @@ cleanup() {
 		wait "$p" 2>/dev/null || true
 	done
 	local ns
-	for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+	for ns in "${NSS[@]}"; do
+		# Anything still inside a namespace of ours was started by this
+		# script (a daemon whose job ended first, say): stop it by PID
+		# before the namespace goes, which would not stop it.
+		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+		ip netns del "$ns" 2>/dev/null || true
+	done
 	if [ -n "$WORK" ]; then
 		if [ -n "${PARLEY_NETNS_KEEP:-}" ]; then echo "netns: kept $WORK"; else rm -rf "$WORK"; fi
 	fi

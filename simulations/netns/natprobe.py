@@ -12,6 +12,8 @@ NAT routers' behaviour is tested by itself, apart from parley.
                                       then print "from ip:port" for every
                                       datagram received on SRC for S seconds
   natprobe.py send SRC HOST PORT      send one datagram from SRC to HOST:PORT
+  natprobe.py rtt HOST PORT N         the median round trip in ms of N
+                                      datagrams to the echo at HOST:PORT
   natprobe.py punch SRC STUN PORT MINE THEIRS S
                                       UDP hole punch: learn SRC's public
                                       address from the echo at STUN:PORT,
@@ -104,6 +106,20 @@ def send(src, host, port):
     return 0
 
 
+def rtt(host, port, n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    times = []
+    for _ in range(int(n)):
+        t0 = time.perf_counter()
+        s.sendto(b"?", (host, int(port)))
+        s.recv(64)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    print("%.2f" % times[len(times) // 2])
+    return 0
+
+
 def punch(src, stun, port, mine, theirs, secs):
     s = bound(socket.SOCK_DGRAM, src)
     s.settimeout(1)
@@ -142,7 +158,7 @@ def main(argv):
     cmd, args = argv[1], argv[2:]
     if cmd == "echo":
         echo(args)
-    return {"tcp": tcp, "udp": udp, "open": open_, "send": send, "punch": punch}[cmd](*args)
+    return {"tcp": tcp, "udp": udp, "open": open_, "send": send, "rtt": rtt, "punch": punch}[cmd](*args)
 
 
 if __name__ == "__main__":
