@@ -14,12 +14,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
 
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/spf13/cobra"
+	"golang.org/x/mod/module"
 
 	"github.com/parleynet/parley/daemon/home"
 )
@@ -127,30 +129,128 @@ func oneLine(err error) string {
 	return out
 }
 
-// version is the module version the binary was built from, or "devel".
-func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok || bi.Main.Version == "" || bi.Main.Version == "(devel)" {
-		return "devel"
-	}
-	return bi.Main.Version
+// stampedRevision is the VCS revision of a build whose build info has
+// none, such as a Docker build (its context has no .git): set it with
+// -ldflags "-X main.stampedRevision=<commit>".
+var stampedRevision string
+
+// buildInfo is what the binary knows of how it was built; 'parley version
+// --json' prints it.
+type buildInfo struct {
+	// Version is the module version ("v1.2.3" from go install …@v1.2.3,
+	// or from go build at a tagged commit), or "devel".
+	Version string `json:"version"`
+	// Revision is the commit the binary was built from, "" if unknown.
+	Revision string `json:"revision"`
+	// Time is the commit's time (RFC 3339), "" if unknown.
+	Time string `json:"time"`
+	// Modified is set when the checkout had uncommitted changes.
+	Modified bool   `json:"modified"`
+	Go       string `json:"go"`
 }
 
-func (c *cli) versionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:     "version",
-		Short:   "Print parley's version",
-		Example: `  parley version`,
-		Args:    cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
-			gov := "unknown"
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				gov = bi.GoVersion
+func readBuildInfo() buildInfo {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		bi = nil
+	}
+	return newBuildInfo(bi, stampedRevision)
+}
+
+// newBuildInfo reads bi (nil when the binary has none), with stamped as
+// the revision where bi names none.
+func newBuildInfo(bi *debug.BuildInfo, stamped string) buildInfo {
+	b := buildInfo{Version: "devel", Go: runtime.Version()}
+	if bi != nil {
+		b.Go = bi.GoVersion
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				b.Revision = s.Value
+			case "vcs.time":
+				b.Time = s.Value
+			case "vcs.modified":
+				b.Modified = s.Value == "true"
 			}
-			_, err := fmt.Fprintf(c.out, "parley %s (%s)\n", version(), gov)
+		}
+		b.Version = moduleVersion(bi.Main.Version, b.Revision != "")
+	}
+	if b.Revision == "" {
+		b.Revision = stamped
+	}
+	return b
+}
+
+// moduleVersion is the version to show for the main module's version v as
+// the go command recorded it; fromVCS says the build info has a revision,
+// so the binary was built in a checkout.
+func moduleVersion(v string, fromVCS bool) string {
+	if v == "" || v == "(devel)" {
+		return "devel"
+	}
+	if fromVCS {
+		// go build in a checkout derives v from its tags: a tag at the
+		// commit gives that version (+dirty with changes, which Modified
+		// says), any other commit a pseudo-version that only restates the
+		// revision. go install …@<commit> gives a pseudo-version too, but
+		// no revision, so it is kept.
+		v = strings.TrimSuffix(v, "+dirty")
+		if module.IsPseudoVersion(v) {
+			return "devel"
+		}
+	}
+	return v
+}
+
+// short is the version in one word or two: "v1.2.3", "devel
+// 4066074a5b2c", "devel 4066074a5b2c+dirty".
+func (b buildInfo) short() string {
+	s := b.Version
+	if b.Revision != "" {
+		rev := b.Revision
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		s += " " + rev
+		if b.Modified {
+			s += "+dirty"
+		}
+	}
+	return s
+}
+
+// version is the version the daemon reports in its status.
+func version() string { return readBuildInfo().short() }
+
+func (c *cli) versionCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print parley's version and the commit it was built from",
+		Long: `version prints the module version the binary was built from ("devel" for a
+build from a checkout that is not at a tag), the commit (with +dirty if the
+checkout had uncommitted changes), the commit's time and the Go version.
+A binary from 'go install github.com/parleynet/parley/cmd/parley@v1.2.3'
+prints v1.2.3 and no commit. --json prints {"version", "revision", "time",
+"modified", "go"}, with "" for what the binary does not know.`,
+		Example: `  parley version
+  parley version --json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			b := readBuildInfo()
+			if asJSON {
+				return c.printJSON(b)
+			}
+			detail := b.Go
+			if b.Time != "" {
+				detail = b.Time + ", " + detail
+			}
+			_, err := fmt.Fprintf(c.out, "parley %s (%s)\n", b.short(), detail)
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
 // groupRun is the RunE of a command that only groups others: with no

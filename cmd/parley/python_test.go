@@ -285,7 +285,7 @@ func startProgram(t *testing.T, env []string, name string, args ...string) *proc
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s stderr:\n%s", filepath.Base(args[0]), p.stderr)
+			t.Logf("%s %s stderr:\n%s", filepath.Base(name), strings.Join(args, " "), p.stderr)
 		}
 	})
 	return p

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/parleynet/parley/daemon"
+	"github.com/parleynet/parley/internal/sdnotify"
 )
 
 type runFlags struct {
@@ -56,7 +57,11 @@ from config.yaml the agents (added, removed, changed) and log_level. A bad
 file is refused, with its name and line, and everything stays as it was;
 one log line says what changed or why nothing did.
 
-Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.`,
+Logs go to stderr. SIGINT or SIGTERM stops the daemon within 5 s.
+
+Under a service manager that sets NOTIFY_SOCKET (systemd's Type=notify) the
+daemon reports READY=1 once its API is up, RELOADING=1 and READY=1 around a
+SIGHUP reload, and STOPPING=1 when it stops.`,
 		Example: `  parley run
   parley run --listen /ip4/0.0.0.0/tcp/4001 --announce /ip4/203.0.113.7/tcp/4001
   parley run --bootstrap /ip4/192.0.2.10/tcp/4001/p2p/12D3KooW...`,
@@ -134,6 +139,12 @@ func (c *cli) run(ctx context.Context, f runFlags, logLevel string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// Taken from the environment before any agent starts, so that none
+	// inherits it.
+	sd, err := sdnotify.FromEnv()
+	if err != nil {
+		return err
+	}
 
 	d, err := daemon.New(daemon.Options{
 		Home:       c.home,
@@ -168,16 +179,30 @@ func (c *cli) run(ctx context.Context, f runFlags, logLevel string) error {
 	if err := printReady(c, d); err != nil {
 		return stop(err)
 	}
+	ready := sdnotify.Status(fmt.Sprintf("peer %s, api %s", d.Node().ID(), d.APIURL()))
+	notify(sd, sdnotify.Ready, ready)
 	for {
 		select {
 		case <-ctx.Done():
 			log.Infow("shutting down", "peer", d.Node().ID())
+			notify(sd, sdnotify.Stopping)
 			return stop(nil)
 		case <-d.Done():
+			notify(sd, sdnotify.Stopping)
 			return stop(d.Err())
 		case <-hup:
+			notify(sd, sdnotify.Reloading)
 			_, _ = d.Reload() // it logs what changed, or why nothing did
+			notify(sd, sdnotify.Ready, ready)
 		}
+	}
+}
+
+// notify tells the service manager the daemon's state; a manager that
+// cannot be told is logged, not fatal (systemd then times the start out).
+func notify(sd *sdnotify.Notifier, states ...string) {
+	if err := sd.Notify(states...); err != nil {
+		log.Warnw("could not notify the service manager", "err", err)
 	}
 }
 

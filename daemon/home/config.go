@@ -189,7 +189,7 @@ const defaultConfigYAML = `# parley node configuration.
 # that 'parley run' prints). They are re-dialled whenever the connection
 # drops.
 # bootstrap:
-#   - /ip4/192.0.2.10/tcp/4001/p2p/12D3KooW...
+#   - /ip4/192.0.2.10/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN
 
 # Agents this node hosts. Each has its key in keys/agents/<name>.key; the
 # first is the default agent. An agent with exec is a command that bids on
@@ -294,7 +294,7 @@ agents:
 #   port_map: false
 #   reachability: auto             # auto, public or private
 #   relays:
-#     - /ip4/198.51.100.1/tcp/4001/p2p/12D3KooW...
+#     - /ip4/198.51.100.1/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN
 #   relay_limits:                  # for relay_service; 0 keeps the default
 #     reservations: 128            # slots in all
 #     circuits: 16                 # relayed connections per peer
@@ -334,6 +334,12 @@ type fileConfig struct {
 	Policy   string       `yaml:"policy"`
 	PSK      string       `yaml:"psk"`
 	LogLevel lineString   `yaml:"log_level"`
+
+	Admission        admission.Limits  `yaml:"admission"`
+	Negotiation      NegotiationConfig `yaml:"negotiation"`
+	DialPrivateAddrs bool              `yaml:"dial_private_addrs"`
+	RelayFilter      bool              `yaml:"relay_filter"`
+	AuditFailure     string            `yaml:"audit_failure"`
 }
 
 // lineString is a YAML string that remembers its line.
@@ -445,6 +451,7 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
 	c.MDNS, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.NAT, fc.Policy, fc.PSK
+	c.Admission, c.Negotiation, c.DialPrivateAddrs, c.RelayFilter, c.AuditFailure = fc.Admission, fc.Negotiation, fc.DialPrivateAddrs, fc.RelayFilter, fc.AuditFailure
 	if l := fc.LogLevel; l.s != "" {
 		if _, err := logging.Parse(l.s); err != nil {
 			return Config{}, bad(l.line, "log_level %q: want debug, info, warn or error", l.s)
