@@ -5,6 +5,7 @@
 # of the script still running (by PID) and anything left inside those
 # namespaces, then removes them and WORK (PARLEY_NETNS_KEEP=1 keeps WORK).
 
+# shellcheck shell=bash disable=SC2034 # FAILED is read by the scripts
 NSS=()    # namespaces made, for cleanup
 FAILED=0  # set to 1 by a failed check
 WORK=""

@@ -46,7 +46,8 @@
 # only (t). PARLEY_NAT_RELAY_LIMITS=default gives r go-libp2p's limits per
 # relayed connection (2 min, 128 KiB: limited connections, which GossipSub
 # does not use) instead of none. PARLEY_NAT_DHT_MODE sets the private
-# nodes' --dht-mode (default auto).
+# nodes' --dht-mode (default auto). PARLEY_NAT_TRANSPORT=tcp has the
+# nodes reach r (and so punch holes) over TCP instead of QUIC.
 #
 # Needs root, iproute2, nftables (nft) and python3; where it cannot make
 # namespaces or the tools are missing it prints "SKIP: <why>" and exits 77.
@@ -263,6 +264,11 @@ BID_WINDOW=300ms
 REACHABLE_WITHIN=5 # s from a private node's start to its relayed address: the issue's target
 RELAY_LIMITS=${PARLEY_NAT_RELAY_LIMITS:-unlimited}
 DHT_MODE=${PARLEY_NAT_DHT_MODE:-auto}
+case ${PARLEY_NAT_TRANSPORT:-quic} in
+quic) R_TRANSPORT=udp/ ;;
+tcp) R_TRANSPORT=tcp/ ;;
+*) echo "FAIL: PARLEY_NAT_TRANSPORT=$PARLEY_NAT_TRANSPORT: want quic or tcp"; exit 1 ;;
+esac
 
 # cli NODE CMD…: a parley command inside the node's namespace, where its
 # daemon's API (on that namespace's loopback) is.
@@ -335,16 +341,18 @@ END
 start r --listen "/ip4/$R_IP/tcp/4001" --listen "/ip4/$R_IP/udp/4001/quic-v1" --relay-service --reachability public
 R_ID=${PEER[r]}
 R_BOOT=()
-for a in $(grep '^listen: ' "$WORK/run-r.out" | cut -d' ' -f2); do R_BOOT+=(--bootstrap "$a"); done
-# The static relay is r's QUIC address, so that every node reaches r over
-# QUIC and learns its public QUIC address from it: DCUtR punches only
-# where both ends know their address on one transport (a node that
-# reached r over TCP learns only its TCP one).
-R_RELAY=(--relay "$(grep '^listen: .*/quic-v1/' "$WORK/run-r.out" | head -1 | cut -d' ' -f2)")
+while read -r _ a; do R_BOOT+=(--bootstrap "$a"); done < <(grep "^listen: .*/$R_TRANSPORT" "$WORK/run-r.out")
+# Every node is given r's address on one transport (QUIC, or TCP with
+# PARLEY_NAT_TRANSPORT=tcp), so that each reaches r over it and learns its
+# public address on it from r: DCUtR punches only where both ends know
+# their address on a common transport (a node that reached r over TCP
+# learns only its TCP one).
+R_RELAY=(--relay "$(grep "^listen: .*/$R_TRANSPORT" "$WORK/run-r.out" | head -1 | cut -d' ' -f2)")
 # The private nodes know they are behind NAT, so they reserve at once, and
 # keep out of others' DHT routing tables (auto: a client while private).
 PRIVATE=(--reachability private --dht-mode "$DHT_MODE" "${R_BOOT[@]}")
-echo "  r: $R_ID, reachability $(cli r status --json | json 'j.get("reachability")'), relay limits: reservations 2, $RELAY_LIMITS per connection"
+echo "  r: $R_ID, reachability $(cli r status --json | json 'j.get("reachability")')," \
+	"relay limits: reservations 2, $RELAY_LIMITS per connection; reached over ${PARLEY_NAT_TRANSPORT:-quic}"
 
 # relayed NODE: its status says reachability private and lists a relayed
 # address through r; prints the address.
@@ -419,8 +427,8 @@ punched() {
 # median wall time of `parley request` and the median of its work timing
 # (award to result), in ms.
 latency() {
-	local i ms=() work=()
-	for i in $(seq 1 "$2"); do
+	local ms=() work=()
+	for _ in $(seq 1 "$2"); do
 		quote_from_p2 "$1" >&2 || return 1
 		ms+=("$(cat "$WORK/request.ms")")
 		work+=("$(json '"%.1f" % ms(j["timings"]["work"])' <"$WORK/request.json")")
@@ -453,7 +461,10 @@ check "(2) p1 finds p2's quoter" wait_for 10 finds p1
 check "(2) p1's request for a quote completes, won by p2's quoter" quote_from_p2 p1
 check "(2) p1's connection to p2 is relayed by r" relayed_by_r p1 "${PEER[p2]}"
 RELAYED_MS=""
-check "(5) three more negotiations p1 -> p2 over the relay complete" eval 'RELAYED_MS=$(latency p1 3)'
+# measure VAR: VAR=$(latency p1 3), for check (which runs it in this
+# shell, so VAR is kept).
+measure() { local v; v=$(latency p1 3) || return 1; printf -v "$1" '%s' "$v"; }
+check "(5) three more negotiations p1 -> p2 over the relay complete" measure RELAYED_MS
 # DCUtR began as the relayed connection opened; cone <-> symmetric it
 # cannot succeed, and what it did is reported.
 PAIR_A="${NAT[n1]} <-> ${NAT[n2]}"
@@ -478,7 +489,8 @@ no_slot() {
 wait_for 5 is_conn p3 "$R_ID" direct || true
 sleep 3
 check "(4) p3 is refused a slot: running, connected to r, private, no relayed address" no_slot p3
-echo "  p3's log on relays: $(grep -i 'relay\|reserv\|slot' "$WORK/run-p3.err" | tail -3 | tr '\n' ' ')"
+LOGGED=$(grep -i 'relay\|reserv\|slot' "$WORK/run-p3.err" | tail -3 | tr '\n' ' ' || true)
+echo "  p3's log lines on relays: ${LOGGED:-none}"
 check "(4) p1 and p2 keep their slots" eval 'relayed p1 >/dev/null && relayed p2 >/dev/null'
 # The refusal was the limit's: with p2 gone, a restarted p3 gets the slot.
 stop p2
@@ -506,7 +518,7 @@ echo "$REPORT_B"
 check "(2) p1's request for a quote completes, won by p2's quoter" quote_from_p2 p1
 DIRECT_MS=""
 if punched; then
-	check "(5) three more negotiations p1 -> p2 over the direct connection complete" eval 'DIRECT_MS=$(latency p1 3)'
+	check "(5) three more negotiations p1 -> p2 over the direct connection complete" measure DIRECT_MS
 	punched || DIRECT_MS="" # not a direct latency after all
 fi
 
