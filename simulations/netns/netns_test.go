@@ -1,6 +1,7 @@
 // Package netns tests parley across separate network hosts: real daemons,
 // each in its own network namespace, joined by a bridge (run.sh says what
-// it checks). It needs root and iproute2 and skips, saying why, where they
+// it checks) or behind NAT routers (nat.sh). It needs root and iproute2
+// (and for nat.sh nftables and python3) and skips, saying why, where they
 // are missing.
 package netns
 
@@ -18,13 +19,28 @@ import (
 	"time"
 )
 
-// skipExit is run.sh's exit status when it cannot make namespaces here.
+// skipExit is the scripts' exit status when they cannot run here.
 const skipExit = 77
 
-// scriptTimeout bounds run.sh; it takes well under a minute when it passes.
-const scriptTimeout = 4 * time.Minute
-
+// TestSeparateHosts runs run.sh: daemons on one bridge, found by mDNS, by
+// bootstrap chains and from peers.json.
 func TestSeparateHosts(t *testing.T) {
+	runScript(t, "run.sh", 4*time.Minute)
+}
+
+// TestNAT runs nat.sh: daemons behind NAT routers, reachable through a
+// relay, negotiating across it and punching holes where the NATs allow. It
+// needs nftables (nft) and python3 as well.
+func TestNAT(t *testing.T) {
+	runScript(t, "nat.sh", 3*time.Minute)
+}
+
+// runScript builds parley and runs script with it, as root, failing the
+// test if the script fails (its FAIL lines say which check) or does not
+// finish within timeout (it takes well under a minute when it passes), and
+// skipping it where the script exits with skipExit.
+func runScript(t *testing.T, script string, timeout time.Duration) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts daemons in network namespaces")
 	}
@@ -36,36 +52,37 @@ func TestSeparateHosts(t *testing.T) {
 
 	prefix := fmt.Sprintf("parley-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	t.Cleanup(func() {
-		// run.sh removes what it made even on failure; a namespace left
-		// behind (run.sh itself killed) is removed here and is a failure.
+		// The script removes what it made even on failure; a namespace
+		// left behind (the script itself killed) is removed here and is a
+		// failure.
 		for _, ns := range namespaces(t, prefix) {
-			t.Errorf("run.sh left namespace %s behind", ns)
+			t.Errorf("%s left namespace %s behind", script, ns)
 			_ = exec.Command("ip", "netns", "del", ns).Run()
 		}
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "run.sh", bin)
+	cmd := exec.CommandContext(ctx, "bash", script, bin)
 	cmd.Env = append(os.Environ(), "PARLEY_NETNS_PREFIX="+prefix, "TMPDIR="+t.TempDir())
-	// On timeout run.sh gets SIGTERM, so its trap stops its daemons and
-	// removes its namespaces, and then a while to do it.
+	// On timeout the script gets SIGTERM, so its trap stops its daemons
+	// and removes its namespaces, and then a while to do it.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	err := cmd.Run()
-	t.Logf("run.sh (%s):\n%s", time.Since(start).Round(time.Second), out.String())
+	t.Logf("%s (%s):\n%s", script, time.Since(start).Round(time.Second), out.String())
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
 	case errors.As(err, &ee) && ee.ExitCode() == skipExit:
-		t.Skipf("run.sh skipped: %s", strings.TrimSpace(out.String()))
+		t.Skipf("%s skipped: %s", script, strings.TrimSpace(out.String()))
 	case ctx.Err() != nil:
-		t.Fatalf("run.sh did not finish within %s", scriptTimeout)
+		t.Fatalf("%s did not finish within %s", script, timeout)
 	default:
-		t.Fatalf("run.sh: %v (its FAIL lines say which check)", err)
+		t.Fatalf("%s: %v (its FAIL lines say which check)", script, err)
 	}
 }
 

@@ -34,41 +34,9 @@ DELIVER_WITHIN=20 # seconds: a delivery check publishes once a second for this l
 
 declare -A IP=([a]=$SUBNET.11 [b]=$SUBNET.12 [c]=$SUBNET.13 [d]=$SUBNET.14)
 declare -A DAEMON=() # node -> PID of its running daemon
-NSS=()               # namespaces made, for cleanup
-FAILED=0
-WORK=""
-
-log() { printf '%s %s\n' "$(date +%T)" "$*"; }
-
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	# Only this shell's own background jobs still running: never a PID
-	# that has exited (and might have been reused).
-	local p live
-	live=$(jobs -pr)
-	for p in $live; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in $live; do
-		for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null || true
-		wait "$p" 2>/dev/null || true
-	done
-	local ns
-	for ns in "${NSS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-	if [ -n "$WORK" ]; then
-		if [ -n "${PARLEY_NETNS_KEEP:-}" ]; then echo "netns: kept $WORK"; else rm -rf "$WORK"; fi
-	fi
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-skip() { echo "SKIP: $*"; exit 77; }
-
-[ "$(id -u)" = 0 ] || skip "needs root to make network namespaces"
-command -v ip >/dev/null || skip "needs iproute2 (ip)"
-ip netns list >/dev/null 2>&1 || skip "'ip netns list' fails here"
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+need_netns
 [ -x "$BIN" ] || { echo "FAIL: $BIN is not an executable"; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/$P.XXXXXX")
@@ -166,8 +134,6 @@ deliver() {
 	return 1
 }
 
-elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-
 # peers NODE: "<peer> <source>" per connected peer.
 peers() {
 	cli "$1" peers --json | grep -o '"id":"[^"]*"\|"source":"[^"]*"' | cut -d'"' -f4 | paste - - || true
@@ -175,13 +141,6 @@ peers() {
 
 # sources NODE: the sources of its peers, e.g. "mdns mdns inbound".
 sources() { peers "$1" | awk '{print $2}' | sort | tr '\n' ' '; }
-
-# wait_for SECONDS CMD…: run CMD every 0.5 s until it succeeds.
-wait_for() {
-	local s=$1; shift
-	for _ in $(seq 1 $((s * 2))); do "$@" && return 0; sleep 0.5; done
-	return 1
-}
 
 has_peers() { [ "$(peers "$1" | wc -l)" -ge "$2" ]; }
 # found_by NODE SOURCE: NODE has a peer it found by SOURCE.
@@ -192,17 +151,6 @@ remembers_all() {
 	ids=$(peers "$1" | awk '{print $1}')
 	[ -n "$ids" ] && [ -s "$WORK/$1/peers.json" ] || return 1
 	for p in $ids; do grep -q "\"$p\"" "$WORK/$1/peers.json" || return 1; done
-}
-
-check() { # check NAME CMD…
-	local name=$1 t0; shift
-	t0=$(date +%s.%N)
-	if "$@"; then
-		echo "PASS: $name ($(elapsed "$t0") s)"
-	else
-		echo "FAIL: $name ($(elapsed "$t0") s)"
-		FAILED=1
-	fi
 }
 
 for n in "${NODES[@]}"; do "$BIN" init --home "$WORK/$n" >/dev/null; done
