@@ -244,6 +244,13 @@ func New(opts Options) (*Daemon, error) {
 	default:
 		return nil, &OptionError{Option: "Reachability", Value: opts.Reachability, Err: errors.New("want auto, public or private")}
 	}
+	// A DHT server behind NAT hands its relayed address to every DHT peer,
+	// which then connect through the relay before hole punching can answer
+	// them, and those connections stay relayed: a node known to be private
+	// is a DHT client unless told otherwise.
+	if cfg.NAT.Reachability == node.ReachabilityPrivate && opts.DHTMode == "" && h.Config.DHT.Mode == "" {
+		cfg.DHTMode = discovery.DHTClient
+	}
 	if opts.PSK != "" {
 		if cfg.PSK, err = node.LoadPSK(opts.PSK); err != nil {
 			return nil, &OptionError{Option: "PSK", Value: opts.PSK, Err: err}

@@ -10,12 +10,15 @@ import (
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleynet/parley/identity"
@@ -197,7 +200,12 @@ func (s *Service) Start() error {
 	s.boot = NewBootstrapper(s.h, s.cfg.Bootstrap)
 	s.boot.Start()
 	for _, p := range remembered {
-		s.spawn(func() { s.connect(p, SourceRemembered) })
+		s.spawn(func() {
+			if relayedOnly(p) {
+				s.awaitHolePunching()
+			}
+			s.connect(p, SourceRemembered)
+		})
 	}
 	if s.cfg.MDNS {
 		s.mdns = mdns.NewMdnsService(s.h, ServiceName, mdnsNotifee{s})
@@ -215,6 +223,49 @@ func (s *Service) Start() error {
 		s.spawn(s.rememberLoop)
 	}
 	return nil
+}
+
+// holePunchWait bounds how long a relayed redial waits for this node's
+// hole punching to be ready (go-libp2p starts it a moment after the host).
+const holePunchWait = 3 * time.Second
+
+// relayedOnly reports whether p can be reached only through a relay.
+func relayedOnly(p peer.AddrInfo) bool {
+	for _, a := range p.Addrs {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err != nil {
+			return false
+		}
+	}
+	return len(p.Addrs) > 0
+}
+
+// awaitHolePunching waits until this host answers DCUtR, at most
+// holePunchWait. A relayed connection made before that is never made
+// direct: the other side starts the hole punch at once, finds no handler
+// and does not try again.
+func (s *Service) awaitHolePunching() {
+	sub, err := s.h.EventBus().Subscribe(new(event.EvtLocalProtocolsUpdated))
+	if err != nil {
+		return
+	}
+	defer sub.Close()
+	if slices.Contains(s.h.Mux().Protocols(), holepunch.Protocol) {
+		return
+	}
+	timer := time.NewTimer(holePunchWait)
+	defer timer.Stop()
+	for {
+		select {
+		case e := <-sub.Out():
+			if slices.Contains(e.(event.EvtLocalProtocolsUpdated).Added, holepunch.Protocol) {
+				return
+			}
+		case <-timer.C: // hole punching is off, or late: dial anyway
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
 }
 
 // Close stops discovery, remembers the current peers and waits for every

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/event"
@@ -51,7 +52,11 @@ func (n *Node) natOptions() []libp2p.Option {
 	// A node that learns it is behind NAT reserves a slot at once: one
 	// relay is enough to be reachable, and hole punching then makes the
 	// connections that matter direct.
-	arOpts := []autorelay.Option{autorelay.WithNumRelays(2), autorelay.WithMinCandidates(1), autorelay.WithBootDelay(0)}
+	// autorelay asks for candidates at start, before the node has met
+	// any, and by default then only every 30 s; the source only lists
+	// connected peers, so asking every second costs nothing.
+	arOpts := []autorelay.Option{autorelay.WithNumRelays(2), autorelay.WithMinCandidates(1), autorelay.WithBootDelay(0),
+		autorelay.WithMinInterval(time.Second)}
 	if len(n.relays) > 0 {
 		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(n.relays, arOpts...))
 	} else {

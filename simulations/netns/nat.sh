@@ -46,7 +46,8 @@
 # only (t). PARLEY_NAT_RELAY_LIMITS=default gives r go-libp2p's limits per
 # relayed connection (2 min, 128 KiB: limited connections, which GossipSub
 # does not use) instead of none. PARLEY_NAT_DHT_MODE sets the private
-# nodes' --dht-mode (default auto). PARLEY_NAT_TRANSPORT=tcp has the
+# nodes' --dht-mode (default: none given, so parley's own choice for a
+# private node, a DHT client). PARLEY_NAT_TRANSPORT=tcp has the
 # nodes reach r (and so punch holes) over TCP instead of QUIC.
 #
 # Needs root, iproute2, nftables (nft) and python3; where it cannot make
@@ -263,7 +264,7 @@ declare -A PEER=()    # node -> PeerID
 BID_WINDOW=300ms
 REACHABLE_WITHIN=5 # s from a private node's start to its relayed address: the issue's target
 RELAY_LIMITS=${PARLEY_NAT_RELAY_LIMITS:-unlimited}
-DHT_MODE=${PARLEY_NAT_DHT_MODE:-auto}
+DHT_MODE=(${PARLEY_NAT_DHT_MODE:+--dht-mode "$PARLEY_NAT_DHT_MODE"})
 case ${PARLEY_NAT_TRANSPORT:-quic} in
 quic) R_TRANSPORT=udp/ ;;
 tcp) R_TRANSPORT=tcp/ ;;
@@ -349,8 +350,9 @@ while read -r _ a; do R_BOOT+=(--bootstrap "$a"); done < <(grep "^listen: .*/$R_
 # learns only its TCP one).
 R_RELAY=(--relay "$(grep "^listen: .*/$R_TRANSPORT" "$WORK/run-r.out" | head -1 | cut -d' ' -f2)")
 # The private nodes know they are behind NAT, so they reserve at once, and
-# keep out of others' DHT routing tables (auto: a client while private).
-PRIVATE=(--reachability private --dht-mode "$DHT_MODE" "${R_BOOT[@]}")
+# (as DHT clients, parley's default for a private node) keep out of others'
+# DHT routing tables.
+PRIVATE=(--reachability private "${DHT_MODE[@]}" "${R_BOOT[@]}")
 echo "  r: $R_ID, reachability $(cli r status --json | json 'j.get("reachability")')," \
 	"relay limits: reservations 2, $RELAY_LIMITS per connection; reached over ${PARLEY_NAT_TRANSPORT:-quic}"
 
