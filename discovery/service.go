@@ -222,7 +222,40 @@ func (s *Service) Start() error {
 	if s.cfg.PeersFile != "" {
 		s.spawn(s.rememberLoop)
 	}
+	addrs, err := s.h.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	if err != nil {
+		return fmt.Errorf("watch the host's addresses: %w", err)
+	}
+	s.spawn(func() { s.resignOnNewAddrs(addrs) })
 	return nil
+}
+
+// resignOnNewAddrs signs the local agents' cards again whenever the host's
+// addresses change — a relay slot reserved, a NAT mapping learnt — so that
+// a card gives the addresses the node has now, not those it had when the
+// agent was added.
+func (s *Service) resignOnNewAddrs(sub event.Subscription) {
+	defer sub.Close()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-sub.Out():
+		}
+		s.mu.Lock()
+		var offers []*offer
+		for _, o := range s.offers {
+			if !o.raw {
+				offers = append(offers, o)
+			}
+		}
+		s.mu.Unlock()
+		for _, o := range offers {
+			if err := s.sign(o); err != nil {
+				log.Warnw("could not re-sign agent card after an address change", "agent", o.agent.ID, "err", err)
+			}
+		}
+	}
 }
 
 // holePunchWait bounds how long a relayed redial waits for this node's

@@ -386,6 +386,13 @@ reachable() {
 # connects FROM to p2, through r while p2 is reachable only so).
 finds() { cli "$1" agents find --capability quote --json 2>/dev/null | grep -q "\"peer\":\"${PEER[p2]}\""; }
 
+# card_relayed FROM: the card FROM finds for p2's quoter lists p2's relayed
+# address (the card is signed again once p2 holds its relay slot).
+card_relayed() {
+	cli "$1" agents find --capability quote --json 2>/dev/null |
+		json "any(c['peer'] == '${PEER[p2]}' and any('/p2p-circuit' in a for a in c.get('addrs', [])) for c in j)" | grep -qx true
+}
+
 # request FROM: FROM negotiates a quote; its JSON outcome in
 # $WORK/request.json and the wall time of `parley request` in ms in
 # $WORK/request.ms.
@@ -460,6 +467,7 @@ done
 
 log "(2) p1 negotiates with p2's agent through r (n1 ${NAT[n1]}, n2 ${NAT[n2]})"
 check "(2) p1 finds p2's quoter" wait_for 10 finds p1
+check "(1) the quoter's card gives p2's relayed address" wait_for 10 card_relayed p1
 check "(2) p1's request for a quote completes, won by p2's quoter" quote_from_p2 p1
 check "(2) p1's connection to p2 is relayed by r" relayed_by_r p1 "${PEER[p2]}"
 RELAYED_MS=""
