@@ -70,3 +70,27 @@ check() { # check NAME CMD…
 		FAILED=1
 	fi
 }
+
+# await_api NODE: wait (10 s at most) until the daemon started in the
+# background as DAEMON[NODE] has printed its api: line to
+# $WORK/run-NODE.out; else show its log and fail.
+await_api() {
+	local n=$1
+	for _ in $(seq 1 100); do
+		grep -q '^api:' "$WORK/run-$n.out" 2>/dev/null && return 0
+		kill -0 "${DAEMON[$n]}" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "node $n did not start:"; tail -20 "$WORK/run-$n.err"; return 1
+}
+
+# stop NODE: SIGTERM, as an operator would, and wait for a clean exit.
+stop() {
+	local n=$1 pid=${DAEMON[$1]}
+	kill -TERM "$pid"
+	if ! wait "$pid"; then
+		echo "FAIL: node $n did not exit cleanly after SIGTERM"
+		FAILED=1
+	fi
+	unset "DAEMON[$n]"
+}

@@ -299,27 +299,10 @@ start() {
 	# daemon's PID.
 	ip netns exec "$(ns "$n")" "$BIN" run --home "$WORK/$n" --no-mdns "$@" >"$WORK/run-$n.out" 2>>"$WORK/run-$n.err" &
 	DAEMON[$n]=$!
-	for _ in $(seq 1 100); do
-		if grep -q '^api:' "$WORK/run-$n.out" 2>/dev/null; then
-			PEER[$n]=$(grep '^peer:' "$WORK/run-$n.out" | cut -d' ' -f2)
-			return 0
-		fi
-		kill -0 "${DAEMON[$n]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "node $n did not start:"; tail -20 "$WORK/run-$n.err"; return 1
+	await_api "$n" || return 1
+	PEER[$n]=$(grep '^peer:' "$WORK/run-$n.out" | cut -d' ' -f2)
 }
 
-# stop NODE: SIGTERM, as an operator would, and wait for a clean exit.
-stop() {
-	local n=$1 pid=${DAEMON[$1]}
-	kill -TERM "$pid"
-	if ! wait "$pid"; then
-		echo "FAIL: node $n did not exit cleanly after SIGTERM"
-		FAILED=1
-	fi
-	unset "DAEMON[$n]"
-}
 
 for n in "${NODES[@]}"; do "$BIN" init --home "$WORK/$n" >/dev/null; done
 # r relays, for two reservations at most. By default its relayed

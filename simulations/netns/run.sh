@@ -74,24 +74,9 @@ start() {
 	ip netns exec "$(ns "$n")" "$BIN" run --home "$WORK/$n" --listen "/ip4/${IP[$n]}/tcp/4001" "$@" \
 		>"$WORK/run-$n.out" 2>>"$WORK/run-$n.err" &
 	DAEMON[$n]=$!
-	for _ in $(seq 1 100); do
-		grep -q '^api:' "$WORK/run-$n.out" 2>/dev/null && return 0
-		kill -0 "${DAEMON[$n]}" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "node $n did not start:"; tail -20 "$WORK/run-$n.err"; return 1
+	await_api "$n"
 }
 
-# stop NODE: SIGTERM, as an operator would, and wait for a clean exit.
-stop() {
-	local n=$1 pid=${DAEMON[$1]}
-	kill -TERM "$pid"
-	if ! wait "$pid"; then
-		echo "FAIL: node $n did not exit cleanly after SIGTERM"
-		FAILED=1
-	fi
-	unset "DAEMON[$n]"
-}
 
 # listen NODE: the node's /ip4/…/p2p/… address, for --bootstrap.
 listen() { grep '^listen: /ip4/' "$WORK/run-$1.out" | head -1 | cut -d' ' -f2; }
