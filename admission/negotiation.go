@@ -88,14 +88,20 @@ func (g guard) Award(ctx context.Context, a *identity.Agent, task, capability st
 			h.Release()
 			return nil, err
 		}
+		h.human = true
 	}
 	return h, nil
 }
 
 type hold struct {
-	l *Layer
-	r *policy.Reservation
+	l     *Layer
+	r     *policy.Reservation
+	human bool // a person approved the award
 }
+
+// HumanApproved reports whether a person approved the award, for the
+// negotiation's count of tasks completed with and without a human.
+func (h hold) HumanApproved() bool { return h.human }
 
 func (h hold) Charge()  { h.r.Charge(h.l.now()) }
 func (h hold) Release() { h.r.Release() }

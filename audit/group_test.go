@@ -516,6 +516,9 @@ func TestMetrics(t *testing.T) {
 	if h := metric(t, reg, "parley_audit_fsync_seconds"); h == nil || h.Histogram.GetSampleCount() != 7 {
 		t.Errorf("parley_audit_fsync_seconds: %v, want 7 observations", h)
 	}
+	if h := metric(t, reg, "parley_audit_append_seconds"); h == nil || h.Histogram.GetSampleCount() != 7 {
+		t.Errorf("parley_audit_append_seconds: %v, want 7 observations (one per Append)", h)
+	}
 	if h := metric(t, reg, "parley_audit_commit_group_records"); h == nil || h.Histogram.GetSampleSum() != 7 {
 		t.Errorf("parley_audit_commit_group_records: %v, want a sum of 7", h)
 	}

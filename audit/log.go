@@ -289,10 +289,12 @@ func (l *Log) create(index int) error {
 // commit, and so is bounded by the disk's fsync, the same as a synchronous
 // write would be; abandoning the wait would not abandon the write.
 func (l *Log) Append(r Record) (Record, error) {
+	start := time.Now()
 	e, stored, err := l.prepare(r, "append", true)
 	if err != nil {
 		return Record{}, err
 	}
+	defer func() { l.metrics.append.Observe(time.Since(start).Seconds()) }()
 	e.done = make(chan struct{})
 	if err := l.enqueue(context.Background(), e); err != nil {
 		return Record{}, err

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	reg     prometheus.Registerer // nil: nothing registered
 	fsync   prometheus.Histogram
+	append  prometheus.Histogram
 	records prometheus.Counter
 	group   prometheus.Histogram
 	broken  prometheus.Gauge
@@ -23,6 +24,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "parley_audit_fsync_seconds",
 			Help: "Time to fsync one commit group of the audit log.",
 			// 50µs … ~3.3s: SSDs to a failing disk.
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 17),
+		}),
+		append: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_audit_append_seconds",
+			Help:    "Time from Append to the record being durable: queueing, the group's write and its fsync — what an audited step waits.",
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 17),
 		}),
 		records: prometheus.NewCounter(prometheus.CounterOpts{
@@ -56,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.fsync, m.records, m.group, m.broken}
+	return []prometheus.Collector{m.fsync, m.append, m.records, m.group, m.broken}
 }
 
 // unregister removes the collectors, so that a Log reopened on the same

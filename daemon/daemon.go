@@ -512,9 +512,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	undo = append(undo, func() { _ = h.RemoveAPI(url) })
 
 	set(func() {
-		d.baseLevel = logging.DefaultLevel().String()
+		d.baseLevel = parleyLevel()
 		if lvl := h.Config.LogLevel; lvl != "" && d.opts.LogLevel == "" {
-			_ = logging.SetLogLevel("*", lvl)
+			_ = setParleyLevel(lvl)
 		}
 		d.started = time.Now()
 	})

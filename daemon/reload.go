@@ -277,7 +277,7 @@ func (d *Daemon) apply(p *plan) (err error) {
 		undo = append(undo, func() { _ = n.RemoveAgent(ac.Name) })
 	}
 	if lvl := p.changes.LogLevel; lvl != "" {
-		if err := logging.SetLogLevel("*", lvl); err != nil {
+		if err := setParleyLevel(lvl); err != nil {
 			return fmt.Errorf("log_level: %w", err)
 		}
 	}
@@ -305,4 +305,20 @@ func (d *Daemon) host(n *node.Node, h *home.Home, ac home.AgentConfig) error {
 // oneLine keeps an error to one line of a log.
 func oneLine(err error) string {
 	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+}
+
+// setParleyLevel sets the level of parley's own loggers: log_level is
+// about parley, and the libraries under it stay as quiet as the command
+// made them (errors only, unless it asked for debug).
+func setParleyLevel(lvl string) error {
+	return logging.SetLogLevelRegex("^parley/", lvl)
+}
+
+// parleyLevel is the level parley's loggers have now.
+func parleyLevel() string {
+	l, err := logging.SubsystemLevelName("parley/daemon")
+	if err != nil {
+		return logging.DefaultLevel().String()
+	}
+	return l
 }

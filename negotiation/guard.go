@@ -40,7 +40,9 @@ type Guard interface {
 	Commit(ctx context.Context, agent *identity.Agent, call Call, bid Bid) (release func(), err error)
 }
 
-// Hold is budget held for one award.
+// Hold is budget held for one award. A Hold may also have a
+// HumanApproved() bool method: true when a person approved the award
+// (parley_tasks_completed_total counts those apart).
 type Hold interface {
 	// Charge turns the hold into spend: the result arrived.
 	Charge()

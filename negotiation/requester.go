@@ -46,6 +46,12 @@ type request struct {
 	calls    int
 	commitAt time.Time
 	outcome  *Outcome
+
+	// For the success metrics.
+	firstBidAt, firstAwardAt time.Time
+	letDownAt                time.Time // the last award came to nothing; zero once a commit follows
+	letDownAs                string    // and what became of that bid
+	human                    bool      // a human approved the winner's award
 }
 
 var (
@@ -195,6 +201,9 @@ func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID
 		return
 	}
 	r.taken++
+	if typ == msgPropose && r.firstBidAt.IsZero() {
+		r.firstBidAt = time.Now()
+	}
 	if typ == msgRefuse {
 		b.info.Status, b.info.Note, b.conn = "refused", w.Reason, nil
 	} else {
@@ -242,6 +251,9 @@ func (r *request) run(ctx context.Context) string {
 				r.rejectRest("task ended")
 				return ""
 			}
+			r.mu.Lock()
+			r.letDownAt, r.letDownAs = time.Now(), b.info.Status
+			r.mu.Unlock()
 			reasons = append(reasons, fmt.Sprintf("%s %s", short(b.info.Agent), why))
 			r.hist.note(fmt.Sprintf("%s %s; moving on", short(b.info.Agent), why))
 		}
@@ -381,6 +393,15 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 		}
 		hold = h
 	}
+	human := false
+	if h, ok := hold.(interface{ HumanApproved() bool }); ok {
+		human = h.HumanApproved()
+	}
+	r.mu.Lock()
+	if !r.letDownAt.IsZero() {
+		r.s.m.reawards.WithLabelValues(reawardAfter(r.letDownAs)).Inc()
+	}
+	r.mu.Unlock()
 	// The budget held for the award is spent only on a result.
 	charged := false
 	defer func() {
@@ -432,6 +453,12 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	}
 	r.setStatus(b, "awarded", rationale)
 	r.hist.note(fmt.Sprintf("awarded to %s: %s", short(b.info.Agent), rationale))
+	awardedAt := time.Now()
+	r.mu.Lock()
+	if r.firstAwardAt.IsZero() {
+		r.firstAwardAt = awardedAt
+	}
+	r.mu.Unlock()
 
 	conn.SetReadTimeout(r.opts.CommitTimeout)
 	var in wire
@@ -456,7 +483,12 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	}
 
 	r.mu.Lock()
-	r.winner, r.why, r.commitAt = b, rationale, time.Now()
+	r.winner, r.why, r.commitAt, r.human = b, rationale, time.Now(), human
+	r.s.m.stages.WithLabelValues(stageCommit).Observe(r.commitAt.Sub(awardedAt).Seconds())
+	if !r.letDownAt.IsZero() {
+		r.s.m.recovery.Observe(r.commitAt.Sub(r.letDownAt).Seconds())
+		r.letDownAt = time.Time{}
+	}
 	r.mu.Unlock()
 	r.hist.set(StateWorking, short(b.info.Agent)+" committed")
 	r.rejectRest(fmt.Sprintf("awarded to another bid (%s); standing by until the deadline", rationale))
@@ -580,8 +612,38 @@ func (r *request) finish(ctx context.Context, failReason string) *Outcome {
 			out.Timings.Work = now.Sub(r.commitAt)
 		}
 	}
+	r.observe(out)
 	r.outcome = out
 	return out
+}
+
+// observe records a finished task's stages and, if it completed, whether
+// a human approved it. r.mu is held.
+func (r *request) observe(out *Outcome) {
+	m := r.s.m
+	if !r.firstBidAt.IsZero() {
+		m.stages.WithLabelValues(stageFirstBid).Observe(r.firstBidAt.Sub(r.created).Seconds())
+	}
+	if !r.firstAwardAt.IsZero() {
+		m.stages.WithLabelValues(stageAward).Observe(r.firstAwardAt.Sub(r.created).Seconds())
+	}
+	if out.State == StateCompleted {
+		m.stages.WithLabelValues(stageWork).Observe(out.Timings.Work.Seconds())
+		approval := "none"
+		if r.human {
+			approval = "human"
+		}
+		m.completed.WithLabelValues(approval).Inc()
+	}
+}
+
+// reawardAfter is the bounded label of a re-award's cause.
+func reawardAfter(status string) string {
+	switch status {
+	case "failed", "declined", "silent", "denied":
+		return status
+	}
+	return "other"
 }
 
 func (r *request) info() TaskInfo {

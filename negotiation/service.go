@@ -486,7 +486,24 @@ type metrics struct {
 	dropped  *prometheus.CounterVec
 	outcomes *prometheus.CounterVec
 	latency  prometheus.Histogram
+	// The success metrics: how long each stage takes, how many tasks
+	// complete with and without a human, re-awards and the time to recover
+	// after a contractor let the task down.
+	stages    *prometheus.HistogramVec
+	completed *prometheus.CounterVec
+	reawards  *prometheus.CounterVec
+	recovery  prometheus.Histogram
 }
+
+// Stages of a requested task, as parley_negotiation_stage_seconds labels
+// them: first_bid (call to the first bid), award (call to the first
+// award), commit (an award to its commit), work (commit to result).
+const (
+	stageFirstBid = "first_bid"
+	stageAward    = "award"
+	stageCommit   = "commit"
+	stageWork     = "work"
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -503,9 +520,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Requested tasks from call to end.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}),
+		stages: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "parley_negotiation_stage_seconds",
+			Help:    "Requested tasks' stages: call to first bid, call to first award, award to commit, commit to result.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16), // 1 ms … 33 s
+		}, []string{"stage"}),
+		completed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_tasks_completed_total",
+			Help: "Requested tasks completed, by whether a human approved the award (approval=\"human\") or none was asked (\"none\").",
+		}, []string{"approval"}),
+		reawards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_negotiation_reawards_total",
+			Help: "Awards after the first in a task, by what became of the bid before: failed, declined, silent, denied or other.",
+		}, []string{"after"}),
+		recovery: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_negotiation_recovery_seconds",
+			Help:    "From a contractor letting a task down (failure, decline, silence) to the next commit.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+	}
+	for _, s := range []string{stageFirstBid, stageAward, stageCommit, stageWork} {
+		m.stages.WithLabelValues(s)
+	}
+	for _, a := range []string{"human", "none"} {
+		m.completed.WithLabelValues(a)
 	}
 	if reg != nil {
-		reg.MustRegister(m.dropped, m.outcomes, m.latency)
+		reg.MustRegister(m.dropped, m.outcomes, m.latency, m.stages, m.completed, m.reawards, m.recovery)
 	}
 	return m
 }

@@ -20,6 +20,21 @@ const (
 	lostThrottled      = "validation_throttled" // too many validations at once
 )
 
+// routerRejections maps GossipSub's own rejections, made before parley's
+// validator sees a message, to parley_gossip_rejected_total's reasons.
+// Those of the validator itself are parley_intents_dropped_total's.
+func routerRejections() map[string]string {
+	return map[string]string{
+		pubsub.RejectBlacklstedPeer:      "blacklisted_peer",
+		pubsub.RejectBlacklistedSource:   "blacklisted_source",
+		pubsub.RejectMissingSignature:    "missing_signature",
+		pubsub.RejectUnexpectedSignature: "unexpected_signature",
+		pubsub.RejectUnexpectedAuthInfo:  "unexpected_author",
+		pubsub.RejectInvalidSignature:    "invalid_signature",
+		pubsub.RejectSelfOrigin:          "self_origin",
+	}
+}
+
 func lostReasons() []string {
 	return []string{lostSlowSubscriber, lostSendQueue, lostValidateQueue, lostThrottled}
 }
@@ -28,7 +43,9 @@ func lostReasons() []string {
 // router can send to. Its methods run on GossipSub's event loop, so they
 // do little.
 type routerTracer struct {
-	lost *prometheus.CounterVec
+	lost     *prometheus.CounterVec
+	rejected *prometheus.CounterVec // by routerRejections' reasons
+	reasons  map[string]string      // routerRejections()
 
 	mu sync.Mutex
 	// sending are the peers GossipSub has an outbound stream to. A peer's
@@ -39,8 +56,8 @@ type routerTracer struct {
 	opened  chan struct{} // closed and replaced when a stream opens
 }
 
-func newRouterTracer(lost *prometheus.CounterVec) *routerTracer {
-	return &routerTracer{lost: lost, sending: map[peer.ID]struct{}{}, opened: make(chan struct{})}
+func newRouterTracer(lost, rejected *prometheus.CounterVec) *routerTracer {
+	return &routerTracer{lost: lost, rejected: rejected, reasons: routerRejections(), sending: map[peer.ID]struct{}{}, opened: make(chan struct{})}
 }
 
 var _ pubsub.RawTracer = (*routerTracer)(nil)
@@ -90,6 +107,10 @@ func (t *routerTracer) RejectMessage(_ *pubsub.Message, reason string) {
 		t.lost.WithLabelValues(lostValidateQueue).Inc()
 	case pubsub.RejectValidationThrottled:
 		t.lost.WithLabelValues(lostThrottled).Inc()
+	default:
+		if r, ok := t.reasons[reason]; ok {
+			t.rejected.WithLabelValues(r).Inc()
+		}
 	}
 }
 

@@ -127,6 +127,22 @@ func TestApprovalHoldsTheAward(t *testing.T) {
 		if _, err := ask(m.Nodes[0], 10*time.Second); err != nil {
 			t.Fatalf("approved request: %v", err)
 		}
+		// The metrics tell tasks a human approved from the others.
+		mfs, err := m.Nodes[0].Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() == "parley_tasks_completed_total" {
+				for _, s := range mf.GetMetric() {
+					got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+				}
+			}
+		}
+		if got["human"] != 1 || got["none"] != 0 {
+			t.Errorf("parley_tasks_completed_total by approval = %v, want human 1, none 0", got)
+		}
 	})
 	t.Run("no answer means deny", func(t *testing.T) {
 		m := govMesh(t, mustPolicy(t, rule), nil)

@@ -16,6 +16,9 @@ type metrics struct {
 	received  prometheus.Counter
 	dropped   *prometheus.CounterVec
 	lost      *prometheus.CounterVec
+	// rejected counts what GossipSub itself rejected before the
+	// validator: junk no parley check ever sees.
+	rejected *prometheus.CounterVec
 	// notRelayed counts intents delivered here but not handed on, past
 	// the node's relay rate.
 	notRelayed prometheus.Counter
@@ -44,6 +47,13 @@ func newMetrics() *metrics {
 			Name: "parley_gossip_lost_total",
 			Help: "Intents GossipSub lost to this node's own full queues, by queue.",
 		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_gossip_rejected_total",
+			Help: "Messages GossipSub rejected before parley's validator saw them (a signature where none belongs, a blacklisted peer…), by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range routerRejections() {
+		m.rejected.WithLabelValues(r)
 	}
 	for _, r := range intent.DropReasons() {
 		m.dropped.WithLabelValues(r)
@@ -51,7 +61,7 @@ func newMetrics() *metrics {
 	for _, r := range lostReasons() {
 		m.lost.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.notRelayed,
+	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.rejected, m.notRelayed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

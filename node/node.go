@@ -136,7 +136,7 @@ func New(cfg Config) (*Node, error) {
 		bootstrap:   boot,
 		relays:      relays,
 	}
-	n.router = newRouterTracer(n.metrics.lost)
+	n.router = newRouterTracer(n.metrics.lost, n.metrics.rejected)
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)

@@ -281,6 +281,18 @@ func testMesh(t *testing.T, bin string) {
 	sub.stop(t)
 	b.stop(t)
 	a.stop(t)
+	// At the default level the log is parley's: its libraries say only
+	// errors, and the DHT's routine complaints not even those.
+	for _, d := range []*daemonProc{a, b} {
+		for _, l := range strings.Split(strings.TrimSpace(d.stderr.String()), "\n") {
+			if f := strings.Fields(l); len(f) > 2 && !strings.HasPrefix(f[2], "parley/") && f[1] != "ERROR" {
+				t.Errorf("a daemon at the default level logged a library's %s line: %q", f[1], l)
+			}
+			if strings.Contains(l, "\tdht") {
+				t.Errorf("a daemon at the default level logged the DHT: %q", l)
+			}
+		}
+	}
 	for _, h := range []string{homeA, homeB} {
 		if _, err := os.Stat(filepath.Join(h, "api")); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("%s/api still there after the daemon stopped: %v", h, err)

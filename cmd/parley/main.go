@@ -85,6 +85,12 @@ starts its daemon, and the other commands talk to that daemon.`,
 
 // setupLogging sends logs to stderr at the --log-level. Without the flag,
 // GOLOG_LOG_LEVEL wins if it is set.
+//
+// The level is parley's own; the libraries under it (go-libp2p, the DHT,
+// GossipSub) log only errors unless the level is debug, and the DHT's
+// routine complaints (a lone node has an empty routing table; peers send
+// records it ignores) not even those: they said nothing an operator can
+// act on and were most of a quiet node's log.
 func (c *cli) setupLogging(flagSet bool) error {
 	lvl, err := logging.Parse(c.logLevel)
 	if err != nil {
@@ -92,8 +98,7 @@ func (c *cli) setupLogging(flagSet bool) error {
 	}
 	cfg := logging.GetConfig()
 	if flagSet || os.Getenv("GOLOG_LOG_LEVEL") == "" {
-		cfg.Level = lvl
-		cfg.SubsystemLevels = nil
+		cfg.Level, cfg.SubsystemLevels = levels(lvl, logging.GetSubsystems())
 	}
 	cfg.Stderr, cfg.Stdout = true, false
 	if os.Getenv("GOLOG_LOG_FMT") == "" && !isTerminal(os.Stderr) {
@@ -101,6 +106,22 @@ func (c *cli) setupLogging(flagSet bool) error {
 	}
 	logging.SetupLogging(cfg)
 	return nil
+}
+
+// levels are the default level and the per-subsystem ones for parley's
+// level lvl: parley's subsystems at lvl, the rest at error at least (all
+// of them at debug), the DHT's chatty ones at fatal.
+func levels(lvl logging.LogLevel, subsystems []string) (logging.LogLevel, map[string]logging.LogLevel) {
+	if lvl == logging.LevelDebug {
+		return lvl, nil
+	}
+	per := map[string]logging.LogLevel{"dht": logging.LevelFatal, "dht/RtRefreshManager": logging.LevelFatal}
+	for _, s := range subsystems {
+		if strings.HasPrefix(s, "parley/") {
+			per[s] = lvl
+		}
+	}
+	return max(lvl, logging.LevelError), per
 }
 
 func isTerminal(f *os.File) bool {
