@@ -57,7 +57,8 @@ type Server struct {
 	tokens    map[string]string
 	keys      map[string]crypto.PrivKey // without a Registry: keys made here
 
-	ui uiAuth // the dashboard's login codes and sessions (ui.go)
+	ui       uiAuth // the dashboard's login codes and sessions (ui.go)
+	auditDir string // the audit log GET /v1/audit reads (uiaudit.go)
 }
 
 // Option configures a Server.
@@ -128,6 +129,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathUILogin, s.handleUILogin}, // public, see ServeHTTP
 		{"POST " + PathUILoginLinks, s.handleUILoginLink},
 		{"GET " + PathUIEvents, s.handleUIEvents},
+		{"GET " + PathAudit, s.handleAudit},
 		{"POST " + PathIntents, s.handlePublish},
 		{"GET " + PathSubscribe, s.handleSubscribe},
 		{"POST " + PathTasks, s.handleRequest},

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )
@@ -119,7 +120,7 @@ func uiRoute(pattern string) bool {
 	switch pattern {
 	case "GET " + PathUI, "GET " + PathUIScript, "GET " + PathUIStyle, "GET " + PathUIEvents,
 		"GET " + PathStatus, "GET " + PathNode, "GET " + PathPeers, "GET " + PathStats,
-		"GET " + PathTasks, "GET " + PathTask, "GET " + PathAgents, "GET " + PathApprovals:
+		"GET " + PathTasks, "GET " + PathTask, "GET " + PathAgents, "GET " + PathApprovals, "GET " + PathAudit:
 		return true
 	}
 	return false
@@ -184,7 +185,7 @@ func handleUIAsset(name, contentType string) http.HandlerFunc {
 // UIEvent is one event of the dashboard's stream; Type says which field
 // it carries, and the event is named after it. A list left out is empty.
 type UIEvent struct {
-	Type string `json:"type"` // tasks, peers, topics, status, stats, approvals
+	Type string `json:"type"` // tasks, peers, topics, status, stats, approvals, audit
 	// Tasks are the tasks new or changed since the last tasks event, Gone
 	// those forgotten (the node keeps the newest KeepTasks). The first
 	// events after connecting carry them all, uiBatch at a time; the first
@@ -198,6 +199,7 @@ type UIEvent struct {
 	Status    *Status         `json:"status,omitempty"`
 	Stats     *node.Stats     `json:"stats,omitempty"`
 	Approvals []node.Approval `json:"approvals,omitempty"`
+	Audit     []audit.Record  `json:"audit,omitempty"` // the last records of the audit log, oldest first
 }
 
 // UITask is a task as the dashboard lists it; the page gets the rest
@@ -240,6 +242,7 @@ type uiWatch struct {
 	tasks      map[string]time.Time // by ID, its Updated as sent
 	sent       map[string][]byte    // the last event of each other type, as sent
 	statusNext time.Time
+	auditStamp uint64 // of the audit log's files when last read
 }
 
 // changes returns the events that bring the stream's client up to date.
@@ -290,6 +293,16 @@ func (s *Server) uiChanges(wt *uiWatch) []UIEvent {
 			}
 		}
 		diff(UIEvent{Type: "status", Status: &st})
+		if s.auditDir != "" {
+			if stamp := s.auditStamp(); stamp != wt.auditStamp {
+				wt.auditStamp = stamp
+				if recs, err := s.auditTail(uiAuditTail); err == nil {
+					diff(UIEvent{Type: "audit", Audit: recs})
+				} else {
+					log.Debugw("dashboard: audit tail", "err", err)
+				}
+			}
+		}
 	}
 	topics := []UITopic{}
 	for _, c := range slices.Sorted(mapKeys(caps)) {

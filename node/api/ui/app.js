@@ -7,7 +7,7 @@
   const PAGE = 50; // task rows drawn at a time, so 1,000 tasks draw fast
   const $ = (id) => document.getElementById(id);
   const tasks = new Map(); // by ID: UITask
-  const st = { peers: [], topics: [], status: null, stats: null, approvals: [],
+  const st = { peers: [], topics: [], status: null, stats: null, approvals: [], audit: [],
     page: 0, filter: "", selected: "", followed: "", drawn: "", marks: 0, dirty: false };
 
   function short(s, n) { s = String(s || ""); n = n || 12; return s.length > n ? s.slice(0, n) + "…" : s; }
@@ -54,7 +54,7 @@
       for (const id of ev.gone || []) tasks.delete(id);
       changed();
     });
-    for (const type of ["peers", "topics", "approvals"]) {
+    for (const type of ["peers", "topics", "approvals", "audit"]) {
       es.addEventListener(type, (e) => { st[type] = JSON.parse(e.data)[type] || []; changed(); });
     }
     for (const type of ["status", "stats"]) {
@@ -72,6 +72,7 @@
     st.dirty = false;
     renderNode();
     renderPeers();
+    renderAudit();
     renderTasks();
     renderCharts();
     follow();
@@ -100,6 +101,16 @@
     $("approvals-count").textContent = st.approvals.length;
     fill($("approvals"), st.approvals.map((a) => el("li", {}, `${a.id}: ${a.stage} of ${a.capability} at ${a.price} (rule ${a.rule}); answer with parley approvals`)));
   }
+  function renderAudit() {
+    $("audit-count").textContent = st.audit.length;
+    fill($("audit"), st.audit.map((r) => row([new Date(r.time).toISOString().replace("T", " ").replace("Z", ""), String(r.seq), r.kind,
+      el("td", { class: "mono" }, short(r.task, 16)), r.agent || "", r.rationale || ""], { "data-seq": r.seq })));
+  }
+  // A duration as the page shows it: Go's, rounded to the millisecond.
+  function dur(d) {
+    const v = ms(d);
+    return v >= 1000 ? (v / 1000).toFixed(2) + " s" : Math.round(v) + " ms";
+  }
   function sorted() {
     const f = st.filter;
     const out = [];
@@ -118,7 +129,7 @@
     $("page").textContent = `page ${st.page + 1} of ${pages}` + (st.filter ? ` (${list.length} match)` : "");
     const rows = list.slice(st.page * PAGE, st.page * PAGE + PAGE).map((t) => row([time(t.started),
       el("td", { class: "mono" }, t.task), t.role, t.capability, el("td", { class: "st-" + t.state }, t.state),
-      t.peer_name || "", String(t.bids || ""), t.timings ? t.timings.total : ""],
+      t.peer_name || "", String(t.bids || ""), t.timings ? dur(t.timings.total) : ""],
       { "data-task": t.task, class: t.task === st.drawn ? "sel" : "" }));
     fill($("tasks"), rows);
   }
@@ -312,5 +323,6 @@
     $("prev").addEventListener("click", () => { st.page = Math.max(0, st.page - 1); changed(); });
     $("next").addEventListener("click", () => { st.page++; changed(); });
     connect();
+    setInterval(renderNode, 1000); // the uptime
   });
 })();
