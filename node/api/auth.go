@@ -82,7 +82,7 @@ func (p principal) may(r *http.Request, pattern string) (string, bool) {
 	case p.operator:
 		return "", true
 	case p.ui:
-		if uiRoute(pattern) {
+		if uiRoute(pattern) || pattern == "" { // no route: 404 or 405, as for the operator
 			return "", true
 		}
 		return fmt.Sprintf("a dashboard session only reads what the dashboard shows; %s %s needs the operator token (the home's api.token)", r.Method, r.URL.Path), false

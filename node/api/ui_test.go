@@ -117,6 +117,9 @@ func TestUILogin(t *testing.T) {
 	if ct := get(t, hc, ts.URL+PathUI).Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 		t.Errorf("page Content-Type %q", ct)
 	}
+	if resp := get(t, hc, ts.URL+"/ui/nosuchpage"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /ui/nosuchpage with the session: %d, want 404", resp.StatusCode)
+	}
 	// The session may not act: no POST, DELETE or other reads.
 	for _, m := range []struct{ method, path string }{{"POST", PathTasks}, {"DELETE", "/v1/tasks/x"}, {"POST", PathUILoginLinks}, {"GET", PathMetrics}, {"GET", PathFindAgents + "?capability=x"}} {
 		req, _ := http.NewRequestWithContext(ctx, m.method, ts.URL+m.path, strings.NewReader(`{"capability":"x"}`))
@@ -275,6 +278,17 @@ func TestUIDashboard(t *testing.T) {
 	}
 	t.Logf("%d negotiations seeded in %s (%d failed)", tasks, time.Since(start).Round(time.Millisecond), failed.Load())
 
+	// What the stream costs the daemon per look with 1,000 tasks: the
+	// first (everything) and a steady one (nothing changed).
+	{
+		s := NewServer(requester, testToken)
+		wt := &uiWatch{sent: map[string][]byte{}}
+		t0 := time.Now()
+		first := s.uiChanges(wt)
+		t1 := time.Now()
+		steady := s.uiChanges(wt)
+		t.Logf("stream: the first look %s (%d events), a steady one %s (%d events)", t1.Sub(t0).Round(time.Microsecond), len(first), time.Since(t1).Round(time.Microsecond), len(steady))
+	}
 	_, c := newTestServer(t, requester, WithAuditTail(auditLog(t, "award", "result")))
 	link, err := c.UILoginLink(ctx)
 	if err != nil {
