@@ -477,7 +477,11 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	srv := api.NewServer(n, token,
+	var auditTail []api.Option // the log on GET /v1/audit and the dashboard
+	if !d.opts.NoAudit {
+		auditTail = append(auditTail, api.WithAuditTail(filepath.Join(h.Dir, "audit")))
+	}
+	srv := api.NewServer(n, token, append(auditTail,
 		api.WithVersion(d.opts.Version),
 		api.WithAudit(n.Audit),
 		api.WithRefusals(func(rule, who, rationale string, detail map[string]any) {
@@ -486,7 +490,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		api.WithRegistry(registry{h}),
 		api.WithAgentAdmin(agentAdmin{d}),
 		api.WithChecks(api.Check{Name: "audit log", Err: d.auditErr}, api.Check{Name: "reload", Err: d.lastReloadErr}),
-		api.WithStatus(d.fillStatus))
+		api.WithStatus(d.fillStatus))...)
 	if err := srv.Restore(); err != nil {
 		return err
 	}

@@ -275,6 +275,7 @@ func testMesh(t *testing.T, bin string) {
 	}
 
 	testStatus(t, bin, homeA, a.peer, b.peer)
+	testUI(t, bin, homeA)
 
 	testRequestNoBids(t, bin, homeA)
 

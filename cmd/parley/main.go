@@ -79,6 +79,7 @@ starts its daemon, and the other commands talk to that daemon.`,
 		c.auditCmd(),
 		c.approvalsCmd(),
 		c.agentsCmd(),
+		c.uiCmd(),
 	)
 	return root
 }

@@ -49,6 +49,11 @@
 //	                                      409 if the task is not open for its bid
 //	POST /v1/external/progress|result|failure
 //	                                      {"agent","task",…}; 409 if the agent holds no such task
+//	POST /v1/ui/login-links               → 201 UILoginLink: a one-time link to the dashboard (ui.go)
+//	GET  /ui/login?code=C                 no token: the code for a session cookie, 303 to /ui
+//	GET  /ui, /ui/app.js, /ui/app.css     the dashboard (a session or the operator token)
+//	GET  /v1/ui/events                    text/event-stream of UIEvent: what changed on the node
+//	GET  /v1/audit[?tail=N]               []audit.Record, the audit log's last N (WithAuditTail; else 501)
 //	GET  /metrics                         Prometheus text
 //
 // With an agent token, "agent" may be left out of the external calls.

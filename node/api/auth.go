@@ -29,6 +29,7 @@ import (
 // principal is who a request's token says it comes from.
 type principal struct {
 	operator bool
+	ui       bool   // a dashboard session's cookie (ui.go): the page's reads only
 	agent    string // for an agent token: the external agent's name
 	hash     string // the token's SHA-256, for an agent token
 }
@@ -52,6 +53,14 @@ func tokenHash(token string) string {
 func (s *Server) authenticate(r *http.Request) (p principal, why string, ok bool) {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	switch {
+	case r.Header.Get("Authorization") == "":
+		if c, err := r.Cookie(uiCookie); err == nil {
+			if s.ui.session(c.Value) {
+				return principal{ui: true}, "", true
+			}
+			return principal{}, "unknown or expired dashboard session", false
+		}
+		return principal{}, "no token", false
 	case !ok || got == "":
 		return principal{}, "no token", false
 	case s.token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) == 1:
@@ -65,6 +74,23 @@ func (s *Server) authenticate(r *http.Request) (p principal, why string, ok bool
 		return principal{}, "unknown token", false
 	}
 	return principal{agent: name, hash: h}, "", true
+}
+
+// may reports whether p may call r's route (pattern), and if not, why.
+func (p principal) may(r *http.Request, pattern string) (string, bool) {
+	switch {
+	case p.operator:
+		return "", true
+	case p.ui:
+		if uiRoute(pattern) || pattern == "" { // no route: 404 or 405, as for the operator
+			return "", true
+		}
+		return fmt.Sprintf("a dashboard session only reads what the dashboard shows; %s %s needs the operator token (the home's api.token)", r.Method, r.URL.Path), false
+	case agentPath(r.URL.Path):
+		return "", true
+	}
+	return fmt.Sprintf("this token is external agent %s's: it is good only for that agent's /v1/external/ calls; %s %s needs the operator token (the home's api.token)",
+		p.agent, r.Method, r.URL.Path), false
 }
 
 // agentPath reports whether an agent token may call path.
@@ -106,6 +132,8 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code Code, msg s
 		token = "operator"
 	case p.agent != "":
 		token = "agent:" + p.agent
+	case p.ui:
+		token = "dashboard-session"
 	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
 		token = "unknown"
 	}

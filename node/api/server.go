@@ -56,6 +56,9 @@ type Server struct {
 	externals map[string]*external
 	tokens    map[string]string
 	keys      map[string]crypto.PrivKey // without a Registry: keys made here
+
+	ui       uiAuth // the dashboard's login codes and sessions (ui.go)
+	auditDir string // the audit log GET /v1/audit reads (uiaudit.go)
 }
 
 // Option configures a Server.
@@ -120,6 +123,13 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathNode, s.handleNode},
 		{"GET " + PathPeers, s.handlePeers},
 		{"GET " + PathStats, s.handleStats},
+		{"GET " + PathUI, handleUIAsset("index.html", "text/html; charset=utf-8")}, // the dashboard, ui.go
+		{"GET " + PathUIScript, handleUIAsset("app.js", "text/javascript; charset=utf-8")},
+		{"GET " + PathUIStyle, handleUIAsset("app.css", "text/css; charset=utf-8")},
+		{"GET " + PathUILogin, s.handleUILogin}, // public, see ServeHTTP
+		{"POST " + PathUILoginLinks, s.handleUILoginLink},
+		{"GET " + PathUIEvents, s.handleUIEvents},
+		{"GET " + PathAudit, s.handleAudit},
 		{"POST " + PathIntents, s.handlePublish},
 		{"GET " + PathSubscribe, s.handleSubscribe},
 		{"POST " + PathTasks, s.handleRequest},
@@ -189,9 +199,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // public reports whether a route is served without a token: the API's
-// description, and the health that probes ask for.
+// description, the health that probes ask for, and the dashboard's login,
+// which checks its one-time code itself.
 func public(pattern string) bool {
-	return pattern == "GET "+PathOpenAPI || pattern == "GET "+PathHealth
+	return pattern == "GET "+PathOpenAPI || pattern == "GET "+PathHealth || pattern == "GET "+PathUILogin
 }
 
 // ServeHTTP authenticates and routes one request. A panic in a handler is
@@ -218,13 +229,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p, why, ok := s.authenticate(r)
 	if !ok {
-		s.refuse(w, r, CodeUnauthorized, fmt.Sprintf("%s: send Authorization: Bearer <the operator token from the home's api.token, or an external agent's token>", why))
+		s.refuse(w, r, CodeUnauthorized, fmt.Sprintf("%s: send Authorization: Bearer <the operator token from the home's api.token, or an external agent's token>, or open the dashboard with the link `parley ui` prints", why))
 		return
 	}
 	r = withPrincipal(r, p)
-	if !p.operator && !agentPath(r.URL.Path) {
-		s.refuse(w, r, CodeForbidden, fmt.Sprintf("this token is external agent %s's: it is good only for that agent's /v1/external/ calls; %s %s needs the operator token (the home's api.token)",
-			p.agent, r.Method, r.URL.Path))
+	if why, ok := p.may(r, pattern); !ok {
+		s.refuse(w, r, CodeForbidden, why)
 		return
 	}
 	if pattern == "" {
