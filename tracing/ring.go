@@ -1,0 +1,203 @@
+package tracing
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Span is an ended span as the API, the trace protocol and `parley
+// trace` show it.
+type Span struct {
+	TraceID    string         `json:"trace_id"`
+	SpanID     string         `json:"span_id"`
+	ParentID   string         `json:"parent_id,omitempty"`
+	Name       string         `json:"name"`
+	Kind       string         `json:"kind,omitempty"`
+	Node       string         `json:"node"`
+	Start      time.Time      `json:"start"`
+	End        time.Time      `json:"end"`
+	Duration   string         `json:"duration"`
+	Status     string         `json:"status,omitempty"` // "error" or empty
+	Message    string         `json:"message,omitempty"`
+	Attributes map[string]any `json:"attributes,omitempty"`
+	Events     []Event        `json:"events,omitempty"`
+}
+
+// Event is a timed note inside a span (a bid received, say).
+type Event struct {
+	Name       string         `json:"name"`
+	Time       time.Time      `json:"time"`
+	Attributes map[string]any `json:"attributes,omitempty"`
+}
+
+// Task returns the parley task ID the span is about, or "".
+func (s *Span) Task() string {
+	t, _ := s.Attributes[string(AttrTask)].(string)
+	return t
+}
+
+// Ring keeps the last N ended spans of a node. It is an OpenTelemetry
+// SpanProcessor, so every span the node records passes it whether or not
+// a collector is configured. Safe for concurrent use.
+type Ring struct {
+	node string
+
+	mu   sync.Mutex
+	buf  []Span
+	next int
+	full bool
+}
+
+// NewRing keeps the last size spans (at least 1) recorded by node.
+func NewRing(size int, node string) *Ring {
+	return &Ring{node: node, buf: make([]Span, max(size, 1))}
+}
+
+// OnStart implements sdktrace.SpanProcessor.
+func (r *Ring) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+
+// OnEnd implements sdktrace.SpanProcessor: it keeps s, evicting the oldest.
+func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) {
+	if !s.SpanContext().IsSampled() {
+		return
+	}
+	sp := r.convert(s)
+	r.mu.Lock()
+	r.buf[r.next] = sp
+	r.next++
+	if r.next == len(r.buf) {
+		r.next, r.full = 0, true
+	}
+	r.mu.Unlock()
+}
+
+// Shutdown implements sdktrace.SpanProcessor.
+func (r *Ring) Shutdown(context.Context) error { return nil }
+
+// ForceFlush implements sdktrace.SpanProcessor.
+func (r *Ring) ForceFlush(context.Context) error { return nil }
+
+func (r *Ring) convert(s sdktrace.ReadOnlySpan) Span {
+	sc := s.SpanContext()
+	sp := Span{
+		TraceID: sc.TraceID().String(), SpanID: sc.SpanID().String(), Name: s.Name(), Node: r.node,
+		Start: s.StartTime(), End: s.EndTime(), Duration: s.EndTime().Sub(s.StartTime()).String(),
+	}
+	if k := s.SpanKind(); k != trace.SpanKindInternal && k != trace.SpanKindUnspecified {
+		sp.Kind = k.String()
+	}
+	if p := s.Parent(); p.IsValid() {
+		sp.ParentID = p.SpanID().String()
+	}
+	if st := s.Status(); st.Code == codes.Error {
+		sp.Status, sp.Message = "error", st.Description
+	}
+	sp.Attributes = attrMap(s.Attributes())
+	for _, e := range s.Events() {
+		sp.Events = append(sp.Events, Event{Name: e.Name, Time: e.Time, Attributes: attrMap(e.Attributes)})
+	}
+	return sp
+}
+
+func attrMap(kvs []attribute.KeyValue) map[string]any {
+	if len(kvs) == 0 {
+		return nil
+	}
+	m := make(map[string]any, len(kvs))
+	for _, kv := range kvs {
+		m[string(kv.Key)] = kv.Value.AsInterface()
+	}
+	return m
+}
+
+// Len is how many spans the ring holds.
+func (r *Ring) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.full {
+		return len(r.buf)
+	}
+	return r.next
+}
+
+// each calls f on every span held, oldest first, under the lock.
+func (r *Ring) each(f func(*Span)) {
+	if r.full {
+		for i := r.next; i < len(r.buf); i++ {
+			f(&r.buf[i])
+		}
+	}
+	for i := 0; i < r.next; i++ {
+		f(&r.buf[i])
+	}
+}
+
+// Lookup returns the spans of id, a trace ID (32 hex digits) or a parley
+// task ID: then every span of each trace one of whose spans is about that
+// task. At most limit spans (0: no limit) are returned, oldest first, and
+// the trace IDs they belong to. Traces lists the task IDs the spans are
+// about, so a caller can decide who may see them.
+func (r *Ring) Lookup(id string, limit int) Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	traces := map[string]bool{}
+	if IsTraceID(id) {
+		traces[id] = true
+	} else {
+		r.each(func(s *Span) {
+			if s.Task() == id {
+				traces[s.TraceID] = true
+			}
+		})
+	}
+	var res Result
+	tasks := map[string]bool{}
+	r.each(func(s *Span) {
+		if !traces[s.TraceID] {
+			return
+		}
+		if t := s.Task(); t != "" {
+			tasks[t] = true
+		}
+		if limit > 0 && len(res.Spans) >= limit {
+			res.Truncated = true
+			return
+		}
+		res.Spans = append(res.Spans, *s)
+	})
+	for t := range tasks {
+		res.Tasks = append(res.Tasks, t)
+	}
+	slices.Sort(res.Tasks)
+	for t := range traces {
+		res.Traces = append(res.Traces, t)
+	}
+	slices.Sort(res.Traces)
+	return res
+}
+
+// Result is what Lookup found.
+type Result struct {
+	// Traces are the trace IDs looked for.
+	Traces []string `json:"traces"`
+	// Tasks are the parley tasks the spans are about.
+	Tasks     []string `json:"tasks"`
+	Spans     []Span   `json:"spans"`
+	Truncated bool     `json:"truncated,omitempty"`
+}
+
+// IsTraceID reports whether s is a non-zero trace ID in lower-case hex.
+func IsTraceID(s string) bool {
+	if len(s) != 32 || !lowerHex(s) {
+		return false
+	}
+	id, err := trace.TraceIDFromHex(s)
+	return err == nil && id.IsValid()
+}
