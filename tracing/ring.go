@@ -201,3 +201,43 @@ func IsTraceID(s string) bool {
 	id, err := trace.TraceIDFromHex(s)
 	return err == nil && id.IsValid()
 }
+
+// SortCausal orders spans so that parents come before their children and
+// siblings by start time: by start time alone, a child on a node whose
+// clock runs behind would come before its parent.
+func SortCausal(spans []Span) {
+	slices.SortStableFunc(spans, func(a, b Span) int { return a.Start.Compare(b.Start) })
+	byID := make(map[string]int, len(spans))
+	for i := range spans {
+		byID[spans[i].TraceID+"/"+spans[i].SpanID] = i
+	}
+	children := make(map[int][]int, len(spans))
+	var roots []int
+	for i := range spans {
+		if p, ok := byID[spans[i].TraceID+"/"+spans[i].ParentID]; ok && spans[i].ParentID != "" && p != i {
+			children[p] = append(children[p], i)
+		} else {
+			roots = append(roots, i)
+		}
+	}
+	out := make([]Span, 0, len(spans))
+	seen := make([]bool, len(spans))
+	var walk func(i int)
+	walk = func(i int) {
+		if seen[i] {
+			return
+		}
+		seen[i] = true
+		out = append(out, spans[i])
+		for _, c := range children[i] {
+			walk(c)
+		}
+	}
+	for _, r := range roots {
+		walk(r)
+	}
+	for i := range spans { // cycles a lying peer could send
+		walk(i)
+	}
+	copy(spans, out)
+}
