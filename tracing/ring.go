@@ -139,24 +139,20 @@ func (r *Ring) each(f func(*Span)) {
 	}
 }
 
-// Lookup returns the spans of id, a trace ID (32 hex digits) or a parley
-// task ID: then every span of each trace one of whose spans is about that
-// task. At most limit spans (0: no limit) are returned, oldest first, and
+// Lookup returns the spans of id, a trace ID or a parley task ID: every
+// span of each trace that is id or one of whose spans is about task id. At most limit spans (0: no limit) are returned, oldest first, and
 // the trace IDs they belong to. Traces lists the task IDs the spans are
 // about, so a caller can decide who may see them.
 func (r *Ring) Lookup(id string, limit int) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// Task IDs are 32 hex digits too: id is looked for as both.
 	traces := map[string]bool{}
-	if IsTraceID(id) {
-		traces[id] = true
-	} else {
-		r.each(func(s *Span) {
-			if s.Task() == id {
-				traces[s.TraceID] = true
-			}
-		})
-	}
+	r.each(func(s *Span) {
+		if s.TraceID == id || s.Task() == id {
+			traces[s.TraceID] = true
+		}
+	})
 	var res Result
 	tasks := map[string]bool{}
 	r.each(func(s *Span) {
