@@ -49,15 +49,17 @@ func (s *Span) Task() string {
 type Ring struct {
 	node string
 
+	// buf holds the SDK's own read-only spans: converting them costs only
+	// when someone asks.
 	mu   sync.Mutex
-	buf  []Span
+	buf  []sdktrace.ReadOnlySpan
 	next int
 	full bool
 }
 
 // NewRing keeps the last size spans (at least 1) recorded by node.
 func NewRing(size int, node string) *Ring {
-	return &Ring{node: node, buf: make([]Span, max(size, 1))}
+	return &Ring{node: node, buf: make([]sdktrace.ReadOnlySpan, max(size, 1))}
 }
 
 // OnStart implements sdktrace.SpanProcessor.
@@ -68,9 +70,8 @@ func (r *Ring) OnEnd(s sdktrace.ReadOnlySpan) {
 	if !s.SpanContext().IsSampled() {
 		return
 	}
-	sp := r.convert(s)
 	r.mu.Lock()
-	r.buf[r.next] = sp
+	r.buf[r.next] = s
 	r.next++
 	if r.next == len(r.buf) {
 		r.next, r.full = 0, true
@@ -128,14 +129,14 @@ func (r *Ring) Len() int {
 }
 
 // each calls f on every span held, oldest first, under the lock.
-func (r *Ring) each(f func(*Span)) {
+func (r *Ring) each(f func(sdktrace.ReadOnlySpan)) {
 	if r.full {
 		for i := r.next; i < len(r.buf); i++ {
-			f(&r.buf[i])
+			f(r.buf[i])
 		}
 	}
 	for i := 0; i < r.next; i++ {
-		f(&r.buf[i])
+		f(r.buf[i])
 	}
 }
 
@@ -147,36 +148,47 @@ func (r *Ring) Lookup(id string, limit int) Result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Task IDs are 32 hex digits too: id is looked for as both.
-	traces := map[string]bool{}
-	r.each(func(s *Span) {
-		if s.TraceID == id || s.Task() == id {
-			traces[s.TraceID] = true
+	traces := map[trace.TraceID]bool{}
+	tid, _ := trace.TraceIDFromHex(id)
+	r.each(func(s sdktrace.ReadOnlySpan) {
+		if t := s.SpanContext().TraceID(); (tid.IsValid() && t == tid) || taskOf(s) == id {
+			traces[t] = true
 		}
 	})
 	var res Result
 	tasks := map[string]bool{}
-	r.each(func(s *Span) {
-		if !traces[s.TraceID] {
+	r.each(func(s sdktrace.ReadOnlySpan) {
+		if !traces[s.SpanContext().TraceID()] {
 			return
 		}
-		if t := s.Task(); t != "" {
+		if t := taskOf(s); t != "" {
 			tasks[t] = true
 		}
 		if limit > 0 && len(res.Spans) >= limit {
 			res.Truncated = true
 			return
 		}
-		res.Spans = append(res.Spans, *s)
+		res.Spans = append(res.Spans, r.convert(s))
 	})
 	for t := range tasks {
 		res.Tasks = append(res.Tasks, t)
 	}
 	slices.Sort(res.Tasks)
 	for t := range traces {
-		res.Traces = append(res.Traces, t)
+		res.Traces = append(res.Traces, t.String())
 	}
 	slices.Sort(res.Traces)
 	return res
+}
+
+// taskOf is the span's parley task attribute, or "".
+func taskOf(s sdktrace.ReadOnlySpan) string {
+	for _, kv := range s.Attributes() {
+		if kv.Key == AttrTask {
+			return kv.Value.AsString()
+		}
+	}
+	return ""
 }
 
 // Result is what Lookup found.
