@@ -180,11 +180,9 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		return
 	}
 	if g := s.cfg.Guard; g != nil {
-		var release func()
-		err := s.guarded(bctx, "call", call.Task, func(ctx context.Context) (err error) {
-			release, err = g.Call(ctx, con.agent, call)
-			return err
-		})
+		pctx, psp := s.span(bctx, spanPolicyCall, trace.SpanKindInternal, call.Task)
+		release, err := g.Call(pctx, con.agent, call)
+		decided(psp, err)
 		if err != nil {
 			failSpan(span, err.Error())
 			c.end(StateRejected, "not bidding: "+err.Error())
@@ -377,11 +375,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 	}
 	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: c.bid.Price}
 	if g := c.s.cfg.Guard; g != nil {
-		var free func()
-		err := c.s.guarded(cctx, "commit", c.call.Task, func(ctx context.Context) (err error) {
-			free, err = g.Commit(ctx, c.agent, c.call, c.bid)
-			return err
-		})
+		pctx, psp := c.s.span(cctx, spanPolicyCommit, trace.SpanKindInternal, c.call.Task)
+		free, err := g.Commit(pctx, c.agent, c.call, c.bid)
+		decided(psp, err)
 		if err != nil {
 			release()
 			e := ev

@@ -86,7 +86,10 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 			tracing.AttrName.String(agent.Name), attribute.Float64("parley.budget", need.Budget))
 	}
 	if g := s.cfg.Guard; g != nil {
-		if err := s.guarded(ctx, "request", id, func(ctx context.Context) error { return g.Request(ctx, agent, need) }); err != nil {
+		pctx, psp := s.span(ctx, spanPolicyRequest, trace.SpanKindInternal, id)
+		err := g.Request(pctx, agent, need)
+		decided(psp, err)
+		if err != nil {
 			_ = s.auditIn(ctx, Event{Kind: "policy", Role: RoleRequester, Capability: need.Capability, Agent: agent.ID, Rationale: err.Error()})
 			failSpan(span, err.Error())
 			return nil, fmt.Errorf("request %s as %s: %w", need.Capability, agent.Name, err)
@@ -187,7 +190,10 @@ func (r *request) ended() bool {
 func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID, w wire) {
 	b := &bidder{info: BidInfo{Agent: from, Name: displayName(w.Name), Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
 	if g := r.s.cfg.Guard; g != nil && typ == msgPropose {
-		if err := r.s.guarded(r.bidCtx(), "proposal", r.id, func(ctx context.Context) error { return g.Proposal(ctx, r.agent, r.id, b.info) }); err != nil {
+		pctx, psp := r.s.span(r.bidCtx(), spanPolicyProposal, trace.SpanKindInternal, r.id)
+		err := g.Proposal(pctx, r.agent, r.id, b.info)
+		decided(psp, err)
+		if err != nil {
 			r.s.m.dropped.WithLabelValues("denied").Inc()
 			r.reject(conn, "bid refused: "+err.Error())
 			return
@@ -432,11 +438,9 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 	ev := Event{Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID, Other: b.info.Agent, Peer: b.info.Peer, Price: b.info.Price}
 	var hold Hold = noHold{}
 	if g := r.s.cfg.Guard; g != nil {
-		var h Hold
-		err := r.s.guarded(ctx, "award", r.id, func(ctx context.Context) (err error) {
-			h, err = g.Award(ctx, r.agent, r.id, r.need.Capability, b.info)
-			return err
-		})
+		pctx, psp := r.s.span(ctx, spanPolicyAward, trace.SpanKindInternal, r.id)
+		h, err := g.Award(pctx, r.agent, r.id, r.need.Capability, b.info)
+		decided(psp, err)
 		if err != nil {
 			e := ev
 			e.Kind, e.Rationale = "policy", "award refused: "+err.Error()
@@ -553,12 +557,13 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 		case msgResult:
 			wspan.End()
 			rctx, rspan := r.s.span(ctx, spanResult, trace.SpanKindInternal, r.id)
-			defer rspan.End()
 			if rspan.IsRecording() {
 				rspan.SetAttributes(attribute.Int("parley.output_bytes", len(in.Output)))
 			}
 			ev.Kind, ev.Rationale = "result", fmt.Sprintf("%d bytes", len(in.Output))
 			if err := r.s.auditIn(rctx, ev); err != nil {
+				failSpan(rspan, err.Error())
+				rspan.End()
 				return false, "sent a result the audit log could not record"
 			}
 			r.mu.Lock()
@@ -568,6 +573,7 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 			hold.Charge()
 			charged = true
 			_ = conn.Send(msgAck, wireVersion, wire{Task: r.id})
+			rspan.End() // not deferred: a defer in this loop would allocate
 			ok = true
 			return true, ""
 		case msgFailure:

@@ -20,8 +20,14 @@ const (
 	spanCommit  = "negotiation.commit"
 	spanWork    = "negotiation.work"
 	spanResult  = "negotiation.result"
-	spanPolicy  = "policy."
-	spanAudit   = "audit.append"
+	// Policy decisions, one name per Guard stage (constants: building
+	// them would allocate with tracing off).
+	spanPolicyRequest  = "policy.request"
+	spanPolicyCall     = "policy.call"
+	spanPolicyProposal = "policy.proposal"
+	spanPolicyAward    = "policy.award"
+	spanPolicyCommit   = "policy.commit"
+	spanAudit          = "audit.append"
 )
 
 // span starts a span about task with the service's tracer; with tracing
@@ -58,15 +64,12 @@ func bidAttrs(b BidInfo) []attribute.KeyValue {
 	}
 }
 
-// guarded runs a Guard decision inside a policy span.
-func (s *Service) guarded(ctx context.Context, stage, task string, decide func(context.Context) error) error {
-	ctx, sp := s.span(ctx, spanPolicy+stage, trace.SpanKindInternal, task)
-	err := decide(ctx)
+// decided ends a policy span with the Guard's answer.
+func decided(sp trace.Span, err error) {
 	if err != nil {
 		failSpan(sp, err.Error())
 	}
 	sp.End()
-	return err
 }
 
 // auditIn records e inside an audit span under ctx.
