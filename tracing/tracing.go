@@ -159,7 +159,7 @@ func New(c Config, o Options) (*Tracing, error) {
 		sdktrace.WithSampler(sdktrace.ParentBased(root,
 			sdktrace.WithRemoteParentSampled(root), sdktrace.WithRemoteParentNotSampled(root))),
 		sdktrace.WithSpanProcessor(ring),
-		sdktrace.WithSpanLimits(sdktrace.SpanLimits{
+		sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{
 			AttributeValueLengthLimit: 512, AttributeCountLimit: 32, EventCountLimit: 64,
 			LinkCountLimit: 8, AttributePerEventCountLimit: 16, AttributePerLinkCountLimit: 8,
 		}),
