@@ -265,7 +265,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Tracer:                n.tracing.Tracer("parley/negotiation"),
 	})
 	h.SetStreamHandler(TraceProtocolID, n.serveTraces)
-	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC()})
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc")})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
 			Peers:      n.bootstrap,

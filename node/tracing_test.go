@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/tracing"
 )
 
 // TestTraceProtocolAdmission: a node answers its spans of a task only to
@@ -78,5 +79,35 @@ func TestTraceProtocolAdmission(t *testing.T) {
 	}
 	if len(nodes) != 3 {
 		t.Fatalf("gathered spans from %d nodes (%+v), want 3", len(nodes), view.Nodes)
+	}
+}
+
+// TestAskJoinsTrace: a direct ask carries its trace, so the answering
+// node's rpc.serve span is a child of the asker's rpc.ask.
+func TestAskJoinsTrace(t *testing.T) {
+	m := nodetest.NewMesh(t, 2, nodetest.WithConfig(func(_ int, c *node.Config) { c.Tracing.Enabled = true }))
+	worker, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"echo"}}, pricedWorker(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Nodes[0].Ask(context.Background(), m.Nodes[1].ID(), worker.ID, "echo", []byte(`1`), ""); err != nil {
+		t.Fatal(err)
+	}
+	// The server's span ends just after its reply is sent: wait for it.
+	find := func(n *node.Node, name string) tracing.Span {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			for _, s := range n.Tracing().Ring().All() {
+				if s.Name == name {
+					return s
+				}
+			}
+		}
+		t.Fatalf("no %s span on %s within 5 s", name, n.ID())
+		return tracing.Span{}
+	}
+	ask, serve := find(m.Nodes[0], "rpc.ask"), find(m.Nodes[1], "rpc.serve")
+	if serve.TraceID != ask.TraceID || serve.ParentID != ask.SpanID {
+		t.Fatalf("rpc.ask %s/%s, rpc.serve %s parent %s: want serve a child of ask", ask.TraceID, ask.SpanID, serve.TraceID, serve.ParentID)
 	}
 }

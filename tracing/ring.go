@@ -181,6 +181,15 @@ func (r *Ring) Lookup(id string, limit int) Result {
 	return res
 }
 
+// All returns every span held, oldest first.
+func (r *Ring) All() []Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Span
+	r.each(func(s sdktrace.ReadOnlySpan) { out = append(out, r.convert(s)) })
+	return out
+}
+
 // taskOf is the span's parley task attribute, or "".
 func taskOf(s sdktrace.ReadOnlySpan) string {
 	for _, kv := range s.Attributes() {
