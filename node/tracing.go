@@ -56,7 +56,8 @@ func (n *Node) traced(v pubsub.ValidatorEx) pubsub.ValidatorEx {
 		start := time.Now()
 		res := v(ctx, from, msg)
 		rec, ok := msg.ValidatorData.(received)
-		if res != pubsub.ValidationAccept || !ok || rec.in.Trace == "" {
+		// This node's own intents have their publish span already.
+		if res != pubsub.ValidationAccept || !ok || rec.in.Trace == "" || from == n.ID() {
 			return res
 		}
 		_, span := tr.Start(tracing.Extract(ctx, tr, rec.in.Trace), "intent.validate",
