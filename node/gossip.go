@@ -107,9 +107,11 @@ func (n *Node) publishIn(ctx context.Context, a *identity.Agent, body intent.Bod
 	if err != nil {
 		return nil, err
 	}
-	// Receivers' spans (validation, a contractor's bid) are children of
-	// this publish.
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+	// Receivers' spans (validation, a contractor's bid) of a call for
+	// work are children of this publish. Other intents keep their trace
+	// to this node: every node of a topic would record a span for each,
+	// and a busy topic would push the tasks' spans out of every ring.
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && body.Kind == intent.KindTask {
 		body.Trace = tracing.Inject(ctx)
 	}
 	// The peer is left out: the delegation proves it.

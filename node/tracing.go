@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/tracing"
 )
@@ -45,7 +46,8 @@ type traceAnswer struct {
 func (n *Node) Tracing() *tracing.Tracing { return n.tracing }
 
 // traced wraps a topic validator with an intent.validate span for every
-// accepted intent that carries a trace. With tracing off it returns v
+// accepted call for work that carries a trace (parley gives only those
+// one). With tracing off it returns v
 // itself: the hot path is unchanged.
 func (n *Node) traced(v pubsub.ValidatorEx) pubsub.ValidatorEx {
 	tr := n.tracing.Tracer("parley/node")
@@ -57,7 +59,7 @@ func (n *Node) traced(v pubsub.ValidatorEx) pubsub.ValidatorEx {
 		res := v(ctx, from, msg)
 		rec, ok := msg.ValidatorData.(received)
 		// This node's own intents have their publish span already.
-		if res != pubsub.ValidationAccept || !ok || rec.in.Trace == "" || from == n.ID() {
+		if res != pubsub.ValidationAccept || !ok || rec.in.Trace == "" || rec.in.Kind != intent.KindTask || from == n.ID() {
 			return res
 		}
 		_, span := tr.Start(tracing.Extract(ctx, tr, rec.in.Trace), "intent.validate",
