@@ -24,6 +24,7 @@ const (
 	EntryRPC       Entry = "rpc"
 	EntryCard      Entry = "card"
 	EntryAPI       Entry = "api"
+	EntryTrace     Entry = "trace" // /parley/trace/1.0.0: a peer reading this node's spans
 )
 
 // ErrDenied is wrapped by every refusal; it is negotiation.ErrDenied, so a
@@ -66,6 +67,10 @@ type Limits struct {
 	// open, checked before the ask is read: every ask costs the node a
 	// verification and a signed reply, even for an agent it does not host.
 	AsksPerPeer Rate `yaml:"asks_per_peer"`
+	// TracesPerPeer is how often one peer may ask for spans
+	// (/parley/trace/1.0.0); TraceSpans bounds the spans in one answer.
+	TracesPerPeer Rate `yaml:"traces_per_peer"`
+	TraceSpans    int  `yaml:"trace_spans"`
 
 	// BidHandlers bounds the bid handlers running at once: in all, per
 	// local agent and per origin node of the calls.
@@ -101,6 +106,8 @@ func DefaultLimits() Limits {
 		IntentsPerOrigin:        Rate{PerSecond: 500, Burst: 500},
 		IntentsPerAgent:         Rate{PerSecond: 500, Burst: 500},
 		AsksPerPeer:             Rate{PerSecond: 100, Burst: 100},
+		TracesPerPeer:           Rate{PerSecond: 2, Burst: 10},
+		TraceSpans:              2000,
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
 		BidHandlersPerOrigin:    8,
@@ -131,6 +138,7 @@ func (l Limits) withDefaults() Limits {
 	rate(&l.IntentsPerOrigin, d.IntentsPerOrigin)
 	rate(&l.IntentsPerAgent, d.IntentsPerAgent)
 	rate(&l.AsksPerPeer, d.AsksPerPeer)
+	rate(&l.TracesPerPeer, d.TracesPerPeer)
 	count := func(n *int, def int) {
 		if *n == 0 {
 			*n = def
@@ -140,6 +148,7 @@ func (l Limits) withDefaults() Limits {
 	count(&l.BidHandlersPerAgent, d.BidHandlersPerAgent)
 	count(&l.BidHandlersPerOrigin, d.BidHandlersPerOrigin)
 	count(&l.Asks, d.Asks)
+	count(&l.TraceSpans, d.TraceSpans)
 	count(&l.AsksPerOrigin, d.AsksPerOrigin)
 	count(&l.PendingApprovals, d.PendingApprovals)
 	count(&l.PendingApprovalsPerPeer, d.PendingApprovalsPerPeer)
@@ -179,12 +188,12 @@ type Layer struct {
 	record RecordFunc
 	now    func() time.Time
 
-	forwarders, ownPasses, origins, agents, askers *buckets
-	relayed                                        *buckets // one bucket, for the node
-	penalty                                        *penalties
-	slots                                          *slots
-	appr                                           approvals
-	denials                                        *summaries
+	forwarders, ownPasses, origins, agents, askers, tracers *buckets
+	relayed                                                 *buckets // one bucket, for the node
+	penalty                                                 *penalties
+	slots                                                   *slots
+	appr                                                    approvals
+	denials                                                 *summaries
 
 	denied *prometheus.CounterVec
 }
@@ -209,6 +218,7 @@ func New(cfg Config) (*Layer, error) {
 		origins:    newBuckets(lim.IntentsPerOrigin, lim.MaxKeys),
 		agents:     newBuckets(lim.IntentsPerAgent, lim.MaxKeys),
 		askers:     newBuckets(lim.AsksPerPeer, lim.MaxKeys),
+		tracers:    newBuckets(lim.TracesPerPeer, lim.MaxKeys),
 		penalty:    newPenalties(lim.MaxKeys),
 		slots:      newSlots(),
 		denials:    newSummaries(lim.MaxKeys),

@@ -17,15 +17,17 @@ import (
 
 	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/internal/otlpsink"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/tracing"
 )
 
 const benchInput = `{"sku":"bolt-m8","qty":500,"deliver_to":"warehouse-7"}`
 
 // loopbackNode starts a real node on 127.0.0.1 TCP.
-func loopbackNode(b *testing.B, bootstrap *node.Node) *node.Node {
+func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) *node.Node {
 	b.Helper()
 	agent, err := nodetest.NewAgent("requester")
 	if err != nil {
@@ -35,6 +37,7 @@ func loopbackNode(b *testing.B, bootstrap *node.Node) *node.Node {
 	cfg.NodeKey = nodetest.Key(b)
 	cfg.Agents = []*identity.Agent{agent}
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	cfg.Tracing = tc
 	// One agent calls as fast as the machine goes, past the default 500
 	// calls a second a node takes from one agent: the admission layer
 	// stays on, with room for the benchmark.
@@ -66,10 +69,20 @@ var echo = negotiation.HandlerFuncs{
 // BenchmarkNegotiation is one whole negotiation per op between two real
 // nodes on loopback TCP: call (gossip), propose, accept, commit, task,
 // result, ack, every frame signed and verified. The window closes at the
-// first bid. Compare with BenchmarkRawStreamRoundTrip.
+// first bid. Compare with BenchmarkRawStreamRoundTrip. tracing=on records
+// every span and exports them by OTLP/HTTP to a local receiver; off is
+// the default.
 func BenchmarkNegotiation(b *testing.B) {
-	requester := loopbackNode(b, nil)
-	contractor := loopbackNode(b, requester)
+	b.Run("tracing=off", func(b *testing.B) { benchNegotiation(b, tracing.Config{}) })
+	b.Run("tracing=on", func(b *testing.B) {
+		sink := otlpsink.Start(b)
+		benchNegotiation(b, tracing.Config{Enabled: true, OTLP: tracing.OTLPConfig{Protocol: tracing.ProtocolHTTP, Endpoint: sink.URL, Insecure: true}})
+	})
+}
+
+func benchNegotiation(b *testing.B, tc tracing.Config) {
+	requester := loopbackNode(b, nil, tc)
+	contractor := loopbackNode(b, requester, tc)
 	if _, err := contractor.AddAgent(node.AgentCard{Name: "echo", Capabilities: []string{"echo"}}, echo); err != nil {
 		b.Fatal(err)
 	}

@@ -13,10 +13,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/peerstore"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation/frame"
+	"github.com/parleynet/parley/tracing"
 )
 
 // contractor is a hosted agent that bids on calls for its capabilities.
@@ -116,7 +119,7 @@ func (s *Service) HandleCall(in *intent.Intent) {
 	}
 	s.mu.Unlock()
 	for _, con := range bidders {
-		s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}) })
+		s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) })
 	}
 }
 
@@ -140,7 +143,7 @@ type contract struct {
 
 // bid asks the handler about a call and, if it bids, proposes on a stream
 // to the requester and waits there for the verdict.
-func (s *Service) bid(con *contractor, call Call, progress time.Duration, requester peer.AddrInfo) {
+func (s *Service) bid(con *contractor, call Call, progress time.Duration, requester peer.AddrInfo, traceparent string) {
 	key := contractKey{call.Requester, call.Task, con.agent.ID}
 	s.mu.Lock()
 	if old := s.contracts[key]; old != nil && old.holding() {
@@ -156,7 +159,15 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 	s.mu.Unlock()
 	c.hist.set(StateSubmitted, "call from "+short(call.Requester))
 
-	bctx, cancel := context.WithTimeout(s.ctx, call.BidWindow)
+	// The bid's span joins the requester's trace: its call is the parent.
+	ctx, span := s.span(s.remote(s.ctx, traceparent), spanBid, trace.SpanKindConsumer, call.Task)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrAgent.String(string(con.agent.ID)), tracing.AttrName.String(con.agent.Name),
+			tracing.AttrPeer.String(call.RequesterPeer.String()), attribute.String("parley.requester", string(call.Requester)),
+			attribute.String("parley.capability", call.Capability))
+	}
+	bctx, cancel := context.WithTimeout(ctx, call.BidWindow)
 	defer cancel()
 	// The requester's node must answer before any agent code runs for
 	// it: a delegation costs nothing to sign for a node that does not
@@ -169,24 +180,31 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		return
 	}
 	if g := s.cfg.Guard; g != nil {
-		release, err := g.Call(bctx, con.agent, call)
+		pctx, psp := s.span(bctx, spanPolicyCall, trace.SpanKindInternal, call.Task)
+		release, err := g.Call(pctx, con.agent, call)
+		decided(psp, err)
 		if err != nil {
+			failSpan(span, err.Error())
 			c.end(StateRejected, "not bidding: "+err.Error())
 			return
 		}
 		bid, err := safeBid(bctx, con.h, call)
 		release()
-		s.proposeOrRefuse(c, con, call, requester, bid, err)
+		s.proposeOrRefuse(ctx, c, con, call, requester, bid, err)
 		return
 	}
 	bid, err := safeBid(bctx, con.h, call)
-	s.proposeOrRefuse(c, con, call, requester, bid, err)
+	s.proposeOrRefuse(ctx, c, con, call, requester, bid, err)
 }
 
 // proposeOrRefuse sends the handler's answer to the requester and, for a
 // bid, waits on its stream for the verdict.
-func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, requester peer.AddrInfo, bid Bid, err error) {
+func (s *Service) proposeOrRefuse(ctx context.Context, c *contract, con *contractor, call Call, requester peer.AddrInfo, bid Bid, err error) {
+	span := trace.SpanFromContext(ctx)
 	if err != nil {
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("parley.verdict", "no bid: "+err.Error()))
+		}
 		if err == ErrNoBid {
 			c.end(StateRejected, "no bid")
 			return
@@ -201,14 +219,18 @@ func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, reque
 	}
 	ev := Event{Role: RoleContractor, Task: call.Task, Capability: call.Capability, Agent: con.agent.ID, Other: call.Requester, Peer: call.RequesterPeer, Price: bid.Price}
 	ev.Kind, ev.Rationale = "proposal", bid.Rationale
-	if err := s.audit(ev); err != nil {
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Float64("parley.price", bid.Price), attribute.Int64("parley.eta_ms", bid.ETA.Milliseconds()),
+			attribute.String("parley.bid_rationale", bid.Rationale))
+	}
+	if err := s.auditIn(ctx, ev); err != nil {
 		c.end(StateRejected, "audit log failed; no bid")
 		return
 	}
 	c.bid = bid
 	c.hist.set(StateNegotiating, fmt.Sprintf("proposed price %g, eta %s", bid.Price, bid.ETA))
 	proposal := bidWire(call.Task, bid)
-	proposal.Name = con.agent.Name
+	proposal.Name, proposal.Trace = con.agent.Name, tracing.Inject(ctx)
 	conn := c.send(requester, msgPropose, proposal)
 	if conn == nil {
 		return
@@ -228,6 +250,10 @@ func (s *Service) proposeOrRefuse(c *contract, con *contractor, call Call, reque
 		c.hist.set(StateRejected, "no verdict: "+err.Error())
 		return
 	}
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("parley.verdict", m.Type), attribute.String("parley.reason", w.Reason+w.Rationale))
+	}
+	span.End()
 	switch m.Type {
 	case msgAccept:
 		c.serveAward(s.ctx, conn, w)
@@ -306,6 +332,14 @@ func (c *contract) cancel(why string) bool {
 // repeated award for a task already served changes nothing.
 func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire) {
 	defer conn.Close()
+	// The award's spans are children of the requester's award.
+	ctx = c.s.remote(ctx, accept.Trace)
+	cctx, cspan := c.s.span(ctx, spanCommit, trace.SpanKindServer, c.call.Task)
+	defer cspan.End()
+	if cspan.IsRecording() {
+		cspan.SetAttributes(tracing.AttrAgent.String(string(c.agent.ID)), tracing.AttrName.String(c.agent.Name),
+			attribute.String("parley.rationale", accept.Rationale))
+	}
 	c.mu.Lock()
 	switch {
 	case c.done:
@@ -331,8 +365,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		return
 	}
 	if cm, ok := c.con.h.(Committer); ok {
-		if err := safeCommit(ctx, cm, c.call, c.bid); err != nil {
+		if err := safeCommit(cctx, cm, c.call, c.bid); err != nil {
 			release()
+			failSpan(cspan, err.Error())
 			c.hist.set(StateRejected, "declined the award: "+err.Error())
 			_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: err.Error()})
 			return
@@ -340,12 +375,15 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 	}
 	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: c.bid.Price}
 	if g := c.s.cfg.Guard; g != nil {
-		free, err := g.Commit(ctx, c.agent, c.call, c.bid)
+		pctx, psp := c.s.span(cctx, spanPolicyCommit, trace.SpanKindInternal, c.call.Task)
+		free, err := g.Commit(pctx, c.agent, c.call, c.bid)
+		decided(psp, err)
 		if err != nil {
 			release()
 			e := ev
 			e.Kind, e.Rationale = "policy", "commit refused: "+err.Error()
-			_ = c.s.audit(e)
+			_ = c.s.auditIn(cctx, e)
+			failSpan(cspan, err.Error())
 			c.hist.set(StateRejected, "declined the award: "+err.Error())
 			_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: err.Error()})
 			return
@@ -355,7 +393,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		}
 	}
 	ev.Kind, ev.Rationale = "commit", accept.Rationale
-	if err := c.s.audit(ev); err != nil {
+	if err := c.s.auditIn(cctx, ev); err != nil {
 		release()
 		_ = conn.Send(msgDecline, wireVersion, wire{Task: c.call.Task, Reason: "cannot record the commitment"})
 		return
@@ -379,7 +417,10 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		return
 	}
 
-	wctx, cancel := context.WithDeadline(ctx, c.call.Deadline)
+	cspan.End()
+	wctx, wspan := c.s.span(ctx, spanWork, trace.SpanKindInternal, c.call.Task)
+	defer wspan.End()
+	wctx, cancel := context.WithDeadline(wctx, c.call.Deadline)
 	wctx, cancelCause := context.WithCancelCause(wctx)
 	defer cancel()
 	c.mu.Lock()
@@ -459,11 +500,13 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		c.mu.Unlock()
 		_ = conn.Reset()
 		readers.Wait()
+		failSpan(wspan, context.Cause(wctx).Error())
 		c.end(StateCanceled, context.Cause(wctx).Error())
 		return
 	case werr != nil:
 		ev.Kind, ev.Rationale = "failure", werr.Error()
-		_ = c.s.audit(ev)
+		failSpan(wspan, werr.Error())
+		_ = c.s.auditIn(wctx, ev)
 		_ = send(msgFailure, wire{Task: c.call.Task, Reason: werr.Error()})
 		c.mu.Lock()
 		c.busy = false
@@ -476,8 +519,14 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 	if len(out) == 0 {
 		out = json.RawMessage("null")
 	}
+	wspan.End()
+	rctx, rspan := c.s.span(ctx, spanResult, trace.SpanKindInternal, c.call.Task)
+	defer rspan.End()
+	if rspan.IsRecording() {
+		rspan.SetAttributes(attribute.Int("parley.output_bytes", len(out)))
+	}
 	ev.Kind, ev.Rationale = "result", fmt.Sprintf("%d bytes", len(out))
-	if err := c.s.audit(ev); err != nil {
+	if err := c.s.auditIn(rctx, ev); err != nil {
 		c.mu.Lock()
 		c.busy = false
 		c.mu.Unlock()

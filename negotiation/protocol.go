@@ -63,6 +63,10 @@ type wire struct {
 	Output    json.RawMessage `json:"output,omitempty"`
 	Fraction  float64         `json:"fraction,omitempty"`
 	Note      string          `json:"note,omitempty"`
+	// Trace is the sender's W3C traceparent (propose, accept), so the
+	// other side's spans join the task's trace. Untrusted: parsed
+	// strictly, and it never makes this node record more.
+	Trace string `json:"trace,omitempty"`
 }
 
 func (w wire) bid() Bid {

@@ -10,9 +10,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation/frame"
+	"github.com/parleynet/parley/tracing"
 )
 
 // bidder is one bid and, until a verdict is sent, its open stream.
@@ -44,6 +48,7 @@ type request struct {
 	why      string // the winner's award rationale
 	result   json.RawMessage
 	calls    int
+	callSpan trace.Span // the open call's span, for bid events
 	commitAt time.Time
 	outcome  *Outcome
 
@@ -79,13 +84,24 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	if s.cfg.Publish == nil {
 		return nil, errors.New("negotiation: no Publish function configured")
 	}
+	id := identity.NewID()
+	ctx, span := s.span(ctx, spanRequest, trace.SpanKindClient, id)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("parley.capability", need.Capability), tracing.AttrAgent.String(string(agent.ID)),
+			tracing.AttrName.String(agent.Name), attribute.Float64("parley.budget", need.Budget))
+	}
 	if g := s.cfg.Guard; g != nil {
-		if err := g.Request(ctx, agent, need); err != nil {
-			_ = s.audit(Event{Kind: "policy", Role: RoleRequester, Capability: need.Capability, Agent: agent.ID, Rationale: err.Error()})
+		pctx, psp := s.span(ctx, spanPolicyRequest, trace.SpanKindInternal, id)
+		err := g.Request(pctx, agent, need)
+		decided(psp, err)
+		if err != nil {
+			_ = s.auditIn(ctx, Event{Kind: "policy", Role: RoleRequester, Capability: need.Capability, Agent: agent.ID, Rationale: err.Error()})
+			failSpan(span, err.Error())
 			return nil, fmt.Errorf("request %s as %s: %w", need.Capability, agent.Name, err)
 		}
 	}
-	r := &request{s: s, id: identity.NewID(), agent: agent, need: need, opts: o, created: time.Now()}
+	r := &request{s: s, id: id, agent: agent, need: need, opts: o, created: time.Now()}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	ctx, cancelT := context.WithTimeout(ctx, o.Timeout)
@@ -114,6 +130,17 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	s.mu.Unlock()
 	s.m.outcomes.WithLabelValues(string(RoleRequester), string(out.State)).Inc()
 	s.m.latency.Observe(out.Timings.Total.Seconds())
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("parley.state", string(out.State)), attribute.Int("parley.calls", out.Calls),
+			attribute.Int("parley.bids", len(out.Bids)))
+		if out.Winner != "" {
+			span.SetAttributes(attribute.String("parley.winner", string(out.Winner)), attribute.String("parley.winner_name", out.WinnerName),
+				attribute.String("parley.rationale", out.Rationale))
+		}
+		if out.State != StateCompleted {
+			failSpan(span, out.Reason)
+		}
+	}
 	switch out.State {
 	case StateCompleted:
 		return out, nil
@@ -169,7 +196,10 @@ func (r *request) ended() bool {
 func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID, w wire) {
 	b := &bidder{info: BidInfo{Agent: from, Name: displayName(w.Name), Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
 	if g := r.s.cfg.Guard; g != nil && typ == msgPropose {
-		if err := g.Proposal(r.s.ctx, r.agent, r.id, b.info); err != nil {
+		pctx, psp := r.s.span(r.bidCtx(), spanPolicyProposal, trace.SpanKindInternal, r.id)
+		err := g.Proposal(pctx, r.agent, r.id, b.info)
+		decided(psp, err)
+		if err != nil {
 			r.s.m.dropped.WithLabelValues("denied").Inc()
 			r.reject(conn, "bid refused: "+err.Error())
 			return
@@ -204,6 +234,13 @@ func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID
 	if typ == msgPropose && r.firstBidAt.IsZero() {
 		r.firstBidAt = time.Now()
 	}
+	if sp := r.callSpan; sp != nil && sp.IsRecording() {
+		name := "bid"
+		if typ == msgRefuse {
+			name = "refusal"
+		}
+		sp.AddEvent(name, trace.WithAttributes(append(bidAttrs(b.info), attribute.String("parley.reason", w.Reason))...))
+	}
 	if typ == msgRefuse {
 		b.info.Status, b.info.Note, b.conn = "refused", w.Reason, nil
 	} else {
@@ -217,6 +254,17 @@ func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID
 	if typ == msgRefuse {
 		_ = conn.Close()
 	}
+}
+
+// bidCtx is the context of the open call's span, for decisions on bids.
+func (r *request) bidCtx() context.Context {
+	r.mu.Lock()
+	sp := r.callSpan
+	r.mu.Unlock()
+	if sp == nil {
+		return r.s.ctx
+	}
+	return trace.ContextWithSpan(r.s.ctx, sp)
 }
 
 func (r *request) reject(conn *frame.Conn, reason string) {
@@ -266,6 +314,11 @@ func (r *request) run(ctx context.Context) string {
 // arrived within the bid window and the budget.
 func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error) {
 	deadline, _ := ctx.Deadline()
+	ctx, span := r.s.span(ctx, spanCall, trace.SpanKindProducer, r.id)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("parley.call", n), attribute.String("parley.bid_window", r.opts.BidWindow.String()))
+	}
 	payload, err := json.Marshal(cfp{Task: r.id, Summary: r.need.Summary, ProgressMillis: r.opts.ProgressTimeout.Milliseconds(), Name: r.agent.Name})
 	if err != nil {
 		return nil, fmt.Errorf("marshal call: %w", err)
@@ -279,13 +332,17 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 			BidWindow: intent.Duration(r.opts.BidWindow),
 			Budget:    r.need.Budget,
 		},
+		Trace: tracing.Inject(ctx),
 	}
-	if err := r.s.audit(Event{Kind: "call", Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID,
+	if err := r.s.auditIn(ctx, Event{Kind: "call", Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID,
 		Price: r.need.Budget, Rationale: fmt.Sprintf("call %d of %d, bid window %s", n, r.opts.Calls, r.opts.BidWindow)}); err != nil {
 		return nil, fmt.Errorf("audit call %d: %w", n, err)
 	}
 	r.mu.Lock()
 	r.window, r.pending, r.calls, r.taken = n, nil, n, 0
+	if span.IsRecording() {
+		r.callSpan = span
+	}
 	r.enough = make(chan struct{})
 	enough := r.enough
 	r.mu.Unlock()
@@ -304,6 +361,9 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 	}
 	t.Stop()
 	bids := r.closeWindow()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("parley.proposals", len(bids)))
+	}
 	var ok []*bidder
 	for _, b := range bids {
 		if r.need.Budget > 0 && b.info.Price > r.need.Budget {
@@ -321,6 +381,7 @@ func (r *request) closeWindow() []*bidder {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.window = 0
+	r.callSpan = nil
 	bids := r.pending
 	r.pending = nil
 	return bids
@@ -373,14 +434,29 @@ func (r *request) setStatus(b *bidder, status, note string) {
 // award offers the task to b and, if it commits, sees the work through.
 // It reports whether the task completed, or why b did not complete it.
 func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool, string) {
+	ctx, span := r.s.span(ctx, spanAward, trace.SpanKindClient, r.id)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(append(bidAttrs(b.info), attribute.Int("parley.rank", b.info.Rank), attribute.String("parley.rationale", rationale))...)
+	}
+	done, why := r.awardIn(ctx, b, rationale)
+	if !done {
+		failSpan(span, why)
+	}
+	return done, why
+}
+
+func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (bool, string) {
 	ev := Event{Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID, Other: b.info.Agent, Peer: b.info.Peer, Price: b.info.Price}
 	var hold Hold = noHold{}
 	if g := r.s.cfg.Guard; g != nil {
-		h, err := g.Award(ctx, r.agent, r.id, r.need.Capability, b.info)
+		pctx, psp := r.s.span(ctx, spanPolicyAward, trace.SpanKindInternal, r.id)
+		h, err := g.Award(pctx, r.agent, r.id, r.need.Capability, b.info)
+		decided(psp, err)
 		if err != nil {
 			e := ev
 			e.Kind, e.Rationale = "policy", "award refused: "+err.Error()
-			_ = r.s.audit(e)
+			_ = r.s.auditIn(ctx, e)
 			r.setStatus(b, "denied", err.Error())
 			r.mu.Lock()
 			conn := b.conn
@@ -410,7 +486,7 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 		}
 	}()
 	ev.Kind, ev.Rationale = "award", rationale
-	if err := r.s.audit(ev); err != nil {
+	if err := r.s.auditIn(ctx, ev); err != nil {
 		return false, "could not be awarded (audit log failed)"
 	}
 	r.mu.Lock()
@@ -446,7 +522,9 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	}()
 
 	w := bidWire(r.id, b.info.Bid)
-	w.Agent, w.Rationale = b.info.Agent, rationale
+	w.Agent, w.Rationale, w.Trace = b.info.Agent, rationale, tracing.Inject(ctx)
+	cctx, cspan := r.s.span(ctx, spanCommit, trace.SpanKindInternal, r.id)
+	defer cspan.End()
 	if err := conn.Send(msgAccept, wireVersion, w); err != nil {
 		r.setStatus(b, "failed", err.Error())
 		return false, "could not be sent the award"
@@ -469,12 +547,14 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	switch m.Type {
 	case msgCommit:
 		ev.Kind, ev.Rationale = "commit", "committed"
-		if err := r.s.audit(ev); err != nil {
+		if err := r.s.auditIn(cctx, ev); err != nil {
 			return false, "committed, but the audit log failed"
 		}
+		cspan.End()
 	case msgDecline:
 		ev.Kind, ev.Rationale = "decline", in.Reason
-		_ = r.s.audit(ev)
+		_ = r.s.auditIn(cctx, ev)
+		failSpan(cspan, "declined: "+in.Reason)
 		r.setStatus(b, "declined", in.Reason)
 		return false, "declined: " + in.Reason
 	default:
@@ -492,6 +572,8 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 	r.mu.Unlock()
 	r.hist.set(StateWorking, short(b.info.Agent)+" committed")
 	r.rejectRest(fmt.Sprintf("awarded to another bid (%s); standing by until the deadline", rationale))
+	wctx, wspan := r.s.span(ctx, spanWork, trace.SpanKindInternal, r.id)
+	defer wspan.End()
 	if err := conn.Send(msgTask, wireVersion, wire{Task: r.id, Input: r.need.Input}); err != nil {
 		r.setStatus(b, "failed", err.Error())
 		return false, "could not be sent the task"
@@ -505,8 +587,15 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 		switch m.Type {
 		case msgProgress, msgCommit: // alive; a repeated commit changes nothing
 		case msgResult:
+			wspan.End()
+			rctx, rspan := r.s.span(ctx, spanResult, trace.SpanKindInternal, r.id)
+			if rspan.IsRecording() {
+				rspan.SetAttributes(attribute.Int("parley.output_bytes", len(in.Output)))
+			}
 			ev.Kind, ev.Rationale = "result", fmt.Sprintf("%d bytes", len(in.Output))
-			if err := r.s.audit(ev); err != nil {
+			if err := r.s.auditIn(rctx, ev); err != nil {
+				failSpan(rspan, err.Error())
+				rspan.End()
 				return false, "sent a result the audit log could not record"
 			}
 			r.mu.Lock()
@@ -516,11 +605,13 @@ func (r *request) award(ctx context.Context, b *bidder, rationale string) (bool,
 			hold.Charge()
 			charged = true
 			_ = conn.Send(msgAck, wireVersion, wire{Task: r.id})
+			rspan.End() // not deferred: a defer in this loop would allocate
 			ok = true
 			return true, ""
 		case msgFailure:
 			ev.Kind, ev.Rationale = "failure", in.Reason
-			_ = r.s.audit(ev)
+			_ = r.s.auditIn(wctx, ev)
+			failSpan(wspan, "failed: "+in.Reason)
 			r.setStatus(b, "failed", in.Reason)
 			return false, "failed: " + in.Reason
 		case msgCancel:

@@ -11,7 +11,9 @@ import (
 	logging "github.com/ipfs/go-log/v2"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
@@ -39,6 +41,9 @@ type Config struct {
 	Guard Guard
 	// Audit records each step before it is acknowledged; nil records none.
 	Audit AuditFunc
+	// Tracer records each phase as a span (tracing.Start); nil records
+	// none and costs nothing.
+	Tracer trace.Tracer
 
 	BidWindow       time.Duration // default 1s
 	Timeout         time.Duration // a task's deadline; default 60s
@@ -553,3 +558,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 // Dropped returns how many frames were refused, by reason.
 func (s *Service) Dropped() map[string]uint64 { return promcount.ByLabel(s.m.dropped) }
+
+// Participants returns the nodes that took part in task on this node: for
+// a task it requested, every bidder's node (refusals too); for one its
+// agents bid on, the requester's node. It is how this node decides who
+// may read the task's spans.
+func (s *Service) Participants(task string) []peer.ID {
+	s.mu.Lock()
+	r := s.requests[task]
+	var out []peer.ID
+	for k, c := range s.contracts {
+		if k.task == task {
+			out = append(out, c.call.RequesterPeer)
+		}
+	}
+	s.mu.Unlock()
+	if r != nil {
+		r.mu.Lock()
+		for _, b := range r.all {
+			out = append(out, b.info.Peer)
+		}
+		r.mu.Unlock()
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

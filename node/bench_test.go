@@ -16,8 +16,10 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/parleynet/parley/admission"
+	"github.com/parleynet/parley/internal/otlpsink"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/tracing"
 )
 
 // The two gossip benchmarks share a mesh size and topology so that one
@@ -81,7 +83,17 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// BenchmarkIntentGossip: tracing=on records publish and validate spans
+// on every node and exports them by OTLP/HTTP to a local receiver.
 func BenchmarkIntentGossip(b *testing.B) {
+	b.Run("tracing=off", func(b *testing.B) { benchIntentGossip(b, tracing.Config{}) })
+	b.Run("tracing=on", func(b *testing.B) {
+		sink := otlpsink.Start(b)
+		benchIntentGossip(b, tracing.Config{Enabled: true, OTLP: tracing.OTLPConfig{Protocol: tracing.ProtocolHTTP, Endpoint: sink.URL, Insecure: true}})
+	})
+}
+
+func benchIntentGossip(b *testing.B, tc tracing.Config) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The DHT is off, as in the baseline: its routing-table upkeep is
@@ -93,6 +105,7 @@ func BenchmarkIntentGossip(b *testing.B) {
 	m := nodetest.NewMesh(b, benchNodes, nodetest.WithTopology(nodetest.Random(benchDegree, benchSeed)),
 		nodetest.WithConfig(func(_ int, c *node.Config) {
 			c.DHTMode = "off"
+			c.Tracing = tc
 			c.Limits.IntentsPerForwarder, c.Limits.IntentsRelayed, c.Limits.IntentsPerOrigin, c.Limits.IntentsPerAgent = fast, fast, fast, fast
 		}))
 	var c counter

@@ -17,6 +17,7 @@ import (
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/tracing"
 )
 
 // ErrBadConfig is wrapped by every configuration error New returns.
@@ -113,6 +114,11 @@ type Config struct {
 	// negotiation.Config (zero fields take its defaults; other fields are
 	// ignored).
 	Negotiation negotiation.Config
+	// Tracing records spans of publishing, validation, every negotiation
+	// phase, policy decisions and audit writes, keeps the recent ones for
+	// the API and the task's peers, and exports them by OTLP when
+	// configured. The zero value is off.
+	Tracing tracing.Config
 	// DialPrivateAddrs lets this node dial private and loopback addresses
 	// learnt from gossip (a call's reply-to); by default only public ones
 	// are, so a call cannot aim the node at internal hosts. A LAN-only or

@@ -12,9 +12,13 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/tracing"
 )
 
 // Errors Publish returns for what the caller can fix.
@@ -83,9 +87,32 @@ func (n *Node) publishAs(ctx context.Context, a *identity.Agent, body intent.Bod
 
 // publishSealed signs and gossips body with a ttl already within bounds.
 func (n *Node) publishSealed(ctx context.Context, a *identity.Agent, body intent.Body, ttl time.Duration) (*intent.Intent, error) {
+	ctx, span := tracing.Start(ctx, n.tracing.Tracer("parley/node"), "intent.publish", trace.SpanKindProducer)
+	defer span.End()
+	in, err := n.publishIn(ctx, a, body, ttl)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("parley.capability", body.Capability), attribute.String("parley.kind", string(body.Kind)),
+			tracing.AttrAgent.String(string(a.ID)))
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		} else {
+			span.SetAttributes(attribute.Int("parley.bytes", len(in.Raw)))
+		}
+	}
+	return in, err
+}
+
+func (n *Node) publishIn(ctx context.Context, a *identity.Agent, body intent.Body, ttl time.Duration) (*intent.Intent, error) {
 	err := n.admitPublish(a, body.Kind, body.Capability)
 	if err != nil {
 		return nil, err
+	}
+	// Receivers' spans (validation, a contractor's bid) of a call for
+	// work are children of this publish. Other intents keep their trace
+	// to this node: every node of a topic would record a span for each,
+	// and a busy topic would push the tasks' spans out of every ring.
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && body.Kind == intent.KindTask {
+		body.Trace = tracing.Inject(ctx)
 	}
 	// The peer is left out: the delegation proves it.
 	body.ReplyTo = intent.ReplyTo{Addrs: addrStrings(n)}
@@ -203,7 +230,7 @@ func (n *Node) topic(capability string) (*pubsub.Topic, error) {
 	// audit queue pushes back. Run on GossipSub's per-CPU validation
 	// workers, a backed-up node fills its bounded validation queue and
 	// drops there instead.
-	if err := n.ps.RegisterTopicValidator(name, n.validator(capability), pubsub.WithValidatorInline(true)); err != nil {
+	if err := n.ps.RegisterTopicValidator(name, n.traced(n.validator(capability)), pubsub.WithValidatorInline(true)); err != nil {
 		return nil, fmt.Errorf("register validator for %s: %w", name, err)
 	}
 	t, err := n.ps.Join(name)

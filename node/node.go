@@ -35,6 +35,7 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/negotiation/rpc"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/tracing"
 )
 
 var log = logging.Logger("parley/node")
@@ -97,6 +98,8 @@ type Node struct {
 	delegations *identity.DelegationCache
 	own         map[identity.AgentID]delegation
 	auditBroken brokenWarning
+	// tracing records spans when configured; nil is off.
+	tracing *tracing.Tracing
 }
 
 // delegation is a signed delegation and when it expires.
@@ -145,6 +148,13 @@ func New(cfg Config) (*Node, error) {
 	for _, a := range cfg.Agents {
 		n.agents[a.Name] = a
 		n.agentList = append(n.agentList, a)
+	}
+	pid, err := peer.IDFromPrivateKey(cfg.NodeKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: NodeKey: %w", ErrBadConfig, err)
+	}
+	if n.tracing, err = tracing.New(cfg.Tracing, tracing.Options{Node: pid.String()}); err != nil {
+		return nil, fmt.Errorf("%w: Tracing: %w", ErrBadConfig, err)
 	}
 	return n, nil
 }
@@ -252,8 +262,10 @@ func (n *Node) Start(ctx context.Context) error {
 		MaxContractsPerOrigin: b.MaxContractsPerOrigin,
 		StandbyWait:           b.StandbyWait,
 		DialPrivateAddrs:      n.cfg.DialPrivateAddrs,
+		Tracer:                n.tracing.Tracer("parley/negotiation"),
 	})
-	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC()})
+	h.SetStreamHandler(TraceProtocolID, n.serveTraces)
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc")})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
 			Peers:      n.bootstrap,
@@ -415,6 +427,13 @@ func (n *Node) Close() error {
 	// may need it (a negotiation publishing a call, say).
 	err := p.shutdown()
 	n.wg.Wait()
+	// Spans ended by the shutdown are exported within a few seconds, or
+	// dropped.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if terr := n.tracing.Close(ctx); terr != nil {
+		log.Warnw("tracing did not shut down cleanly", "err", terr)
+	}
 	return err
 }
 
@@ -431,6 +450,9 @@ type parts struct {
 
 func (n *Node) detachLocked() parts {
 	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, adm: n.adm, disc: n.disc, topics: n.topics}
+	if n.host != nil {
+		n.host.RemoveStreamHandler(TraceProtocolID)
+	}
 	if n.ownsHost {
 		p.host = n.host
 	}

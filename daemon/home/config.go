@@ -25,6 +25,7 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/tracing"
 )
 
 // DefaultAPIListen is where the daemon's API listens unless configured.
@@ -55,6 +56,9 @@ type Config struct {
 	Admission admission.Limits `yaml:"admission"`
 	// Negotiation bounds what remote requesters may choose.
 	Negotiation NegotiationConfig `yaml:"negotiation"`
+	// Tracing records spans (off unless enabled or an OTLP endpoint is
+	// set, here or in OTEL_EXPORTER_OTLP_*).
+	Tracing tracing.Config `yaml:"tracing"`
 	// DialPrivateAddrs lets the node dial private and loopback addresses
 	// learnt from gossip (LAN-only meshes).
 	DialPrivateAddrs bool `yaml:"dial_private_addrs"`
@@ -228,6 +232,8 @@ agents:
 #   intents_per_origin: {per_second: 500, burst: 500}     # per node hosting the agents (proven by its delegation)
 #   intents_per_agent: {per_second: 500, burst: 500}
 #   asks_per_peer: {per_second: 100, burst: 100}          # direct-ask streams per connected peer
+#   traces_per_peer: {per_second: 2, burst: 10}           # span requests (parley trace) per connected peer
+#   trace_spans: 2000                                     # spans in one answer to a peer
 #   bid_handlers: 64              # bid handlers running at once: in all,
 #   bid_handlers_per_agent: 16    # per local agent,
 #   bid_handlers_per_origin: 8    # per requesting node
@@ -248,6 +254,20 @@ agents:
 #   max_contracts_per_origin: 64  # from one requesting node
 #   standby_wait: 30s     # how long after its window a bid waits for a verdict
 #   keep_tasks: 1000      # tasks remembered on each side
+
+# Traces: spans of publishing, validation, every negotiation phase, policy
+# decisions and audit writes. Off unless enabled, or unless an OTLP
+# endpoint is set here or in OTEL_EXPORTER_OTLP_ENDPOINT (the exporters
+# read the other OTEL_EXPORTER_OTLP_* variables too). The recent spans
+# stay in a bounded ring: GET /v1/traces/{id}, 'parley trace TASK'.
+# tracing:
+#   enabled: false
+#   ring_size: 10000       # recent spans kept
+#   sample_ratio: 1        # share of new traces recorded; a remote trace context never decides it
+#   otlp:
+#     protocol: grpc       # or http/protobuf
+#     endpoint: 127.0.0.1:4317
+#     insecure: true
 
 # Dial private and loopback addresses that calls give as their reply-to
 # (only for a mesh on one LAN or machine); by default only public ones are.
@@ -337,6 +357,7 @@ type fileConfig struct {
 
 	Admission        admission.Limits  `yaml:"admission"`
 	Negotiation      NegotiationConfig `yaml:"negotiation"`
+	Tracing          tracing.Config    `yaml:"tracing"`
 	DialPrivateAddrs bool              `yaml:"dial_private_addrs"`
 	RelayFilter      bool              `yaml:"relay_filter"`
 	AuditFailure     string            `yaml:"audit_failure"`
@@ -451,6 +472,7 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
 	c.MDNS, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.NAT, fc.Policy, fc.PSK
+	c.Tracing = fc.Tracing
 	c.Admission, c.Negotiation, c.DialPrivateAddrs, c.RelayFilter, c.AuditFailure = fc.Admission, fc.Negotiation, fc.DialPrivateAddrs, fc.RelayFilter, fc.AuditFailure
 	if l := fc.LogLevel; l.s != "" {
 		if _, err := logging.Parse(l.s); err != nil {
@@ -546,6 +568,10 @@ func (h *Home) NodeConfig() (node.Config, error) {
 		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, MaxContractsPerOrigin: n.MaxContractsPerOrigin,
 		StandbyWait: n.StandbyWait, KeepTasks: n.KeepTasks}
 	cfg.DialPrivateAddrs, cfg.RelayFilter = c.DialPrivateAddrs, c.RelayFilter
+	if err := c.Tracing.Validate(); err != nil {
+		return node.Config{}, fmt.Errorf("%s: %w", h.ConfigPath(), err)
+	}
+	cfg.Tracing = c.Tracing
 	switch c.AuditFailure {
 	case "", node.AuditStop, node.AuditContinue:
 		cfg.AuditFailure = c.AuditFailure

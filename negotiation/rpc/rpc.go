@@ -24,10 +24,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation/frame"
+	"github.com/parleynet/parley/tracing"
 )
 
 var log = logging.Logger("parley/rpc")
@@ -118,12 +122,18 @@ type Config struct {
 	// Timeout bounds one ask on both sides: the asker's wait for the reply
 	// and the handler's context. Zero means DefaultTimeout.
 	Timeout time.Duration
+	// Tracer records an rpc.ask span for each ask and an rpc.serve span
+	// for each answered; nil records none and costs nothing.
+	Tracer trace.Tracer
 }
 
 type request struct {
 	To         identity.AgentID `json:"to"`
 	Capability string           `json:"capability,omitempty"`
 	Input      json.RawMessage  `json:"input,omitempty"`
+	// Trace is the asker's W3C traceparent: untrusted, parsed strictly,
+	// and it never decides what this node records.
+	Trace string `json:"trace,omitempty"`
 }
 
 type reply struct {
@@ -296,7 +306,13 @@ func (s *Service) serve(st network.Stream) {
 	}
 	conn.SetSelf(hd.agent)
 
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
+	ctx, span := tracing.Start(tracing.Extract(s.ctx, s.cfg.Tracer, req.Trace), s.cfg.Tracer, "rpc.serve", trace.SpanKindServer)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrAgent.String(string(req.To)), tracing.AttrName.String(hd.agent.Name), tracing.AttrPeer.String(st.Conn().RemotePeer().String()),
+			attribute.String("parley.asker", string(m.From)), attribute.String("parley.capability", req.Capability))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	// The asker keeps its side open until it has the reply, so any return
 	// from this read before then (a reset, a close, more bytes) withdraws
@@ -319,6 +335,9 @@ func (s *Service) serve(st network.Stream) {
 	if g := s.cfg.Gate; g != nil {
 		release, err := g.Ask(ctx, hd.agent, r)
 		if err != nil {
+			if span.IsRecording() {
+				span.SetStatus(codes.Error, "denied: "+err.Error())
+			}
 			rep, typ = reply{Request: bound, Error: err.Error(), Denied: true}, msgError
 			if !stopReset() {
 				return
@@ -333,6 +352,9 @@ func (s *Service) serve(st network.Stream) {
 		// The ask ended before the handler did; the stream is reset.
 		log.Debugw("rpc: ask ended before its handler", "peer", st.Conn().RemotePeer(), "from", m.From, "to", req.To, "err", context.Cause(ctx))
 		return
+	}
+	if herr != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, herr.Error())
 	}
 	switch {
 	case herr != nil:
@@ -407,11 +429,20 @@ func (s *Service) Ask(ctx context.Context, from *identity.Agent, p peer.ID, to i
 	if s.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
+	ctx, span := tracing.Start(ctx, s.cfg.Tracer, "rpc.ask", trace.SpanKindClient)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrAgent.String(string(from.ID)), tracing.AttrPeer.String(p.String()),
+			attribute.String("parley.to", string(to)), attribute.String("parley.capability", capability))
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
 
 	out, err := s.ask(ctx, from, p, to, capability, input)
+	if err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, err.Error())
+	}
 	switch {
 	case err == nil:
 		return out, nil
@@ -439,7 +470,7 @@ func (s *Service) ask(ctx context.Context, from *identity.Agent, p peer.ID, to i
 	}
 	defer context.AfterFunc(ctx, func() { _ = st.Reset() })()
 	conn := frame.New(st, from, s.frameOpts())
-	if err := conn.Send(msgRequest, version, request{To: to, Capability: capability, Input: input}); err != nil {
+	if err := conn.Send(msgRequest, version, request{To: to, Capability: capability, Input: input, Trace: tracing.Inject(ctx)}); err != nil {
 		_ = st.Reset()
 		return nil, err
 	}

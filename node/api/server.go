@@ -136,6 +136,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathTasks, s.handleTasks},
 		{"GET " + PathTask, s.handleTask},
 		{"DELETE " + PathTask, s.handleCancel},
+		{"GET " + PathTrace, s.handleTrace},
 		{"GET " + PathApprovals, s.handleApprovals},
 		{"POST " + PathApproval, s.handleDecide},
 		{"GET " + PathFindAgents, s.handleFindAgents},

@@ -1,0 +1,90 @@
+package negotiation
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/parleynet/parley/tracing"
+)
+
+// Span names, one per negotiation phase on each side, and for the
+// decisions and records made inside them.
+const (
+	spanRequest = "negotiation.request"
+	spanCall    = "negotiation.call"
+	spanBid     = "negotiation.bid"
+	spanAward   = "negotiation.award"
+	spanCommit  = "negotiation.commit"
+	spanWork    = "negotiation.work"
+	spanResult  = "negotiation.result"
+	// Policy decisions, one name per Guard stage (constants: building
+	// them would allocate with tracing off).
+	spanPolicyRequest  = "policy.request"
+	spanPolicyCall     = "policy.call"
+	spanPolicyProposal = "policy.proposal"
+	spanPolicyAward    = "policy.award"
+	spanPolicyCommit   = "policy.commit"
+	spanAudit          = "audit.append"
+)
+
+// span starts a span about task with the service's tracer; with tracing
+// off it allocates nothing and returns a no-op span.
+func (s *Service) span(ctx context.Context, name string, kind trace.SpanKind, task string) (context.Context, trace.Span) {
+	ctx, sp := tracing.Start(ctx, s.cfg.Tracer, name, kind)
+	if sp.IsRecording() && task != "" {
+		sp.SetAttributes(tracing.AttrTask.String(task))
+	}
+	return ctx, sp
+}
+
+// remote returns ctx with the sender's traceparent as parent, if valid.
+func (s *Service) remote(ctx context.Context, tp string) context.Context {
+	return tracing.Extract(ctx, s.cfg.Tracer, tp)
+}
+
+// failSpan marks sp failed with why.
+func failSpan(sp trace.Span, why string) {
+	if sp.IsRecording() {
+		sp.SetStatus(codes.Error, why)
+	}
+}
+
+// bidAttrs describes a bid on a span.
+func bidAttrs(b BidInfo) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("parley.bidder", string(b.Agent)),
+		attribute.String("parley.bidder_name", b.Name),
+		tracing.AttrPeer.String(b.Peer.String()),
+		attribute.Float64("parley.price", b.Bid.Price),
+		attribute.Int64("parley.eta_ms", b.Bid.ETA.Milliseconds()),
+		attribute.String("parley.bid_rationale", b.Bid.Rationale),
+	}
+}
+
+// decided ends a policy span with the Guard's answer.
+func decided(sp trace.Span, err error) {
+	if err != nil {
+		failSpan(sp, err.Error())
+	}
+	sp.End()
+}
+
+// auditIn records e inside an audit span under ctx.
+func (s *Service) auditIn(ctx context.Context, e Event) error {
+	if s.cfg.Audit == nil {
+		return nil
+	}
+	_, sp := s.span(ctx, spanAudit, trace.SpanKindInternal, e.Task)
+	if sp.IsRecording() {
+		sp.SetAttributes(attribute.String("parley.audit_kind", e.Kind))
+	}
+	err := s.audit(e)
+	if err != nil {
+		failSpan(sp, err.Error())
+	}
+	sp.End()
+	return err
+}
