@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -89,6 +90,11 @@ type Node struct {
 	// pubsub's inspector, under their own lock so it never waits on mu.
 	scoresMu sync.Mutex
 	scores   map[peer.ID]float64
+	// bans refuses graylisted peers for a back-off (ban.go); closes
+	// feeds the goroutine that disconnects them.
+	bans    *bans
+	closes  chan closing
+	refuser network.Notifiee // on a host the node did not build
 	// policy decides what the node's agents may do; adm is the admission
 	// layer every way into the node passes (it holds the approvals too).
 	policy *policy.Engine
@@ -140,6 +146,7 @@ func New(cfg Config) (*Node, error) {
 		relays:      relays,
 	}
 	n.router = newRouterTracer(n.metrics.lost, n.metrics.rejected)
+	n.bans, n.closes = newBans(cfg.BanBackoff, n.metrics.registry), make(chan closing, 64)
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -202,6 +209,12 @@ func (n *Node) Start(ctx context.Context) error {
 		n.ownsHost = true
 	}
 	n.host = h
+	if !n.ownsHost {
+		n.refuser = n.refuseBanned()
+		h.Network().Notify(n.refuser)
+	}
+	n.wg.Add(1)
+	go n.closer(n.ctx, h.Network())
 	if err := n.watchReachability(n.ctx, h); err != nil {
 		n.shutdownLocked()
 		return fmt.Errorf("watch reachability: %w", err)
@@ -237,6 +250,7 @@ func (n *Node) Start(ctx context.Context) error {
 				n.scoresMu.Lock()
 				n.scores = scores
 				n.scoresMu.Unlock()
+				n.graylisted(scores)
 			}, time.Second))
 	}
 	ps, err := pubsub.NewGossipSub(n.ctx, h, psOpts...)
@@ -345,6 +359,7 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(n.bans),
 		libp2p.ResourceManager(rm),
 		libp2p.PrometheusRegisterer(n.metrics.registry),
 	}
@@ -452,6 +467,9 @@ func (n *Node) detachLocked() parts {
 	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, adm: n.adm, disc: n.disc, topics: n.topics}
 	if n.host != nil {
 		n.host.RemoveStreamHandler(TraceProtocolID)
+		if n.refuser != nil {
+			n.host.Network().StopNotify(n.refuser)
+		}
 	}
 	if n.ownsHost {
 		p.host = n.host

@@ -1,0 +1,177 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Graylist bans. GossipSub ignores a graylisted peer's RPCs, but it still
+// reads and decodes every byte of them, so a flood costs the node as much
+// ignored as accepted. A peer whose score falls below the graylist
+// threshold is therefore disconnected and refused at the connection
+// gater for a back-off, doubled on each repeat. Its score outlives the
+// connection (RetainScore), so a banned peer that returns early is
+// graylisted again at once.
+const (
+	// DefaultBanBackoff is the first ban's length (Config.BanBackoff).
+	DefaultBanBackoff = time.Minute
+	// maxBanBackoff caps the doubling.
+	maxBanBackoff = time.Hour
+	// maxBans bounds the table: fresh peer IDs cost nothing, so a full
+	// table forgets the ban that ends soonest.
+	maxBans = 4096
+)
+
+type ban struct {
+	until   time.Time
+	strikes int
+}
+
+// bans is the node's table of refused peers. It is a
+// connmgr.ConnectionGater for hosts the node builds; for hosts it is given
+// (mocknet, embedders), refuser closes a banned peer's new connections.
+type bans struct {
+	base time.Duration
+	now  func() time.Time
+
+	mu    sync.Mutex
+	peers map[peer.ID]ban
+
+	total prometheus.Counter
+}
+
+func newBans(base time.Duration, reg prometheus.Registerer) *bans {
+	b := &bans{base: base, now: time.Now, peers: map[peer.ID]ban{},
+		total: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_peers_banned_total",
+			Help: "Peers disconnected and refused for a back-off because their GossipSub score fell below the graylist threshold.",
+		})}
+	reg.MustRegister(b.total)
+	return b
+}
+
+// banned reports whether p is refused now.
+func (b *bans) banned(p peer.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.peers[p]
+	return ok && b.now().Before(e.until)
+}
+
+// ban refuses p for its next back-off. It returns the back-off, and false
+// if p was already banned.
+func (b *bans) ban(p peer.ID) (time.Duration, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	e, ok := b.peers[p]
+	if ok && now.Before(e.until) {
+		return time.Until(e.until), false
+	}
+	if !ok && len(b.peers) >= maxBans {
+		b.evictLocked(now)
+	}
+	d := b.base << min(e.strikes, 16)
+	d = min(d, maxBanBackoff)
+	b.peers[p] = ban{until: now.Add(d), strikes: e.strikes + 1}
+	b.total.Inc()
+	return d, true
+}
+
+// evictLocked makes room: expired bans go first, else the one ending
+// soonest.
+func (b *bans) evictLocked(now time.Time) {
+	var soonest peer.ID
+	var at time.Time
+	for p, e := range b.peers {
+		if !now.Before(e.until) {
+			delete(b.peers, p)
+			continue
+		}
+		if soonest == "" || e.until.Before(at) {
+			soonest, at = p, e.until
+		}
+	}
+	if len(b.peers) >= maxBans {
+		delete(b.peers, soonest)
+	}
+}
+
+func (b *bans) InterceptPeerDial(p peer.ID) bool                                { return !b.banned(p) }
+func (b *bans) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
+func (b *bans) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
+func (b *bans) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+func (b *bans) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return !b.banned(p)
+}
+
+// graylisted bans the peers whose score is below the graylist threshold
+// and hands them to the closer. It runs on pubsub's score inspector.
+func (n *Node) graylisted(scores map[peer.ID]float64) {
+	for p, s := range scores {
+		if s >= graylistThreshold {
+			continue
+		}
+		d, fresh := n.bans.ban(p)
+		if !fresh {
+			continue
+		}
+		log.Infow("peer graylisted: disconnected and refused", "peer", p, "score", fmt.Sprintf("%.0f", s), "for", d.String())
+		n.enqueueClose(closing{peer: p, why: fmt.Sprintf("GossipSub score %.0f below the graylist threshold %d; refused for %s", s, graylistThreshold, d)})
+	}
+}
+
+// closing is a peer, or one connection of a peer, to disconnect.
+type closing struct {
+	peer peer.ID
+	conn network.Conn // nil: every connection of peer, and audit the ban
+	why  string
+}
+
+// enqueueClose hands c to the closer without blocking: neither the score
+// inspector nor a network notification may wait on it. A full queue drops
+// the close; the gater still refuses the peer's next connection.
+func (n *Node) enqueueClose(c closing) {
+	select {
+	case n.closes <- c:
+	default:
+	}
+}
+
+// refuseBanned is the network notifiee that closes a banned peer's new
+// connections on a host the node did not build (its gater is not ours).
+func (n *Node) refuseBanned() network.Notifiee {
+	return &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if n.bans.banned(c.RemotePeer()) {
+			n.enqueueClose(closing{peer: c.RemotePeer(), conn: c})
+		}
+	}}
+}
+
+// closer disconnects banned peers, off the inspector's and the network's
+// goroutines, and audits each ban. It stops with the node.
+func (n *Node) closer(ctx context.Context, net network.Network) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-n.closes:
+			if c.conn != nil {
+				_ = c.conn.Close()
+				continue
+			}
+			_ = net.ClosePeer(c.peer)
+			_ = n.recordPeer("ban", "", "", c.peer, c.why, nil)
+		}
+	}
+}
