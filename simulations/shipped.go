@@ -27,6 +27,9 @@ type Setup struct {
 	Audit string `json:"audit"`
 }
 
+// simAuditQueue is a sim node's audit queue (audit.Options.QueueSize).
+const simAuditQueue = 512
+
 // auditLogs gives every simulated node an audit log of its own, as a
 // daemon keeps one in its home, in a directory on tmpfs when the machine
 // has one: the code path is the daemon's, the disk is not measured.
@@ -51,9 +54,9 @@ func newAuditLogs() (*auditLogs, error) {
 // where names the filesystem the logs are on, for Setup.
 func (a *auditLogs) where() string {
 	if filepath.Dir(a.dir) == "/dev/shm" {
-		return "one log per node on tmpfs"
+		return fmt.Sprintf("one log per node on tmpfs, queue %d", simAuditQueue)
 	}
-	return "one log per node in " + filepath.Dir(a.dir)
+	return fmt.Sprintf("one log per node in %s, queue %d", filepath.Dir(a.dir), simAuditQueue)
 }
 
 // configure opens an audit log for the node cfg describes.
@@ -71,7 +74,9 @@ func (a *auditLogs) open(key crypto.PrivKey) (*audit.Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := audit.Open(filepath.Join(a.dir, id.String()), key, audit.Options{})
+	// A daemon queues up to 8192 records; a sim node gets few, and 64 KiB
+	// of channel per node is what keeps 20,000 from fitting.
+	l, err := audit.Open(filepath.Join(a.dir, id.String()), key, audit.Options{QueueSize: simAuditQueue})
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 
 	"github.com/schollz/progressbar/v3"
@@ -25,6 +28,8 @@ type simFlags struct {
 	baseline string
 	rawOnly  bool
 	bare     bool
+	// memprofile is where the heap profile goes.
+	memprofile string
 }
 
 func (c *cli) simCmd() *cobra.Command {
@@ -62,6 +67,7 @@ process, on the same clock, and prints both.`,
 	fl.BoolVar(&f.json, "json", false, "print one JSON object")
 	fl.StringVar(&f.report, "report", "", "write a self-contained HTML report to this file")
 	fl.StringVar(&f.baseline, "baseline", "", "raw: also run the topology and intents on raw GossipSub")
+	fl.StringVar(&f.memprofile, "memprofile", "", "write a heap profile (go tool pprof) to this file at the end of the workload, every node still up")
 	fl.BoolVar(&f.bare, "bare", false, "run the nodes without the audit log a daemon keeps (lighter than what ships)")
 	fl.BoolVar(&f.rawOnly, "raw-only", false, "run only the raw baseline and print it as JSON (used by --baseline)")
 	_ = fl.MarkHidden("raw-only")
@@ -152,6 +158,19 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 		progress = func(done float64) { _ = bar.Set(int(done * 1000)) }
 		end = func() { _ = bar.Finish() }
 	}
+	if f.memprofile != "" {
+		// The run reports 1 while every node is still up: the heap at
+		// its fullest.
+		shown := progress
+		progress = func(done float64) {
+			if shown != nil {
+				shown(done)
+			}
+			if done == 1 {
+				writeHeapProfile(f.memprofile)
+			}
+		}
+	}
 	finish := func(res *simulations.Result, err error) error {
 		end()
 		if err != nil {
@@ -235,6 +254,19 @@ func writeScenario(f *os.File, sc simulations.Scenario) error {
 		return err
 	}
 	return f.Close()
+}
+
+// writeHeapProfile writes the live heap to path, after a collection; a
+// failure is said on stderr and does not fail the run.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		runtime.GC()
+		err = errors.Join(pprof.WriteHeapProfile(f), f.Close())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "parley: --memprofile: %v\n", err)
+	}
 }
 
 func printSim(w io.Writer, r *simulations.Result) error {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleynet/parley/intent"
@@ -111,7 +113,12 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	metrics := promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{})
+	// The runtime's collectors are the process's, not the node's: a
+	// process may run many nodes (the demo, simulations), and each would
+	// carry a copy.
+	proc := prometheus.NewRegistry()
+	proc.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := promhttp.HandlerFor(prometheus.Gatherers{n.Registry(), proc}, promhttp.HandlerOpts{})
 	s.mux = http.NewServeMux()
 	for _, rt := range []struct {
 		pattern string
