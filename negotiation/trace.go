@@ -77,6 +77,9 @@ func (s *Service) auditIn(ctx context.Context, e Event) error {
 	if s.cfg.Audit == nil {
 		return nil
 	}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		e.Trace = sc.TraceID().String()
+	}
 	_, sp := s.span(ctx, spanAudit, trace.SpanKindInternal, e.Task)
 	if sp.IsRecording() {
 		sp.SetAttributes(attribute.String("parley.audit_kind", e.Kind))
