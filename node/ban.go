@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -114,9 +113,10 @@ func (b *bans) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMu
 	return !b.banned(p)
 }
 
-// graylisted bans the peers whose score is below the graylist threshold
-// and hands them to the closer. It runs on pubsub's score inspector.
-func (n *Node) graylisted(scores map[peer.ID]float64) {
+// graylisted bans the peers whose score is below the graylist threshold,
+// disconnects them and audits each ban. pubsub runs the inspector on a
+// goroutine of its own, holding none of its locks, so it may block here.
+func (n *Node) graylisted(net network.Network, scores map[peer.ID]float64) {
 	for p, s := range scores {
 		if s >= graylistThreshold {
 			continue
@@ -125,53 +125,26 @@ func (n *Node) graylisted(scores map[peer.ID]float64) {
 		if !fresh {
 			continue
 		}
+		why := fmt.Sprintf("GossipSub score %.0f below the graylist threshold %d; refused for %s", s, graylistThreshold, d)
 		log.Infow("peer graylisted: disconnected and refused", "peer", p, "score", fmt.Sprintf("%.0f", s), "for", d.String())
-		n.enqueueClose(closing{peer: p, why: fmt.Sprintf("GossipSub score %.0f below the graylist threshold %d; refused for %s", s, graylistThreshold, d)})
-	}
-}
-
-// closing is a peer, or one connection of a peer, to disconnect.
-type closing struct {
-	peer peer.ID
-	conn network.Conn // nil: every connection of peer, and audit the ban
-	why  string
-}
-
-// enqueueClose hands c to the closer without blocking: neither the score
-// inspector nor a network notification may wait on it. A full queue drops
-// the close; the gater still refuses the peer's next connection.
-func (n *Node) enqueueClose(c closing) {
-	select {
-	case n.closes <- c:
-	default:
+		_ = net.ClosePeer(p)
+		_ = n.recordPeer("ban", "", "", p, why, nil)
 	}
 }
 
 // refuseBanned is the network notifiee that closes a banned peer's new
 // connections on a host the node did not build (its gater is not ours).
+// Notifications are delivered under the network's lock, which closing
+// takes too, so the close runs on a goroutine of the node's; the node
+// stops the notifiee before it waits for its goroutines.
 func (n *Node) refuseBanned() network.Notifiee {
 	return &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		if n.bans.banned(c.RemotePeer()) {
-			n.enqueueClose(closing{peer: c.RemotePeer(), conn: c})
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				_ = c.Close()
+			}()
 		}
 	}}
-}
-
-// closer disconnects banned peers, off the inspector's and the network's
-// goroutines, and audits each ban. It stops with the node.
-func (n *Node) closer(ctx context.Context, net network.Network) {
-	defer n.wg.Done()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case c := <-n.closes:
-			if c.conn != nil {
-				_ = c.conn.Close()
-				continue
-			}
-			_ = net.ClosePeer(c.peer)
-			_ = n.recordPeer("ban", "", "", c.peer, c.why, nil)
-		}
-	}
 }

@@ -90,10 +90,8 @@ type Node struct {
 	// pubsub's inspector, under their own lock so it never waits on mu.
 	scoresMu sync.Mutex
 	scores   map[peer.ID]float64
-	// bans refuses graylisted peers for a back-off (ban.go); closes
-	// feeds the goroutine that disconnects them.
+	// bans refuses graylisted peers for a back-off (ban.go).
 	bans    *bans
-	closes  chan closing
 	refuser network.Notifiee // on a host the node did not build
 	// policy decides what the node's agents may do; adm is the admission
 	// layer every way into the node passes (it holds the approvals too).
@@ -146,7 +144,7 @@ func New(cfg Config) (*Node, error) {
 		relays:      relays,
 	}
 	n.router = newRouterTracer(n.metrics.lost, n.metrics.rejected)
-	n.bans, n.closes = newBans(cfg.BanBackoff, n.metrics.registry), make(chan closing, 64)
+	n.bans = newBans(cfg.BanBackoff, n.metrics.registry)
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -213,8 +211,6 @@ func (n *Node) Start(ctx context.Context) error {
 		n.refuser = n.refuseBanned()
 		h.Network().Notify(n.refuser)
 	}
-	n.wg.Add(1)
-	go n.closer(n.ctx, h.Network())
 	if err := n.watchReachability(n.ctx, h); err != nil {
 		n.shutdownLocked()
 		return fmt.Errorf("watch reachability: %w", err)
@@ -250,7 +246,7 @@ func (n *Node) Start(ctx context.Context) error {
 				n.scoresMu.Lock()
 				n.scores = scores
 				n.scoresMu.Unlock()
-				n.graylisted(scores)
+				n.graylisted(h.Network(), scores)
 			}, time.Second))
 	}
 	ps, err := pubsub.NewGossipSub(n.ctx, h, psOpts...)
