@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,11 +29,21 @@ const (
 	// maxBans bounds the table: fresh peer IDs cost nothing, so a full
 	// table forgets the ban that ends soonest.
 	maxBans = 4096
+
+	// forgedStrikes forged frames or intents (identity.Forged) within
+	// forgedWindow ban a peer at once: an honest peer sends none, and the
+	// score inspector runs only every second, a second in which a flood
+	// is read and verified.
+	forgedStrikes = 8
+	forgedWindow  = 10 * time.Second
 )
 
 type ban struct {
 	until   time.Time
 	strikes int
+	// forged counts the peer's forged frames since forgedSince.
+	forged      int
+	forgedSince time.Time
 }
 
 // bans is the node's table of refused peers. It is a
@@ -104,6 +116,24 @@ func (b *bans) evictLocked(now time.Time) {
 	}
 }
 
+// forged counts a forged frame from p and reports whether p has sent
+// forgedStrikes of them within forgedWindow.
+func (b *bans) forged(p peer.ID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	e, ok := b.peers[p]
+	if !ok && len(b.peers) >= maxBans {
+		b.evictLocked(now)
+	}
+	if now.Sub(e.forgedSince) > forgedWindow {
+		e.forged, e.forgedSince = 0, now
+	}
+	e.forged++
+	b.peers[p] = e
+	return e.forged >= forgedStrikes
+}
+
 func (b *bans) InterceptPeerDial(p peer.ID) bool                                { return !b.banned(p) }
 func (b *bans) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
 func (b *bans) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
@@ -113,23 +143,36 @@ func (b *bans) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMu
 	return !b.banned(p)
 }
 
-// graylisted bans the peers whose score is below the graylist threshold,
-// disconnects them and audits each ban. pubsub runs the inspector on a
-// goroutine of its own, holding none of its locks, so it may block here.
+// graylisted bans the peers whose score is below the graylist threshold.
+// pubsub runs the inspector on a goroutine of its own, holding none of
+// its locks, so it may block here.
 func (n *Node) graylisted(net network.Network, scores map[peer.ID]float64) {
 	for p, s := range scores {
-		if s >= graylistThreshold {
-			continue
+		if s < graylistThreshold {
+			n.banPeer(net, p, fmt.Sprintf("GossipSub score %.0f below the graylist threshold %d", s, graylistThreshold))
 		}
-		d, fresh := n.bans.ban(p)
-		if !fresh {
-			continue
-		}
-		why := fmt.Sprintf("GossipSub score %.0f below the graylist threshold %d; refused for %s", s, graylistThreshold, d)
-		log.Infow("peer graylisted: disconnected and refused", "peer", p, "score", fmt.Sprintf("%.0f", s), "for", d.String())
-		_ = net.ClosePeer(p)
-		_ = n.recordPeer("ban", "", "", p, why, nil)
 	}
+}
+
+// forgedFrame hears of a forged negotiation or rpc frame, or a forged
+// intent, from p, on the handler's or validator's goroutine, and bans p
+// at its forgedStrikes-th.
+func (n *Node) forgedFrame(net network.Network, p peer.ID, reason string) {
+	if n.bans.forged(p) {
+		n.banPeer(net, p, fmt.Sprintf("%d forged frames within %s (the last %s)", forgedStrikes, forgedWindow, reason))
+	}
+}
+
+// banPeer refuses p for its next back-off, disconnects it and audits the
+// ban; a peer already banned is left as it is.
+func (n *Node) banPeer(net network.Network, p peer.ID, why string) {
+	d, fresh := n.bans.ban(p)
+	if !fresh {
+		return
+	}
+	log.Infow("peer banned: disconnected and refused", "peer", p, "why", why, "for", d.String())
+	_ = net.ClosePeer(p)
+	_ = n.recordPeer("ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
 }
 
 // refuseBanned is the network notifiee that closes a banned peer's new
@@ -147,4 +190,32 @@ func (n *Node) refuseBanned() network.Notifiee {
 			}()
 		}
 	}}
+}
+
+// gatedHost is a host the node did not build, as the node's services see
+// it: every stream handler they set (GossipSub's, the negotiation's, the
+// rpc's, the cards', the traces') refuses a banned peer's streams before
+// reading them, as the gater of a host the node builds refuses its
+// connections.
+type gatedHost struct {
+	host.Host
+	bans *bans
+}
+
+func (g gatedHost) SetStreamHandler(pid protocol.ID, h network.StreamHandler) {
+	g.Host.SetStreamHandler(pid, g.gate(h))
+}
+
+func (g gatedHost) SetStreamHandlerMatch(pid protocol.ID, m func(protocol.ID) bool, h network.StreamHandler) {
+	g.Host.SetStreamHandlerMatch(pid, m, g.gate(h))
+}
+
+func (g gatedHost) gate(h network.StreamHandler) network.StreamHandler {
+	return func(s network.Stream) {
+		if g.bans.banned(s.Conn().RemotePeer()) {
+			_ = s.Reset()
+			return
+		}
+		h(s)
+	}
 }

@@ -344,6 +344,9 @@ func (n *Node) drop(from peer.ID, in *intent.Intent, reason string, err error) p
 	if debugging() {
 		log.Debugw("dropped intent", intentFields(from, in, "reason", reason, "err", err)...)
 	}
+	if from != n.ID() && identity.Forged(err) {
+		n.forgedFrame(n.host.Network(), from, "intent "+reason)
+	}
 	if reason == "replayed" || reason == "expired" {
 		return pubsub.ValidationIgnore
 	}

@@ -208,8 +208,11 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.host = h
 	if !n.ownsHost {
+		// Its gater is not the node's: a banned peer that redials is
+		// closed, and until then its streams are refused unread.
 		n.refuser = n.refuseBanned()
 		h.Network().Notify(n.refuser)
+		h = gatedHost{Host: h, bans: n.bans}
 	}
 	if err := n.watchReachability(n.ctx, h); err != nil {
 		n.shutdownLocked()
@@ -273,9 +276,11 @@ func (n *Node) Start(ctx context.Context) error {
 		StandbyWait:           b.StandbyWait,
 		DialPrivateAddrs:      n.cfg.DialPrivateAddrs,
 		Tracer:                n.tracing.Tracer("parley/negotiation"),
+		Forged:                func(p peer.ID, why string) { n.forgedFrame(h.Network(), p, why) },
 	})
 	h.SetStreamHandler(TraceProtocolID, n.serveTraces)
-	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc")})
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc"),
+		Forged: func(p peer.ID, why string) { n.forgedFrame(h.Network(), p, why) }})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
 			Peers:      n.bootstrap,
