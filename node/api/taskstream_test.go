@@ -1,0 +1,134 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/parleynet/parley/negotiation"
+)
+
+// TestRequestStream: a streamed request reports the task while it runs —
+// the same ID each time, its history growing through negotiating and
+// working — and then the outcome Request would have answered.
+func TestRequestStream(t *testing.T) {
+	release := make(chan struct{})
+	m, _ := echoMesh(t, func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return task.Input, nil
+	})
+	_, c := newTestServer(t, m.Nodes[0])
+	var seen []negotiation.TaskInfo
+	out, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", Input: json.RawMessage(`{"n":1}`), BidWindow: "100ms"},
+		func(ti negotiation.TaskInfo) error {
+			seen = append(seen, ti)
+			if ti.State == negotiation.StateWorking {
+				close(release)
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out.Result) != `{"n":1}` || out.State != negotiation.StateCompleted {
+		t.Fatalf("outcome = %+v", out)
+	}
+	if len(seen) < 2 || seen[0].State != negotiation.StateSubmitted && seen[0].State != negotiation.StateNegotiating {
+		t.Fatalf("task events = %+v", seen)
+	}
+	last := seen[len(seen)-1]
+	if last.State != negotiation.StateWorking {
+		t.Fatalf("last task event before the outcome in state %s, want working", last.State)
+	}
+	for _, ti := range seen {
+		if ti.Task != out.Task {
+			t.Fatalf("task event for %s, outcome for %s", ti.Task, out.Task)
+		}
+	}
+}
+
+// TestRequestStreamCanceled: a callback's error cancels the task, as a
+// client going away does, and the error is what the caller gets.
+func TestRequestStreamCanceled(t *testing.T) {
+	m, _ := echoMesh(t, func(ctx context.Context, _ negotiation.Task) (json.RawMessage, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	_, c := newTestServer(t, m.Nodes[0])
+	stop := errors.New("enough")
+	var id string
+	_, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", BidWindow: "100ms"}, func(ti negotiation.TaskInfo) error {
+		id = ti.Task
+		if ti.State == negotiation.StateWorking {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("err = %v, want the callback's", err)
+	}
+	ti := waitTaskState(t, c, id, negotiation.StateCanceled)
+	if ti.State != negotiation.StateCanceled {
+		t.Fatalf("task %s: %s", id, ti.State)
+	}
+}
+
+// TestRequestStreamRefused: what the node refuses before the task starts
+// is answered as without a stream: an error with its code.
+func TestRequestStreamRefused(t *testing.T) {
+	m, _ := echoMesh(t, nil)
+	_, c := newTestServer(t, m.Nodes[0])
+	_, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", Agent: "nobody"}, func(negotiation.TaskInfo) error { return nil })
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
+		t.Fatalf("err = %v, want a 404", err)
+	}
+}
+
+// TestInProcessClient: the in-process client passes the server's token
+// checks like any other: the operator token works, a wrong one is 401,
+// and nothing is served without ServeHTTP.
+func TestInProcessClient(t *testing.T) {
+	nodes := newTestNodes(t, 1)
+	s := NewServer(nodes[0], testToken)
+	ctx := ctxT(t)
+	info, err := s.InProcessClient(testToken).Node(ctx)
+	if err != nil || info.Peer != nodes[0].ID() {
+		t.Fatalf("node = %+v, %v", info, err)
+	}
+	_, err = s.InProcessClient("wrong").Node(ctx)
+	if !errors.Is(err, CodeUnauthorized) {
+		t.Fatalf("wrong token: %v, want unauthorized", err)
+	}
+	// A canceled context ends a call that waits on the node.
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err = s.InProcessClient(testToken).Request(cctx, RequestBody{Capability: "nobody-offers-this", Timeout: "10s"})
+	if err == nil {
+		t.Fatal("a request nobody can win completed")
+	}
+}
+
+// waitTaskState polls a task until it reaches st.
+func waitTaskState(t *testing.T, c *Client, id string, st negotiation.State) negotiation.TaskInfo {
+	t.Helper()
+	ctx := ctxT(t)
+	for {
+		ti, err := c.Task(ctx, id)
+		if err == nil && ti.State == st {
+			return *ti
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("task %s never reached %s (last %+v, %v)", id, st, ti, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
