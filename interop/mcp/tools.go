@@ -18,7 +18,9 @@ import (
 // The tools' inputs and outputs. The SDK derives each tool's JSON schemas
 // from these types and checks inputs and outputs against them, so they
 // are written for the wire: durations are Go duration strings, JSON
-// values are any.
+// values are any. Every any field has a jsonschema description: without
+// one its schema is the boolean schema true, valid JSON Schema that the
+// TypeScript SDK's tool list refuses (it wants an object).
 
 // FindAgentsIn is find_agents' input.
 type FindAgentsIn struct {
@@ -123,7 +125,7 @@ type Intent struct {
 	Origin     string    `json:"origin" jsonschema:"the PeerID of its node"`
 	Kind       string    `json:"kind"`
 	Capability string    `json:"capability"`
-	Payload    any       `json:"payload"`
+	Payload    any       `json:"payload" jsonschema:"any JSON value"`
 	Created    time.Time `json:"created"`
 	Expires    time.Time `json:"expires"`
 }
@@ -245,25 +247,31 @@ func (t *tools) request(ctx context.Context, req *sdk.CallToolRequest, in Reques
 			}
 		}
 	}
+	// One progress notification per step of the task's history, in
+	// order: the stream shows the task every 50 ms, and the outcome's
+	// history has the steps a short task took between two looks.
 	token := req.Params.GetProgressToken()
-	step := func(ti negotiation.TaskInfo) error {
-		if token == nil || len(ti.History) == 0 {
-			return nil
+	notified := 0
+	notify := func(task string, h []negotiation.Transition) {
+		for ; token != nil && notified < len(h); notified++ {
+			step := h[notified]
+			msg := fmt.Sprintf("task %s %s", task, step.State)
+			if step.Note != "" {
+				msg += ": " + step.Note
+			}
+			// A client that stopped listening does not stop the task:
+			// only a cancel (or its going away) does.
+			_ = req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: token, Progress: float64(notified + 1), Message: msg})
 		}
-		last := ti.History[len(ti.History)-1]
-		msg := fmt.Sprintf("task %s %s", ti.Task, last.State)
-		if last.Note != "" {
-			msg += ": " + last.Note
-		}
-		// A client that stopped listening does not stop the task: only a
-		// cancel (or its going away) does.
-		_ = req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: token, Progress: float64(len(ti.History)), Message: msg})
-		return nil
 	}
-	o, err := c.RequestStream(ctx, body, step)
+	o, err := c.RequestStream(ctx, body, func(ti negotiation.TaskInfo) error {
+		notify(ti.Task, ti.History)
+		return nil
+	})
 	if o == nil {
 		return nil, Outcome{}, toolError("request "+in.Capability, err)
 	}
+	notify(o.Task, o.History)
 	out := outcomeOf(o)
 	if err == nil {
 		return nil, out, nil
