@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,11 +67,19 @@ func NewServer(client ClientFunc, cfg Config) *sdk.Server {
 	return s
 }
 
+// HTTPHandler is the Streamable HTTP handler of the API's /mcp endpoint.
+// Its sessions end when a client deletes them, after SessionTimeout idle,
+// or on Close.
+type HTTPHandler struct {
+	h *sdk.StreamableHTTPHandler
+	s *sdk.Server
+}
+
 // Handler returns the Streamable HTTP handler of the API's /mcp endpoint.
 // The API authenticates every request before it gets here; each tool call
 // then uses clientFor with the bearer token of the HTTP request that
 // carried it, so it acts with its caller's own token, never more.
-func Handler(clientFor func(token string) *api.Client, cfg Config) http.Handler {
+func Handler(clientFor func(token string) *api.Client, cfg Config) *HTTPHandler {
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = DefaultSessionTimeout
 	}
@@ -85,10 +94,22 @@ func Handler(clientFor func(token string) *api.Client, cfg Config) http.Handler 
 		}
 		return clientFor(token), nil
 	}, cfg)
-	return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, &sdk.StreamableHTTPOptions{
+	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, &sdk.StreamableHTTPOptions{
 		SessionTimeout:      cfg.SessionTimeout,
 		MaxRequestBodyBytes: api.DefaultMaxBodySize,
 	})
+	return &HTTPHandler{h: h, s: s}
+}
+
+func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.h.ServeHTTP(w, r) }
+
+// Close ends every open session, and with them their streams and the
+// goroutines that serve them. The API server calls it on Shutdown.
+func (h *HTTPHandler) Close() error {
+	for _, ss := range slices.Collect(h.s.Sessions()) {
+		_ = ss.Close()
+	}
+	return nil
 }
 
 // Mount is Handler with the default Config, in the form api.WithMCP takes.

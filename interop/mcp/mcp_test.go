@@ -3,6 +3,7 @@ package mcp_test
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -309,4 +310,35 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestShutdownEndsSessions: the API server's Shutdown ends open MCP
+// sessions (a client's standing GET stream among them) instead of waiting
+// on them, and nothing they ran is left behind (TestMain's goleak).
+func TestShutdownEndsSessions(t *testing.T) {
+	ms := newMesh(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ms.srv.Serve(context.Background(), ln) }()
+	ctx := context.Background()
+	cs, err := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "1"}, nil).Connect(ctx,
+		&sdk.StreamableClientTransport{Endpoint: "http://" + ln.Addr().String() + api.PathMCP, HTTPClient: &http.Client{Transport: bearer{token}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := cs.ListTools(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := ms.srv.Shutdown(sctx); err != nil {
+		t.Fatalf("shutdown with a session open: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -207,6 +207,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() { close(s.closing) })
+	if c, ok := s.mcp.(io.Closer); ok { // its sessions' streams would hold Shutdown up
+		_ = c.Close()
+	}
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		_ = s.srv.Close()
