@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,31 @@ func waitTaskState(t *testing.T, c *Client, id string, st negotiation.State) neg
 		case <-ctx.Done():
 			t.Fatalf("task %s never reached %s (last %+v, %v)", id, st, ti, err)
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestMCPUnmounted: without WithMCP, /mcp is a 501 (the contract checks
+// the answer), behind the token like every route.
+func TestMCPUnmounted(t *testing.T) {
+	nodes := newTestNodes(t, 1)
+	ts, _ := newTestServer(t, nodes[0])
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{testToken, http.StatusNotImplemented}, {"", http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodPost, ts.URL+PathMCP, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("token %q: %d, want %d", tc.token, resp.StatusCode, tc.want)
 		}
 	}
 }
