@@ -18,10 +18,9 @@ type RequestOptions struct {
 	EnoughBids int
 	// Agent names the requesting hosted agent; "" is the default agent.
 	Agent string
-	// OnStart, if set, is called with the task's ID as soon as Task and
-	// Tasks list it, before its first call goes out, so that a caller can
-	// follow a task while Request blocks on it.
-	OnStart func(task string)
+	// Updates, if set, is told the task's state changes and progress
+	// (WithUpdates).
+	Updates func(Update)
 }
 
 // RequestOption changes RequestOptions.
@@ -57,9 +56,3 @@ func WithAgent(name string) RequestOption { return func(o *RequestOptions) { o.A
 // WithEnoughBids closes the bid window as soon as n bids are in, for a
 // requester that knows how many offers it wants to compare.
 func WithEnoughBids(n int) RequestOption { return func(o *RequestOptions) { o.EnoughBids = n } }
-
-// WithOnStart has fn called with the task's ID once the task is listed,
-// before its first call goes out (see RequestOptions.OnStart).
-func WithOnStart(fn func(task string)) RequestOption {
-	return func(o *RequestOptions) { o.OnStart = fn }
-}

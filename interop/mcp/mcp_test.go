@@ -42,6 +42,7 @@ func newMesh(t testing.TB, release <-chan struct{}) *mesh {
 			return negotiation.Bid{Price: 2, ETA: 10 * time.Millisecond, Rationale: "idle"}, nil
 		},
 		WorkFunc: func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
+			task.Progress(0.5, "half way")
 			if release != nil {
 				select {
 				case <-release:
@@ -145,7 +146,7 @@ func TestRequestProgress(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		progress = append(progress, req.Params)
-		if strings.Contains(req.Params.Message, " working") {
+		if strings.Contains(req.Params.Message, "half way") {
 			select {
 			case <-release:
 			default:
@@ -173,8 +174,13 @@ func TestRequestProgress(t *testing.T) {
 	mu.Lock()
 	got := slices.Clone(progress)
 	mu.Unlock()
-	if len(got) < 2 {
-		t.Fatalf("%d progress notifications, want one per step before the end", len(got))
+	var msgs []string
+	for _, p := range got {
+		msgs = append(msgs, strings.TrimPrefix(p.Message, "task "+out.Task+" "))
+	}
+	if len(msgs) != 5 || !strings.HasPrefix(msgs[0], "submitted") || !strings.HasPrefix(msgs[1], "negotiating") || msgs[2] != "working: "+shortID(out.Winner)+" committed (worker)" ||
+		msgs[3] != "working 50%: half way" || msgs[4] != "completed" {
+		t.Fatalf("progress messages %q; want submitted, negotiating, working, the worker's progress, completed", msgs)
 	}
 	for i, p := range got {
 		if p.ProgressToken != "p1" || !strings.Contains(p.Message, out.Task) || i > 0 && p.Progress <= got[i-1].Progress {
@@ -303,6 +309,9 @@ func TestHTTP(t *testing.T) {
 		t.Fatalf("no token: %d, want 401", resp.StatusCode)
 	}
 }
+
+// shortID is how task notes name an agent: its DID's last 8 characters.
+func shortID(id string) string { return "…" + id[len(id)-8:] }
 
 type bearer struct{ token string }
 

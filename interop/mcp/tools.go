@@ -247,31 +247,42 @@ func (t *tools) request(ctx context.Context, req *sdk.CallToolRequest, in Reques
 			}
 		}
 	}
-	// One progress notification per step of the task's history, in
-	// order: the stream shows the task every 50 ms, and the outcome's
-	// history has the steps a short task took between two looks.
+	// One progress notification per update of the task as it happens
+	// (submitted, each call, working, the winner's progress notes), and
+	// one for its end; progress counts them.
 	token := req.Params.GetProgressToken()
-	notified := 0
-	notify := func(task string, h []negotiation.Transition) {
-		for ; token != nil && notified < len(h); notified++ {
-			step := h[notified]
-			msg := fmt.Sprintf("task %s %s", task, step.State)
-			if step.Note != "" {
-				msg += ": " + step.Note
-			}
-			// A client that stopped listening does not stop the task:
-			// only a cancel (or its going away) does.
-			_ = req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: token, Progress: float64(notified + 1), Message: msg})
+	n := 0
+	notify := func(msg string) {
+		if token == nil {
+			return
 		}
+		n++
+		// A client that stopped listening does not stop the task: only a
+		// cancel (or its going away) does.
+		_ = req.Session.NotifyProgress(ctx, &sdk.ProgressNotificationParams{ProgressToken: token, Progress: float64(n), Message: msg})
 	}
-	o, err := c.RequestStream(ctx, body, func(ti negotiation.TaskInfo) error {
-		notify(ti.Task, ti.History)
+	o, err := c.RequestStream(ctx, body, func(u negotiation.Update) error {
+		msg := fmt.Sprintf("task %s %s", u.Task, u.State)
+		if u.Progress && u.Fraction > 0 {
+			msg += fmt.Sprintf(" %.0f%%", 100*u.Fraction)
+		}
+		if u.Note != "" {
+			msg += ": " + u.Note
+		}
+		if u.State == negotiation.StateWorking && !u.Progress && u.WinnerName != "" {
+			msg += " (" + u.WinnerName + ")"
+		}
+		notify(msg)
 		return nil
 	})
 	if o == nil {
 		return nil, Outcome{}, toolError("request "+in.Capability, err)
 	}
-	notify(o.Task, o.History)
+	end := fmt.Sprintf("task %s %s", o.Task, o.State)
+	if o.Reason != "" {
+		end += ": " + o.Reason
+	}
+	notify(end)
 	out := outcomeOf(o)
 	if err == nil {
 		return nil, out, nil

@@ -11,27 +11,28 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/parleynet/parley/negotiation"
 )
 
 // POST /v1/tasks with "Accept: text/event-stream" runs the same
-// negotiation as without, and streams it: a "task" event each time the
-// task changes (its state history grows), then one "outcome" event. So a
-// client follows a task it is waiting for without guessing its ID, and
-// the task is still canceled when the client goes away.
+// negotiation as without, and streams it: an "update" event for each of
+// the task's updates as it happens (submitted, with the task's ID first;
+// each call for proposals; working, with the winner; the winner's
+// progress notes), then one "outcome" event. So a client follows a task
+// it is waiting for, and the task is still canceled when the client goes
+// away.
 
-// taskTick is how often a streamed task is looked at for changes. The
-// outcome is sent as soon as the task ends, not on a tick.
-const taskTick = 50 * time.Millisecond
+// maxPendingUpdates bounds the updates waiting for a slow client; past it
+// progress is dropped (the outcome's history keeps every state).
+const maxPendingUpdates = 64
 
 // TaskEvent is one event of a streamed request; Type says which field it
 // carries, and the event is named after it.
 type TaskEvent struct {
-	Type    string                `json:"type"` // task, outcome
-	Task    *negotiation.TaskInfo `json:"task,omitempty"`
-	Outcome *negotiation.Outcome  `json:"outcome,omitempty"`
+	Type    string               `json:"type"` // update, outcome
+	Update  *negotiation.Update  `json:"update,omitempty"`
+	Outcome *negotiation.Outcome `json:"outcome,omitempty"`
 }
 
 // wantsEvents reports whether r's Accept header asks for an event stream
@@ -54,22 +55,27 @@ type requestResult struct {
 
 // streamRequest runs the negotiation in a goroutine this handler owns and
 // waits for: the handler returns only once the task has ended. Until the
-// task is listed, nothing is written, so a request the node refuses at
-// once (policy, an unknown agent) is answered with its error like any
+// task's first update, nothing is written, so a request the node refuses
+// at once (policy, an unknown agent) is answered with its error like any
 // other.
 func (s *Server) streamRequest(ctx context.Context, w http.ResponseWriter, need negotiation.Need, opts []negotiation.RequestOption) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	started := make(chan string, 1)
+	updates := make(chan negotiation.Update, maxPendingUpdates)
 	done := make(chan requestResult, 1)
-	opts = append(opts, negotiation.WithOnStart(func(id string) { started <- id }))
+	opts = append(opts, negotiation.WithUpdates(func(u negotiation.Update) {
+		select { // Updates must not block the negotiation
+		case updates <- u:
+		default:
+		}
+	}))
 	go func() {
 		out, err := s.n.Request(ctx, need, opts...)
 		done <- requestResult{out, err}
 	}()
-	var id string
+	var first negotiation.Update
 	select {
-	case id = <-started:
+	case first = <-updates:
 	case res := <-done:
 		if res.out == nil {
 			if res.err == nil {
@@ -78,40 +84,46 @@ func (s *Server) streamRequest(ctx context.Context, w http.ResponseWriter, need 
 			writeError(w, codeOf(res.err), res.err.Error())
 			return
 		}
-		s.sendOutcome(startEvents(w), res.out)
+		s.sendOutcome(startEvents(w), updates, res.out)
 		return
 	}
 	send := startEvents(w)
-	alive := send(": task %s\n\n", id)
-	tick := time.NewTicker(taskTick)
-	defer tick.Stop()
-	sent := -1 // the history length last sent
+	alive := send(": task %s\n\n", first.Task) && sendEvent(send, TaskEvent{Type: "update", Update: &first})
 	closing := s.closing
 	for {
-		if alive {
-			if t, err := s.n.Task(id); err == nil && len(t.History) != sent {
-				sent = len(t.History)
-				alive = sendEvent(send, TaskEvent{Type: "task", Task: &t})
-			}
-		}
 		if !alive {
 			cancel() // the client is gone: so is its task
 		}
 		select {
+		case u := <-updates:
+			if alive {
+				alive = sendEvent(send, TaskEvent{Type: "update", Update: &u})
+			}
 		case res := <-done:
 			if alive && res.out != nil {
-				s.sendOutcome(send, res.out)
+				s.sendOutcome(send, updates, res.out)
 			}
 			return
 		case <-closing: // the server shutting down cancels the task too
 			cancel()
 			closing = nil
-		case <-tick.C:
 		}
 	}
 }
 
-func (s *Server) sendOutcome(send func(string, ...any) bool, out *negotiation.Outcome) {
+// sendOutcome sends the updates still pending, then the outcome.
+func (s *Server) sendOutcome(send func(string, ...any) bool, updates <-chan negotiation.Update, out *negotiation.Outcome) {
+drain:
+	for {
+		select {
+		case u := <-updates:
+			if !sendEvent(send, TaskEvent{Type: "update", Update: &u}) {
+				return
+			}
+		default:
+			break drain
+		}
+	}
 	if out.Bids == nil { // a copy: the node may share the outcome
 		o := *out
 		o.Bids = []negotiation.BidInfo{}
@@ -129,11 +141,11 @@ func sendEvent(send func(string, ...any) bool, ev TaskEvent) bool {
 	return send("event: %s\ndata: %s\n\n", ev.Type, b)
 }
 
-// RequestStream is Request, with fn called with the task each time it
-// changes while it runs (its ID, state and history so far). Its outcome
-// and error are Request's; an error fn returns cancels the task and is
-// returned.
-func (c *Client) RequestStream(ctx context.Context, req RequestBody, fn func(negotiation.TaskInfo) error) (*negotiation.Outcome, error) {
+// RequestStream is Request, with fn called with each of the task's
+// updates as it happens: the first names the task; then each call, the
+// winner's commit and its progress notes. Its outcome and error are
+// Request's; an error fn returns cancels the task and is returned.
+func (c *Client) RequestStream(ctx context.Context, req RequestBody, fn func(negotiation.Update) error) (*negotiation.Outcome, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("request %s: %w", req.Capability, err)
@@ -155,8 +167,8 @@ func (c *Client) RequestStream(ctx context.Context, req RequestBody, fn func(neg
 			return fmt.Errorf("request %s: bad event from daemon: %w", req.Capability, err)
 		}
 		switch {
-		case ev.Type == "task" && ev.Task != nil:
-			return fn(*ev.Task)
+		case ev.Type == "update" && ev.Update != nil:
+			return fn(*ev.Update)
 		case ev.Type == "outcome" && ev.Outcome != nil:
 			out = ev.Outcome
 			return io.EOF

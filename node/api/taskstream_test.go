@@ -12,12 +12,14 @@ import (
 	"github.com/parleynet/parley/negotiation"
 )
 
-// TestRequestStream: a streamed request reports the task while it runs —
-// the same ID each time, its history growing through negotiating and
-// working — and then the outcome Request would have answered.
+// TestRequestStream: a streamed request reports the task's updates as
+// they happen — the same ID each time: submitted, negotiating, working
+// with the winner, the winner's progress note — and then the outcome
+// Request would have answered.
 func TestRequestStream(t *testing.T) {
 	release := make(chan struct{})
-	m, _ := echoMesh(t, func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
+	m, worker := echoMesh(t, func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
+		task.Progress(0.5, "half way")
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -26,11 +28,11 @@ func TestRequestStream(t *testing.T) {
 		return task.Input, nil
 	})
 	_, c := newTestServer(t, m.Nodes[0])
-	var seen []negotiation.TaskInfo
+	var seen []negotiation.Update
 	out, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", Input: json.RawMessage(`{"n":1}`), BidWindow: "100ms"},
-		func(ti negotiation.TaskInfo) error {
-			seen = append(seen, ti)
-			if ti.State == negotiation.StateWorking {
+		func(u negotiation.Update) error {
+			seen = append(seen, u)
+			if u.Progress {
 				close(release)
 			}
 			return nil
@@ -41,17 +43,16 @@ func TestRequestStream(t *testing.T) {
 	if string(out.Result) != `{"n":1}` || out.State != negotiation.StateCompleted {
 		t.Fatalf("outcome = %+v", out)
 	}
-	if len(seen) < 2 || seen[0].State != negotiation.StateSubmitted && seen[0].State != negotiation.StateNegotiating {
-		t.Fatalf("task events = %+v", seen)
-	}
-	last := seen[len(seen)-1]
-	if last.State != negotiation.StateWorking {
-		t.Fatalf("last task event before the outcome in state %s, want working", last.State)
-	}
-	for _, ti := range seen {
-		if ti.Task != out.Task {
-			t.Fatalf("task event for %s, outcome for %s", ti.Task, out.Task)
+	var states []negotiation.State
+	for _, u := range seen {
+		if u.Task != out.Task {
+			t.Fatalf("update for %s, outcome for %s", u.Task, out.Task)
 		}
+		states = append(states, u.State)
+	}
+	if len(seen) != 4 || states[0] != negotiation.StateSubmitted || states[1] != negotiation.StateNegotiating || states[2] != negotiation.StateWorking ||
+		seen[2].Winner != worker.ID || !seen[3].Progress || seen[3].Fraction != 0.5 || seen[3].Note != "half way" {
+		t.Fatalf("updates = %+v; want submitted, negotiating, working by the worker, its progress", seen)
 	}
 }
 
@@ -65,9 +66,9 @@ func TestRequestStreamCanceled(t *testing.T) {
 	_, c := newTestServer(t, m.Nodes[0])
 	stop := errors.New("enough")
 	var id string
-	_, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", BidWindow: "100ms"}, func(ti negotiation.TaskInfo) error {
-		id = ti.Task
-		if ti.State == negotiation.StateWorking {
+	_, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", BidWindow: "100ms"}, func(u negotiation.Update) error {
+		id = u.Task
+		if u.State == negotiation.StateWorking {
 			return stop
 		}
 		return nil
@@ -86,7 +87,7 @@ func TestRequestStreamCanceled(t *testing.T) {
 func TestRequestStreamRefused(t *testing.T) {
 	m, _ := echoMesh(t, nil)
 	_, c := newTestServer(t, m.Nodes[0])
-	_, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", Agent: "nobody"}, func(negotiation.TaskInfo) error { return nil })
+	_, err := c.RequestStream(ctxT(t), RequestBody{Capability: "echo", Agent: "nobody"}, func(negotiation.Update) error { return nil })
 	var ae *Error
 	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound {
 		t.Fatalf("err = %v, want a 404", err)
