@@ -251,11 +251,12 @@ func (t *tools) request(ctx context.Context, req *sdk.CallToolRequest, in Reques
 	// (submitted, each call, working, the winner's progress notes), and
 	// one for its end; progress counts them.
 	token := req.Params.GetProgressToken()
+	if token == nil { // nobody to tell: the plain request, no stream to read
+		o, err := c.Request(ctx, body)
+		return requestResult(in, o, err)
+	}
 	n := 0
 	notify := func(msg string) {
-		if token == nil {
-			return
-		}
 		n++
 		// A client that stopped listening does not stop the task: only a
 		// cancel (or its going away) does.
@@ -275,14 +276,21 @@ func (t *tools) request(ctx context.Context, req *sdk.CallToolRequest, in Reques
 		notify(msg)
 		return nil
 	})
+	if o != nil {
+		end := fmt.Sprintf("task %s %s", o.Task, o.State)
+		if o.Reason != "" {
+			end += ": " + o.Reason
+		}
+		notify(end)
+	}
+	return requestResult(in, o, err)
+}
+
+// requestResult is the request tool's answer to an outcome and error.
+func requestResult(in RequestIn, o *negotiation.Outcome, err error) (*sdk.CallToolResult, Outcome, error) {
 	if o == nil {
 		return nil, Outcome{}, toolError("request "+in.Capability, err)
 	}
-	end := fmt.Sprintf("task %s %s", o.Task, o.State)
-	if o.Reason != "" {
-		end += ": " + o.Reason
-	}
-	notify(end)
 	out := outcomeOf(o)
 	if err == nil {
 		return nil, out, nil
