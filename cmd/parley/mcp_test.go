@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/node/api"
 )
@@ -155,6 +157,34 @@ func TestMCPClients(t *testing.T) {
 		}
 	})
 	t.Run("bad input", func(t *testing.T) { mcpBadInput(t, ctx, c, url, token) })
+	t.Run("no daemon", func(t *testing.T) {
+		// parley mcp with no daemon for its home still serves: each call
+		// is a tool error saying what to do.
+		idle := filepath.Join(homes, "idle")
+		if _, stderr, code := parley(t, bin, "init", "--home", idle); code != 0 {
+			t.Fatalf("init: %s", stderr)
+		}
+		cmd := exec.Command(bin, "mcp", "--home", idle)
+		cmd.Env = testEnv()
+		cs, err := sdk.NewClient(&sdk.Implementation{Name: "test", Version: "1"}, nil).Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "tasks", Arguments: map[string]any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msg string
+		for _, c := range res.Content {
+			if tc, ok := c.(*sdk.TextContent); ok {
+				msg += tc.Text
+			}
+		}
+		if !res.IsError || !strings.Contains(msg, "no daemon running for home "+idle) || !strings.Contains(msg, "parley run --home") {
+			t.Fatalf("tasks without a daemon: isError %v, %q; want a tool error saying to start one", res.IsError, msg)
+		}
+	})
 }
 
 // checkTSClient checks what client.mjs saw and returns the task its
