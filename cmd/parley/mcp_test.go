@@ -261,16 +261,16 @@ func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token st
 	if err != nil {
 		t.Fatal(err)
 	}
-	post := func(tok, session, body string) (*http.Response, []byte) {
+	post := func(tok, contentType, version, body string) (*http.Response, []byte) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+api.PathMCP, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		if session != "" {
-			req.Header.Set("Mcp-Session-Id", session)
+		if version != "" {
+			req.Header.Set("MCP-Protocol-Version", version)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -283,15 +283,15 @@ func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token st
 	}
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"request","arguments":{"capability":"quote"}}}`
 	for _, tc := range []struct {
-		name, token, session, body string
-		status                     int
+		name, token, contentType, body string
+		status                         int
 	}{
-		{"no token", "", "", call, http.StatusUnauthorized},
-		{"wrong token", "not-the-token", "", call, http.StatusUnauthorized},
-		{"malformed JSON-RPC", token, "", `{"jsonrpc":"2.0","id":1,"method":`, http.StatusBadRequest},
-		{"unknown session", token, "no-such-session", call, http.StatusNotFound},
+		{"no token", "", "application/json", call, http.StatusUnauthorized},
+		{"wrong token", "not-the-token", "application/json", call, http.StatusUnauthorized},
+		{"malformed JSON-RPC", token, "application/json", `{"jsonrpc":"2.0","id":1,"method":`, http.StatusBadRequest},
+		{"not JSON", token, "text/plain", call, http.StatusUnsupportedMediaType},
 	} {
-		resp, body := post(tc.token, tc.session, tc.body)
+		resp, body := post(tc.token, tc.contentType, "", tc.body)
 		if resp.StatusCode != tc.status {
 			t.Errorf("%s: %d %s; want %d", tc.name, resp.StatusCode, body, tc.status)
 		}
@@ -299,24 +299,27 @@ func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token st
 			t.Errorf("%s: a 401 without WWW-Authenticate", tc.name)
 		}
 	}
-
-	// An unknown method, in a session: the SDK refuses it before it is
-	// dispatched, with 400 naming it (JSON-RPC's -32601 in a 404 from
-	// protocol version 2026-07-28 on).
-	resp, body := post(token, "", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
-	session := resp.Header.Get("Mcp-Session-Id")
-	if resp.StatusCode != http.StatusOK || session == "" {
-		t.Fatalf("initialize: %d %s (session %q)", resp.StatusCode, body, session)
+	// An unknown method: JSON-RPC's method not found (-32601) in a 404
+	// for the current protocol version; older ones are refused with 400
+	// before dispatch, naming it.
+	resp, body := post(token, "application/json", "2026-07-28", `{"jsonrpc":"2.0","id":2,"method":"parley/no-such-method","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`)
+	if msg := jsonRPCMessage(t, resp, body); resp.StatusCode != http.StatusNotFound || msg.Error == nil || msg.Error.Code != -32601 {
+		t.Errorf("unknown method (2026-07-28): %d %s; want 404 with JSON-RPC error -32601", resp.StatusCode, body)
 	}
-	if resp, body := post(token, session, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("initialized: %d %s", resp.StatusCode, body)
-	}
-	resp, body = post(token, session, `{"jsonrpc":"2.0","id":2,"method":"parley/no-such-method"}`)
+	resp, body = post(token, "application/json", "", `{"jsonrpc":"2.0","id":2,"method":"parley/no-such-method"}`)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "parley/no-such-method") {
-		t.Fatalf("unknown method: %d %s; want 400 naming it", resp.StatusCode, body)
+		t.Errorf("unknown method: %d %s; want 400 naming it", resp.StatusCode, body)
 	}
-	// The session still works after all that.
-	resp, body = post(token, session, `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
+	// The endpoint is stateless: GET (a standing stream) is the API's 405.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+api.PathMCP, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
+		t.Errorf("GET /mcp: %v %v; want 405 allowing POST", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// And a good call still works after all that.
+	resp, body = post(token, "application/json", "", `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
 	if msg := jsonRPCMessage(t, resp, body); resp.StatusCode != http.StatusOK || msg.Error != nil || !strings.Contains(string(body), "find_agents") {
 		t.Fatalf("tools/list after bad input: %d %s", resp.StatusCode, body)
 	}

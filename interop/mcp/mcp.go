@@ -21,9 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
-	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -33,16 +31,10 @@ import (
 // Name is the server's name in the MCP handshake.
 const Name = "parley"
 
-// DefaultSessionTimeout closes an HTTP session idle this long.
-const DefaultSessionTimeout = 30 * time.Minute
-
 // Config configures a server. The zero Config works.
 type Config struct {
 	// Version is reported in the handshake; "devel" if empty.
 	Version string
-	// SessionTimeout closes Streamable HTTP sessions idle this long, so
-	// that abandoned sessions do not pile up (DefaultSessionTimeout if 0).
-	SessionTimeout time.Duration
 }
 
 // ClientFunc returns the API client one tool call uses, or why there is
@@ -67,22 +59,19 @@ func NewServer(client ClientFunc, cfg Config) *sdk.Server {
 	return s
 }
 
-// HTTPHandler is the Streamable HTTP handler of the API's /mcp endpoint.
-// Its sessions end when a client deletes them, after SessionTimeout idle,
-// or on Close.
-type HTTPHandler struct {
-	h *sdk.StreamableHTTPHandler
-	s *sdk.Server
-}
-
 // Handler returns the Streamable HTTP handler of the API's /mcp endpoint.
 // The API authenticates every request before it gets here; each tool call
 // then uses clientFor with the bearer token of the HTTP request that
 // carried it, so it acts with its caller's own token, never more.
-func Handler(clientFor func(token string) *api.Client, cfg Config) *HTTPHandler {
-	if cfg.SessionTimeout <= 0 {
-		cfg.SessionTimeout = DefaultSessionTimeout
-	}
+//
+// It is stateless: each POST is served on its own, with nothing kept
+// between them (no session table to bound or to close). That is how the
+// current protocol version (2026-07-28) works, and the SDK serves the
+// older versions' clients the same way, each request in a temporary
+// session; a tool's progress notifications go on the answer's stream.
+// Nothing here sends a client requests of its own, which would need a
+// session.
+func Handler(clientFor func(token string) *api.Client, cfg Config) http.Handler {
 	s := NewServer(func(req *sdk.CallToolRequest) (*api.Client, error) {
 		var h http.Header
 		if req.Extra != nil {
@@ -94,22 +83,10 @@ func Handler(clientFor func(token string) *api.Client, cfg Config) *HTTPHandler 
 		}
 		return clientFor(token), nil
 	}, cfg)
-	h := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, &sdk.StreamableHTTPOptions{
-		SessionTimeout:      cfg.SessionTimeout,
+	return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s }, &sdk.StreamableHTTPOptions{
+		Stateless:           true,
 		MaxRequestBodyBytes: api.DefaultMaxBodySize,
 	})
-	return &HTTPHandler{h: h, s: s}
-}
-
-func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.h.ServeHTTP(w, r) }
-
-// Close ends every open session, and with them their streams and the
-// goroutines that serve them. The API server calls it on Shutdown.
-func (h *HTTPHandler) Close() error {
-	for _, ss := range slices.Collect(h.s.Sessions()) {
-		_ = ss.Close()
-	}
-	return nil
 }
 
 // Mount is Handler with the default Config, in the form api.WithMCP takes.

@@ -321,10 +321,10 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// TestShutdownEndsSessions: the API server's Shutdown ends open MCP
-// sessions (a client's standing GET stream among them) instead of waiting
-// on them, and nothing they ran is left behind (TestMain's goleak).
-func TestShutdownEndsSessions(t *testing.T) {
+// TestShutdownWithClient: the endpoint keeps nothing between requests, so
+// the API server's Shutdown does not wait on a connected MCP client, and
+// nothing the client's calls ran is left behind (TestMain's goleak).
+func TestShutdownWithClient(t *testing.T) {
 	ms := newMesh(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -345,7 +345,7 @@ func TestShutdownEndsSessions(t *testing.T) {
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := ms.srv.Shutdown(sctx); err != nil {
-		t.Fatalf("shutdown with a session open: %v", err)
+		t.Fatalf("shutdown with a client connected: %v", err)
 	}
 	if err := <-served; err != nil {
 		t.Fatal(err)

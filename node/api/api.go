@@ -57,7 +57,7 @@
 //	GET  /v1/ui/events                    text/event-stream of UIEvent: what changed on the node
 //	GET  /v1/audit[?tail=N]               []audit.Record, the audit log's last N (WithAuditTail; else 501)
 //	GET  /metrics                         Prometheus text
-//	POST|GET|DELETE /mcp                  the MCP server's Streamable HTTP (WithMCP; else 501); its
+//	POST /mcp                             the MCP server's Streamable HTTP, stateless (WithMCP; else 501); its
 //	                                      tools call this API in-process with the caller's token
 //
 // With an agent token, "agent" may be left out of the external calls.

@@ -30,7 +30,7 @@ func WithMCP(mount func(clientFor func(token string) *Client) http.Handler) Opti
 	return func(s *Server) { s.mcpMount = mount }
 }
 
-// PathMCP is the MCP endpoint: Streamable HTTP, its POST, GET and DELETE.
+// PathMCP is the MCP endpoint: stateless Streamable HTTP, POST only.
 const PathMCP = "/mcp"
 
 func (s *Server) handleMCP(w http.ResponseWriter, r *http.Request) {

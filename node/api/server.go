@@ -162,8 +162,6 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"POST " + PathExternalFailure, s.handleExternalReply("failure")},
 		{"GET " + PathMetrics, metrics.ServeHTTP},
 		{"POST " + PathMCP, s.handleMCP}, // inprocess.go
-		{"GET " + PathMCP, s.handleMCP},
-		{"DELETE " + PathMCP, s.handleMCP},
 	} {
 		s.mux.HandleFunc(rt.pattern, rt.h)
 		s.patterns = append(s.patterns, rt.pattern)
@@ -207,9 +205,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() { close(s.closing) })
-	if c, ok := s.mcp.(io.Closer); ok { // its sessions' streams would hold Shutdown up
-		_ = c.Close()
-	}
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		_ = s.srv.Close()
