@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,7 +157,7 @@ func TestMCPClients(t *testing.T) {
 			t.Fatalf("tools/call task: %s (%v); want task %s completed by the quoter", out, err, taskID)
 		}
 	})
-	t.Run("bad input", func(t *testing.T) { mcpBadInput(t, ctx, c, url, token) })
+	t.Run("bad input", func(t *testing.T) { mcpBadInput(t, ctx, bin, a, c, url, token) })
 	t.Run("no daemon", func(t *testing.T) {
 		// parley mcp with no daemon for its home still serves: each call
 		// is a tool error saying what to do.
@@ -256,7 +257,7 @@ func checkTSClient(t *testing.T, out []byte) string {
 
 // mcpBadInput sends /mcp what no client should: each gets the protocol's
 // error, and the node's tasks are what they were.
-func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token string) {
+func mcpBadInput(t *testing.T, ctx context.Context, bin, home string, c *api.Client, url, token string) {
 	before, err := c.Tasks(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -282,6 +283,14 @@ func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token st
 		return resp, b.Bytes()
 	}
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"request","arguments":{"capability":"quote"}}}`
+	// An external agent's token is good for its own calls only: not for
+	// the operator's tools.
+	reg, err := c.RegisterExternal(ctx, api.ExternalAgentBody{Name: "outsider", Capabilities: []string{"other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oversize := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"publish","arguments":{"capability":"quote","payload":"` +
+		strings.Repeat("x", api.DefaultMaxBodySize) + `"}}}`
 	for _, tc := range []struct {
 		name, token, contentType, body string
 		status                         int
@@ -290,6 +299,8 @@ func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token st
 		{"wrong token", "not-the-token", "application/json", call, http.StatusUnauthorized},
 		{"malformed JSON-RPC", token, "application/json", `{"jsonrpc":"2.0","id":1,"method":`, http.StatusBadRequest},
 		{"not JSON", token, "text/plain", call, http.StatusUnsupportedMediaType},
+		{"an agent token", reg.Token, "application/json", call, http.StatusForbidden},
+		{"over 1 MiB", token, "application/json", oversize, http.StatusRequestEntityTooLarge},
 	} {
 		resp, body := post(tc.token, tc.contentType, "", tc.body)
 		if resp.StatusCode != tc.status {
@@ -322,6 +333,28 @@ func mcpBadInput(t *testing.T, ctx context.Context, c *api.Client, url, token st
 	resp, body = post(token, "application/json", "", `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
 	if msg := jsonRPCMessage(t, resp, body); resp.StatusCode != http.StatusOK || msg.Error != nil || !strings.Contains(string(body), "find_agents") {
 		t.Fatalf("tools/list after bad input: %d %s", resp.StatusCode, body)
+	}
+
+	// The refusals are in the audit log, through the admission layer.
+	out, stderr, code := parley(t, bin, "audit", "tail", "--home", home, "-n", "1000", "--json")
+	if code != 0 {
+		t.Fatalf("audit tail: %s", stderr)
+	}
+	refused := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct {
+			Kind   string `json:"kind"`
+			Detail struct {
+				Path   string `json:"path"`
+				Status int    `json:"status"`
+			} `json:"detail"`
+		}
+		if json.Unmarshal([]byte(l), &r) == nil && r.Kind == "admission.denied" && r.Detail.Path == api.PathMCP {
+			refused[strconv.Itoa(r.Detail.Status)] = true
+		}
+	}
+	if !refused["401"] || !refused["403"] {
+		t.Errorf("audit log's refusals of %s: %v; want the 401 and the 403", api.PathMCP, refused)
 	}
 
 	after, err := c.Tasks(ctx)
