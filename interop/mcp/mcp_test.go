@@ -351,3 +351,22 @@ func TestShutdownWithClient(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFindAgents: find_agents returns the worker's verified card, with
+// the node that hosts it and that node's delegation.
+func TestFindAgents(t *testing.T) {
+	ms := newMesh(t, nil)
+	cs := ms.connect(t, nil)
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "find_agents", Arguments: map[string]any{"capability": "echo", "timeout": "5s"}})
+	if err != nil || res.IsError {
+		t.Fatalf("find_agents: %v %s", err, text(res))
+	}
+	out := structured[mcp.FindAgentsOut](t, res)
+	if len(out.Agents) != 1 {
+		t.Fatalf("agents = %+v, want the worker", out.Agents)
+	}
+	card := out.Agents[0]
+	if card.Name != "worker" || card.Peer != ms.m.Nodes[1].ID().String() || card.Delegation == "" || len(card.Capabilities) != 1 || card.Capabilities[0].Name != "echo" {
+		t.Fatalf("card = %+v", card)
+	}
+}
