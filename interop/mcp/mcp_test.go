@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,5 +369,44 @@ func TestFindAgents(t *testing.T) {
 	card := out.Agents[0]
 	if card.Name != "worker" || card.Peer != ms.m.Nodes[1].ID().String() || card.Delegation == "" || len(card.Capabilities) != 1 || card.Capabilities[0].Name != "echo" {
 		t.Fatalf("card = %+v", card)
+	}
+}
+
+// TestRequestCanceledByClient: a client that cancels its request call
+// (notifications/cancelled) cancels the task in the mesh, through the
+// in-process API call the tool made.
+func TestRequestCanceledByClient(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	ms := newMesh(t, release)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var task atomic.Value
+	cs := ms.connect(t, &sdk.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
+		if id, rest, ok := strings.Cut(strings.TrimPrefix(req.Params.Message, "task "), " "); ok && strings.HasPrefix(rest, "working") {
+			task.Store(id)
+			cancel()
+		}
+	}})
+	params := &sdk.CallToolParams{Name: "request", Arguments: map[string]any{"capability": "echo", "bid_window": "100ms"}}
+	params.SetProgressToken("c1")
+	if _, err := cs.CallTool(ctx, params); err == nil {
+		t.Fatal("a canceled call answered")
+	}
+	id, _ := task.Load().(string)
+	if id == "" {
+		t.Fatal("no working progress before the cancel")
+	}
+	c := ms.srv.InProcessClient(token)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ti, err := c.Task(context.Background(), id)
+		if err == nil && ti.State == negotiation.StateCanceled {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s after the client canceled: %+v, %v; want canceled", id, ti, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
