@@ -33,6 +33,7 @@ import (
 	"github.com/parleynet/parley/daemon/execagent"
 	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/discovery"
+	"github.com/parleynet/parley/interop/mcp"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
 	"github.com/parleynet/parley/policy"
@@ -489,6 +490,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		}),
 		api.WithRegistry(registry{h}),
 		api.WithAgentAdmin(agentAdmin{d}),
+		api.WithMCP(mcp.Mount(d.opts.Version)), // /mcp: the MCP server's tools, in-process on this API
 		api.WithChecks(api.Check{Name: "audit log", Err: d.auditErr}, api.Check{Name: "reload", Err: d.lastReloadErr}),
 		api.WithStatus(d.fillStatus))...)
 	if err := srv.Restore(); err != nil {

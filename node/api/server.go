@@ -61,6 +61,9 @@ type Server struct {
 
 	ui       uiAuth // the dashboard's login codes and sessions (ui.go)
 	auditDir string // the audit log GET /v1/audit reads (uiaudit.go)
+
+	mcpMount func(func(token string) *Client) http.Handler // WithMCP (inprocess.go)
+	mcp      http.Handler
 }
 
 // Option configures a Server.
@@ -158,9 +161,13 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"POST " + PathExternalResult, s.handleExternalReply("result")},
 		{"POST " + PathExternalFailure, s.handleExternalReply("failure")},
 		{"GET " + PathMetrics, metrics.ServeHTTP},
+		{"POST " + PathMCP, s.handleMCP}, // inprocess.go
 	} {
 		s.mux.HandleFunc(rt.pattern, rt.h)
 		s.patterns = append(s.patterns, rt.pattern)
+	}
+	if s.mcpMount != nil {
+		s.mcp = s.mcpMount(s.InProcessClient)
 	}
 	s.srv = &http.Server{
 		Handler:           s,
