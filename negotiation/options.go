@@ -18,6 +18,9 @@ type RequestOptions struct {
 	EnoughBids int
 	// Agent names the requesting hosted agent; "" is the default agent.
 	Agent string
+	// Updates, if set, is told the task's state changes and progress
+	// (WithUpdates).
+	Updates func(Update)
 }
 
 // RequestOption changes RequestOptions.
