@@ -393,4 +393,3 @@ func (g *Gateway) authorized(cc *a2asrv.CallContext) bool {
 	}
 	return false
 }
-
