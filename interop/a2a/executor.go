@@ -68,17 +68,17 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 			close(updates)
 			done <- result{out, err}
 		}()
+		defer func() {
+			g.mu.Lock()
+			delete(g.live, ec.TaskID)
+			g.mu.Unlock()
+		}()
 		open := true
 		for u := range updates {
 			if u.State == negotiation.StateSubmitted {
 				g.mu.Lock()
 				g.live[ec.TaskID] = u.Task
 				g.mu.Unlock()
-				defer func() {
-					g.mu.Lock()
-					delete(g.live, ec.TaskID)
-					g.mu.Unlock()
-				}()
 			}
 			if open && !yield(statusOf(ec, u), nil) {
 				open = false
