@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/a2aproject/a2a-go/v2/a2a"
+	"github.com/a2aproject/a2a-go/v2/a2aclient"
+	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
+	"github.com/a2aproject/a2a-go/v2/a2asrv"
+
+	"github.com/parleynet/parley/audit"
+	"github.com/parleynet/parley/daemon/home"
+	"github.com/parleynet/parley/node/api"
+)
+
+// shouter is an A2A agent on a2a-go's server: skill "shout" upper-cases
+// {"text": …} after a status note.
+type shouter struct{}
+
+func (shouter) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
+	return func(yield func(a2a.Event, error) bool) {
+		if !yield(a2a.NewSubmittedTask(ec, ec.Message), nil) ||
+			!yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateWorking, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart("taking a breath"))), nil) {
+			return
+		}
+		in, _ := ec.Message.Parts[0].Data().(map[string]any)
+		text, _ := in["text"].(string)
+		if !yield(a2a.NewArtifactEvent(ec, a2a.NewDataPart(map[string]any{"text": strings.ToUpper(text)})), nil) {
+			return
+		}
+		yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateCompleted, nil), nil)
+	}
+}
+
+func (shouter) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
+	return func(yield func(a2a.Event, error) bool) {
+		yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateCanceled, nil), nil)
+	}
+}
+
+func startShouter(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	card := &a2a.AgentCard{Name: "Shouter", Description: "shouts", Version: "1",
+		SupportedInterfaces: []*a2a.AgentInterface{a2a.NewAgentInterface(base+"/rpc", a2a.TransportProtocolJSONRPC)},
+		Capabilities:        a2a.AgentCapabilities{Streaming: true},
+		DefaultInputModes:   []string{"application/json"}, DefaultOutputModes: []string{"application/json"},
+		Skills: []a2a.AgentSkill{{ID: "shout", Name: "Shout", Description: "upper-cases text"}}}
+	mux := http.NewServeMux()
+	mux.Handle("/rpc", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(shouter{})))
+	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return base
+}
+
+// An A2A agent in config.yaml joins the mesh through its daemon and wins
+// a negotiation another daemon starts from its A2A gateway: an A2A client
+// → gateway → negotiation → the remote A2A agent and back. The contractor
+// reports the agent as kind a2a with the card's skills, and the gateway's
+// node audits the call.
+func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
+	shout := startShouter(t)
+	contractor := start(t, loopback(newHome(t, fmt.Sprintf(`agents:
+  - name: default
+  - name: shouter
+    a2a: %s
+    price: 3
+    eta: 1s
+`, shout))))
+	gwHome := newHome(t, "a2a:\n  export: [shout]\n")
+	o := loopback(gwHome)
+	o.A2AListen = "127.0.0.1:0"
+	for _, a := range contractor.Node().Addrs() {
+		o.Bootstrap = append(o.Bootstrap, a.String())
+	}
+	gwd := start(t, o)
+	ctx := ctxT(t)
+	if err := gwd.Node().WaitReady(ctx, "shout"); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := contractor.Client().Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kind, caps string
+	for _, a := range st.Agents {
+		if a.Name == "shouter" {
+			kind, caps = a.Kind, strings.Join(a.Capabilities, ",")
+		}
+	}
+	if kind != api.KindA2A || caps != "shout" {
+		t.Errorf("contractor's status: shouter is %q offering %q, want a2a offering shout (from its card)", kind, caps)
+	}
+
+	url := gwd.A2AURL()
+	if url == "" {
+		t.Fatal("the gateway daemon has no A2A URL")
+	}
+	token, err := os.ReadFile(filepath.Join(gwHome, home.A2ATokenFile))
+	if err != nil {
+		t.Fatalf("the gateway's token: %v", err)
+	}
+	card, err := agentcard.DefaultResolver.Resolve(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := a2aclient.NewFromCard(ctx, card)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Destroy() }()
+	actx := a2aclient.AttachServiceParams(ctx, a2aclient.ServiceParams{"Authorization": {"Bearer " + strings.TrimSpace(string(token))}})
+	msg := a2a.NewMessage(a2a.MessageRoleUser, a2a.NewDataPart(map[string]any{"text": "hello"}))
+	msg.Metadata = map[string]any{"skill": "shout"}
+	res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: msg})
+	if err != nil {
+		t.Fatalf("SendMessage through the gateway: %v", err)
+	}
+	task, ok := res.(*a2a.Task)
+	if !ok || task.Status.State != a2a.TaskStateCompleted || len(task.Artifacts) != 1 {
+		t.Fatalf("SendMessage: %#v, want a completed task with an artifact", res)
+	}
+	if got := task.Artifacts[0].Parts[0].Data(); fmt.Sprint(got) != "map[text:HELLO]" {
+		t.Errorf("artifact %v, want the remote A2A agent's HELLO", got)
+	}
+	if wn := task.Artifacts[0].Metadata["winner_name"]; wn != "shouter" {
+		t.Errorf("winner %v, want shouter", wn)
+	}
+
+	recs, err := audit.Tail(filepath.Join(gwHome, "audit"), 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	for _, r := range recs {
+		if r.Kind == "a2a.call" {
+			calls++
+		}
+	}
+	if calls == 0 {
+		t.Errorf("the gateway's audit log has no a2a.call record among %d", len(recs))
+	}
+}
