@@ -154,6 +154,7 @@ func New(cfg Config) (*Gateway, error) {
 		a2asrv.WithConcurrencyConfig(limiter.ConcurrencyConfig{MaxExecutions: cfg.MaxLive}),
 		a2asrv.WithCallInterceptors(&guard{g: g}),
 		a2asrv.WithCapabilityChecks(&a2a.AgentCapabilities{Streaming: true}),
+		a2asrv.WithLogger(sdkLogger()),
 	)
 	mux := http.NewServeMux()
 	mux.Handle("GET "+CardPath, a2asrv.NewAgentCardHandler(a2asrv.AgentCardProducerFn(func(context.Context) (*a2a.AgentCard, error) {
@@ -269,12 +270,13 @@ func skill(capability string, agents []string) a2a.AgentSkill {
 // agent bidding like any other.
 func (g *Gateway) serveAgentCard(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	i := slices.IndexFunc(g.cfg.Agents(), func(a HostedAgent) bool { return a.Name == name })
+	agents := g.cfg.Agents()
+	i := slices.IndexFunc(agents, func(a HostedAgent) bool { return a.Name == name && len(a.Capabilities) > 0 })
 	if i < 0 {
 		http.Error(w, fmt.Sprintf("no hosted agent %q offers anything here", name), http.StatusNotFound)
 		return
 	}
-	a := g.cfg.Agents()[i]
+	a := agents[i]
 	card := g.baseCard(g.cfg.Name+"/"+a.Name, "The parley agent "+a.Name+", reached through its node's mesh: a message naming one of its skills is negotiated there, and it bids like any other agent.")
 	for _, c := range a.Capabilities {
 		card.Skills = append(card.Skills, skill(c, []string{a.Name}))

@@ -123,12 +123,45 @@ func TestGatewayWithA2AGoClientOverREST(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the slow task never started")
 	}
+	// Resubscribe to it: the subscription sees the task, then its end.
+	subscribed := make(chan []a2a.TaskState, 1)
+	go func() {
+		var seen []a2a.TaskState
+		for ev, err := range c.SubscribeToTask(actx, &a2a.SubscribeToTaskRequest{ID: slow.ID}) {
+			if err != nil {
+				break
+			}
+			switch e := ev.(type) {
+			case *a2a.Task:
+				seen = append(seen, e.Status.State)
+			case *a2a.TaskStatusUpdateEvent:
+				seen = append(seen, e.Status.State)
+			}
+			if len(seen) == 1 {
+				subscribed <- nil // the subscription is in place
+			}
+		}
+		subscribed <- seen
+	}()
+	select {
+	case <-subscribed:
+	case <-ctx.Done():
+		t.Fatal("SubscribeToTask gave nothing")
+	}
 	canceled, err := c.CancelTask(actx, &a2a.CancelTaskRequest{ID: slow.ID})
 	if err != nil {
 		t.Fatalf("CancelTask: %v", err)
 	}
 	if canceled.Status.State != a2a.TaskStateCanceled {
 		t.Errorf("after CancelTask: %s, want canceled", canceled.Status.State)
+	}
+	select {
+	case seen := <-subscribed:
+		if len(seen) < 2 || seen[len(seen)-1] != a2a.TaskStateCanceled {
+			t.Errorf("the resubscription saw %v, want the task and then canceled", seen)
+		}
+	case <-ctx.Done():
+		t.Fatal("the resubscription never ended")
 	}
 	// The mesh's task ends canceled too, on both sides: the contractor
 	// was told.
