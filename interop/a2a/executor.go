@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -79,6 +80,9 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 				g.mu.Lock()
 				g.live[ec.TaskID] = u.Task
 				g.mu.Unlock()
+			}
+			if u.State == negotiation.StateSubmitted {
+				continue // the task itself, yielded above, says so
 			}
 			if open && !yield(statusOf(ec, u), nil) {
 				open = false
@@ -191,7 +195,15 @@ func (g *Gateway) need(ec *a2asrv.ExecutorContext) (negotiation.Need, []negotiat
 		}
 		need.Summary = b
 	}
-	var opts []negotiation.RequestOption
+	opts := slices.Clone(g.cfg.RequestOptions)
+	if v, ok := meta(MetaBidWindow); ok {
+		s, _ := v.(string)
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return none, nil, bad("metadata %q: want a positive Go duration such as \"500ms\", got %v", MetaBidWindow, v)
+		}
+		opts = append(opts, negotiation.WithBidWindow(d))
+	}
 	timeout := g.cfg.Timeout
 	if v, ok := meta(MetaTimeout); ok {
 		s, _ := v.(string)
@@ -274,11 +286,9 @@ func resultPart(r json.RawMessage) *a2a.Part {
 // statusOf turns an update into an A2A status update. A2A has no
 // negotiating state: the call and the bids are "working" with a note.
 func statusOf(ec *a2asrv.ExecutorContext, u negotiation.Update) *a2a.TaskStatusUpdateEvent {
-	state, text := a2a.TaskStateWorking, ""
+	text := ""
 	meta := map[string]any{MetaTask: u.Task, "parley_state": string(u.State)}
 	switch {
-	case u.State == negotiation.StateSubmitted:
-		state, text = a2a.TaskStateSubmitted, "calling for bids in the mesh"
 	case u.State == negotiation.StateNegotiating:
 		text = "negotiating: " + u.Note
 	case u.Progress:
@@ -289,7 +299,7 @@ func statusOf(ec *a2asrv.ExecutorContext, u negotiation.Update) *a2a.TaskStatusU
 		text = fmt.Sprintf("%s won and is working", nameOr(u.WinnerName, string(u.Winner)))
 		meta["winner"] = string(u.Winner)
 	}
-	ev := a2a.NewStatusUpdateEvent(ec, state, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(text)))
+	ev := a2a.NewStatusUpdateEvent(ec, a2a.TaskStateWorking, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(text)))
 	ev.Metadata = meta
 	return ev
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 )
 
@@ -60,6 +61,9 @@ const (
 	MetaSummary = "summary"
 	// MetaTimeout bounds the task (a Go duration such as "30s").
 	MetaTimeout = "timeout"
+	// MetaBidWindow is how long bids are taken (a Go duration; the
+	// node clamps it).
+	MetaBidWindow = "bid_window"
 	// MetaTask is where status updates and the task carry parley's task ID.
 	MetaTask = "parley_task"
 )
@@ -98,6 +102,10 @@ type Config struct {
 	// Timeout is a task's deadline when the message gives none, and the
 	// longest one it may give (default: the node's).
 	Timeout time.Duration
+	// RequestOptions apply to every request the gateway makes, before
+	// what a message asks (e.g. negotiation.WithEnoughBids for a mesh
+	// whose size is known).
+	RequestOptions []negotiation.RequestOption
 }
 
 // Gateway is a node's A2A server. Build it with New, serve it with
