@@ -161,3 +161,58 @@ func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
 		t.Errorf("the gateway's audit log has no a2a.call record among %d", len(recs))
 	}
 }
+
+// SIGHUP adds and removes an A2A-backed agent: its card is fetched, it is
+// hosted as kind a2a, the gateway's card shows its skill, and once it is
+// removed the skill and the agent are gone (and its client closed: the
+// leak check of TestMain would see its connections).
+func TestA2AAgentReload(t *testing.T) {
+	shout := startShouter(t)
+	dir := newHome(t, "a2a:\n  listen: 127.0.0.1:0\n")
+	d := start(t, loopback(dir))
+	ctx := ctxT(t)
+	skills := func() []string {
+		card, err := agentcard.DefaultResolver.Resolve(ctx, d.A2AURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range card.Skills {
+			out = append(out, s.ID)
+		}
+		return out
+	}
+	if got := skills(); len(got) != 0 {
+		t.Fatalf("skills before: %v, want none", got)
+	}
+	writeConfig(t, dir, fmt.Sprintf("a2a:\n  listen: 127.0.0.1:0\nagents:\n  - name: default\n  - name: shouter\n    a2a: %s/.well-known/agent-card.json\n    price: 1\n", shout))
+	c, err := d.Reload()
+	if err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if strings.Join(c.Added, ",") != "shouter" {
+		t.Errorf("changes %+v, want shouter added", c)
+	}
+	if got := skills(); strings.Join(got, ",") != "shout" {
+		t.Errorf("gateway skills after the reload: %v, want shout", got)
+	}
+	// A card that no longer offers the listed skill is refused and
+	// nothing changes.
+	writeConfig(t, dir, fmt.Sprintf("a2a:\n  listen: 127.0.0.1:0\nagents:\n  - name: default\n  - name: shouter\n    a2a: %s\n    capabilities: [whisper]\n", shout))
+	if _, err := d.Reload(); err == nil || !strings.Contains(err.Error(), `no skill "whisper"`) || !strings.Contains(err.Error(), "config.yaml: line") {
+		t.Errorf("Reload with a skill the card lacks: %v, want it refused naming the file, line and skill", err)
+	}
+	if got := skills(); strings.Join(got, ",") != "shout" {
+		t.Errorf("gateway skills after a refused reload: %v, want shout still", got)
+	}
+	writeConfig(t, dir, "a2a:\n  listen: 127.0.0.1:0\n")
+	if c, err = d.Reload(); err != nil || strings.Join(c.Removed, ",") != "shouter" {
+		t.Fatalf("Reload removing it: %+v, %v", c, err)
+	}
+	if got := skills(); len(got) != 0 {
+		t.Errorf("skills after removal: %v, want none", got)
+	}
+	if _, err := d.Node().Agent("shouter"); err == nil {
+		t.Error("shouter is still hosted after its removal")
+	}
+}

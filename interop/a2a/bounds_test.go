@@ -1,0 +1,54 @@
+package a2a_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/a2aproject/a2a-go/v2/a2a"
+
+	parleya2a "github.com/parleynet/parley/interop/a2a"
+)
+
+// The task store holds at most MaxTasks: past it the oldest ended task
+// goes, and while every task still runs a new one is refused with an
+// error saying so. No client grows the gateway's memory.
+func TestGatewayBoundsItsTasks(t *testing.T) {
+	gm := newGatewayMesh(t, func(c *parleya2a.Config) { c.MaxTasks = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, actx := restClient(t, ctx, gm.url)
+	send := func(skill string) (*a2a.Task, error) {
+		res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage(skill, map[string]any{"kg": 1}),
+			Config: &a2a.SendMessageConfig{ReturnImmediately: skill == "slow"}})
+		if err != nil {
+			return nil, err
+		}
+		task, _ := res.(*a2a.Task)
+		return task, nil
+	}
+	slow, err := send("slow")
+	if err != nil {
+		t.Fatalf("first task: %v", err)
+	}
+	<-gm.started
+	if _, err := send("quote"); err == nil || !strings.Contains(err.Error(), "too many A2A tasks") {
+		t.Fatalf("a second task while the first runs: %v, want it refused as too many tasks", err)
+	}
+	if _, err := c.CancelTask(actx, &a2a.CancelTaskRequest{ID: slow.ID}); err != nil {
+		t.Fatal(err)
+	}
+	done, err := send("quote")
+	if err != nil || done.Status.State != a2a.TaskStateCompleted {
+		t.Fatalf("a task once the first ended: %+v, %v; want it done", done, err)
+	}
+	if _, err := c.GetTask(actx, &a2a.GetTaskRequest{ID: slow.ID}); !errors.Is(err, a2a.ErrTaskNotFound) {
+		t.Errorf("the ended task after it made room: %v, want task not found", err)
+	}
+	list, err := c.ListTasks(actx, &a2a.ListTasksRequest{})
+	if err != nil || list.TotalSize != 1 {
+		t.Errorf("ListTasks: %+v, %v; want the one task kept", list, err)
+	}
+}
