@@ -10,6 +10,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2a"
 
 	parleya2a "github.com/parleynet/parley/interop/a2a"
+	"github.com/parleynet/parley/policy"
 )
 
 // The task store holds at most MaxTasks: past it the oldest ended task
@@ -50,5 +51,33 @@ func TestGatewayBoundsItsTasks(t *testing.T) {
 	list, err := c.ListTasks(actx, &a2a.ListTasksRequest{})
 	if err != nil || list.TotalSize != 1 {
 		t.Errorf("ListTasks: %+v, %v; want the one task kept", list, err)
+	}
+}
+
+// The node's policy decides before any agent code runs: a skill the
+// gateway's requesting agent may not request ends the A2A task rejected,
+// with the policy's reason, and no call goes out.
+func TestGatewayRequestsPassThePolicy(t *testing.T) {
+	pol, err := policy.Parse([]byte("agents:\n  \"*\":\n    request: [slow]\n"), "test policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm := newGatewayMesh(t, nil)
+	if err := gm.mesh.Nodes[0].SwapPolicy(pol, "test policy"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, actx := restClient(t, ctx, gm.url)
+	res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("quote", map[string]any{"kg": 1})})
+	if err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	task, ok := res.(*a2a.Task)
+	if !ok || task.Status.State != a2a.TaskStateRejected || task.Status.Message == nil || !strings.Contains(task.Status.Message.Parts[0].Text(), "refused") {
+		t.Fatalf("SendMessage a skill the policy forbids: %#v, want the task rejected with the reason", res)
+	}
+	if n := len(gm.mesh.Nodes[1].Tasks()); n != 0 {
+		t.Errorf("the contractor's node saw %d tasks, want none", n)
 	}
 }

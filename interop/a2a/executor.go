@@ -14,6 +14,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
 
+	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/negotiation"
 )
 
@@ -95,7 +96,17 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 		}
 		out := res.out
 		if out == nil {
-			yield(nil, fmt.Errorf("%w: %v", a2a.ErrInternalError, res.err))
+			// Refused before any call went out: the policy or the
+			// admission layer said no, or the node is closing.
+			text := "refused: " + res.err.Error()
+			if !errors.Is(res.err, admission.ErrDenied) {
+				text = "the node could not run the request: " + res.err.Error()
+			}
+			ev := a2a.NewStatusUpdateEvent(ec, a2a.TaskStateRejected, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(text)))
+			if !errors.Is(res.err, admission.ErrDenied) {
+				ev.Status.State = a2a.TaskStateFailed
+			}
+			yield(ev, nil)
 			return
 		}
 		if out.State == negotiation.StateCompleted {
