@@ -60,7 +60,7 @@ func (d *Daemon) startA2A(n *node.Node, h *home.Home, undo *[]func()) error {
 		return err
 	}
 	gw, err := interopa2a.New(interopa2a.Config{Node: n, Token: token, BaseURL: c.URL, Version: d.opts.Version,
-		Agents: d.a2aSkills, Export: c.Export, MaxTasks: c.MaxTasks, MaxLive: c.MaxLive, MaxBody: c.MaxBody})
+		Agents: d.a2aSkills, Export: c.Export, Agent: c.Agent, MaxTasks: c.MaxTasks, MaxLive: c.MaxLive, MaxBody: c.MaxBody})
 	if err != nil {
 		_ = ln.Close()
 		return err

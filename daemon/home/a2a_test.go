@@ -45,6 +45,7 @@ func TestA2AConfigRefused(t *testing.T) {
 		{"a2a:\n  export: [\"Not Valid\"]\n", "a2a: export"},
 		{"a2a:\n  max_tasks: -1\n", "must not be negative"},
 		{"a2a:\n  tokens: x\n", "field tokens not found"},
+		{"a2a:\n  agent: nobody\n", `a2a: agent "nobody" is not one of the agents`},
 		{"agents:\n  - name: r\n    a2a: mailto:x\n", "line 2: agents: r: a2a \"mailto:x\""},
 		{"agents:\n  - name: r\n    a2a: http://x/\n    exec: [sh]\n", "both exec and a2a"},
 		{"agents:\n  - name: r\n    a2a: http://x/\n    price: -1\n", "price -1"},

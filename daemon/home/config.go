@@ -167,6 +167,10 @@ type A2AConfig struct {
 	// Export are capabilities offered as skills besides those of this
 	// node's agents: ones the mesh's other nodes serve.
 	Export []string `yaml:"export"`
+	// Agent is the agent of this node that requests for A2A clients
+	// (default the first, the node's default agent): the policy's rules
+	// for it bound what they may ask for.
+	Agent string `yaml:"agent"`
 	// MaxTasks bounds the A2A tasks remembered (default 1000), MaxLive
 	// those running at once (default 64), MaxBody a request (default
 	// 1 MiB).
@@ -273,6 +277,7 @@ agents:
 #   url: http://127.0.0.1:7070   # the base URL the card names
 #   token_file: a2a.token
 #   export: [translate]    # capabilities other nodes of the mesh serve
+#   agent: default         # the agent that requests for A2A clients (its policy applies)
 #   max_tasks: 1000        # A2A tasks remembered
 #   max_live: 64           # running at once
 #   max_body: 1048576      # bytes of one request
@@ -547,6 +552,9 @@ func parseConfig(path string, data []byte) (Config, error) {
 	c.Tracing = fc.Tracing
 	if err := checkA2A(fc.A2A); err != nil {
 		return Config{}, bad(0, "a2a: %v", err)
+	}
+	if a := fc.A2A.Agent; a != "" && !slices.ContainsFunc(c.Agents, func(ac AgentConfig) bool { return ac.Name == a }) {
+		return Config{}, bad(0, "a2a: agent %q is not one of the agents listed in agents:", a)
 	}
 	c.A2A = fc.A2A
 	c.Admission, c.Negotiation, c.DialPrivateAddrs, c.RelayFilter, c.AuditFailure = fc.Admission, fc.Negotiation, fc.DialPrivateAddrs, fc.RelayFilter, fc.AuditFailure

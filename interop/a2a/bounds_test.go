@@ -3,6 +3,8 @@ package a2a_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2a"
 
 	parleya2a "github.com/parleynet/parley/interop/a2a"
+	"github.com/parleynet/parley/node/nodetest"
 	"github.com/parleynet/parley/policy"
 )
 
@@ -79,5 +82,37 @@ func TestGatewayRequestsPassThePolicy(t *testing.T) {
 	}
 	if n := len(gm.mesh.Nodes[1].Tasks()); n != 0 {
 		t.Errorf("the contractor's node saw %d tasks, want none", n)
+	}
+
+	// A gateway that requests as an agent the policy lets ask for quote.
+	a, err := nodetest.NewAgent("a2aclient")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gm.mesh.Nodes[0].HostAgent(a); err != nil {
+		t.Fatal(err)
+	}
+	pol, err = policy.Parse([]byte("agents:\n  \"*\":\n    request: [slow]\n  a2aclient:\n    request: [quote]\n"), "test policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gm.mesh.Nodes[0].SwapPolicy(pol, "test policy"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parleya2a.New(parleya2a.Config{Node: gm.mesh.Nodes[0], Token: testToken, Agent: "nobody"}); err == nil {
+		t.Error("a gateway requesting as an agent the node does not host was built")
+	}
+	mux := http.NewServeMux()
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	gw, err := parleya2a.New(parleya2a.Config{Node: gm.mesh.Nodes[0], Token: testToken, BaseURL: srv.URL, Export: []string{"quote"}, Agent: "a2aclient"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux.Handle("/", gw.Handler())
+	c2, _, actx2 := restClient(t, ctx, srv.URL)
+	res, err = c2.SendMessage(actx2, &a2a.SendMessageRequest{Message: quoteMessage("quote", map[string]any{"kg": 1})})
+	if task, ok := res.(*a2a.Task); err != nil || !ok || task.Status.State != a2a.TaskStateCompleted {
+		t.Fatalf("SendMessage as a2aclient: %#v, %v; want it completed", res, err)
 	}
 }

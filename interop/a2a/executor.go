@@ -207,6 +207,9 @@ func (g *Gateway) need(ec *a2asrv.ExecutorContext) (negotiation.Need, []negotiat
 		need.Summary = b
 	}
 	opts := slices.Clone(g.cfg.RequestOptions)
+	if g.cfg.Agent != "" {
+		opts = append(opts, negotiation.WithAgent(g.cfg.Agent))
+	}
 	if v, ok := meta(MetaBidWindow); ok {
 		s, _ := v.(string)
 		d, err := time.ParseDuration(s)

@@ -102,6 +102,10 @@ type Config struct {
 	// Timeout is a task's deadline when the message gives none, and the
 	// longest one it may give (default: the node's).
 	Timeout time.Duration
+	// Agent names the hosted agent that requests for A2A clients ("" is
+	// the node's default agent): the policy's request list and budgets
+	// for that agent bound what A2A clients may ask the mesh for.
+	Agent string
 	// RequestOptions apply to every request the gateway makes, before
 	// what a message asks (e.g. negotiation.WithEnoughBids for a mesh
 	// whose size is known).
@@ -129,6 +133,11 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, errors.New("a2a gateway: Config.Node is required")
 	case len(cfg.Token) < 16:
 		return nil, errors.New("a2a gateway: Config.Token must be at least 16 characters")
+	}
+	if cfg.Agent != "" {
+		if _, err := cfg.Node.Agent(cfg.Agent); err != nil {
+			return nil, fmt.Errorf("a2a gateway: agent %q: %w", cfg.Agent, err)
+		}
 	}
 	for _, c := range cfg.Export {
 		if err := intent.ValidCapability(c); err != nil {
@@ -189,7 +198,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	if g.cfg.BaseURL == "" {
 		g.cfg.BaseURL = "http://" + ln.Addr().String()
 	}
-	g.srv = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	g.srv = &http.Server{Handler: g.mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	srv := g.srv
 	g.mu.Unlock()
 	err := srv.Serve(ln)
