@@ -12,6 +12,7 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2a"
 
 	parleya2a "github.com/parleynet/parley/interop/a2a"
+	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node/nodetest"
 	"github.com/parleynet/parley/policy"
 )
@@ -114,5 +115,35 @@ func TestGatewayRequestsPassThePolicy(t *testing.T) {
 	res, err = c2.SendMessage(actx2, &a2a.SendMessageRequest{Message: quoteMessage("quote", map[string]any{"kg": 1})})
 	if task, ok := res.(*a2a.Task); err != nil || !ok || task.Status.State != a2a.TaskStateCompleted {
 		t.Fatalf("SendMessage as a2aclient: %#v, %v; want it completed", res, err)
+	}
+}
+
+// Close cancels the tasks still running (a2a-go runs them detached from
+// their requests) and returns once they have ended: their parley tasks
+// end canceled, on both nodes.
+func TestGatewayCloseCancelsRunningTasks(t *testing.T) {
+	gm := newGatewayMesh(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, actx := restClient(t, ctx, gm.url)
+	if _, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("slow", map[string]any{}),
+		Config: &a2a.SendMessageConfig{ReturnImmediately: true}}); err != nil {
+		t.Fatal(err)
+	}
+	<-gm.started
+	cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ccancel()
+	if err := gm.gw.Close(cctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for _, n := range gm.mesh.Nodes {
+		waitFor(t, ctx, "the slow task to end canceled", func() bool {
+			for _, ti := range n.Tasks() {
+				if ti.Capability == "slow" {
+					return ti.State == negotiation.StateCanceled
+				}
+			}
+			return false
+		})
 	}
 }

@@ -30,6 +30,15 @@ const updateBuffer = 64
 func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
 	return func(yield func(a2a.Event, error) bool) {
 		g := e.g
+		g.mu.Lock()
+		if g.closed {
+			g.mu.Unlock()
+			yield(nil, a2a.NewError(a2a.ErrServerError, "the gateway is closing"))
+			return
+		}
+		g.wg.Add(1)
+		g.mu.Unlock()
+		defer g.wg.Done()
 		if ec.StoredTask != nil {
 			// A follow-up message to a task: parley's tasks take their
 			// whole input up front.
@@ -46,6 +55,7 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
+		defer context.AfterFunc(g.ctx, cancel)()
 		updates := make(chan negotiation.Update, updateBuffer)
 		type result struct {
 			out *negotiation.Outcome

@@ -120,6 +120,12 @@ type Gateway struct {
 	handler a2asrv.RequestHandler
 	mux     *http.ServeMux
 
+	// ctx is canceled by Close: it cancels every running task, whose
+	// executions a2a-go detaches from their HTTP requests.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running executions
+
 	mu     sync.Mutex
 	srv    *http.Server
 	closed bool
@@ -166,6 +172,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Agents = func() []HostedAgent { return nil }
 	}
 	g := &Gateway{cfg: cfg, n: cfg.Node, live: map[a2a.TaskID]string{}}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.handler = a2asrv.NewHandler(&executor{g: g},
 		a2asrv.WithTaskStore(newStore(cfg.MaxTasks)),
 		a2asrv.WithConcurrencyConfig(limiter.ConcurrencyConfig{MaxExecutions: cfg.MaxLive}),
@@ -193,7 +200,8 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
-		return http.ErrServerClosed
+		_ = ln.Close()
+		return nil
 	}
 	if g.cfg.BaseURL == "" {
 		g.cfg.BaseURL = "http://" + ln.Addr().String()
@@ -215,20 +223,28 @@ func (g *Gateway) URL() string {
 	return g.cfg.BaseURL
 }
 
-// Close stops serving: open streams are cut and running tasks are
-// canceled (their contexts are the requests'). It returns once the
-// server has stopped, or when ctx ends.
+// Close stops serving: connections and open streams are cut, running
+// tasks are canceled (their parley tasks and contractors too), and it
+// returns once their executions have ended, or when ctx ends.
 func (g *Gateway) Close(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
 	srv := g.srv
 	g.mu.Unlock()
-	if srv == nil {
-		return nil
+	g.cancel()
+	var err error
+	if srv != nil {
+		err = srv.Close()
 	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(err, srv.Close())
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, fmt.Errorf("a2a gateway: running tasks did not end in time: %w", context.Cause(ctx)))
 	}
 	return err
 }
