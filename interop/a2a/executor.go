@@ -89,11 +89,9 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 		for u := range updates {
 			if u.State == negotiation.StateSubmitted {
 				g.mu.Lock()
-				g.live[ec.TaskID] = u.Task
+				g.live[ec.TaskID] = u.Task // for Cancel
 				g.mu.Unlock()
-			}
-			if u.State == negotiation.StateSubmitted {
-				continue // the task itself, yielded above, says so
+				continue // the task itself, yielded above, says it is submitted
 			}
 			if open && !yield(statusOf(ec, u), nil) {
 				open = false
