@@ -160,6 +160,13 @@ func (d *Daemon) hostA2A(n *node.Node, h *home.Home, ac home.AgentConfig) error 
 	return nil
 }
 
+// a2aAgent is the hosted A2A agent named name, or nil.
+func (d *Daemon) a2aAgent(name string) *interopa2a.Agent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.a2a.agents[name]
+}
+
 // dropA2A closes the client of a removed A2A agent.
 func (d *Daemon) dropA2A(name string) {
 	if ag := d.a2a.agents[name]; ag != nil {

@@ -111,6 +111,15 @@ func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
 	if kind != api.KindA2A || caps != "shout" {
 		t.Errorf("contractor's status: shouter is %q offering %q, want a2a offering shout (from its card)", kind, caps)
 	}
+	hosted, err := contractor.Client().Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range hosted {
+		if a.Name == "shouter" && strings.Join(a.Capabilities, ",") != "shout" {
+			t.Errorf("GET /v1/agents: shouter offers %v, want shout (from its card)", a.Capabilities)
+		}
+	}
 
 	url := gwd.A2AURL()
 	if url == "" {
