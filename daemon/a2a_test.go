@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"net"
@@ -223,5 +224,28 @@ func TestA2AAgentReload(t *testing.T) {
 	}
 	if _, err := d.Node().Agent("shouter"); err == nil {
 		t.Error("shouter is still hosted after its removal")
+	}
+}
+
+// The gateway keeps to loopback unless told otherwise, and a bad address
+// is refused by New, naming the option.
+func TestA2AListenChecked(t *testing.T) {
+	o := loopback(newHome(t, ""))
+	o.A2AListen = "nowhere"
+	var oe *OptionError
+	if _, err := New(o); !errors.As(err, &oe) || oe.Option != "A2AListen" {
+		t.Errorf("New with A2AListen %q: %v, want an OptionError for A2AListen", o.A2AListen, err)
+	}
+	o.A2AListen = "0.0.0.0:0"
+	d, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.Start(ctxT(t))
+	if !errors.As(err, &oe) || oe.Option != "A2AListen" || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Errorf("Start with the gateway on 0.0.0.0: %v, want it refused as not loopback", err)
+	}
+	if err == nil {
+		_ = d.Close(ctxT(t))
 	}
 }
