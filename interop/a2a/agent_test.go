@@ -17,7 +17,6 @@ import (
 	parleya2a "github.com/parleynet/parley/interop/a2a"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
-	"github.com/parleynet/parley/node/nodetest"
 )
 
 // shouter is an A2A agent built on a2a-go's server: skill "shout" upper-
@@ -94,15 +93,16 @@ func TestA2AAgentWinsANegotiation(t *testing.T) {
 	if got := strings.Join(ag.Capabilities(), ","); got != "shout,fail" {
 		t.Fatalf("capabilities from the card: %s, want shout,fail (the skill that is no capability name left out)", got)
 	}
-	m := nodetest.NewMesh(t, 2)
-	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "shouter", Capabilities: ag.Capabilities()}, ag); err != nil {
+	requester := loopbackNode(t, nil)
+	contractor := loopbackNode(t, requester)
+	if _, err := contractor.AddAgent(node.AgentCard{Name: "shouter", Capabilities: ag.Capabilities()}, ag); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Nodes[0].WaitReady(ctx, "shout"); err != nil {
+	if err := requester.WaitReady(ctx, "shout"); err != nil {
 		t.Fatal(err)
 	}
 	var notes []string
-	out, err := m.Nodes[0].Request(ctx, negotiation.Need{Capability: "shout", Input: json.RawMessage(`{"text":"hello mesh"}`)},
+	out, err := requester.Request(ctx, negotiation.Need{Capability: "shout", Input: json.RawMessage(`{"text":"hello mesh"}`)},
 		negotiation.WithBidWindow(200*time.Millisecond),
 		negotiation.WithUpdates(func(u negotiation.Update) {
 			if u.Progress {
@@ -124,12 +124,12 @@ func TestA2AAgentWinsANegotiation(t *testing.T) {
 
 	// Its failure is the task's, with its reason; a budget under its
 	// price gets no bid.
-	out, err = m.Nodes[0].Request(ctx, negotiation.Need{Capability: "fail", Input: json.RawMessage(`{}`)},
+	out, err = requester.Request(ctx, negotiation.Need{Capability: "fail", Input: json.RawMessage(`{}`)},
 		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithCalls(1))
 	if !errors.Is(err, negotiation.ErrTaskFailed) || !strings.Contains(out.Reason, "no voice left") {
 		t.Errorf("failing skill: %v, reason %q; want failed with the A2A agent's message", err, out.Reason)
 	}
-	out, err = m.Nodes[0].Request(ctx, negotiation.Need{Capability: "shout", Budget: 1, Input: json.RawMessage(`{}`)},
+	out, err = requester.Request(ctx, negotiation.Need{Capability: "shout", Budget: 1, Input: json.RawMessage(`{}`)},
 		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithCalls(1))
 	if !errors.Is(err, negotiation.ErrTaskFailed) || len(out.Bids) != 1 || out.Bids[0].Status != "refused" {
 		t.Errorf("budget under the price: %v, bids %+v; want shouter's refusal", err, out.Bids)

@@ -112,7 +112,7 @@ func TestGatewayRefusesBadInput(t *testing.T) {
 	if lr.Result.TotalSize != 0 {
 		t.Errorf("the gateway kept %d tasks from bad input", lr.Result.TotalSize)
 	}
-	if n := len(gm.mesh.Nodes[0].Tasks()); n != 0 {
+	if n := len(gm.nodes[0].Tasks()); n != 0 {
 		t.Errorf("bad input made %d parley tasks", n)
 	}
 	// The refusals are the admission layer's, counted by entry and rule.
@@ -126,7 +126,7 @@ func TestGatewayRefusesBadInput(t *testing.T) {
 
 func denied(t *testing.T, gm *gatewayMesh, rule string) float64 {
 	t.Helper()
-	mfs, err := gm.mesh.Nodes[0].Registry().Gather()
+	mfs, err := gm.nodes[0].Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,14 +12,10 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
-	ma "github.com/multiformats/go-multiaddr"
 
-	"github.com/parleynet/parley/admission"
-	"github.com/parleynet/parley/identity"
 	parleya2a "github.com/parleynet/parley/interop/a2a"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
-	"github.com/parleynet/parley/node/nodetest"
 )
 
 const benchInput = `{"sku":"bolt-m8","qty":500,"deliver_to":"warehouse-7"}`
@@ -54,37 +50,6 @@ func serve(b *testing.B, h http.Handler) string {
 	go func() { _ = srv.Serve(ln) }()
 	b.Cleanup(func() { _ = srv.Close() })
 	return "http://" + ln.Addr().String()
-}
-
-// benchNode is a node on loopback TCP, with negotiation's benchmark's
-// rates (the requester publishes back to back).
-func benchNode(b *testing.B, bootstrap *node.Node) *node.Node {
-	b.Helper()
-	agent, err := nodetest.NewAgent("requester")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := node.DefaultConfig()
-	cfg.NodeKey = nodetest.Key(b)
-	cfg.Agents = []*identity.Agent{agent}
-	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-	cfg.MDNS, cfg.DHTMode = false, "off"
-	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
-	cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
-	if bootstrap != nil {
-		for _, a := range bootstrap.Addrs() {
-			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
-		}
-	}
-	n, err := node.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = n.Close() })
-	return n
 }
 
 var benchEcho = negotiation.HandlerFuncs{
@@ -131,8 +96,8 @@ func BenchmarkA2A(b *testing.B) {
 		}
 	})
 
-	requester := benchNode(b, nil)
-	contractor := benchNode(b, requester)
+	requester := loopbackNode(b, nil)
+	contractor := loopbackNode(b, requester)
 	if _, err := contractor.AddAgent(node.AgentCard{Name: "echo", Capabilities: []string{"echo"}}, benchEcho); err != nil {
 		b.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestGatewayRequestsPassThePolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	gm := newGatewayMesh(t, nil)
-	if err := gm.mesh.Nodes[0].SwapPolicy(pol, "test policy"); err != nil {
+	if err := gm.nodes[0].SwapPolicy(pol, "test policy"); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -81,7 +81,7 @@ func TestGatewayRequestsPassThePolicy(t *testing.T) {
 	if !ok || task.Status.State != a2a.TaskStateRejected || task.Status.Message == nil || !strings.Contains(task.Status.Message.Parts[0].Text(), "refused") {
 		t.Fatalf("SendMessage a skill the policy forbids: %#v, want the task rejected with the reason", res)
 	}
-	if n := len(gm.mesh.Nodes[1].Tasks()); n != 0 {
+	if n := len(gm.nodes[1].Tasks()); n != 0 {
 		t.Errorf("the contractor's node saw %d tasks, want none", n)
 	}
 
@@ -90,23 +90,23 @@ func TestGatewayRequestsPassThePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := gm.mesh.Nodes[0].HostAgent(a); err != nil {
+	if err := gm.nodes[0].HostAgent(a); err != nil {
 		t.Fatal(err)
 	}
 	pol, err = policy.Parse([]byte("agents:\n  \"*\":\n    request: [slow]\n  a2aclient:\n    request: [quote]\n"), "test policy")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := gm.mesh.Nodes[0].SwapPolicy(pol, "test policy"); err != nil {
+	if err := gm.nodes[0].SwapPolicy(pol, "test policy"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := parleya2a.New(parleya2a.Config{Node: gm.mesh.Nodes[0], Token: testToken, Agent: "nobody"}); err == nil {
+	if _, err := parleya2a.New(parleya2a.Config{Node: gm.nodes[0], Token: testToken, Agent: "nobody"}); err == nil {
 		t.Error("a gateway requesting as an agent the node does not host was built")
 	}
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	gw, err := parleya2a.New(parleya2a.Config{Node: gm.mesh.Nodes[0], Token: testToken, BaseURL: srv.URL, Export: []string{"quote"}, Agent: "a2aclient"})
+	gw, err := parleya2a.New(parleya2a.Config{Node: gm.nodes[0], Token: testToken, BaseURL: srv.URL, Export: []string{"quote"}, Agent: "a2aclient"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestGatewayCloseCancelsRunningTasks(t *testing.T) {
 	if err := gm.gw.Close(cctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	for _, n := range gm.mesh.Nodes {
+	for _, n := range gm.nodes {
 		waitFor(t, ctx, "the slow task to end canceled", func() bool {
 			for _, ti := range n.Tasks() {
 				if ti.Capability == "slow" {

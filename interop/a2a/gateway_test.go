@@ -165,7 +165,7 @@ func TestGatewayWithA2AGoClientOverREST(t *testing.T) {
 	}
 	// The mesh's task ends canceled too, on both sides: the contractor
 	// was told.
-	for _, n := range gm.mesh.Nodes {
+	for _, n := range gm.nodes {
 		waitFor(t, ctx, "the parley task to end canceled", func() bool {
 			for _, ti := range n.Tasks() {
 				if ti.Capability == "slow" {

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/parleynet/parley/admission"
+	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/interop/a2a"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
@@ -54,11 +58,11 @@ func sleeper(started chan<- string) negotiation.Handler {
 	}
 }
 
-// gatewayMesh is two nodes on mocknet: node 1 hosts the contractors
-// (quote, slow) and node 0 serves the gateway on loopback TCP, exporting
-// both capabilities (its own agents offer none).
+// gatewayMesh is two nodes on loopback TCP: node 1 hosts the contractors
+// (quote, slow) and node 0 serves the gateway, exporting both capabilities
+// (its own agents offer none).
 type gatewayMesh struct {
-	mesh    *nodetest.Mesh
+	nodes   []*node.Node
 	gw      *a2a.Gateway
 	url     string
 	started chan string // sleeper's tasks, as they start
@@ -66,22 +70,23 @@ type gatewayMesh struct {
 
 func newGatewayMesh(t *testing.T, mutate func(*a2a.Config)) *gatewayMesh {
 	t.Helper()
-	m := nodetest.NewMesh(t, 2)
-	gm := &gatewayMesh{mesh: m, started: make(chan string, 4)}
-	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "quoter", Capabilities: []string{"quote"}}, quoter); err != nil {
+	n0 := loopbackNode(t, nil)
+	n1 := loopbackNode(t, n0)
+	gm := &gatewayMesh{nodes: []*node.Node{n0, n1}, started: make(chan string, 4)}
+	if _, err := n1.AddAgent(node.AgentCard{Name: "quoter", Capabilities: []string{"quote"}}, quoter); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "sleeper", Capabilities: []string{"slow"}}, sleeper(gm.started)); err != nil {
+	if _, err := n1.AddAgent(node.AgentCard{Name: "sleeper", Capabilities: []string{"slow"}}, sleeper(gm.started)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, c := range []string{"quote", "slow"} {
-		if err := m.Nodes[0].WaitReady(ctx, c); err != nil {
+		if err := n0.WaitReady(ctx, c); err != nil {
 			t.Fatalf("WaitReady %s: %v", c, err)
 		}
 	}
-	cfg := a2a.Config{Node: m.Nodes[0], Token: testToken, Export: []string{"quote", "slow"}, Version: "test",
+	cfg := a2a.Config{Node: n0, Token: testToken, Export: []string{"quote", "slow"}, Version: "test",
 		Agents: func() []a2a.HostedAgent { return []a2a.HostedAgent{{Name: "default"}} }}
 	if mutate != nil {
 		mutate(&cfg)
@@ -108,4 +113,36 @@ func newGatewayMesh(t *testing.T, mutate func(*a2a.Config)) *gatewayMesh {
 	})
 	gm.gw, gm.url = gw, "http://"+ln.Addr().String()
 	return gm
+}
+
+// loopbackNode is a started node on loopback TCP (no mDNS, no DHT),
+// joined to bootstrap if given, with room in the intent rates (a
+// benchmark's requester publishes back to back). It closes with the test.
+func loopbackNode(tb testing.TB, bootstrap *node.Node) *node.Node {
+	tb.Helper()
+	agent, err := nodetest.NewAgent("requester")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.NodeKey = nodetest.Key(tb)
+	cfg.Agents = []*identity.Agent{agent}
+	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
+	cfg.MDNS, cfg.DHTMode = false, "off"
+	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
+	cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
+	if bootstrap != nil {
+		for _, a := range bootstrap.Addrs() {
+			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
+		}
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = n.Close() })
+	return n
 }
