@@ -23,7 +23,8 @@ const a2aCardWait = 10 * time.Second
 type a2aState struct {
 	gw     *interopa2a.Gateway
 	url    string
-	served chan error
+	served chan error // one value per server (HTTP, and gRPC if on)
+	n      int        // servers running
 	agents map[string]*interopa2a.Agent
 }
 
@@ -47,35 +48,65 @@ func (d *Daemon) startA2A(n *node.Node, h *home.Home, undo *[]func()) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("A2A gateway listen on %s: %w", addr, err)
-	}
-	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && !c.Public && !d.opts.A2APublic {
-		_ = ln.Close()
-		err := fmt.Errorf("A2A gateway on %s: not a loopback address: allow it explicitly (a2a.public in %s); only its token would protect it", ln.Addr(), h.ConfigPath())
-		if d.opts.A2AListen != "" {
-			return &OptionError{Option: "A2AListen", Value: addr, Err: err}
+	listen := func(addr, field string, flag bool) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("A2A gateway listen on %s: %w", addr, err)
 		}
+		if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() && !c.Public && !d.opts.A2APublic {
+			_ = ln.Close()
+			err := fmt.Errorf("A2A gateway on %s: not a loopback address: allow it explicitly (a2a.public in %s); only its token would protect it", ln.Addr(), h.ConfigPath())
+			if flag {
+				return nil, &OptionError{Option: "A2AListen", Value: addr, Err: err}
+			}
+			return nil, fmt.Errorf("%s: %w", field, err)
+		}
+		return ln, nil
+	}
+	ln, err := listen(addr, "a2a.listen", d.opts.A2AListen != "")
+	if err != nil {
 		return err
 	}
-	gw, err := interopa2a.New(interopa2a.Config{Node: n, Token: token, BaseURL: c.URL, Version: d.opts.Version,
+	var gln net.Listener
+	if c.GRPCListen != "" {
+		if gln, err = listen(c.GRPCListen, "a2a.grpc_listen", false); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
+	grpcAddr := ""
+	if gln != nil {
+		grpcAddr = gln.Addr().String()
+	}
+	gw, err := interopa2a.New(interopa2a.Config{Node: n, Token: token, BaseURL: c.URL, GRPCAddr: grpcAddr, Version: d.opts.Version,
 		Agents: d.a2aSkills, Export: c.Export, Agent: c.Agent, MaxTasks: c.MaxTasks, MaxLive: c.MaxLive, MaxBody: c.MaxBody})
 	if err != nil {
 		_ = ln.Close()
+		if gln != nil {
+			_ = gln.Close()
+		}
 		return err
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- gw.Serve(ln) }()
+	servers := 1
+	if gln != nil {
+		go func() { served <- gw.ServeGRPC(gln) }()
+		servers++
+	}
 	url := c.URL
 	if url == "" {
 		url = "http://" + ln.Addr().String()
 	}
 	d.mu.Lock()
-	d.a2a.gw, d.a2a.url, d.a2a.served = gw, url, served
+	d.a2a.gw, d.a2a.url, d.a2a.served, d.a2a.n = gw, url, served, servers
 	d.mu.Unlock()
 	*undo = append(*undo, func() { _ = d.stopA2A(context.Background()) })
-	log.Infow("A2A gateway ready", "url", url, "card", url+interopa2a.CardPath)
+	if gln != nil {
+		log.Infow("A2A gateway ready", "url", url, "card", url+interopa2a.CardPath, "grpc", gln.Addr().String())
+	} else {
+		log.Infow("A2A gateway ready", "url", url, "card", url+interopa2a.CardPath)
+	}
 	return nil
 }
 
@@ -83,7 +114,7 @@ func (d *Daemon) startA2A(n *node.Node, h *home.Home, undo *[]func()) error {
 // canceled), within ctx.
 func (d *Daemon) stopA2A(ctx context.Context) error {
 	d.mu.Lock()
-	gw, served := d.a2a.gw, d.a2a.served
+	gw, served, servers := d.a2a.gw, d.a2a.served, d.a2a.n
 	d.a2a.gw = nil
 	d.mu.Unlock()
 	if gw == nil {
@@ -92,8 +123,10 @@ func (d *Daemon) stopA2A(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, ShutdownTimeout)
 	defer cancel()
 	err := gw.Close(ctx)
-	if serr := <-served; serr != nil {
-		err = errors.Join(err, fmt.Errorf("A2A gateway: %w", serr))
+	for range servers {
+		if serr := <-served; serr != nil {
+			err = errors.Join(err, fmt.Errorf("A2A gateway: %w", serr))
+		}
 	}
 	return err
 }

@@ -16,7 +16,10 @@ import (
 	"github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
 	"github.com/a2aproject/a2a-go/v2/a2aclient/agentcard"
+	a2agrpc "github.com/a2aproject/a2a-go/v2/a2agrpc/v1"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/daemon/home"
@@ -87,7 +90,7 @@ func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
     price: 3
     eta: 1s
 `, shout))))
-	gwHome := newHome(t, "a2a:\n  export: [shout]\n")
+	gwHome := newHome(t, "a2a:\n  export: [shout]\n  grpc_listen: 127.0.0.1:0\n")
 	o := loopback(gwHome)
 	o.A2AListen = "127.0.0.1:0"
 	for _, a := range contractor.Node().Addrs() {
@@ -155,6 +158,27 @@ func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
 	}
 	if wn := task.Artifacts[0].Metadata["winner_name"]; wn != "shouter" {
 		t.Errorf("winner %v, want shouter", wn)
+	}
+
+	// a2a.grpc_listen: the card names the gRPC binding, which works too.
+	var grpcIface *a2a.AgentInterface
+	for _, i := range card.SupportedInterfaces {
+		if i.ProtocolBinding == a2a.TransportProtocolGRPC {
+			grpcIface = i
+		}
+	}
+	if grpcIface == nil {
+		t.Fatalf("card interfaces %+v: no gRPC one", card.SupportedInterfaces)
+	}
+	gc, err := a2aclient.NewFromEndpoints(ctx, []*a2a.AgentInterface{grpcIface},
+		a2agrpc.WithGRPCTransport(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = gc.Destroy() }()
+	got, err := gc.GetTask(actx, &a2a.GetTaskRequest{ID: task.ID})
+	if err != nil || got.Status.State != a2a.TaskStateCompleted {
+		t.Errorf("GetTask over gRPC: %+v, %v", got, err)
 	}
 
 	recs, err := audit.Tail(filepath.Join(gwHome, "audit"), 200)

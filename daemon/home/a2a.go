@@ -50,6 +50,11 @@ func checkA2A(c A2AConfig) error {
 			return fmt.Errorf("listen %q: %v", c.Listen, err)
 		}
 	}
+	if c.GRPCListen != "" {
+		if err := checkHostPort(c.GRPCListen); err != nil {
+			return fmt.Errorf("grpc_listen %q: %v", c.GRPCListen, err)
+		}
+	}
 	if c.URL != "" {
 		if u, err := url.Parse(c.URL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 			return fmt.Errorf("url %q: want an http:// or https:// URL", c.URL)

@@ -42,6 +42,7 @@ func TestA2AConfigRefused(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"a2a:\n  listen: nowhere\n", "a2a: listen"},
 		{"a2a:\n  url: ftp://x\n", "a2a: url"},
+		{"a2a:\n  grpc_listen: 7071\n", "a2a: grpc_listen"},
 		{"a2a:\n  export: [\"Not Valid\"]\n", "a2a: export"},
 		{"a2a:\n  max_tasks: -1\n", "must not be negative"},
 		{"a2a:\n  tokens: x\n", "field tokens not found"},

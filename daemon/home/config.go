@@ -157,6 +157,9 @@ type A2AConfig struct {
 	// Listen is host:port; empty (with no --a2a-listen) leaves the
 	// gateway off.
 	Listen string `yaml:"listen"`
+	// GRPCListen, when set, also serves A2A's gRPC binding at this
+	// host:port (same token and bounds).
+	GRPCListen string `yaml:"grpc_listen"`
 	// Public allows a listen address that is not loopback.
 	Public bool `yaml:"public"`
 	// URL is the base URL the cards name (default http://<listen>).
@@ -273,6 +276,7 @@ agents:
 # the bearer token in token_file (generated at the first start).
 # a2a:
 #   listen: 127.0.0.1:7070
+#   grpc_listen: 127.0.0.1:7071   # A2A's gRPC binding too
 #   public: false          # allow an address that is not loopback
 #   url: http://127.0.0.1:7070   # the base URL the card names
 #   token_file: a2a.token

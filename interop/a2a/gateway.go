@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/a2aproject/a2a-go/v2/a2a"
+	a2agrpc "github.com/a2aproject/a2a-go/v2/a2agrpc/v1"
 	"github.com/a2aproject/a2a-go/v2/a2asrv"
 	"github.com/a2aproject/a2a-go/v2/a2asrv/limiter"
 	logging "github.com/ipfs/go-log/v2"
+	"google.golang.org/grpc"
 
 	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/intent"
@@ -83,6 +85,11 @@ type Config struct {
 	// BaseURL is the URL clients reach the gateway at (the cards name
 	// it); default http://<listen address>.
 	BaseURL string
+	// GRPCAddr is the host:port clients reach the gRPC binding at. Set
+	// it when the gateway will serve gRPC (ServeGRPC), so the cards name
+	// it from the start; ServeGRPC sets it to its listener's address if
+	// it is empty.
+	GRPCAddr string
 	// Name and Description go on the gateway's card.
 	Name, Description string
 	// Version goes on the cards (parley's version).
@@ -128,6 +135,7 @@ type Gateway struct {
 
 	mu     sync.Mutex
 	srv    *http.Server
+	grpc   *grpc.Server
 	closed bool
 	live   map[a2a.TaskID]string // A2A task → parley task, while it runs
 }
@@ -216,6 +224,30 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	return err
 }
 
+// ServeGRPC serves the gRPC binding on ln until Close; the cards then
+// name it. The token, the audit record and the bounds are the same as
+// over HTTP (a message is at most MaxBody bytes).
+func (g *Gateway) ServeGRPC(ln net.Listener) error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	if g.cfg.GRPCAddr == "" {
+		g.cfg.GRPCAddr = ln.Addr().String()
+	}
+	g.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(g.cfg.MaxBody), grpc.MaxConcurrentStreams(uint32(4*g.cfg.MaxLive)))
+	a2agrpc.NewHandler(g.handler).RegisterWith(g.grpc)
+	srv := g.grpc
+	g.mu.Unlock()
+	err := srv.Serve(ln)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
 // URL is the base URL the cards name.
 func (g *Gateway) URL() string {
 	g.mu.Lock()
@@ -229,12 +261,15 @@ func (g *Gateway) URL() string {
 func (g *Gateway) Close(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
-	srv := g.srv
+	srv, gs := g.srv, g.grpc
 	g.mu.Unlock()
 	g.cancel()
 	var err error
 	if srv != nil {
 		err = srv.Close()
+	}
+	if gs != nil {
+		gs.Stop()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -271,17 +306,23 @@ func (g *Gateway) Card() *a2a.AgentCard {
 
 func (g *Gateway) baseCard(name, description string) *a2a.AgentCard {
 	base := strings.TrimSuffix(g.URL(), "/")
+	ifaces := []*a2a.AgentInterface{
+		a2a.NewAgentInterface(base+JSONRPCPath, a2a.TransportProtocolJSONRPC),
+		a2a.NewAgentInterface(base+RESTPath, a2a.TransportProtocolHTTPJSON),
+	}
+	g.mu.Lock()
+	if g.cfg.GRPCAddr != "" {
+		ifaces = append(ifaces, a2a.NewAgentInterface(g.cfg.GRPCAddr, a2a.TransportProtocolGRPC))
+	}
+	g.mu.Unlock()
 	return &a2a.AgentCard{
-		Name:        name,
-		Description: description,
-		Version:     g.cfg.Version,
-		SupportedInterfaces: []*a2a.AgentInterface{
-			a2a.NewAgentInterface(base+JSONRPCPath, a2a.TransportProtocolJSONRPC),
-			a2a.NewAgentInterface(base+RESTPath, a2a.TransportProtocolHTTPJSON),
-		},
-		Capabilities:       a2a.AgentCapabilities{Streaming: true},
-		DefaultInputModes:  []string{"application/json", "text/plain"},
-		DefaultOutputModes: []string{"application/json"},
+		Name:                name,
+		Description:         description,
+		Version:             g.cfg.Version,
+		SupportedInterfaces: ifaces,
+		Capabilities:        a2a.AgentCapabilities{Streaming: true},
+		DefaultInputModes:   []string{"application/json", "text/plain"},
+		DefaultOutputModes:  []string{"application/json"},
 		SecuritySchemes: a2a.NamedSecuritySchemes{SecurityScheme: a2a.HTTPAuthSecurityScheme{
 			Scheme: "Bearer", Description: "the token in the node's a2a.token (or a2a.token_file)"}},
 		SecurityRequirements: a2a.SecurityRequirementsOptions{{SecurityScheme: {}}},
