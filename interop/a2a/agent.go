@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
@@ -256,7 +257,7 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 			}
 			if note := textOf(e.Status.Message); note != "" && t.Progress != nil {
 				f, _ := e.Metadata["fraction"].(float64)
-				t.Progress(f, note)
+				t.Progress(min(max(f, 0), 1), clip(note, maxNote))
 			}
 		case *a2a.TaskArtifactUpdateEvent:
 			taskID = e.TaskID
@@ -312,6 +313,20 @@ func resultOf(parts a2a.ContentParts) (json.RawMessage, error) {
 		return nil, fmt.Errorf("the A2A agent's result is %d bytes, over %d", len(r), MaxResult)
 	}
 	return r, nil
+}
+
+// maxNote bounds a progress note passed on from the remote agent: it
+// travels in a negotiation frame, whose size is capped.
+const maxNote = 512
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func textOf(m *a2a.Message) string {
