@@ -144,7 +144,7 @@ func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
 	defer func() { _ = c.Destroy() }()
 	actx := a2aclient.AttachServiceParams(ctx, a2aclient.ServiceParams{"Authorization": {"Bearer " + strings.TrimSpace(string(token))}})
 	msg := a2a.NewMessage(a2a.MessageRoleUser, a2a.NewDataPart(map[string]any{"text": "hello"}))
-	msg.Metadata = map[string]any{"skill": "shout"}
+	msg.Metadata = map[string]any{"skill": "shout", "bid_window": "200ms"}
 	res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: msg})
 	if err != nil {
 		t.Fatalf("SendMessage through the gateway: %v", err)

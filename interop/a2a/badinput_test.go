@@ -49,6 +49,7 @@ func TestGatewayRefusesBadInput(t *testing.T) {
 		{"file part", "/jsonrpc", bearer, sendBody(msgParams(`[{"url":"http://x/f.pdf"}]`, `{"skill":"quote"}`)), 200, -32602, "is a file"},
 		{"no parts", "/jsonrpc", bearer, sendBody(msgParams(`[]`, `{"skill":"quote"}`)), 200, -32602, ""},
 		{"negative budget", "/jsonrpc", bearer, sendBody(msgParams(`[{"data":{}}]`, `{"skill":"quote","budget":-1}`)), 200, -32602, "budget"},
+		{"bad bid window", "/jsonrpc", bearer, sendBody(msgParams(`[{"data":{}}]`, `{"skill":"quote","bid_window":"-1s"}`)), 200, -32602, "bid_window"},
 		{"bad timeout", "/jsonrpc", bearer, sendBody(msgParams(`[{"data":{}}]`, `{"skill":"quote","timeout":"soon"}`)), 200, -32602, "timeout"},
 		{"body over the limit", "/jsonrpc", bearer, sendBody(msgParams(`[{"text":"`+strings.Repeat("y", 5000)+`"}]`, `{"skill":"quote"}`)), 413, -32600, "over the gateway's limit of 4096 bytes"},
 		{"unknown task", "/jsonrpc", bearer, `{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"nope"}}`, 200, -32001, ""},

@@ -40,7 +40,7 @@ func restClient(t *testing.T, ctx context.Context, base string) (*a2aclient.Clie
 
 func quoteMessage(skill string, data any) *a2a.Message {
 	m := a2a.NewMessage(a2a.MessageRoleUser, a2a.NewDataPart(data))
-	m.Metadata = map[string]any{"skill": skill}
+	m.Metadata = map[string]any{"skill": skill, "bid_window": "200ms"} // one bidder: no need to wait a second
 	return m
 }
 

@@ -22,7 +22,7 @@ const message = (skill, data) => ({
   message: {
     messageId: crypto.randomUUID(), role: Role.ROLE_USER, contextId: "", taskId: "", extensions: [], referenceTaskIds: [],
     parts: [{ content: { $case: "data", value: data }, metadata: undefined, filename: "", mediaType: "application/json" }],
-    metadata: { skill },
+    metadata: { skill, bid_window: "200ms" },
   },
   tenant: "", configuration: undefined, metadata: undefined,
 });
