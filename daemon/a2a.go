@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/parleynet/parley/daemon/home"
@@ -141,12 +142,21 @@ func (d *Daemon) A2AURL() string {
 	return d.a2a.url
 }
 
-// a2aSkills lists config.yaml's contractor agents for the gateway's card.
-// It is called from the gateway's requests, never with d.mu held.
+// a2aSkills lists config.yaml's contractor agents and the external
+// agents registered over the API for the gateway's card. It is called
+// from the gateway's requests, never with d.mu held.
 func (d *Daemon) a2aSkills() []interopa2a.HostedAgent {
+	var out []interopa2a.HostedAgent
+	if d.srv != nil {
+		for name, caps := range d.srv.ExternalCapabilities() {
+			if len(caps) > 0 {
+				out = append(out, interopa2a.HostedAgent{Name: name, Capabilities: caps})
+			}
+		}
+		slices.SortFunc(out, func(a, b interopa2a.HostedAgent) int { return strings.Compare(a.Name, b.Name) })
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []interopa2a.HostedAgent
 	for _, ac := range d.h.Config.Agents {
 		caps := ac.Capabilities
 		if ag := d.a2a.agents[ac.Name]; ag != nil && len(caps) == 0 {

@@ -219,6 +219,20 @@ func TestA2AAgentReload(t *testing.T) {
 	if got := skills(); len(got) != 0 {
 		t.Fatalf("skills before: %v, want none", got)
 	}
+	// An external agent registered over the API is one of this node's
+	// agents too: its capabilities are skills while it is registered.
+	if _, err := d.Client().RegisterExternal(ctx, api.ExternalAgentBody{Name: "pyquoter", Capabilities: []string{"quote.shipping"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := skills(); strings.Join(got, ",") != "quote.shipping" {
+		t.Errorf("skills with an external agent: %v, want quote.shipping", got)
+	}
+	if err := d.Client().RemoveExternal(ctx, "pyquoter"); err != nil {
+		t.Fatal(err)
+	}
+	if got := skills(); len(got) != 0 {
+		t.Fatalf("skills after the external agent left: %v, want none", got)
+	}
 	writeConfig(t, dir, fmt.Sprintf("a2a:\n  listen: 127.0.0.1:0\nagents:\n  - name: default\n  - name: shouter\n    a2a: %s/.well-known/agent-card.json\n    price: 1\n", shout))
 	c, err := d.Reload()
 	if err != nil {
