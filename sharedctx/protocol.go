@@ -383,6 +383,14 @@ func (c *Client) bind(ans answer) (*Replica, error) {
 	return c.replica, nil
 }
 
+// Bind tells the client its task's workflow, when the caller knows it,
+// so that a write needs no read first. The home still checks it: an
+// entry for another workflow than the grant's is refused.
+func (c *Client) Bind(workflow string) error {
+	_, err := c.bind(answer{Workflow: workflow})
+	return err
+}
+
 // Put writes key = value (one JSON value), signed by the client's agent.
 // The entry returned says whether it holds the key (a newer write may).
 func (c *Client) Put(ctx context.Context, key string, value json.RawMessage) (Entry, error) {

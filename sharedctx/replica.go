@@ -2,6 +2,7 @@ package sharedctx
 
 import (
 	"cmp"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -111,6 +112,9 @@ func (r *Replica) Apply(entries ...Entry) ([]bool, error) {
 	winner := map[string]*Entry{}
 	for i := range entries {
 		e := &entries[i]
+		if e.sum == ([sha256.Size]byte{}) || e.sum != sha256.Sum256(e.Signed) {
+			return nil, fmt.Errorf("%w: entry for %q was not verified (build entries with Sign or Open)", ErrBadEntry, e.Key)
+		}
 		if e.Workflow != r.workflow {
 			return nil, fmt.Errorf("%w: entry for %q is for workflow %q, not %q", ErrBadEntry, e.Key, e.Workflow, r.workflow)
 		}

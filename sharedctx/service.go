@@ -190,7 +190,7 @@ type Service struct {
 }
 
 // New returns a Service and, with a Host, registers ProtocolID on it.
-func New(cfg Config) (*Service, error) {
+func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -209,7 +209,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Host != nil {
 		cfg.Host.SetStreamHandler(ProtocolID, s.handle)
 	}
-	return s, nil
+	return s
 }
 
 // Limits returns the limits in force.

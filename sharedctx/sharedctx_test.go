@@ -33,10 +33,7 @@ func agent(t testing.TB, name string) *identity.Agent {
 
 func service(t testing.TB, lim sharedctx.Limits, now func() time.Time) *sharedctx.Service {
 	t.Helper()
-	s, err := sharedctx.New(sharedctx.Config{Limits: lim, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := sharedctx.New(sharedctx.Config{Limits: lim, Now: now})
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
@@ -329,5 +326,31 @@ func TestClock(t *testing.T) {
 	now = now.Add(time.Minute)
 	if n := c.Now(); n.Wall != now.UnixNano() || n.Logical != 0 {
 		t.Fatalf("reading after the wall clock passed: %s", n)
+	}
+}
+
+// TestApplyTakesOnlyVerifiedEntries: an entry made up in code, or one
+// whose signed bytes were changed after verification, is refused.
+func TestApplyTakesOnlyVerifiedEntries(t *testing.T) {
+	owner := agent(t, "owner")
+	r, _ := service(t, sharedctx.Limits{}, nil).Open("wf-1", owner)
+	good, err := sharedctx.Sign(owner, "wf-1", "", "k", json.RawMessage(`1`), sharedctx.Timestamp{Wall: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := sharedctx.Entry{Workflow: "wf-1", Key: "k", Value: json.RawMessage(`2`), HLC: sharedctx.Timestamp{Wall: 9}, Writer: owner.ID, Signed: good.Signed}
+	tampered := good
+	tampered.Signed = bytes.Clone(good.Signed)
+	tampered.Signed[len(tampered.Signed)-1] ^= 1
+	for name, e := range map[string]sharedctx.Entry{"made up": forged, "tampered": tampered} {
+		if _, err := r.Apply(e); !errors.Is(err, sharedctx.ErrBadEntry) {
+			t.Fatalf("%s entry: %v, want ErrBadEntry", name, err)
+		}
+	}
+	if len(r.All()) != 0 {
+		t.Fatalf("refused entries applied: %s", state(r))
+	}
+	if won, err := r.Apply(good, good); err != nil || !won[0] || won[1] {
+		t.Fatalf("a verified entry twice: %v, %v", won, err)
 	}
 }
