@@ -16,8 +16,8 @@ import (
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
-	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/tracing"
 )
 

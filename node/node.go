@@ -34,8 +34,8 @@ import (
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/negotiation/rpc"
-	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/tracing"
 )
 
