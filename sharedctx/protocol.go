@@ -40,6 +40,9 @@ const (
 	msgWritten = "context.written"
 	msgError   = "context.error"
 	version    = 1
+	// ruleNone marks the context.error that tells a task's winner its
+	// task has no context.
+	ruleNone = "context.none"
 )
 
 type readReq struct {
@@ -162,6 +165,9 @@ func (s *Service) count(reason string) {
 func (s *Service) serve(ctx context.Context, p peer.ID, m *identity.Message) (string, answer, *identity.Agent) {
 	fail := func(err error, r *Replica) (string, answer, *identity.Agent) {
 		ans := answer{Error: err.Error(), Denied: errors.Is(err, ErrDenied)}
+		if errors.Is(err, ErrNoContext) {
+			ans.Rule = ruleNone
+		}
 		var owner *identity.Agent
 		if r != nil {
 			owner = r.owner
@@ -473,6 +479,8 @@ func (c *Client) exchange(ctx context.Context, typ string, req any) (string, ans
 		return "", answer{}, fmt.Errorf("context %s on %s: %w", typ, c.home, ErrClosed)
 	case err != nil:
 		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w", typ, c.task, c.home, err)
+	case got == msgError && ans.Rule == ruleNone:
+		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w", typ, c.task, c.home, ErrNoContext)
 	case got == msgError && ans.Denied:
 		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w: %s", typ, c.task, c.home, ErrDenied, ans.Error)
 	case got == msgError:

@@ -27,6 +27,9 @@ var (
 	// ErrDenied: the context's node refused the read or write (not a
 	// participant, step ended, key not granted, its policy).
 	ErrDenied = errors.New("context access refused")
+	// ErrNoContext: the task has no shared context (its requester gave
+	// its step none); its winner may ask, and is told so.
+	ErrNoContext = errors.New("no shared context for this task")
 	// ErrClosed: the service was closed.
 	ErrClosed = errors.New("shared context service closed")
 )
@@ -124,7 +127,6 @@ type Access struct {
 
 // Refusal rules the service finds.
 const (
-	RuleNoGrant        = "context.no_grant"
 	RuleNotParticipant = "context.not_a_participant"
 	RuleStepEnded      = "context.step_ended"
 	RuleKeyNotGranted  = "context.key_not_granted"
@@ -394,9 +396,10 @@ func granted(ks []string, key string) bool {
 }
 
 // check finds whether agent, on peer p, may do op on keys under task: a
-// granted task this node requested as the context's owner, whose
-// committed winner is agent and which is working. It returns the grant
-// and replica when allowed, and the Access for the Gate either way.
+// task this node requested, whose committed winner is agent and which is
+// working, granted a context of the task's requester. It returns the
+// grant and replica when allowed (both nil when the winner's task simply
+// has no context), and the Access for the Gate either way.
 func (s *Service) check(p peer.ID, agent identity.AgentID, task string, op Op, keys []string) (*Grant, *Replica, Access) {
 	a := Access{Peer: p, Agent: agent, Task: task, Op: op, Keys: keys}
 	s.mu.Lock()
@@ -409,24 +412,21 @@ func (s *Service) check(p peer.ID, agent identity.AgentID, task string, op Op, k
 		r = s.contexts[g.Workflow]
 	}
 	s.mu.Unlock()
-	if !ok || r == nil {
-		a.Rule, a.Reason = RuleNoGrant, fmt.Sprintf("task %q has no shared context on this node", task)
-		return nil, nil, a
-	}
 	var ti negotiation.TaskInfo
-	var err error
+	err := negotiation.ErrUnknownTask
 	if s.cfg.Tasks != nil {
 		ti, err = s.cfg.Tasks.Task(task)
-	} else {
-		err = negotiation.ErrUnknownTask
 	}
 	switch {
-	case err != nil || ti.Role != negotiation.RoleRequester || ti.Agent != r.owner.ID:
-		a.Rule, a.Reason = RuleNoGrant, fmt.Sprintf("task %q is not a task of context %s's owner on this node", task, g.Workflow)
+	case err != nil || ti.Role != negotiation.RoleRequester:
+		a.Rule, a.Reason = RuleNotParticipant, fmt.Sprintf("task %q is no task this node requested", task)
 	case ti.Peer != agent:
 		a.Rule, a.Reason = RuleNotParticipant, fmt.Sprintf("agent %s is not the committed winner of task %q", agent, task)
-	case g.revoked || ti.State != negotiation.StateWorking:
+	case (g != nil && g.revoked) || ti.State != negotiation.StateWorking:
 		a.Rule, a.Reason = RuleStepEnded, fmt.Sprintf("the step of task %q is not running (%s)", task, stepState(g, ti))
+	case r == nil || ti.Agent != r.owner.ID:
+		// The winner asks of a task with no context: nothing to refuse.
+		return nil, nil, a
 	default:
 		allowed := g.Reads
 		if op == OpWrite {
@@ -446,26 +446,28 @@ func (s *Service) check(p peer.ID, agent identity.AgentID, task string, op Op, k
 }
 
 func stepState(g *Grant, ti negotiation.TaskInfo) string {
-	if g.revoked {
+	if g != nil && g.revoked {
 		return "grant revoked"
 	}
 	return string(ti.State)
 }
 
 // admit runs check and the Gate; it returns the grant and replica, or an
-// error wrapping ErrDenied.
+// error wrapping ErrDenied, or ErrNoContext for the winner of a task
+// that has none.
 func (s *Service) admit(ctx context.Context, p peer.ID, agent identity.AgentID, task string, op Op, keys []string) (*Grant, *Replica, error) {
 	g, r, a := s.check(p, agent, task, op, keys)
 	if gt := s.cfg.Gate; gt != nil {
 		if err := gt.ContextAccess(ctx, a); err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", ErrDenied, err)
 		}
-		if a.Rule != "" {
-			// A Gate must refuse what the grant does not allow.
-			return nil, nil, fmt.Errorf("%w: %s", ErrDenied, a.Reason)
-		}
-	} else if a.Rule != "" {
+	}
+	switch {
+	case a.Rule != "":
+		// A Gate must refuse what the grant does not allow; none did.
 		return nil, nil, fmt.Errorf("%w: %s", ErrDenied, a.Reason)
+	case r == nil:
+		return nil, nil, fmt.Errorf("task %q: %w", task, ErrNoContext)
 	}
 	return g, r, nil
 }
