@@ -31,7 +31,7 @@ const (
 // Sentinel errors callers branch on.
 var (
 	// ErrBadKey: a key is empty, too long or has characters outside
-	// [A-Za-z0-9._/-].
+	// [A-Za-z0-9._-].
 	ErrBadKey = errors.New("invalid context key")
 	// ErrBadEntry: an entry does not verify (signature, signer, body,
 	// times) or is not for this context.
@@ -84,7 +84,7 @@ func (e *Entry) After(o *Entry) bool {
 	return bytes.Compare(e.sum[:], o.sum[:]) > 0
 }
 
-// ValidKey reports whether key is 1 to 128 bytes of [A-Za-z0-9._/-];
+// ValidKey reports whether key is 1 to 128 bytes of [A-Za-z0-9._-];
 // errors wrap ErrBadKey.
 func ValidKey(key string) error {
 	if key == "" || len(key) > maxKeyLen {
@@ -92,9 +92,9 @@ func ValidKey(key string) error {
 	}
 	for i := 0; i < len(key); i++ {
 		switch c := key[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-', c == '/':
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
 		default:
-			return fmt.Errorf("%w %.40q: byte %d is %q; want [A-Za-z0-9._/-]", ErrBadKey, key, i, c)
+			return fmt.Errorf("%w %.40q: byte %d is %q; want [A-Za-z0-9._-]", ErrBadKey, key, i, c)
 		}
 	}
 	return nil

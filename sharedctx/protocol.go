@@ -43,6 +43,10 @@ const (
 	// ruleNone marks the context.error that tells a task's winner its
 	// task has no context.
 	ruleNone = "context.none"
+	// ruleTooLarge and ruleBadEntry mark errors for writes over the
+	// limits and entries that do not verify.
+	ruleTooLarge = "context.too_large"
+	ruleBadEntry = "context.bad_entry"
 )
 
 type readReq struct {
@@ -165,8 +169,13 @@ func (s *Service) count(reason string) {
 func (s *Service) serve(ctx context.Context, p peer.ID, m *identity.Message) (string, answer, *identity.Agent) {
 	fail := func(err error, r *Replica) (string, answer, *identity.Agent) {
 		ans := answer{Error: err.Error(), Denied: errors.Is(err, ErrDenied)}
-		if errors.Is(err, ErrNoContext) {
+		switch {
+		case errors.Is(err, ErrNoContext):
 			ans.Rule = ruleNone
+		case errors.Is(err, ErrTooLarge):
+			ans.Rule = ruleTooLarge
+		case errors.Is(err, ErrBadEntry), errors.Is(err, ErrBadKey):
+			ans.Rule = ruleBadEntry
 		}
 		var owner *identity.Agent
 		if r != nil {
@@ -481,6 +490,10 @@ func (c *Client) exchange(ctx context.Context, typ string, req any) (string, ans
 		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w", typ, c.task, c.home, err)
 	case got == msgError && ans.Rule == ruleNone:
 		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w", typ, c.task, c.home, ErrNoContext)
+	case got == msgError && ans.Rule == ruleTooLarge:
+		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w: %s", typ, c.task, c.home, ErrTooLarge, ans.Error)
+	case got == msgError && ans.Rule == ruleBadEntry:
+		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w: %s", typ, c.task, c.home, ErrBadEntry, ans.Error)
 	case got == msgError && ans.Denied:
 		return "", answer{}, fmt.Errorf("context %s for task %s on %s: %w: %s", typ, c.task, c.home, ErrDenied, ans.Error)
 	case got == msgError:
