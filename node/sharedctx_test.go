@@ -1,15 +1,18 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/negotiation/frame"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
 	"github.com/parleynet/parley/sharedctx"
@@ -67,6 +70,7 @@ func TestSharedContext(t *testing.T) {
 		undeclared       error
 		oversize         error
 		outRead, outPut  error
+		localRead        error
 		reads, writes    []string
 		client           *sharedctx.Client
 		stockTask        string
@@ -95,6 +99,10 @@ func TestSharedContext(t *testing.T) {
 				return nil, err
 			}
 			_, seen.outPut = oc.Put(ctx, "stock.level", json.RawMessage(`0`))
+			// The requester's own agent, on the home node itself, is no
+			// participant of the step either.
+			lc := req.SharedContext().Client(requester, req.ID(), requester.ID, cl.Task())
+			_, seen.localRead = lc.Get(ctx, "order")
 			es, err := cl.Sync(ctx)
 			seen.syncedAfterWrite = len(es)
 			return json.RawMessage(`"counted"`), err
@@ -140,7 +148,7 @@ func TestSharedContext(t *testing.T) {
 	if string(seen.order) != `{"sku":"42","qty":3}` || strings.Join(seen.reads, ",") != "order" || strings.Join(seen.writes, ",") != "stock.*" {
 		t.Fatalf("stock agent read %s with grant %v/%v", seen.order, seen.reads, seen.writes)
 	}
-	for name, err := range map[string]error{"undeclared key": seen.undeclared, "outsider read": seen.outRead, "outsider write": seen.outPut} {
+	for name, err := range map[string]error{"undeclared key": seen.undeclared, "outsider read": seen.outRead, "outsider write": seen.outPut, "local non-winner": seen.localRead} {
 		if !errors.Is(err, sharedctx.ErrDenied) {
 			t.Errorf("%s: %v, want ErrDenied", name, err)
 		}
@@ -209,5 +217,98 @@ func TestSharedContext(t *testing.T) {
 	}
 	if n := len(records(t, auditDir, "context.write")); n != 2 {
 		t.Errorf("%d context.write records, want the stock and price writes", n)
+	}
+}
+
+// TestSharedContextRefusesBadEntries: the task's own winner sends raw
+// writes over the protocol with entries that must never be applied — a
+// tampered one, one signed by another key, one for another workflow, one
+// whose clock is an hour ahead — each beside a good entry; each write is
+// refused whole and the context is unchanged.
+func TestSharedContextRefusesBadEntries(t *testing.T) {
+	m := nodetest.NewMesh(t, 2)
+	req, worker := m.Nodes[0], m.Nodes[1]
+	owner, _ := req.Agent("")
+	home, err := req.SharedContext().Open("wf-1", owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := nodetest.NewAgent("other")
+	type answer struct {
+		Error, Rule string
+		Applied     []bool
+	}
+	answers := map[string]answer{}
+	var self *identity.Agent
+	self, err = worker.AddAgent(node.AgentCard{Name: "w", Capabilities: []string{"job"}}, negotiation.HandlerFuncs{
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: 1}, nil
+		},
+		WorkFunc: func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
+			now := worker.SharedContext().Clock().Now()
+			sign := func(a *identity.Agent, wf, key string, ts sharedctx.Timestamp) []byte {
+				e, err := sharedctx.Sign(a, wf, task.Task, key, json.RawMessage(`"v"`), ts)
+				if err != nil {
+					t.Error(err)
+				}
+				return e.Signed
+			}
+			tampered := sign(self, "wf-1", "k.tampered", now)
+			tampered[bytes.Index(tampered, []byte(`"v"`))+1] = 'w'
+			good := sign(self, "wf-1", "k.good", now)
+			for name, bad := range map[string][]byte{
+				"tampered":       tampered,
+				"another signer": sign(other, "wf-1", "k.other", now),
+				"other workflow": sign(self, "wf-2", "k.wf", now),
+				"an hour ahead":  sign(self, "wf-1", "k.future", sharedctx.Timestamp{Wall: time.Now().Add(time.Hour).UnixNano()}),
+				"good alone":     good,
+			} {
+				entries := [][]byte{good, bad}
+				if name == "good alone" {
+					entries = entries[:1]
+				}
+				st, err := worker.Host().NewStream(ctx, req.ID(), sharedctx.ProtocolID)
+				if err != nil {
+					return nil, err
+				}
+				conn := frame.New(st, self, frame.Options{MaxSize: 1 << 20})
+				if err := conn.Send("context.write", 1, map[string]any{"task": task.Task, "entries": entries}); err != nil {
+					return nil, err
+				}
+				var ans answer
+				if _, err := conn.Recv(&ans); err != nil {
+					return nil, fmt.Errorf("%s: %w", name, err)
+				}
+				_ = st.Close()
+				answers[name] = ans
+			}
+			return json.RawMessage(`1`), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitTopicPeers(t, req, "job", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := req.Request(sharedctx.WithStep(ctx, sharedctx.Step{Workflow: "wf-1", Writes: []string{"k.*"}}), negotiation.Need{Capability: "job"},
+		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithTimeout(10*time.Second), negotiation.WithCalls(1)); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"tampered":       "bad signature",
+		"another signer": "not by " + string(self.ID),
+		"other workflow": `for workflow "wf-2"`,
+		"an hour ahead":  "ahead of this node's clock",
+	} {
+		if a := answers[name]; a.Rule != "context.bad_entry" || !strings.Contains(a.Error, want) || a.Applied != nil {
+			t.Errorf("%s: answered %+v; want refused, %q", name, a, want)
+		}
+	}
+	if a := answers["good alone"]; len(a.Applied) != 1 || !a.Applied[0] {
+		t.Errorf("the good entry alone: %+v", a)
+	}
+	all := home.All()
+	if len(all) != 1 || all[0].Key != "k.good" || all[0].Writer != self.ID {
+		t.Fatalf("context holds %+v; want only the good entry", all)
 	}
 }

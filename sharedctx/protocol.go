@@ -174,7 +174,7 @@ func (s *Service) serve(ctx context.Context, p peer.ID, m *identity.Message) (st
 			ans.Rule = ruleNone
 		case errors.Is(err, ErrTooLarge):
 			ans.Rule = ruleTooLarge
-		case errors.Is(err, ErrBadEntry), errors.Is(err, ErrBadKey):
+		case errors.Is(err, ErrBadEntry), errors.Is(err, ErrBadKey), errors.Is(err, ErrClockSkew):
 			ans.Rule = ruleBadEntry
 		}
 		var owner *identity.Agent

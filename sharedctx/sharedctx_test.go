@@ -354,3 +354,34 @@ func TestApplyTakesOnlyVerifiedEntries(t *testing.T) {
 		t.Fatalf("a verified entry twice: %v, %v", won, err)
 	}
 }
+
+// TestGrantsStayBounded: past MaxGrants, a new grant replaces the oldest
+// whose task no longer runs; grants name only open contexts and valid keys.
+func TestGrantsStayBounded(t *testing.T) {
+	s := service(t, sharedctx.Limits{MaxGrants: 2}, nil)
+	if _, err := s.Open("wf-1", agent(t, "owner")); err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range []string{"t1", "t2", "t3"} {
+		if err := s.Grant("wf-1", task, []string{"order"}, []string{"stock.*"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tasks []string
+	for _, g := range s.Grants("wf-1") {
+		tasks = append(tasks, g.Task)
+	}
+	if strings.Join(tasks, ",") != "t2,t3" {
+		t.Fatalf("grants %v, want the two newest", tasks)
+	}
+	if err := s.Grant("wf-nope", "t4", nil, nil); !errors.Is(err, sharedctx.ErrUnknownContext) {
+		t.Fatalf("grant on no context: %v", err)
+	}
+	if err := s.Grant("wf-1", "t5", []string{"bad key"}, nil); !errors.Is(err, sharedctx.ErrBadKey) {
+		t.Fatalf("grant of a bad key: %v", err)
+	}
+	s.Revoke("t2")
+	if g := s.Grants("wf-1"); len(g) != 1 || g[0].Task != "t3" {
+		t.Fatalf("after revoking t2: %+v", g)
+	}
+}
