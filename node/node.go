@@ -320,6 +320,8 @@ func (n *Node) newHost() (host.Host, error) {
 		rcmgr.BaseLimit{StreamsInbound: 2048, StreamsOutbound: 2048, Streams: 4096, Memory: 256 << 20}, rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolLimit(rpc.ID,
 		rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20}, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolLimit(sharedctx.ProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 128, StreamsOutbound: 256, Streams: 384, Memory: 64 << 20}, rcmgr.BaseLimitIncrease{})
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()),
 		rcmgr.WithMetricsDisabled())
 	if err != nil {

@@ -312,3 +312,54 @@ func TestSharedContextRefusesBadEntries(t *testing.T) {
 		t.Fatalf("context holds %+v; want only the good entry", all)
 	}
 }
+
+// TestSharedContextSyncAcrossHomeRestart: a participant's replica pulls
+// what changed since its last sync; when the home's context is restored
+// from a snapshot (its daemon restarted) the next sync brings it all again
+// rather than trusting a cursor of the old numbering.
+func TestSharedContextSyncAcrossHomeRestart(t *testing.T) {
+	m := nodetest.NewMesh(t, 2)
+	req, worker := m.Nodes[0], m.Nodes[1]
+	owner, _ := req.Agent("")
+	svc := req.SharedContext()
+	home, _ := svc.Open("wf-1", owner)
+	for _, k := range []string{"a", "b", "c"} {
+		_, _ = home.Put(k, json.RawMessage(`1`))
+	}
+	var pulls []int
+	var syncErr error
+	_, err := worker.AddAgent(node.AgentCard{Name: "w", Capabilities: []string{"job"}}, &stepWorker{n: worker,
+		body: func(ctx context.Context, cl *sharedctx.Client) (json.RawMessage, error) {
+			pull := func() {
+				es, err := cl.Sync(ctx)
+				syncErr = errors.Join(syncErr, err)
+				pulls = append(pulls, len(es))
+			}
+			pull() // everything
+			_, _ = home.Put("b", json.RawMessage(`2`))
+			pull() // what changed: b
+			pull() // nothing
+			snap := home.Snapshot()
+			svc.Drop("wf-1")
+			restored, _ := svc.Open("wf-1", owner)
+			syncErr = errors.Join(syncErr, restored.Restore(snap), svc.Grant("wf-1", cl.Task(), []string{"*"}, nil))
+			pull() // a new epoch: everything again
+			if e, _ := cl.Replica().Get("b"); string(e.Value) != "2" {
+				syncErr = errors.Join(syncErr, fmt.Errorf("participant's b = %s", e.Value))
+			}
+			return json.RawMessage(`1`), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitTopicPeers(t, req, "job", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := req.Request(sharedctx.WithStep(ctx, sharedctx.Step{Workflow: "wf-1", Reads: []string{"*"}}), negotiation.Need{Capability: "job"},
+		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithTimeout(10*time.Second), negotiation.WithCalls(1)); err != nil {
+		t.Fatal(err)
+	}
+	if syncErr != nil || fmt.Sprint(pulls) != "[3 1 0 3]" {
+		t.Fatalf("pulls %v, %v; want everything, the change, nothing, everything after the restart", pulls, syncErr)
+	}
+}

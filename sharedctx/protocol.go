@@ -25,9 +25,10 @@ var log = logging.Logger("parley/sharedctx")
 const ProtocolID = "/parley/context/1.0.0"
 
 // Message types, each at version 1. One stream carries one exchange: the
-// participant sends context.read {"task","keys","since"} or context.write
-// {"task","entries"}, signed by its agent; the home answers with
-// context.entries {"request","workflow","entries","seq","reads","writes"}
+// participant sends context.read {"task","keys","since","epoch"} or
+// context.write {"task","entries"}, signed by its agent; the home answers
+// with context.entries {"request","workflow","entries","seq","epoch",
+// "reads","writes"}
 // or context.written {"request","workflow","applied","seq"}, signed by the
 // context's owner, or context.error {"request","error","denied","rule"}.
 // Every answer carries the hex SHA-256 of the request frame it answers.
@@ -53,9 +54,11 @@ type readReq struct {
 	Task string `json:"task"`
 	// Keys are the keys wanted; none means every key the grant reads.
 	Keys []string `json:"keys,omitempty"`
-	// Since is the home's seq from an earlier answer: only entries the
-	// home applied after it are sent.
+	// Since is the home's seq from an earlier answer of Epoch: only
+	// entries the home applied after it are sent. Under another epoch (the
+	// home restarted) it counts from zero.
 	Since uint64 `json:"since,omitempty"`
+	Epoch string `json:"epoch,omitempty"`
 }
 
 type writeReq struct {
@@ -69,6 +72,7 @@ type answer struct {
 	Entries  [][]byte `json:"entries,omitempty"`
 	Applied  []bool   `json:"applied,omitempty"`
 	Seq      uint64   `json:"seq,omitempty"`
+	Epoch    string   `json:"epoch,omitempty"`
 	Reads    []string `json:"reads,omitempty"`
 	Writes   []string `json:"writes,omitempty"`
 	Error    string   `json:"error,omitempty"`
@@ -201,8 +205,12 @@ func (s *Service) serve(ctx context.Context, p peer.ID, m *identity.Message) (st
 		if len(req.Keys) > 0 {
 			allow = func(k string) bool { return slices.Contains(req.Keys, k) }
 		}
-		es, seq := r.Since(req.Since, allow)
-		ans := answer{Workflow: r.workflow, Seq: seq, Reads: g.Reads, Writes: g.Writes, Entries: make([][]byte, len(es))}
+		since := req.Since
+		if req.Epoch != r.epoch {
+			since = 0
+		}
+		es, seq := r.Since(since, allow)
+		ans := answer{Workflow: r.workflow, Seq: seq, Epoch: r.epoch, Reads: g.Reads, Writes: g.Writes, Entries: make([][]byte, len(es))}
 		for i, e := range es {
 			ans.Entries[i] = e.Signed
 		}
@@ -281,7 +289,8 @@ type Client struct {
 	mu       sync.Mutex
 	workflow string
 	replica  *Replica
-	seq      uint64
+	seq      uint64 // the home's, of epoch
+	epoch    string
 	reads    []string
 	writes   []string
 }
@@ -339,9 +348,9 @@ func (c *Client) Get(ctx context.Context, keys ...string) (map[string]Entry, err
 // replica and returns those entries.
 func (c *Client) Sync(ctx context.Context) ([]Entry, error) {
 	c.mu.Lock()
-	since := c.seq
+	since, epoch := c.seq, c.epoch
 	c.mu.Unlock()
-	return c.read(ctx, readReq{Task: c.task, Since: since}, true)
+	return c.read(ctx, readReq{Task: c.task, Since: since, Epoch: epoch}, true)
 }
 
 func (c *Client) read(ctx context.Context, req readReq, cursor bool) ([]Entry, error) {
@@ -372,6 +381,9 @@ func (c *Client) read(ctx context.Context, req readReq, cursor bool) ([]Entry, e
 	}
 	if cursor {
 		c.mu.Lock()
+		if ans.Epoch != c.epoch {
+			c.seq, c.epoch = 0, ans.Epoch
+		}
 		c.seq = max(c.seq, ans.Seq)
 		c.mu.Unlock()
 	}

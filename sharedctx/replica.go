@@ -23,6 +23,10 @@ type Replica struct {
 	clock *Clock
 	lim   Limits
 
+	// epoch names this copy's seq numbering: a replica restored after a
+	// restart counts again from zero under a new epoch.
+	epoch string
+
 	mu      sync.Mutex
 	entries map[string]*held
 	bytes   int    // sum of the held entries' signed sizes
@@ -35,7 +39,7 @@ type held struct {
 }
 
 func newReplica(workflow string, owner *identity.Agent, clock *Clock, lim Limits) *Replica {
-	return &Replica{workflow: workflow, owner: owner, clock: clock, lim: lim, entries: map[string]*held{}}
+	return &Replica{workflow: workflow, owner: owner, clock: clock, lim: lim, entries: map[string]*held{}, epoch: identity.NewID()}
 }
 
 // Workflow returns the workflow whose context this is.
