@@ -117,19 +117,25 @@ func Sign(writer *identity.Agent, workflow, task, key string, value json.RawMess
 	if err := ValidKey(key); err != nil {
 		return Entry{}, err
 	}
-	if !json.Valid(value) {
+	// Compact, as the envelope will hold it: the entry held here is the
+	// one every replica decodes.
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, value); err != nil || len(value) == 0 {
 		return Entry{}, fmt.Errorf("%w: value of %q is not one JSON value", ErrBadEntry, key)
 	}
+	value = compact.Bytes()
 	body, err := json.Marshal(entryBody{Workflow: workflow, Key: key, Value: value, HLC: ts, Task: task})
 	if err != nil {
 		return Entry{}, fmt.Errorf("context entry %q: %w", key, err)
 	}
-	now := time.Now()
+	now := time.Now().UTC()
 	data, err := identity.Seal(writer, identity.Message{Type: msgEntry, V: entryVersion, Created: now, Expires: now.Add(entryTTL), Body: body})
 	if err != nil {
 		return Entry{}, fmt.Errorf("context entry %q: %w", key, err)
 	}
-	return open(data, identity.OpenOptions{})
+	// Seal checked the writer's key; what it signed is what we hold.
+	return Entry{Workflow: workflow, Key: key, Value: value, HLC: ts, Task: task,
+		Writer: writer.ID, Written: now, Signed: data, sum: sha256.Sum256(data)}, nil
 }
 
 // OpenFresh verifies a newly written entry, as the home replica does
