@@ -312,6 +312,12 @@ func TestSharedContextRefusesBadEntries(t *testing.T) {
 	if len(all) != 1 || all[0].Key != "k.good" || all[0].Writer != self.ID {
 		t.Fatalf("context holds %+v; want only the good entry", all)
 	}
+	if d := req.SharedContext().Dropped(); d["bad_entry"] != 4 {
+		t.Errorf("dropped %v; want the 4 bad writes counted", d)
+	}
+	if got := metric(t, req, "parley_context_entries_applied_total"); got != 1 {
+		t.Errorf("parley_context_entries_applied_total = %v, want 1", got)
+	}
 }
 
 // TestSharedContextSyncAcrossHomeRestart: a participant's replica pulls
@@ -428,4 +434,20 @@ func TestSharedContextConcurrentStepsConverge(t *testing.T) {
 			t.Errorf("a participant holds plan = %s by %s; the home holds %s by %s", v.Value, v.Writer, want.Value, want.Writer)
 		}
 	}
+}
+
+// metric returns the value of an unlabelled counter in n's registry.
+func metric(t *testing.T, n *node.Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
