@@ -332,6 +332,10 @@ func (s *Service) Grant(workflow, task string, reads, writes []string) error {
 	}
 	s.grants[task] = g
 	s.order = append(s.order, task)
+	if len(s.order) > 2*s.lim.MaxGrants {
+		// Drop forgets grants without touching order.
+		s.order = slices.DeleteFunc(s.order, func(t string) bool { _, ok := s.grants[t]; return !ok })
+	}
 	return nil
 }
 
