@@ -161,6 +161,9 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"POST " + PathExternalProgress, s.handleExternalReply("progress")},
 		{"POST " + PathExternalResult, s.handleExternalReply("result")},
 		{"POST " + PathExternalFailure, s.handleExternalReply("failure")},
+		{"GET " + PathExternalContext, s.handleExternalContext},
+		{"GET " + PathExternalContextKey, s.handleExternalContext},
+		{"PUT " + PathExternalContextKey, s.handleExternalContextPut},
 		{"GET " + PathMetrics, metrics.ServeHTTP},
 		{"POST " + PathMCP, s.handleMCP}, // inprocess.go
 	} {
