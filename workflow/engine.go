@@ -234,10 +234,11 @@ func (e *Engine) Submit(ctx context.Context, file string, src []byte, input json
 	if err := e.audit("workflow.start", r.ID, "", fmt.Sprintf("workflow %s: %d steps", spec.Name, len(spec.Steps)), map[string]any{"file": file, "name": spec.Name}); err != nil {
 		return nil, err
 	}
+	out := clone(r) // r is the runner's from launch on
 	if err := e.launch(spec, r); err != nil {
 		return nil, err
 	}
-	return clone(r), nil
+	return out, nil
 }
 
 func (e *Engine) checkInput(spec *Spec, input json.RawMessage) (json.RawMessage, error) {

@@ -367,7 +367,10 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			})
 		}
 		var task string
+		// One call per attempt: its bids are tried in rank order, and the
+		// retry rule, not the service's default, makes the new calls.
 		opts := []negotiation.RequestOption{
+			negotiation.WithCalls(1),
 			negotiation.WithTimeout(deadline),
 			negotiation.WithStrategy(avoid{strategy, bad}),
 			negotiation.WithStarted(func(id string) {
