@@ -60,4 +60,6 @@ func WithEnoughBids(n int) RequestOption { return func(o *RequestOptions) { o.En
 
 // WithStarted calls f with the task's ID once it is made, before the first
 // call for proposals goes out. f must not block.
-func WithStarted(f func(taskID string)) RequestOption { return func(o *RequestOptions) { o.Started = f } }
+func WithStarted(f func(taskID string)) RequestOption {
+	return func(o *RequestOptions) { o.Started = f }
+}

@@ -356,7 +356,9 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			}
 		}
 		n := len(s.Attempts) + 1
-		edit(func(s *StepRun) { s.Attempts = append(s.Attempts, Attempt{N: n, State: string(negotiation.StateSubmitted), Started: time.Now()}) })
+		edit(func(s *StepRun) {
+			s.Attempts = append(s.Attempts, Attempt{N: n, State: string(negotiation.StateSubmitted), Started: time.Now()})
+		})
 		at := func(f func(*Attempt)) {
 			edit(func(s *StepRun) {
 				for i := range s.Attempts {
@@ -399,7 +401,9 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			err = fmt.Errorf("result of %d bytes, over the limit of %d", len(out.Result), r.e.cfg.MaxOutput)
 		}
 		if r.closing(ctx) {
-			at(func(a *Attempt) { a.Ended, a.State, a.Error = &now, "interrupted", "the node stopped during the attempt" })
+			at(func(a *Attempt) {
+				a.Ended, a.State, a.Error = &now, "interrupted", "the node stopped during the attempt"
+			})
 			return nil, context.Cause(ctx)
 		}
 		at(func(a *Attempt) {
