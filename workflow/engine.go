@@ -229,7 +229,7 @@ func (e *Engine) Submit(ctx context.Context, file string, src []byte, input json
 		r.Deadline = &d
 	}
 	for _, st := range spec.Steps {
-		r.Steps = append(r.Steps, StepRun{Name: st.Name, Capability: st.Capability, Needs: st.Needs, State: StepPending, Attempts: []Attempt{}})
+		r.Steps = append(r.Steps, StepRun{Name: st.Name, Capability: st.Capability, Needs: append([]string{}, st.Needs...), State: StepPending, Attempts: []Attempt{}})
 	}
 	if err := e.audit("workflow.start", r.ID, "", fmt.Sprintf("workflow %s: %d steps", spec.Name, len(spec.Steps)), map[string]any{"file": file, "name": spec.Name}); err != nil {
 		return nil, err

@@ -527,7 +527,7 @@ func (r *runner) compensate(ctx context.Context) bool {
 		r.update(func(rec *Run) {
 			s := rec.step(name)
 			if s.Compensation == nil {
-				s.Compensation = &StepRun{Name: name, Capability: comp.Capability, State: StepRunning, Started: &now, Attempts: []Attempt{}}
+				s.Compensation = &StepRun{Name: name, Capability: comp.Capability, Needs: []string{}, State: StepRunning, Started: &now, Attempts: []Attempt{}}
 			}
 			s.Compensation.State = StepRunning
 		})
