@@ -300,7 +300,15 @@ func (e *Engine) launch(spec *Spec, r *Run) error {
 }
 
 // Get returns a workflow with its per-step history.
-func (e *Engine) Get(id string) (*Run, error) { return e.st.get(id) }
+func (e *Engine) Get(id string) (*Run, error) {
+	e.mu.Lock()
+	rn := e.runs[id]
+	e.mu.Unlock()
+	if rn != nil {
+		return rn.view(), nil
+	}
+	return e.st.get(id)
+}
 
 // List returns every workflow kept, newest first.
 func (e *Engine) List() ([]Summary, error) {
@@ -308,8 +316,17 @@ func (e *Engine) List() ([]Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.mu.Lock()
+	running := make(map[string]*runner, len(e.runs))
+	for id, rn := range e.runs {
+		running[id] = rn
+	}
+	e.mu.Unlock()
 	out := make([]Summary, 0, len(runs))
 	for _, r := range runs {
+		if rn := running[r.ID]; rn != nil {
+			r = rn.view()
+		}
 		out = append(out, r.summary())
 	}
 	return out, nil
@@ -335,7 +352,7 @@ func (e *Engine) Cancel(id string) error {
 func (e *Engine) Wait(ctx context.Context, id string) (*Run, error) {
 	for {
 		ch := e.changes()
-		r, err := e.st.get(id)
+		r, err := e.Get(id)
 		if err != nil {
 			return nil, err
 		}

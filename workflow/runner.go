@@ -34,11 +34,21 @@ type runner struct {
 }
 
 // update applies f to the record and saves it.
-func (r *runner) update(f func(*Run)) {
+func (r *runner) update(f func(*Run)) { r.change(true, f) }
+
+// change applies f to the record, and saves it if durable. What need not
+// survive a crash (a step began, an attempt's task ID, an attempt that
+// completed: the step's end saves it) stays in memory until the next
+// save, so a step costs one sync on the critical path: a crash loses
+// only what would be requested again anyway.
+func (r *runner) change(durable bool, f func(*Run)) {
 	r.mu.Lock()
 	f(r.rec)
 	r.rec.Updated = time.Now()
-	err := r.e.st.put(r.rec)
+	var err error
+	if durable {
+		err = r.e.st.put(r.rec)
+	}
 	r.mu.Unlock()
 	if err != nil {
 		log.Errorw("workflow state not saved", "workflow", r.rec.ID, "err", err)
@@ -218,7 +228,7 @@ func (r *runner) begin(ctx context.Context, st *Step) error {
 		}
 	}
 	now := time.Now()
-	r.update(func(rec *Run) {
+	r.change(false, func(rec *Run) {
 		sr := rec.step(st.Name)
 		sr.State, sr.Error = StepRunning, ""
 		if sr.Started == nil {
@@ -286,8 +296,8 @@ func (r *runner) scope(st *Step) scope {
 // attempts negotiates st until one attempt completes or its retry rule is
 // spent. Agents that let an attempt down rank last in the next ones.
 func (r *runner) attempts(ctx context.Context, st *Step) (json.RawMessage, error) {
-	return r.negotiate(ctx, st, "workflow.step", func(f func(*StepRun)) {
-		r.update(func(rec *Run) { f(rec.step(st.Name)) })
+	return r.negotiate(ctx, st, "workflow.step", func(durable bool, f func(*StepRun)) {
+		r.change(durable, func(rec *Run) { f(rec.step(st.Name)) })
 	}, func() *StepRun {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -299,7 +309,7 @@ func (r *runner) attempts(ctx context.Context, st *Step) (json.RawMessage, error
 
 // negotiate is attempts' loop, for a step or a compensation; kind
 // prefixes its audit records, edit and read reach its StepRun.
-func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func(func(*StepRun)), read func() *StepRun) (json.RawMessage, error) {
+func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func(bool, func(*StepRun)), read func() *StepRun) (json.RawMessage, error) {
 	wf := r.rec.ID
 	if st.Approval && !read().Approved {
 		if r.e.cfg.Approve == nil {
@@ -309,7 +319,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 		if err := r.e.cfg.Approve(ctx, StepApproval{Workflow: wf, Step: st.Name, Capability: st.Capability, Budget: st.Budget}); err != nil {
 			return nil, fmt.Errorf("approval: %w", err)
 		}
-		edit(func(s *StepRun) { s.Approved = true })
+		edit(true, func(s *StepRun) { s.Approved = true })
 	}
 	in, err := r.buildInput(ctx, st)
 	if err != nil {
@@ -356,11 +366,11 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			}
 		}
 		n := len(s.Attempts) + 1
-		edit(func(s *StepRun) {
+		edit(false, func(s *StepRun) {
 			s.Attempts = append(s.Attempts, Attempt{N: n, State: string(negotiation.StateSubmitted), Started: time.Now()})
 		})
-		at := func(f func(*Attempt)) {
-			edit(func(s *StepRun) {
+		at := func(durable bool, f func(*Attempt)) {
+			edit(durable, func(s *StepRun) {
 				for i := range s.Attempts {
 					if s.Attempts[i].N == n {
 						f(&s.Attempts[i])
@@ -377,7 +387,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			negotiation.WithStrategy(avoid{strategy, bad}),
 			negotiation.WithStarted(func(id string) {
 				task = id
-				at(func(a *Attempt) { a.Task, a.State = id, string(negotiation.StateNegotiating) })
+				at(false, func(a *Attempt) { a.Task, a.State = id, string(negotiation.StateNegotiating) })
 				r.e.audit(kind+".start", wf, st.Name, fmt.Sprintf("attempt %d: task %s for %s", n, id, st.Capability), map[string]any{"task": id, "attempt": n})
 				if c := r.e.cfg.Context; c != nil {
 					if err := c.Grant(wf, id, st.Context.Reads); err != nil {
@@ -388,6 +398,9 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 		}
 		if st.BidWindow > 0 {
 			opts = append(opts, negotiation.WithBidWindow(st.BidWindow))
+		}
+		if st.EnoughBids > 0 {
+			opts = append(opts, negotiation.WithEnoughBids(st.EnoughBids))
 		}
 		if st.Agent != "" {
 			opts = append(opts, negotiation.WithAgent(st.Agent))
@@ -401,12 +414,14 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			err = fmt.Errorf("result of %d bytes, over the limit of %d", len(out.Result), r.e.cfg.MaxOutput)
 		}
 		if r.closing(ctx) {
-			at(func(a *Attempt) {
+			at(true, func(a *Attempt) {
 				a.Ended, a.State, a.Error = &now, "interrupted", "the node stopped during the attempt"
 			})
 			return nil, context.Cause(ctx)
 		}
-		at(func(a *Attempt) {
+		// A failed attempt is saved, so the retry rule holds across
+		// restarts; a completed one is saved with its step's end.
+		at(err != nil, func(a *Attempt) {
 			a.Ended = &now
 			if out == nil {
 				a.State = string(negotiation.StateFailed)
@@ -532,8 +547,8 @@ func (r *runner) compensate(ctx context.Context) bool {
 			s.Compensation.State = StepRunning
 		})
 		r.e.audit("workflow.compensation.begin", rec.ID, name, "undoing "+name+" with "+comp.Capability, nil)
-		out, err := r.negotiate(cctx, comp, "workflow.compensation", func(f func(*StepRun)) {
-			r.update(func(rec *Run) { f(rec.step(name).Compensation) })
+		out, err := r.negotiate(cctx, comp, "workflow.compensation", func(durable bool, f func(*StepRun)) {
+			r.change(durable, func(rec *Run) { f(rec.step(name).Compensation) })
 		}, func() *StepRun {
 			r.mu.Lock()
 			defer r.mu.Unlock()

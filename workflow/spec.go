@@ -56,6 +56,7 @@ type Step struct {
 	If         *Expr // nil: always
 	Deadline   time.Duration
 	BidWindow  time.Duration
+	EnoughBids int // close the bid window at this many bids; 0 waits it out
 	Retry      Retry
 	Budget     float64
 	Approval   bool
@@ -269,10 +270,10 @@ func (p *parser) spec(root *yaml.Node) *Spec {
 func (p *parser) step(name string, k, v *yaml.Node, compensation bool) *Step {
 	st := &Step{Name: name, Line: k.Line, Retry: Retry{Attempts: DefaultAttempts, Backoff: DefaultBackoff}}
 	what := "step " + name
-	known := []string{"capability", "needs", "input", "summary", "if", "deadline", "bid_window", "retry", "budget", "approval", "strategy", "agent", "context", "compensate"}
+	known := []string{"capability", "needs", "input", "summary", "if", "deadline", "bid_window", "enough_bids", "retry", "budget", "approval", "strategy", "agent", "context", "compensate"}
 	if compensation {
 		what += ".compensate"
-		known = []string{"capability", "input", "summary", "deadline", "bid_window", "retry", "budget", "strategy", "agent"}
+		known = []string{"capability", "input", "summary", "deadline", "bid_window", "enough_bids", "retry", "budget", "strategy", "agent"}
 	}
 	capAt := false
 	p.fields(v, what, known, func(key string, k, v *yaml.Node) {
@@ -302,6 +303,13 @@ func (p *parser) step(name string, k, v *yaml.Node, compensation bool) *Step {
 			st.Deadline = p.duration(v, what+".deadline")
 		case "bid_window":
 			st.BidWindow = p.duration(v, what+".bid_window")
+		case "enough_bids":
+			n, err := strconv.Atoi(v.Value)
+			if err != nil || v.Kind != yaml.ScalarNode || n < 1 {
+				p.errf(v, "%s.enough_bids: %q: want a whole number ≥ 1", what, v.Value)
+				return
+			}
+			st.EnoughBids = n
 		case "retry":
 			p.fields(v, what+".retry", []string{"attempts", "backoff"}, func(key string, _, v *yaml.Node) {
 				if key == "backoff" {
