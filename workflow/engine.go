@@ -122,6 +122,7 @@ func (c *Config) fill() error {
 type Engine struct {
 	cfg Config
 	st  *store
+	sv  *saver
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -144,7 +145,7 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{cfg: cfg, st: st, ctx: ctx, cancel: cancel, runs: map[string]*runner{}, changed: make(chan struct{})}, nil
+	return &Engine{cfg: cfg, st: st, sv: newSaver(st), ctx: ctx, cancel: cancel, runs: map[string]*runner{}, changed: make(chan struct{})}, nil
 }
 
 // Start resumes every workflow the store holds as running or
@@ -188,7 +189,7 @@ func (e *Engine) Start() error {
 			}
 		}
 		e.audit("workflow.resume", r.ID, "", fmt.Sprintf("resumed after a restart (%d)", r.Resumed), nil)
-		if err := e.launch(spec, r); err != nil {
+		if _, err := e.launch(spec, r); err != nil {
 			log.Errorw("cannot resume workflow", "workflow", r.ID, "err", err)
 		}
 	}
@@ -235,7 +236,13 @@ func (e *Engine) Submit(ctx context.Context, file string, src []byte, input json
 		return nil, err
 	}
 	out := clone(r) // r is the runner's from launch on
-	if err := e.launch(spec, r); err != nil {
+	g, err := e.launch(spec, r)
+	if err != nil {
+		return nil, err
+	}
+	// Acknowledged once on disk; its first steps are negotiating already.
+	if err := e.sv.wait(g); err != nil {
+		_ = e.Cancel(r.ID)
 		return nil, err
 	}
 	return out, nil
@@ -266,17 +273,20 @@ func (e *Engine) checkInput(spec *Spec, input json.RawMessage) (json.RawMessage,
 	return input, nil
 }
 
-func (e *Engine) launch(spec *Spec, r *Run) error {
+// launch queues r to be saved and starts its runner; it returns the
+// save's generation.
+func (e *Engine) launch(spec *Spec, r *Run) (uint64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed || !e.started {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if len(e.runs) >= e.cfg.MaxRunning {
-		return fmt.Errorf("%w: %d (the node's limit)", ErrBusy, e.cfg.MaxRunning)
+		return 0, fmt.Errorf("%w: %d (the node's limit)", ErrBusy, e.cfg.MaxRunning)
 	}
-	if err := e.st.put(r); err != nil {
-		return err
+	g, err := e.sv.put(r)
+	if err != nil {
+		return 0, err
 	}
 	rn := &runner{e: e, spec: spec, rec: r}
 	ctx, cancel := context.WithCancelCause(e.ctx)
@@ -296,7 +306,7 @@ func (e *Engine) launch(spec *Spec, r *Run) error {
 			log.Debugw("pruned ended workflows", "count", n)
 		}
 	}()
-	return nil
+	return g, nil
 }
 
 // Get returns a workflow with its per-step history.
@@ -352,11 +362,14 @@ func (e *Engine) Cancel(id string) error {
 func (e *Engine) Wait(ctx context.Context, id string) (*Run, error) {
 	for {
 		ch := e.changes()
+		e.mu.Lock()
+		_, running := e.runs[id]
+		e.mu.Unlock()
 		r, err := e.Get(id)
 		if err != nil {
 			return nil, err
 		}
-		if r.State.Ended() {
+		if r.State.Ended() && !running { // and so on disk
 			return r, nil
 		}
 		select {
@@ -396,6 +409,7 @@ func (e *Engine) Close() error {
 	e.mu.Unlock()
 	e.cancel()
 	e.wg.Wait()
+	e.sv.close()
 	return e.st.close()
 }
 

@@ -33,27 +33,24 @@ type runner struct {
 	rep Replica // the shared context, if the engine has one
 }
 
-// update applies f to the record and saves it.
-func (r *runner) update(f func(*Run)) { r.change(true, f) }
+// update applies f to the record and queues it to be saved.
+func (r *runner) update(f func(*Run)) { r.change(f) }
 
-// change applies f to the record, and saves it if durable. What need not
-// survive a crash (a step began, an attempt's task ID, an attempt that
-// completed: the step's end saves it) stays in memory until the next
-// save, so a step costs one sync on the critical path: a crash loses
-// only what would be requested again anyway.
-func (r *runner) change(durable bool, f func(*Run)) {
+// change applies f to the record and queues it to be saved: the saver
+// keeps the order of changes and does not make the caller wait, so no
+// step waits for the disk before the next starts. It returns the save's
+// generation, for what must wait.
+func (r *runner) change(f func(*Run)) uint64 {
 	r.mu.Lock()
 	f(r.rec)
 	r.rec.Updated = time.Now()
-	var err error
-	if durable {
-		err = r.e.st.put(r.rec)
-	}
+	g, err := r.e.sv.put(r.rec)
 	r.mu.Unlock()
 	if err != nil {
 		log.Errorw("workflow state not saved", "workflow", r.rec.ID, "err", err)
 	}
 	r.e.notify()
+	return g
 }
 
 func (r *runner) view() *Run {
@@ -228,7 +225,7 @@ func (r *runner) begin(ctx context.Context, st *Step) error {
 		}
 	}
 	now := time.Now()
-	r.change(false, func(rec *Run) {
+	r.change(func(rec *Run) {
 		sr := rec.step(st.Name)
 		sr.State, sr.Error = StepRunning, ""
 		if sr.Started == nil {
@@ -252,12 +249,11 @@ func (r *runner) saveContext() {
 		return
 	}
 	snap, err := r.rep.Snapshot()
-	if err == nil {
-		err = r.e.st.putContext(r.rec.ID, snap)
-	}
 	if err != nil {
 		log.Warnw("shared context not saved", "workflow", r.rec.ID, "err", err)
+		return
 	}
+	r.e.sv.putContext(r.rec.ID, snap)
 }
 
 // scope is what st's expressions see now.
@@ -296,8 +292,8 @@ func (r *runner) scope(st *Step) scope {
 // attempts negotiates st until one attempt completes or its retry rule is
 // spent. Agents that let an attempt down rank last in the next ones.
 func (r *runner) attempts(ctx context.Context, st *Step) (json.RawMessage, error) {
-	return r.negotiate(ctx, st, "workflow.step", func(durable bool, f func(*StepRun)) {
-		r.change(durable, func(rec *Run) { f(rec.step(st.Name)) })
+	return r.negotiate(ctx, st, "workflow.step", func(f func(*StepRun)) {
+		r.change(func(rec *Run) { f(rec.step(st.Name)) })
 	}, func() *StepRun {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -309,7 +305,7 @@ func (r *runner) attempts(ctx context.Context, st *Step) (json.RawMessage, error
 
 // negotiate is attempts' loop, for a step or a compensation; kind
 // prefixes its audit records, edit and read reach its StepRun.
-func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func(bool, func(*StepRun)), read func() *StepRun) (json.RawMessage, error) {
+func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func(func(*StepRun)), read func() *StepRun) (json.RawMessage, error) {
 	wf := r.rec.ID
 	if st.Approval && !read().Approved {
 		if r.e.cfg.Approve == nil {
@@ -319,7 +315,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 		if err := r.e.cfg.Approve(ctx, StepApproval{Workflow: wf, Step: st.Name, Capability: st.Capability, Budget: st.Budget}); err != nil {
 			return nil, fmt.Errorf("approval: %w", err)
 		}
-		edit(true, func(s *StepRun) { s.Approved = true })
+		edit(func(s *StepRun) { s.Approved = true })
 	}
 	in, err := r.buildInput(ctx, st)
 	if err != nil {
@@ -366,11 +362,11 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			}
 		}
 		n := len(s.Attempts) + 1
-		edit(false, func(s *StepRun) {
+		edit(func(s *StepRun) {
 			s.Attempts = append(s.Attempts, Attempt{N: n, State: string(negotiation.StateSubmitted), Started: time.Now()})
 		})
-		at := func(durable bool, f func(*Attempt)) {
-			edit(durable, func(s *StepRun) {
+		at := func(f func(*Attempt)) {
+			edit(func(s *StepRun) {
 				for i := range s.Attempts {
 					if s.Attempts[i].N == n {
 						f(&s.Attempts[i])
@@ -387,7 +383,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			negotiation.WithStrategy(avoid{strategy, bad}),
 			negotiation.WithStarted(func(id string) {
 				task = id
-				at(false, func(a *Attempt) { a.Task, a.State = id, string(negotiation.StateNegotiating) })
+				at(func(a *Attempt) { a.Task, a.State = id, string(negotiation.StateNegotiating) })
 				r.e.audit(kind+".start", wf, st.Name, fmt.Sprintf("attempt %d: task %s for %s", n, id, st.Capability), map[string]any{"task": id, "attempt": n})
 				if c := r.e.cfg.Context; c != nil {
 					if err := c.Grant(wf, id, st.Context.Reads); err != nil {
@@ -414,14 +410,12 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 			err = fmt.Errorf("result of %d bytes, over the limit of %d", len(out.Result), r.e.cfg.MaxOutput)
 		}
 		if r.closing(ctx) {
-			at(true, func(a *Attempt) {
+			at(func(a *Attempt) {
 				a.Ended, a.State, a.Error = &now, "interrupted", "the node stopped during the attempt"
 			})
 			return nil, context.Cause(ctx)
 		}
-		// A failed attempt is saved, so the retry rule holds across
-		// restarts; a completed one is saved with its step's end.
-		at(err != nil, func(a *Attempt) {
+		at(func(a *Attempt) {
 			a.Ended = &now
 			if out == nil {
 				a.State = string(negotiation.StateFailed)
@@ -547,8 +541,8 @@ func (r *runner) compensate(ctx context.Context) bool {
 			s.Compensation.State = StepRunning
 		})
 		r.e.audit("workflow.compensation.begin", rec.ID, name, "undoing "+name+" with "+comp.Capability, nil)
-		out, err := r.negotiate(cctx, comp, "workflow.compensation", func(durable bool, f func(*StepRun)) {
-			r.change(durable, func(rec *Run) { f(rec.step(name).Compensation) })
+		out, err := r.negotiate(cctx, comp, "workflow.compensation", func(f func(*StepRun)) {
+			r.change(func(rec *Run) { f(rec.step(name).Compensation) })
 		}, func() *StepRun {
 			r.mu.Lock()
 			defer r.mu.Unlock()
@@ -596,8 +590,12 @@ func (r *runner) specStep(name string) *Step {
 }
 
 func (r *runner) finish(s State, why string, out json.RawMessage) {
-	r.update(func(rec *Run) { rec.State, rec.Error, rec.Output = s, why, out })
 	r.e.audit("workflow.done", r.rec.ID, "", fmt.Sprintf("%s %s", s, why), map[string]any{"state": s})
+	// On disk before the run leaves the engine's table: Wait returns only
+	// then, and every read after finds it ended.
+	if err := r.e.sv.wait(r.change(func(rec *Run) { rec.State, rec.Error, rec.Output = s, why, out })); err != nil {
+		log.Errorw("workflow end not saved", "workflow", r.rec.ID, "err", err)
+	}
 	log.Infow("workflow ended", "workflow", r.rec.ID, "state", s, "err", why)
 }
 
