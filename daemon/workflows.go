@@ -21,6 +21,7 @@ func openWorkflows(h *home.Home, n *node.Node) (*workflow.Engine, error) {
 	cfg.Path = filepath.Join(h.Dir, WorkflowsFile)
 	cfg.Node = n
 	cfg.Audit = n.Audit
+	cfg.Tracer = n.Tracing().Tracer("parley/workflow")
 	cfg.Approve = func(ctx context.Context, a workflow.StepApproval) error {
 		ag, err := n.Agent("")
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
@@ -84,6 +85,9 @@ type Config struct {
 	KeepEnded int
 	// MaxStepDeadline clamps every step's deadline (default 10 min).
 	MaxStepDeadline time.Duration
+	// Tracer, if set, records a span per step attempt, the parent of its
+	// negotiation's spans (node.Tracing().Tracer(...)); nil records none.
+	Tracer trace.Tracer
 }
 
 // DefaultConfig returns the defaults, with no path or node.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
@@ -407,5 +409,42 @@ func TestWorkflowResumes(t *testing.T) {
 	}
 	if at := r.Steps[1].Attempts; len(at) != 2 || at[0].State != "interrupted" || at[1].State != "completed" {
 		t.Fatalf("b's attempts %+v", at)
+	}
+}
+
+// Each attempt is a span, tagged with its workflow, step and task, that
+// its negotiation's spans hang from.
+func TestWorkflowStepSpans(t *testing.T) {
+	a := &agent{name: "echo", capability: "echo", node: 1}
+	m := newMesh(t, 2, a)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "w.db"), Node: m.Nodes[0], Tracer: tp.Tracer("test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Submit(context.Background(), "f.yaml", []byte("version: 1\nsteps:\n  say: {capability: echo, bid_window: 100ms}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = wait(t, e, r.ID)
+	var found bool
+	for _, s := range rec.Ended() {
+		if s.Name() != "workflow.step" {
+			continue
+		}
+		at := map[string]string{}
+		for _, kv := range s.Attributes() {
+			at[string(kv.Key)] = kv.Value.Emit()
+		}
+		found = found || at["parley.workflow"] == r.ID && at["parley.step"] == "say" && at["parley.task"] == r.Steps[0].Attempts[0].Task
+	}
+	if !found {
+		t.Fatalf("no workflow.step span for %s among %d spans", r.ID, len(rec.Ended()))
 	}
 }

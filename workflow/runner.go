@@ -11,8 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/tracing"
 )
 
 var (
@@ -401,7 +406,21 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 		if st.Agent != "" {
 			opts = append(opts, negotiation.WithAgent(st.Agent))
 		}
-		out, err := r.e.cfg.Node.Request(ctx, negotiation.Need{Capability: st.Capability, Summary: summary, Input: in, Budget: st.Budget}, opts...)
+		sctx, span := tracing.Start(ctx, r.e.cfg.Tracer, kind, trace.SpanKindInternal)
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("parley.workflow", wf), attribute.String("parley.step", st.Name),
+				attribute.Int("parley.attempt", n), attribute.String("parley.capability", st.Capability))
+		}
+		out, err := r.e.cfg.Node.Request(sctx, negotiation.Need{Capability: st.Capability, Summary: summary, Input: in, Budget: st.Budget}, opts...)
+		if span.IsRecording() {
+			if task != "" {
+				span.SetAttributes(tracing.AttrTask.String(task))
+			}
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+		}
+		span.End()
 		if task != "" && r.e.cfg.Context != nil {
 			r.e.cfg.Context.Revoke(task)
 		}
