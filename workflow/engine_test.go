@@ -448,3 +448,60 @@ func TestWorkflowStepSpans(t *testing.T) {
 		t.Fatalf("no workflow.step span for %s among %d spans", r.ID, len(rec.Ended()))
 	}
 }
+
+// A step with approval: true waits in the node's approval queue until a
+// human decides: approved, it negotiates; denied, it fails at once.
+func TestWorkflowApproval(t *testing.T) {
+	a := &agent{name: "shipper", capability: "ship", node: 1}
+	m := newMesh(t, 2, a)
+	n := m.Nodes[0]
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "w.db"), Node: n,
+		Approve: func(ctx context.Context, s workflow.StepApproval) error {
+			ag, err := n.Agent("")
+			if err != nil {
+				return err
+			}
+			return n.Admission().ApproveStep(ctx, s.Workflow, s.Step, s.Capability, ag.ID, s.Budget)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	src := []byte("version: 1\nsteps:\n  ship: {capability: ship, bid_window: 100ms, approval: true, budget: 500, retry: {attempts: 3}}\n")
+	for _, approve := range []bool{true, false} {
+		r, err := e.Submit(context.Background(), "ship.yaml", src, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ap node.Approval
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if aps := n.Approvals(); len(aps) == 1 {
+				ap = aps[0]
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no approval asked")
+			}
+		}
+		if ap.Stage != "workflow" || ap.Capability != "ship" || ap.Price != 500 || !strings.Contains(ap.Rule, "step ship") {
+			t.Fatalf("approval %+v", ap)
+		}
+		if err := n.Decide(ap.ID, approve, "test"); err != nil {
+			t.Fatal(err)
+		}
+		r = wait(t, e, r.ID)
+		st := r.Steps[0]
+		if approve && (r.State != workflow.StateCompleted || !st.Approved) {
+			t.Fatalf("approved: %s %s", r.State, r.Error)
+		}
+		if !approve && (r.State != workflow.StateFailed || len(st.Attempts) != 0 || !strings.Contains(st.Error, "denied by test")) {
+			t.Fatalf("denied: %s, step %+v", r.State, st)
+		}
+	}
+	if a.works.Load() != 1 {
+		t.Fatalf("shipper worked %d times, want once (the approved run)", a.works.Load())
+	}
+}
