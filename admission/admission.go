@@ -71,6 +71,9 @@ type Limits struct {
 	// (/parley/trace/1.0.0); TraceSpans bounds the spans in one answer.
 	TracesPerPeer Rate `yaml:"traces_per_peer"`
 	TraceSpans    int  `yaml:"trace_spans"`
+	// ContextsPerPeer is how often one peer may open shared context
+	// streams (/parley/context/1.0.0).
+	ContextsPerPeer Rate `yaml:"contexts_per_peer"`
 
 	// BidHandlers bounds the bid handlers running at once: in all, per
 	// local agent and per origin node of the calls.
@@ -108,6 +111,7 @@ func DefaultLimits() Limits {
 		AsksPerPeer:             Rate{PerSecond: 100, Burst: 100},
 		TracesPerPeer:           Rate{PerSecond: 2, Burst: 10},
 		TraceSpans:              2000,
+		ContextsPerPeer:         Rate{PerSecond: 50, Burst: 100},
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
 		BidHandlersPerOrigin:    8,
@@ -139,6 +143,7 @@ func (l Limits) withDefaults() Limits {
 	rate(&l.IntentsPerAgent, d.IntentsPerAgent)
 	rate(&l.AsksPerPeer, d.AsksPerPeer)
 	rate(&l.TracesPerPeer, d.TracesPerPeer)
+	rate(&l.ContextsPerPeer, d.ContextsPerPeer)
 	count := func(n *int, def int) {
 		if *n == 0 {
 			*n = def
@@ -190,6 +195,7 @@ type Layer struct {
 
 	forwarders, ownPasses, origins, agents, askers, tracers *buckets
 	relayed                                                 *buckets // one bucket, for the node
+	contexts                                                *buckets // context streams per peer
 	penalty                                                 *penalties
 	slots                                                   *slots
 	appr                                                    approvals
@@ -219,6 +225,7 @@ func New(cfg Config) (*Layer, error) {
 		agents:     newBuckets(lim.IntentsPerAgent, lim.MaxKeys),
 		askers:     newBuckets(lim.AsksPerPeer, lim.MaxKeys),
 		tracers:    newBuckets(lim.TracesPerPeer, lim.MaxKeys),
+		contexts:   newBuckets(lim.ContextsPerPeer, lim.MaxKeys),
 		penalty:    newPenalties(lim.MaxKeys),
 		slots:      newSlots(),
 		denials:    newSummaries(lim.MaxKeys),

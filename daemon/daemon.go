@@ -469,7 +469,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		if len(ac.Exec) == 0 {
 			continue
 		}
-		if _, err := n.AddAgent(node.AgentCard{Name: ac.Name, Capabilities: ac.Capabilities}, execAgent(h, ac)); err != nil {
+		if _, err := n.AddAgent(node.AgentCard{Name: ac.Name, Capabilities: ac.Capabilities}, execAgentOn(n, h, ac)); err != nil {
 			return fmt.Errorf("agent %s: %w", ac.Name, err)
 		}
 		log.Infow("exec agent ready", "agent", ac.Name, "capabilities", ac.Capabilities, "command", ac.Exec)

@@ -298,7 +298,7 @@ func (d *Daemon) host(n *node.Node, h *home.Home, ac home.AgentConfig) error {
 		}
 		return n.HostAgent(a)
 	}
-	_, err := n.AddAgent(node.AgentCard{Name: ac.Name, Capabilities: ac.Capabilities, Key: a.Key}, execAgent(h, ac))
+	_, err := n.AddAgent(node.AgentCard{Name: ac.Name, Capabilities: ac.Capabilities, Key: a.Key}, execAgentOn(n, h, ac))
 	return err
 }
 

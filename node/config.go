@@ -17,6 +17,7 @@ import (
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/tracing"
 )
 
@@ -114,6 +115,9 @@ type Config struct {
 	// negotiation.Config (zero fields take its defaults; other fields are
 	// ignored).
 	Negotiation negotiation.Config
+	// SharedContext bounds the workflows' shared contexts this node holds
+	// and the context protocol; zero fields take sharedctx's defaults.
+	SharedContext sharedctx.Limits
 	// Tracing records spans of publishing, validation, every negotiation
 	// phase, policy decisions and audit writes, keeps the recent ones for
 	// the API and the task's peers, and exports them by OTLP when

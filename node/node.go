@@ -35,6 +35,7 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/negotiation/rpc"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/tracing"
 )
 
@@ -75,6 +76,7 @@ type Node struct {
 	disc     *discovery.Service
 	neg      *negotiation.Service
 	rpc      *rpc.Service
+	ctxs     *sharedctx.Service // workflows' shared contexts (node/sharedctx.go)
 	// agents are the hosted agents, by name and in order (default first);
 	// AddAgent can add more while the node runs.
 	agents    map[string]*identity.Agent
@@ -251,7 +253,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Publish:               n.publishAs,
 		Replay:                n.replay,
 		Registerer:            n.metrics.registry,
-		Guard:                 n.adm.Negotiation(),
+		Guard:                 stepGuard{n.adm.Negotiation(), n},
 		Audit:                 n.auditEvent,
 		KeepTasks:             b.KeepTasks,
 		MaxBidWindow:          b.MaxBidWindow,
@@ -265,6 +267,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Tracer:                n.tracing.Tracer("parley/negotiation"),
 	})
 	h.SetStreamHandler(TraceProtocolID, n.serveTraces)
+	n.ctxs = n.newSharedContext(h)
 	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc")})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
@@ -310,11 +313,15 @@ func (n *Node) newHost() (host.Host, error) {
 		rcmgr.BaseLimit{StreamsInbound: 4, StreamsOutbound: 4, Streams: 8, Memory: 1 << 20}, rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolPeerLimit(rpc.ID,
 		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 4 << 20}, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolPeerLimit(sharedctx.ProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 8, StreamsOutbound: 16, Streams: 24, Memory: 8 << 20}, rcmgr.BaseLimitIncrease{})
 	// And in all, so that many peers together cannot either.
 	limits.AddProtocolLimit(negotiation.ProtocolID,
 		rcmgr.BaseLimit{StreamsInbound: 2048, StreamsOutbound: 2048, Streams: 4096, Memory: 256 << 20}, rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolLimit(rpc.ID,
 		rcmgr.BaseLimit{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20}, rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolLimit(sharedctx.ProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 128, StreamsOutbound: 256, Streams: 384, Memory: 64 << 20}, rcmgr.BaseLimitIncrease{})
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()),
 		rcmgr.WithMetricsDisabled())
 	if err != nil {
@@ -442,6 +449,7 @@ type parts struct {
 	cancel context.CancelFunc
 	neg    *negotiation.Service
 	rpc    *rpc.Service
+	ctxs   *sharedctx.Service
 	adm    *admission.Layer
 	disc   *discovery.Service
 	topics map[string]*pubsub.Topic
@@ -449,7 +457,7 @@ type parts struct {
 }
 
 func (n *Node) detachLocked() parts {
-	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, adm: n.adm, disc: n.disc, topics: n.topics}
+	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, ctxs: n.ctxs, adm: n.adm, disc: n.disc, topics: n.topics}
 	if n.host != nil {
 		n.host.RemoveStreamHandler(TraceProtocolID)
 	}
@@ -469,6 +477,9 @@ func (p parts) shutdown() error {
 	}
 	if p.rpc != nil {
 		_ = p.rpc.Close()
+	}
+	if p.ctxs != nil {
+		_ = p.ctxs.Close()
 	}
 	if p.adm != nil {
 		p.adm.Close()

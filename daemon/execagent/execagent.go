@@ -1,7 +1,8 @@
 // Package execagent makes a command an agent: for each call for proposals
 // it runs the command with {"phase":"bid",…} on stdin and reads a bid or a
 // refusal from stdout; for an award it runs it with {"phase":"execute",…}
-// and reads the result. Any language that reads and writes JSON can be an
+// and reads the result (with the task's shared context in and out, when
+// its workflow gave it one). Any language that reads and writes JSON can be an
 // agent this way. A non-zero exit, a timeout or bad output is a refusal
 // (bid) or a failure (execute); the command's stderr goes to the node log.
 package execagent
@@ -23,6 +24,7 @@ import (
 
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/sharedctx"
 )
 
 var log = logging.Logger("parley/exec")
@@ -39,6 +41,11 @@ type Agent struct {
 	Timeout time.Duration
 	// Dir is the command's working directory ("" is the daemon's).
 	Dir string
+	// Context, when set, gives each task's command its workflow's shared
+	// context: the keys its step may read come in the execute request
+	// ("context"), and a "context" object in its reply is written back,
+	// signed as the agent, before the result goes to the requester.
+	Context func(negotiation.Task) (*sharedctx.Client, error)
 }
 
 // bidRequest is what the command reads in the bid phase.
@@ -53,6 +60,11 @@ type executeRequest struct {
 	Call  negotiation.Call `json:"call"`
 	Bid   bidOut           `json:"bid"`
 	Input json.RawMessage  `json:"input,omitempty"`
+	// Context holds the keys of the shared context the step may read;
+	// absent when the task has no context.
+	Context map[string]json.RawMessage `json:"context,omitempty"`
+	// ContextWrites are the keys (a trailing * is a prefix) it may write.
+	ContextWrites []string `json:"context_writes,omitempty"`
 }
 
 type bidOut struct {
@@ -62,12 +74,14 @@ type bidOut struct {
 }
 
 // reply is what the command prints: {"bid":{…}}, {"refuse":"why"},
-// {"result":…} or {"error":"why"}.
+// {"result":…, "context":{…}} or {"error":"why"}.
 type reply struct {
 	Bid    *bidOut         `json:"bid,omitempty"`
 	Refuse string          `json:"refuse,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
 	Error  string          `json:"error,omitempty"`
+	// Context are writes to the task's shared context, key → JSON value.
+	Context map[string]json.RawMessage `json:"context,omitempty"`
 }
 
 // ErrNoCommand is wrapped by Check's errors: the command cannot be run.
@@ -127,8 +141,13 @@ func (a *Agent) Bid(ctx context.Context, call negotiation.Call) (negotiation.Bid
 // is its message to the requester and is passed on as it is; any other
 // failure is reported as the agent's failure, with the detail in the log.
 func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
-	r, err := a.run(ctx, "execute", t.Call.Task, executeRequest{Phase: "execute", Call: t.Call,
-		Bid: bidOut{Price: t.Bid.Price, ETA: intent.Duration(t.Bid.ETA), Rationale: t.Bid.Rationale}, Input: t.Input})
+	req := executeRequest{Phase: "execute", Call: t.Call,
+		Bid: bidOut{Price: t.Bid.Price, ETA: intent.Duration(t.Bid.ETA), Rationale: t.Bid.Rationale}, Input: t.Input}
+	cl, err := a.taskContext(ctx, t, &req)
+	if err != nil {
+		return nil, err
+	}
+	r, err := a.run(ctx, "execute", t.Call.Task, req)
 	if err != nil {
 		return nil, err
 	}
@@ -137,8 +156,39 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 		return nil, errors.New(r.Error)
 	case len(r.Result) == 0:
 		return nil, a.failed("execute", t.Call.Task, errors.New("the execute phase printed no result"))
+	case len(r.Context) > 0 && cl == nil:
+		return nil, fmt.Errorf("agent %s wrote to a shared context, but task %s has none", a.Name, t.Call.Task)
+	case len(r.Context) > 0:
+		if _, _, err := cl.PutAll(ctx, r.Context); err != nil {
+			return nil, fmt.Errorf("agent %s: write its context: %w", a.Name, err)
+		}
 	}
 	return r.Result, nil
+}
+
+// taskContext reads the task's shared context into req; it returns the
+// client, or nil when the task has none.
+func (a *Agent) taskContext(ctx context.Context, t negotiation.Task, req *executeRequest) (*sharedctx.Client, error) {
+	if a.Context == nil {
+		return nil, nil
+	}
+	cl, err := a.Context(t)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: shared context: %w", a.Name, err)
+	}
+	es, err := cl.Get(ctx)
+	switch {
+	case errors.Is(err, sharedctx.ErrNoContext):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("agent %s: read its context: %w", a.Name, err)
+	}
+	req.Context = make(map[string]json.RawMessage, len(es))
+	for k, e := range es {
+		req.Context[k] = e.Value
+	}
+	_, req.ContextWrites = cl.Granted()
+	return cl, nil
 }
 
 // failed logs what went wrong, with the detail, and returns the error the

@@ -25,6 +25,7 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/tracing"
 )
 
@@ -56,6 +57,8 @@ type Config struct {
 	Admission admission.Limits `yaml:"admission"`
 	// Negotiation bounds what remote requesters may choose.
 	Negotiation NegotiationConfig `yaml:"negotiation"`
+	// SharedContext bounds the workflows' shared contexts this node keeps.
+	SharedContext sharedctx.Limits `yaml:"shared_context"`
 	// Tracing records spans (off unless enabled or an OTLP endpoint is
 	// set, here or in OTEL_EXPORTER_OTLP_*).
 	Tracing tracing.Config `yaml:"tracing"`
@@ -234,6 +237,7 @@ agents:
 #   asks_per_peer: {per_second: 100, burst: 100}          # direct-ask streams per connected peer
 #   traces_per_peer: {per_second: 2, burst: 10}           # span requests (parley trace) per connected peer
 #   trace_spans: 2000                                     # spans in one answer to a peer
+#   contexts_per_peer: {per_second: 50, burst: 100}       # shared context streams per connected peer
 #   bid_handlers: 64              # bid handlers running at once: in all,
 #   bid_handlers_per_agent: 16    # per local agent,
 #   bid_handlers_per_origin: 8    # per requesting node
@@ -254,6 +258,18 @@ agents:
 #   max_contracts_per_origin: 64  # from one requesting node
 #   standby_wait: 30s     # how long after its window a bid waits for a verdict
 #   keep_tasks: 1000      # tasks remembered on each side
+
+# Workflows' shared contexts this node keeps as a requester, and what a
+# participant may write into them.
+# shared_context:
+#   max_value_size: 16384  # bytes of one value
+#   max_keys: 256          # keys of one context
+#   max_bytes: 1048576     # signed entries of one context
+#   max_contexts: 1024     # contexts on this node
+#   max_grants: 4096       # steps granted access at once
+#   max_batch: 64          # entries in one write
+#   max_clock_skew: 30s    # how far ahead of this node's clock an entry may be
+#   timeout: 10s           # one exchange on /parley/context/1.0.0
 
 # Traces: spans of publishing, validation, every negotiation phase, policy
 # decisions and audit writes. Off unless enabled, or unless an OTLP
@@ -361,6 +377,7 @@ type fileConfig struct {
 	DialPrivateAddrs bool              `yaml:"dial_private_addrs"`
 	RelayFilter      bool              `yaml:"relay_filter"`
 	AuditFailure     string            `yaml:"audit_failure"`
+	SharedContext    sharedctx.Limits  `yaml:"shared_context"`
 }
 
 // lineString is a YAML string that remembers its line.
@@ -472,7 +489,7 @@ func parseConfig(path string, data []byte) (Config, error) {
 	}
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
 	c.MDNS, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.NAT, fc.Policy, fc.PSK
-	c.Tracing = fc.Tracing
+	c.Tracing, c.SharedContext = fc.Tracing, fc.SharedContext
 	c.Admission, c.Negotiation, c.DialPrivateAddrs, c.RelayFilter, c.AuditFailure = fc.Admission, fc.Negotiation, fc.DialPrivateAddrs, fc.RelayFilter, fc.AuditFailure
 	if l := fc.LogLevel; l.s != "" {
 		if _, err := logging.Parse(l.s); err != nil {
@@ -562,7 +579,7 @@ func (h *Home) NodeConfig() (node.Config, error) {
 		// The replay window must cover an intent's whole life.
 		cfg.ReplayWindow = max(cfg.ReplayWindow, cfg.IntentTTL)
 	}
-	cfg.Limits = c.Admission
+	cfg.Limits, cfg.SharedContext = c.Admission, c.SharedContext
 	n := c.Negotiation
 	cfg.Negotiation = negotiation.Config{MaxBidWindow: n.MaxBidWindow, MaxTaskDuration: n.MaxTaskDuration,
 		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, MaxContractsPerOrigin: n.MaxContractsPerOrigin,

@@ -99,7 +99,7 @@ func agentPath(path string) bool {
 	case PathExternalEvents, PathExternalBid, PathExternalProgress, PathExternalResult, PathExternalFailure:
 		return true
 	}
-	return false
+	return strings.HasPrefix(path, pathExternalContextPrefix)
 }
 
 // actFor reports whether r's principal may act for the external agent

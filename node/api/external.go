@@ -18,6 +18,7 @@ import (
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/sharedctx"
 )
 
 // Paths of the external-agent endpoints: a program in any language
@@ -82,6 +83,8 @@ type external struct {
 type extTask struct {
 	progress func(float64, string)
 	done     chan ExternalReply
+	task     negotiation.Task
+	ctx      *sharedctx.Client // the task's shared context, made on first use (context.go)
 }
 
 var errNoStream = errors.New("external agent is not connected")
@@ -144,7 +147,7 @@ func (e *external) Bid(ctx context.Context, call negotiation.Call) (negotiation.
 // the stream, and the result or failure comes back on the endpoints. A
 // stream that closes fails the task.
 func (e *external) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
-	task := &extTask{progress: t.Progress, done: make(chan ExternalReply, 1)}
+	task := &extTask{progress: t.Progress, done: make(chan ExternalReply, 1), task: t}
 	e.mu.Lock()
 	bid := t.Bid
 	if err := e.push(ExternalEvent{Type: "award", Task: t.Call.Task, Call: &t.Call, Bid: &bid, Input: t.Input}); err != nil {

@@ -156,6 +156,9 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathWorkflows, s.handleWorkflows},
 		{"GET " + PathWorkflow, s.handleWorkflow},
 		{"DELETE " + PathWorkflow, s.handleCancelWorkflow},
+		{"GET " + PathExternalContext, s.handleExternalContext},
+		{"GET " + PathExternalContextKey, s.handleExternalContext},
+		{"PUT " + PathExternalContextKey, s.handleExternalContextPut},
 		{"GET " + PathMetrics, metrics.ServeHTTP},
 	} {
 		s.mux.HandleFunc(rt.pattern, rt.h)
