@@ -41,19 +41,23 @@ type StepApproval struct {
 }
 
 // SharedContext is the per-node shared-context service as the engine uses
-// it: the workflow's replica on this (the requester's) node, and grants
-// that let a step's committed winner read the keys it declared and write
-// while the step runs.
+// it (NodeContext adapts sharedctx.Service): the workflow's replica on
+// this, the requester's, node, and grants that let a step's committed
+// winner read the keys it declared and write the keys it may while the
+// step runs.
 type SharedContext interface {
 	Open(workflowID string) (Replica, error)
-	Grant(workflowID, taskID string, readKeys []string) error
+	Grant(workflowID, taskID string, reads, writes []string) error
 	Revoke(taskID string)
+	// Drop forgets an ended workflow's context; the engine kept its
+	// snapshot.
+	Drop(workflowID string)
 }
 
 // Replica is one workflow's context on this node.
 type Replica interface {
-	// Get returns a key's current value as JSON.
-	Get(key string) (json.RawMessage, bool)
+	// Values returns every key's current value as JSON.
+	Values() map[string]json.RawMessage
 	// Snapshot and Restore let the engine keep the context with the run.
 	Snapshot() ([]byte, error)
 	Restore(snapshot []byte) error

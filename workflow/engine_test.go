@@ -21,6 +21,7 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/workflow"
 )
 
@@ -175,16 +176,19 @@ steps:
     needs: [forecast]
     bid_window: 150ms
     input: '{sku: $input.sku, units: (if $steps.forecast.output.by == "forecaster" then 1 else 0 end)}'
+    context: {writes: [stock]}
   price:
     capability: pricing
     needs: [forecast]
     bid_window: 150ms
     input: '{qty: $input.qty}'
+    context: {writes: [price]}
   ship:
     capability: shipping
     needs: [stock, price]
     bid_window: 150ms
-    input: '{stock: $steps.stock.output.by, price: $steps.price.output.by}'
+    input: '{stock: $steps.stock.output.by, price: $steps.price.output.by, seen: $ctx}'
+    context: {reads: [stock, price]}
 success: '$steps.ship.output.in.stock == "stocker"'
 output: '{shipped_by: $steps.ship.output.by}'
 `
@@ -193,17 +197,50 @@ output: '{shipped_by: $steps.ship.output.by}'
 // parallel; every step is a negotiation, every output feeds the next
 // step's input, and each step decision is audited.
 func TestWorkflowCompletes(t *testing.T) {
+	var m *nodetest.Mesh
+	// put writes key in the task's shared context, as the agent on node i.
+	put := func(ctx context.Context, i int, task negotiation.Task, key, value string) error {
+		cl, err := m.Nodes[i].TaskContext(task)
+		if err != nil {
+			return err
+		}
+		_, err = cl.Put(ctx, key, json.RawMessage(value))
+		return err
+	}
+	var seen map[string]sharedctx.Entry
 	f := &agent{name: "forecaster", capability: "forecast", node: 1}
-	s := &agent{name: "stocker", capability: "inventory", node: 2}
-	p := &agent{name: "pricer", capability: "pricing", node: 3, work: func(context.Context, negotiation.Task) (json.RawMessage, error) {
-		time.Sleep(100 * time.Millisecond) // so the parallel steps overlap for sure
-		return json.RawMessage(`{"by":"pricer"}`), nil
+	s := &agent{name: "stocker", capability: "inventory", node: 2, work: func(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+		return json.RawMessage(`{"by":"stocker"}`), put(ctx, 2, t, "stock", `{"A1":40}`)
 	}}
-	sh := &agent{name: "shipper", capability: "shipping", node: 4}
-	m := newMesh(t, 5, f, s, p, sh)
+	p := &agent{name: "pricer", capability: "pricing", node: 3, work: func(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+		time.Sleep(100 * time.Millisecond) // so the parallel steps overlap for sure
+		return json.RawMessage(`{"by":"pricer"}`), put(ctx, 3, t, "price", `7.5`)
+	}}
+	sh := &agent{name: "shipper", capability: "shipping", node: 4, work: func(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+		cl, err := m.Nodes[4].TaskContext(t)
+		if err != nil {
+			return nil, err
+		}
+		if seen, err = cl.Get(ctx, "stock", "price"); err != nil {
+			return nil, err
+		}
+		return json.RawMessage(fmt.Sprintf(`{"by":"shipper","in":%s}`, t.Input)), nil
+	}}
+	m = newMesh(t, 5, f, s, p, sh)
 	au := &audits{}
-	e := newEngine(t, m.Nodes[0], filepath.Join(t.TempDir(), "workflows.db"), au)
+	owner, err := m.Nodes[0].Agent("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: m.Nodes[0], Audit: au.record,
+		Context: workflow.NodeContext(m.Nodes[0].SharedContext(), owner)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
 
 	r, err := e.Submit(context.Background(), "order.yaml", []byte(orderFlow), json.RawMessage(`{"sku":"A1","qty":2}`))
 	if err != nil {
@@ -220,6 +257,22 @@ func TestWorkflowCompletes(t *testing.T) {
 	}
 	if got := s.inputs()[0]; got != `{"sku":"A1","units":1}` {
 		t.Errorf("stock input %s", got)
+	}
+	// The context holds the two writers' entries, each verifying; the
+	// step that declared them read them, in $ctx and through the protocol.
+	if got := sh.inputs()[0]; got != `{"price":"pricer","seen":{"price":7.5,"stock":{"A1":40}},"stock":"stocker"}` {
+		t.Errorf("ship input %s", got)
+	}
+	writers := map[identity.AgentID]bool{}
+	for k, en := range seen {
+		v, err := sharedctx.OpenStored(en.Signed, 0)
+		if err != nil || v.Key != k || v.Writer != en.Writer {
+			t.Errorf("entry %s does not verify: %v", k, err)
+		}
+		writers[en.Writer] = true
+	}
+	if len(seen) != 2 || !writers[s.id] || !writers[p.id] {
+		t.Errorf("context entries %v, want stock by %s and price by %s", seen, s.id, p.id)
 	}
 	for _, st := range r.Steps {
 		if st.State != workflow.StepCompleted || len(st.Attempts) != 1 || st.Attempts[0].Task == "" || st.Attempts[0].Winner == "" {
@@ -440,7 +493,7 @@ func TestWorkflowStepSpans(t *testing.T) {
 		}
 		at := map[string]string{}
 		for _, kv := range s.Attributes() {
-			at[string(kv.Key)] = kv.Value.Emit()
+			at[string(kv.Key)] = kv.Value.AsString()
 		}
 		found = found || at["parley.workflow"] == r.ID && at["parley.step"] == "say" && at["parley.task"] == r.Steps[0].Attempts[0].Task
 	}

@@ -283,9 +283,10 @@ func (r *runner) scope(st *Step) scope {
 		steps[sr.Name] = m
 	}
 	c := map[string]any{}
-	if r.rep != nil && st != nil {
-		for _, k := range st.Context.Reads {
-			if b, ok := r.rep.Get(k); ok {
+	if r.rep != nil && st != nil && len(st.Context.Reads) > 0 {
+		// Only the keys the step declared (k, or a prefix ending in *).
+		for k, b := range r.rep.Values() {
+			if declared(st.Context.Reads, k) {
 				v, _ := decode(b)
 				c[k] = v
 			}
@@ -391,7 +392,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 				at(func(a *Attempt) { a.Task, a.State = id, string(negotiation.StateNegotiating) })
 				r.e.audit(kind+".start", wf, st.Name, fmt.Sprintf("attempt %d: task %s for %s", n, id, st.Capability), map[string]any{"task": id, "attempt": n})
 				if c := r.e.cfg.Context; c != nil {
-					if err := c.Grant(wf, id, st.Context.Reads); err != nil {
+					if err := c.Grant(wf, id, st.Context.Reads, st.Context.Writes); err != nil {
 						log.Warnw("shared context grant failed", "workflow", wf, "task", id, "err", err)
 					}
 				}
@@ -609,6 +610,10 @@ func (r *runner) specStep(name string) *Step {
 }
 
 func (r *runner) finish(s State, why string, out json.RawMessage) {
+	r.saveContext()
+	if c := r.e.cfg.Context; c != nil && r.rep != nil {
+		defer c.Drop(r.rec.ID) // its snapshot is saved with the run's end
+	}
 	r.e.audit("workflow.done", r.rec.ID, "", fmt.Sprintf("%s %s", s, why), map[string]any{"state": s})
 	// On disk before the run leaves the engine's table: Wait returns only
 	// then, and every read after finds it ended.
@@ -616,6 +621,15 @@ func (r *runner) finish(s State, why string, out json.RawMessage) {
 		log.Errorw("workflow end not saved", "workflow", r.rec.ID, "err", err)
 	}
 	log.Infow("workflow ended", "workflow", r.rec.ID, "state", s, "err", why)
+}
+
+func declared(keys []string, k string) bool {
+	for _, d := range keys {
+		if d == k || d == "*" || strings.HasSuffix(d, "*") && strings.HasPrefix(k, strings.TrimSuffix(d, "*")) {
+			return true
+		}
+	}
+	return false
 }
 
 // avoid ranks the agents that let this step down after all others, so a

@@ -17,8 +17,9 @@ case "$request" in
 *'"phase":"bid"'*) echo '{"bid":{"price":1,"eta":"100ms"}}' ;;
 *'"phase":"execute"'*)
 	echo work >> "$COUNT"
+	printf '%s\n' "$request" >> "$COUNT.in"
 	if [ -n "$HANG" ] && [ ! -e "$COUNT.hung" ]; then : > "$COUNT.hung"; sleep 20; fi
-	echo '{"result":{"ok":true}}'
+	echo "{\"result\":{\"ok\":true}${CTX:+,\"context\":$CTX}}"
 	;;
 esac
 `
@@ -45,7 +46,7 @@ func TestFlowSurvivesKill9(t *testing.T) {
 	}
 	one, two := filepath.Join(dir, "one.count"), filepath.Join(dir, "two.count")
 	cfg := "agents:\n  - name: default\n" +
-		"  - name: first\n    capabilities: [one]\n    exec: [env, COUNT=" + one + ", sh, " + script + "]\n" +
+		"  - name: first\n    capabilities: [one]\n    exec: [env, COUNT=" + one + `, 'CTX={"made":1}', sh, ` + script + "]\n" +
 		"  - name: second\n    capabilities: [two]\n    exec: [env, COUNT=" + two + ", HANG=1, sh, " + script + "]\n"
 	if err := os.WriteFile(filepath.Join(b, "config.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -58,8 +59,9 @@ func TestFlowSurvivesKill9(t *testing.T) {
 
 	flow := filepath.Join(dir, "two.yaml")
 	src := "version: 1\nname: kill\nsteps:\n" +
-		"  one: {capability: one, bid_window: 300ms, retry: {attempts: 5, backoff: 300ms}}\n" +
-		"  two: {capability: two, bid_window: 300ms, needs: [one], input: '{after: $steps.one.output.ok}', retry: {attempts: 5, backoff: 300ms}}\n"
+		"  one: {capability: one, bid_window: 300ms, retry: {attempts: 5, backoff: 300ms}, context: {writes: [made]}}\n" +
+		"  two: {capability: two, bid_window: 300ms, needs: [one], input: '{after: $steps.one.output.ok, made: $ctx.made}',\n" +
+		"        context: {reads: [made]}, retry: {attempts: 5, backoff: 300ms}}\n"
 	if err := os.WriteFile(flow, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +130,11 @@ func TestFlowSurvivesKill9(t *testing.T) {
 	}
 	if at := got.Steps[1].Attempts; len(at) < 2 || at[0].State != "interrupted" || at[len(at)-1].State != "completed" {
 		t.Errorf("step two's attempts: %+v", at)
+	}
+	// The context step one's agent wrote survived the kill: step two's
+	// second attempt built its input from it.
+	if in, _ := os.ReadFile(two + ".in"); !strings.Contains(string(in[strings.LastIndex(strings.TrimSpace(string(in)), "\n")+1:]), `"input":{"after":true,"made":1}`) {
+		t.Errorf("step two's last request: %s", in)
 	}
 	ls, _, code := parley(t, bin, "flow", "ls", "--home", a)
 	if code != 0 || !strings.Contains(ls, run.ID) || !strings.Contains(ls, "completed") {
