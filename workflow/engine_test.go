@@ -558,3 +558,50 @@ func TestWorkflowApproval(t *testing.T) {
 		t.Fatalf("shipper worked %d times, want once (the approved run)", a.works.Load())
 	}
 }
+
+// The node's bounds hold: workflows running at once, and the ended ones
+// kept (the oldest are pruned).
+func TestWorkflowBounds(t *testing.T) {
+	// A lone node publishes at once rather than waiting for topic peers.
+	m := nodetest.NewMesh(t, 1, nodetest.WithConfig(func(_ int, c *node.Config) { c.PublishWait = 10 * time.Millisecond }))
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "w.db"), Node: m.Nodes[0], MaxRunning: 1, KeepEnded: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody offers x: each workflow fails once its bid window closes.
+	src := []byte("version: 1\nsteps:\n  a: {capability: x, bid_window: 300ms}\n")
+	first, err := e.Submit(context.Background(), "f.yaml", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Submit(context.Background(), "f.yaml", src, nil); !errors.Is(err, workflow.ErrBusy) {
+		t.Fatalf("second at once: %v, want ErrBusy", err)
+	}
+	if r := wait(t, e, first.ID); r.State != workflow.StateFailed || !strings.Contains(r.Steps[0].Error, "no bids") {
+		t.Fatalf("first: %s, step %+v", r.State, r.Steps[0])
+	}
+	second, err := e.Submit(context.Background(), "f.yaml", src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, e, second.ID)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		list, err := e.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) == 1 && list[0].ID == second.ID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kept %+v, want only the newest", list)
+		}
+	}
+	if _, err := e.Get(first.ID); !errors.Is(err, workflow.ErrUnknown) {
+		t.Fatalf("pruned workflow: %v", err)
+	}
+}
