@@ -65,6 +65,8 @@ type Step struct {
 	Context    ContextKeys
 	Compensate *Step // run when a later step fails for good
 	Line       int   // where the step starts in the file
+
+	needLine map[string]int // where each of Needs is written
 }
 
 // Retry is a step's retry rule: Attempts requests at most (1 = no retry),
@@ -288,9 +290,13 @@ func (p *parser) step(name string, k, v *yaml.Node, compensation bool) *Step {
 			}
 		case "needs":
 			st.Needs = p.strs(v, what+".needs")
-			for i, n := range st.Needs {
-				if n == name {
-					p.errf(v.Content[i], "%s.needs: a step cannot need itself", what)
+			st.needLine = map[string]int{}
+			for _, e := range v.Content {
+				if _, seen := st.needLine[e.Value]; !seen {
+					st.needLine[e.Value] = e.Line
+				}
+				if e.Value == name {
+					p.errf(e, "%s.needs: a step cannot need itself", what)
 				}
 			}
 		case "input":
@@ -409,7 +415,7 @@ func (p *parser) graph(s *Spec) {
 	for _, st := range s.Steps {
 		for _, n := range st.Needs {
 			if byName[n] == nil {
-				p.errAt(st.Line, "step %s: needs unknown step %q", st.Name, n)
+				p.errAt(st.needLine[n], "step %s: needs unknown step %q", st.Name, n)
 			}
 		}
 	}
@@ -433,7 +439,7 @@ func (p *parser) graph(s *Spec) {
 			if mark[n] == onPath {
 				i := slices.Index(path, n)
 				cycle := append(slices.Clone(path[i:]), n)
-				p.errAt(st.Line, "step %s: needs form a cycle: %s", st.Name, strings.Join(cycle, " → "))
+				p.errAt(st.needLine[n], "step %s: needs form a cycle: %s", st.Name, strings.Join(cycle, " → "))
 				return false
 			}
 			if !visit(next) {

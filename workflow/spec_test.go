@@ -2,6 +2,8 @@ package workflow
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +70,8 @@ func TestParseBad(t *testing.T) {
 		want      string // file:line: reason, in the error
 	}{
 		{"cycle", "version: 1\nsteps:\n  a:\n    capability: x\n    needs: [c]\n  b:\n    capability: x\n    needs: [a]\n  c:\n    capability: x\n    needs: [b]\n",
-			"f.yaml:6: step b: needs form a cycle: a → c → b → a"},
-		{"unknown need", "version: 1\nsteps:\n  a:\n    capability: x\n  b:\n    capability: x\n    needs: [a, z]\n", `f.yaml:5: step b: needs unknown step "z"`},
+			"f.yaml:8: step b: needs form a cycle: a → c → b → a"},
+		{"unknown need", "version: 1\nsteps:\n  a:\n    capability: x\n  b:\n    capability: x\n    needs: [a, z]\n", `f.yaml:7: step b: needs unknown step "z"`},
 		{"self need", "version: 1\nsteps:\n  a:\n    capability: x\n    needs: [a]\n", "f.yaml:5: step a.needs: a step cannot need itself"},
 		{"bad expression", "version: 1\nsteps:\n  a:\n    capability: x\n    input: '{sku: $input.sku'\n", `f.yaml:5: step a.input: bad expression "{sku: $input.sku": unexpected EOF`},
 		{"bad expression in a block", "version: 1\nsteps:\n  a:\n    capability: x\n    input: |\n      {a: 1,\n       b: ]}\n", "f.yaml:7: step a.input: bad expression"},
@@ -110,7 +112,28 @@ func TestParseBad(t *testing.T) {
 func TestParseReportsAll(t *testing.T) {
 	_, err := Parse("f.yaml", []byte("version: 1\nsteps:\n  a:\n    capability: x\n    bogus: 1\n  b:\n    needs: [q]\n"))
 	var pe ParseErrors
-	if !errors.As(err, &pe) || len(pe) != 3 || pe[0].Line != 5 || pe[1].Line != 6 || pe[2].Line != 6 {
+	if !errors.As(err, &pe) || len(pe) != 3 || pe[0].Line != 5 || pe[1].Line != 6 || pe[2].Line != 7 {
 		t.Fatalf("errors = %v", err)
+	}
+}
+
+// The example in examples/workflow (and the README) parses.
+func TestParseExamples(t *testing.T) {
+	files, _ := filepath.Glob("../examples/workflow/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples")
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Parse(f, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Steps) < 2 {
+			t.Fatalf("%s: %d steps", f, len(s.Steps))
+		}
 	}
 }
