@@ -18,7 +18,7 @@ case "$request" in
 *'"phase":"execute"'*)
 	echo work >> "$COUNT"
 	printf '%s\n' "$request" >> "$COUNT.in"
-	if [ -n "$HANG" ] && [ ! -e "$COUNT.hung" ]; then : > "$COUNT.hung"; sleep 20; fi
+	if [ -n "$HANG" ] && [ ! -e "$COUNT.hung" ]; then : > "$COUNT.hung"; exec sleep 20; fi
 	echo "{\"result\":{\"ok\":true}${CTX:+,\"context\":$CTX}}"
 	;;
 esac
@@ -139,6 +139,31 @@ func TestFlowSurvivesKill9(t *testing.T) {
 	ls, _, code := parley(t, bin, "flow", "ls", "--home", a)
 	if code != 0 || !strings.Contains(ls, run.ID) || !strings.Contains(ls, "completed") {
 		t.Errorf("flow ls: %s", ls)
+	}
+	// Every step decision is in the requester's audit log.
+	out, _, _ = parley(t, bin, "audit", "tail", "--home", a, "-n", "1000", "--json")
+	for _, kind := range []string{"workflow.start", "workflow.resume", "workflow.step.start", "workflow.step.award", "workflow.step.done", "workflow.done"} {
+		if !strings.Contains(out, `"kind":"`+kind+`"`) {
+			t.Errorf("no %s record in the audit log", kind)
+		}
+	}
+	// --follow prints the steps and exits 0 once completed; a bad file is
+	// refused with file:line before anything runs.
+	once := filepath.Join(dir, "once.yaml")
+	if err := os.WriteFile(once, []byte("version: 1\nsteps:\n  one: {capability: one, bid_window: 300ms, context: {writes: [made]}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = parley(t, bin, "flow", "run", once, "--home", a, "--follow")
+	if code != 0 || !strings.Contains(out, "completed") {
+		t.Errorf("flow run --follow: exit %d\n%s%s", code, out, stderr)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("version: 1\nsteps:\n  one: {capability: one}\n  two: {capability: two, needs: [three]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = parley(t, bin, "flow", "run", bad, "--home", a)
+	if code == 0 || !strings.Contains(stderr, bad+`:4: step two: needs unknown step "three"`) {
+		t.Errorf("flow run of a bad file: exit %d: %s", code, stderr)
 	}
 	da.stop(t)
 	db.stop(t)
