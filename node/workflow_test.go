@@ -18,7 +18,9 @@ import (
 func TestRunWorkflow(t *testing.T) {
 	m := nodetest.NewMesh(t, 2)
 	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "doubler", Capabilities: []string{"double"}}, negotiation.HandlerFuncs{
-		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) { return negotiation.Bid{Price: 1}, nil },
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: 1}, nil
+		},
 		WorkFunc: func(_ context.Context, t negotiation.Task) (json.RawMessage, error) {
 			var in struct{ N int }
 			if err := json.Unmarshal(t.Input, &in); err != nil {
