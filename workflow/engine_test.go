@@ -605,3 +605,48 @@ func TestWorkflowBounds(t *testing.T) {
 		t.Fatalf("pruned workflow: %v", err)
 	}
 }
+
+// A false if: skips its step (its dependents still run); a false success
+// criterion fails the workflow once every step has ended, and its
+// completed steps are compensated.
+func TestWorkflowConditions(t *testing.T) {
+	a := &agent{name: "doer", capability: "do", node: 1}
+	u := &agent{name: "undoer", capability: "undo", node: 1}
+	m := newMesh(t, 2, a, u)
+	e := newEngine(t, m.Nodes[0], filepath.Join(t.TempDir(), "w.db"), nil)
+	defer e.Close()
+	src := `version: 1
+steps:
+  first:
+    capability: do
+    bid_window: 100ms
+    compensate: {capability: undo, bid_window: 100ms}
+  maybe:
+    capability: do
+    needs: [first]
+    if: '$input.big'
+  last:
+    capability: do
+    needs: [maybe]
+    bid_window: 100ms
+    input: '{maybe: $steps.maybe.state}'
+success: '$steps.maybe.state == "completed"'
+`
+	r, err := e.Submit(context.Background(), "c.yaml", []byte(src), json.RawMessage(`{"big":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = wait(t, e, r.ID)
+	if r.State != workflow.StateFailed || !strings.Contains(r.Error, "success criterion is false") {
+		t.Fatalf("workflow %s: %s", r.State, r.Error)
+	}
+	if st := r.Steps[1]; st.State != workflow.StepSkipped || len(st.Attempts) != 0 {
+		t.Fatalf("maybe: %+v", st)
+	}
+	if in := a.inputs(); len(in) != 2 || in[1] != `{"maybe":"skipped"}` {
+		t.Fatalf("doer's inputs %v; steps %+v", in, r.Steps)
+	}
+	if r.Steps[0].State != workflow.StepCompensated || u.works.Load() != 1 {
+		t.Fatalf("first: %s, undoer worked %d times", r.Steps[0].State, u.works.Load())
+	}
+}

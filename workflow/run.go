@@ -34,7 +34,7 @@ const (
 	StepCompleted StepState = "completed" // a result came back
 	StepSkipped   StepState = "skipped"   // its if: was false
 	StepFailed    StepState = "failed"    // every attempt failed, or its input could not be built
-	StepCanceled  StepState = "canceled"  // the workflow ended before it did
+	StepCanceled  StepState = "canceled"  // the workflow ended before it did (or before it began)
 	// A completed step's compensation states.
 	StepCompensated        StepState = "compensated"
 	StepCompensationFailed StepState = "compensation_failed"

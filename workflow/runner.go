@@ -130,7 +130,9 @@ func (r *runner) steps(ctx context.Context) bool {
 	inflight := 0
 	failed := ""
 	for {
-		if failed == "" && sctx.Err() == nil {
+		// A skipped step readies its dependents at once: look again.
+		for again := true; again && failed == "" && sctx.Err() == nil; {
+			again = false
 			for _, st := range r.ready() {
 				if err := r.begin(sctx, st); err != nil {
 					r.stepEnded(st.Name, StepFailed, nil, err.Error())
@@ -139,7 +141,8 @@ func (r *runner) steps(ctx context.Context) bool {
 					break
 				}
 				if r.stepState(st.Name) != StepRunning {
-					continue // skipped
+					again = true // skipped
+					continue
 				}
 				inflight++
 				r.e.wg.Add(1)
@@ -174,6 +177,15 @@ func (r *runner) steps(ctx context.Context) bool {
 	}
 	if r.closing(ctx) {
 		return false
+	}
+	if failed != "" || ctx.Err() != nil {
+		r.update(func(rec *Run) {
+			for i := range rec.Steps {
+				if rec.Steps[i].State == StepPending {
+					rec.Steps[i].State, rec.Steps[i].Error = StepCanceled, "not run: the workflow ended first"
+				}
+			}
+		})
 	}
 	switch {
 	case errors.Is(context.Cause(ctx), errCanceled):
