@@ -25,6 +25,7 @@ const (
 	EntryCard      Entry = "card"
 	EntryAPI       Entry = "api"
 	EntryTrace     Entry = "trace" // /parley/trace/1.0.0: a peer reading this node's spans
+	EntryA2A       Entry = "a2a"   // the A2A gateway (interop/a2a): its token and bounds
 )
 
 // ErrDenied is wrapped by every refusal; it is negotiation.ErrDenied, so a

@@ -36,8 +36,12 @@ func (a agentAdmin) Agents(context.Context) ([]api.HostedAgent, error) {
 		if i == 0 && len(ac.Exec) == 0 {
 			kind = api.HostedBuiltin // the default agent, which signs the node's own requests
 		}
+		caps := slices.Clone(ac.Capabilities)
+		if a2 := d.a2aAgent(ac.Name); a2 != nil {
+			caps = a2.Capabilities() // its card's skills, or the ones listed
+		}
 		out = append(out, api.HostedAgent{Name: ac.Name, ID: ag.ID, Kind: kind,
-			Capabilities: slices.Clone(ac.Capabilities), Exec: slices.Clone(ac.Exec), Timeout: intent.Duration(ac.Timeout)})
+			Capabilities: caps, Exec: slices.Clone(ac.Exec), Timeout: intent.Duration(ac.Timeout)})
 	}
 	return out, nil // the API adds the external agents
 }

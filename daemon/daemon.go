@@ -33,6 +33,7 @@ import (
 	"github.com/parleynet/parley/daemon/execagent"
 	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/discovery"
+	"github.com/parleynet/parley/interop/mcp"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
 	"github.com/parleynet/parley/policy"
@@ -110,6 +111,12 @@ type Options struct {
 	RelayService bool
 	Relays       []string
 	Reachability string
+
+	// A2AListen, when set, turns the A2A gateway on at this host:port
+	// (or config.yaml's a2a.listen); A2APublic allows an address that is
+	// not loopback.
+	A2AListen string
+	A2APublic bool
 }
 
 // Daemon is one running node with its API. Build it with New, run it with
@@ -129,6 +136,7 @@ type Daemon struct {
 	baseLevel  string // the log level before config.yaml's log_level
 	reloadErr  error  // why the last Reload was refused
 	started    time.Time
+	a2a        a2aState
 
 	// Set by Start, read-only after it.
 	n      *node.Node
@@ -192,6 +200,11 @@ func New(opts Options) (*Daemon, error) {
 	case "", discovery.DHTServer, discovery.DHTClient, discovery.DHTAuto, discovery.DHTOff:
 	default:
 		return nil, &OptionError{Option: "DHTMode", Value: opts.DHTMode, Err: errors.New("want server, client, auto or off")}
+	}
+	if opts.A2AListen != "" {
+		if err := checkHostPort(opts.A2AListen); err != nil {
+			return nil, &OptionError{Option: "A2AListen", Value: opts.A2AListen, Err: fmt.Errorf("want host:port, such as 127.0.0.1:7070: %w", err)}
+		}
 	}
 	if opts.API != "" {
 		if err := checkHostPort(opts.API); err != nil {
@@ -465,7 +478,17 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	if err := checkListening(n, d.listen); err != nil {
 		return err
 	}
+	undo = append(undo, d.closeA2AAgents) // after the node has stopped
 	for _, ac := range h.Config.Agents {
+		if ac.A2A != "" {
+			d.mu.Lock()
+			err := d.hostA2A(n, h, ac)
+			d.mu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if len(ac.Exec) == 0 {
 			continue
 		}
@@ -498,6 +521,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		}),
 		api.WithRegistry(registry{h}),
 		api.WithAgentAdmin(agentAdmin{d}),
+		api.WithMCP(mcp.Mount(d.opts.Version)), // /mcp: the MCP server's tools, in-process on this API
 		api.WithChecks(api.Check{Name: "audit log", Err: d.auditErr}, api.Check{Name: "reload", Err: d.lastReloadErr}),
 		api.WithStatus(d.fillStatus),
 		api.WithWorkflows(flows))...)
@@ -520,6 +544,9 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		_ = srv.Shutdown(sctx)
 		<-done
 	})
+	if err := d.startA2A(n, h, &undo); err != nil {
+		return err
+	}
 	if err := h.WriteAPI(url, token); err != nil {
 		return err
 	}
@@ -658,6 +685,12 @@ func (d *Daemon) fillStatus(st *api.Status) {
 			st.Agents[i].Kind = api.KindExec
 		}
 		st.Agents[i].Capabilities = append([]string{}, ac.Capabilities...)
+		if ac.A2A != "" {
+			st.Agents[i].Kind = api.KindA2A
+			if ag := d.a2a.agents[ac.Name]; ag != nil {
+				st.Agents[i].Capabilities = ag.Capabilities()
+			}
+		}
 	}
 	st.Audit = api.AuditStatus{Enabled: d.alog != nil}
 	if d.alog != nil {
@@ -698,6 +731,9 @@ func (d *Daemon) Close(ctx context.Context) error {
 	if err := d.h.RemoveAPI(d.url); err != nil {
 		errs = append(errs, err)
 	}
+	if err := d.stopA2A(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := d.srv.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -720,6 +756,7 @@ func (d *Daemon) Close(ctx context.Context) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("close node: %w", err))
 		}
+		d.closeA2AAgents()
 		if d.alog != nil {
 			if err := d.alog.Close(); err != nil {
 				errs = append(errs, err)

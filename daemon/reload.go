@@ -248,22 +248,26 @@ func (d *Daemon) apply(p *plan) (err error) {
 		if err := n.RemoveAgent(ac.Name); err != nil {
 			return fmt.Errorf("remove agent %s: %w", ac.Name, err)
 		}
+		d.dropA2A(ac.Name)
 		undo = append(undo, func() { _ = d.host(n, d.h, ac) })
 	}
 	for _, ch := range p.changed {
 		prev, next := ch[0], ch[1]
-		if len(next.Exec) == 0 || len(prev.Exec) == 0 {
+		if !next.Contractor() || !prev.Contractor() || next.A2A != prev.A2A {
 			// A signer and a contractor are hosted differently.
 			if err := n.RemoveAgent(next.Name); err != nil {
 				return fmt.Errorf("change agent %s: %w", next.Name, err)
 			}
+		}
+		if prev.A2A != "" && next.A2A == "" {
+			d.dropA2A(next.Name)
 		}
 		if err := d.host(n, p.h, next); err != nil {
 			_ = d.host(n, d.h, prev)
 			return fmt.Errorf("change agent %s: %w", next.Name, err)
 		}
 		undo = append(undo, func() {
-			if len(next.Exec) == 0 || len(prev.Exec) == 0 {
+			if !next.Contractor() || !prev.Contractor() || next.A2A != prev.A2A {
 				_ = n.RemoveAgent(next.Name)
 			}
 			_ = d.host(n, d.h, prev)
@@ -292,6 +296,9 @@ func (d *Daemon) host(n *node.Node, h *home.Home, ac home.AgentConfig) error {
 		return errors.New("no key loaded")
 	}
 	a := h.Agents[i]
+	if ac.A2A != "" {
+		return d.hostA2A(n, h, ac)
+	}
 	if len(ac.Exec) == 0 {
 		if _, err := n.Agent(ac.Name); err == nil {
 			return nil // still hosted, as a signer

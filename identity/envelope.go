@@ -68,6 +68,16 @@ var (
 	ErrUnsupportedVersion = errors.New("unsupported message version")
 )
 
+// Forged reports whether err refused data no honest peer sends, of any
+// version or configuration: no envelope, a payload that is no message, a
+// signature that does not verify, or one by another key than the sender
+// it names. Peers verify before they forward, so a node may stop hearing
+// a peer that sends these; late, replayed or oversize data is not forged.
+func Forged(err error) bool {
+	return errors.Is(err, ErrMalformed) || errors.Is(err, ErrNotJSON) ||
+		errors.Is(err, ErrBadSignature) || errors.Is(err, ErrWrongSigner)
+}
+
 // Message is the signed payload of a parley envelope. It is JSON, carries a
 // type and a schema version, and is open to other implementations: unknown
 // fields are ignored.

@@ -3,8 +3,11 @@ package negotiation_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -112,11 +116,47 @@ func benchNegotiation(b *testing.B, tc tracing.Config) {
 	}
 }
 
-// BenchmarkRawStreamRoundTrip is the baseline: two plain libp2p hosts on
-// loopback TCP, one new stream per op carrying one msgio request and one
-// reply, with no signatures.
-func BenchmarkRawStreamRoundTrip(b *testing.B) {
-	hosts := make([]host.Host, 2)
+// BenchmarkNegotiationConcurrent runs negotiations from 1, 4 and 16
+// requesters at once on one node, to one contractor node, on loopback
+// TCP, and reports negotiations a second: how it scales with cores.
+func BenchmarkNegotiationConcurrent(b *testing.B) {
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("requesters=%d", n), func(b *testing.B) {
+			requester := loopbackNode(b, nil, tracing.Config{})
+			contractor := loopbackNode(b, requester, tracing.Config{})
+			if _, err := contractor.AddAgent(node.AgentCard{Name: "echo", Capabilities: []string{"echo"}}, echo); err != nil {
+				b.Fatal(err)
+			}
+			for len(requester.TopicPeers("echo")) == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			need := negotiation.Need{Capability: "echo", Input: json.RawMessage(benchInput)}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(b.N) {
+						if _, err := requester.Request(context.Background(), need, negotiation.WithEnoughBids(1), negotiation.WithBidWindow(5*time.Second)); err != nil {
+							b.Errorf("negotiation: %v", err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "negotiations/s")
+		})
+	}
+}
+
+// rawPair is two plain libp2p hosts on loopback TCP, connected, the
+// second echoing each msgio message on proto until the stream closes.
+func rawPair(b *testing.B, proto protocol.ID) [2]host.Host {
+	var hosts [2]host.Host
 	for i := range hosts {
 		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 		if err != nil {
@@ -125,37 +165,89 @@ func BenchmarkRawStreamRoundTrip(b *testing.B) {
 		b.Cleanup(func() { _ = h.Close() })
 		hosts[i] = h
 	}
-	const proto = "/bench/echo/1.0.0"
 	hosts[1].SetStreamHandler(proto, func(s network.Stream) {
 		defer s.Close()
 		r, w := msgio.NewVarintReader(s), msgio.NewVarintWriter(s)
-		msg, err := r.ReadMsg()
-		if err != nil {
-			_ = s.Reset()
-			return
+		for {
+			msg, err := r.ReadMsg()
+			if err != nil {
+				return
+			}
+			if err := w.WriteMsg(msg); err != nil {
+				_ = s.Reset()
+				return
+			}
 		}
-		_ = w.WriteMsg(msg)
 	})
-	ctx := context.Background()
-	if err := hosts[0].Connect(ctx, peer.AddrInfo{ID: hosts[1].ID(), Addrs: hosts[1].Addrs()}); err != nil {
+	if err := hosts[0].Connect(context.Background(), peer.AddrInfo{ID: hosts[1].ID(), Addrs: hosts[1].Addrs()}); err != nil {
 		b.Fatal(err)
 	}
+	return hosts
+}
+
+// roundTrips opens a stream from hosts[0] and makes n request-reply
+// exchanges on it.
+func roundTrips(b *testing.B, hosts [2]host.Host, proto protocol.ID, n int) {
+	s, err := hosts[0].NewStream(context.Background(), hosts[1].ID(), proto)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, w := msgio.NewVarintReader(s), msgio.NewVarintWriter(s)
+	for range n {
+		if err := w.WriteMsg([]byte(benchInput)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.ReadMsg(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_ = s.CloseWrite()
+	_, _ = io.Copy(io.Discard, s)
+	_ = s.Close()
+}
+
+// BenchmarkRawStreamRoundTrip is the baseline: two plain libp2p hosts on
+// loopback TCP, one new stream per op carrying one msgio request and one
+// reply, with no signatures.
+func BenchmarkRawStreamRoundTrip(b *testing.B) {
+	const proto = "/bench/echo/1.0.0"
+	hosts := rawPair(b, proto)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		s, err := hosts[0].NewStream(ctx, hosts[1].ID(), proto)
-		if err != nil {
-			b.Fatal(err)
+		roundTrips(b, hosts, proto, 1)
+	}
+}
+
+// BenchmarkNegotiationFloor is what one negotiation cannot do without,
+// measured on this machine in this run: the eight signed messages of a
+// negotiation with one bidder (the call, propose, accept, commit, task,
+// result, ack and the bidder's reject-or-award answer), each sealed by one
+// agent and opened by the other, and the contractor's one stream with its
+// three request-reply exchanges (propose/accept, commit/task, result/ack)
+// on raw libp2p. BenchmarkNegotiation divided by this is how far the
+// protocol is from its floor.
+func BenchmarkNegotiationFloor(b *testing.B) {
+	const proto = "/bench/floor/1.0.0"
+	hosts := rawPair(b, proto)
+	agent, err := nodetest.NewAgent("floor")
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := json.RawMessage(`{"task":"0123456789abcdef","price":1,"eta":"1ms","input":` + benchInput + `}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		for range 8 {
+			raw, err := identity.Seal(agent, identity.Message{Type: "propose", V: 1, Body: body})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := identity.Open(raw, identity.OpenOptions{}); err != nil {
+				b.Fatal(err)
+			}
 		}
-		if err := msgio.NewVarintWriter(s).WriteMsg([]byte(benchInput)); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := msgio.NewVarintReader(s).ReadMsg(); err != nil {
-			b.Fatal(err)
-		}
-		_ = s.CloseWrite()
-		_, _ = io.Copy(io.Discard, s)
-		_ = s.Close()
+		roundTrips(b, hosts, proto, 3)
 	}
 }
 

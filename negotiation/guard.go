@@ -61,6 +61,25 @@ type Event struct {
 	Peer       peer.ID          // the other side's node, if any
 	Price      float64
 	Rationale  string
+	// Trace is the task's trace ID (hex), when it has one: audit records
+	// and log lines join its spans by it.
+	Trace string `json:",omitempty"`
+}
+
+// LogFields are e's fields for a structured log line: every line about a
+// task carries its ID, trace ID, agent and peer.
+func (e Event) LogFields() []any {
+	f := []any{"kind", e.Kind, "task", e.Task, "role", e.Role, "agent", e.Agent}
+	if e.Trace != "" {
+		f = append(f, "trace_id", e.Trace)
+	}
+	if e.Peer != "" {
+		f = append(f, "peer", e.Peer)
+	}
+	if e.Other != "" {
+		f = append(f, "other", e.Other)
+	}
+	return f
 }
 
 // AuditFunc records an event durably before the step it records is
@@ -72,7 +91,7 @@ func (s *Service) audit(e Event) error {
 		return nil
 	}
 	if err := s.cfg.Audit(e); err != nil {
-		log.Errorw("audit record failed; step not taken", "kind", e.Kind, "task", e.Task, "err", err)
+		log.Errorw("audit record failed; step not taken", append(e.LogFields(), "err", err)...)
 		return err
 	}
 	return nil

@@ -22,6 +22,9 @@ type RequestOptions struct {
 	// the first call goes out, so a caller can tie the task to its own
 	// records (a workflow step) while it runs.
 	Started func(taskID string)
+	// Updates, if set, is told the task's state changes and progress
+	// (WithUpdates).
+	Updates func(Update)
 }
 
 // RequestOption changes RequestOptions.

@@ -121,6 +121,7 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	if o.Started != nil {
 		o.Started(r.id)
 	}
+	r.update(Update{State: StateSubmitted})
 
 	reason := r.run(ctx)
 	// Whatever ended the task (a result, the retry budget, a cancel in the
@@ -283,6 +284,7 @@ func (r *request) run(ctx context.Context) string {
 	var reasons []string
 	for call := 1; call <= r.opts.Calls; call++ {
 		r.hist.set(StateNegotiating, fmt.Sprintf("call %d of %d", call, r.opts.Calls))
+		r.update(Update{State: StateNegotiating, Note: fmt.Sprintf("call %d of %d", call, r.opts.Calls)})
 		bids, err := r.callForProposals(ctx, call)
 		if err != nil {
 			return err.Error()
@@ -574,6 +576,7 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 	}
 	r.mu.Unlock()
 	r.hist.set(StateWorking, short(b.info.Agent)+" committed")
+	r.update(Update{State: StateWorking, Note: short(b.info.Agent) + " committed", Winner: b.info.Agent, WinnerName: b.info.Name})
 	r.rejectRest(fmt.Sprintf("awarded to another bid (%s); standing by until the deadline", rationale))
 	wctx, wspan := r.s.span(ctx, spanWork, trace.SpanKindInternal, r.id)
 	defer wspan.End()
@@ -583,12 +586,17 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 	}
 	for {
 		conn.SetReadTimeout(r.opts.ProgressTimeout)
+		in = wire{} // a keepalive must not repeat the last progress note
 		m, err := r.s.recv(conn, &in)
 		if err != nil {
 			return false, r.lost(ctx, conn, b, err, "progress")
 		}
 		switch m.Type {
-		case msgProgress, msgCommit: // alive; a repeated commit changes nothing
+		case msgProgress:
+			if in.Note != "" || in.Fraction != 0 {
+				r.update(Update{State: StateWorking, Progress: true, Fraction: in.Fraction, Note: in.Note, Winner: b.info.Agent, WinnerName: b.info.Name})
+			}
+		case msgCommit: // alive; a repeated commit changes nothing
 		case msgResult:
 			wspan.End()
 			rctx, rspan := r.s.span(ctx, spanResult, trace.SpanKindInternal, r.id)

@@ -41,6 +41,9 @@ type Config struct {
 	Guard Guard
 	// Audit records each step before it is acknowledged; nil records none.
 	Audit AuditFunc
+	// Forged, if set, hears of each frame a peer sent that no honest
+	// peer sends (identity.Forged), after its stream is reset.
+	Forged func(p peer.ID, reason string)
 	// Tracer records each phase as a span (tracing.Start); nil records
 	// none and costs nothing.
 	Tracer trace.Tracer
@@ -260,6 +263,9 @@ func (s *Service) refuseFrame(st network.Stream, err error) {
 	s.m.dropped.WithLabelValues(reason).Inc()
 	log.Debugw("negotiation frame refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", reason, "err", err)
 	_ = st.Reset()
+	if s.cfg.Forged != nil && identity.Forged(err) {
+		s.cfg.Forged(st.Conn().RemotePeer(), reason)
+	}
 }
 
 // handleStream serves a stream a peer opened: a bidder's proposal (we are

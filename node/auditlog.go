@@ -84,7 +84,11 @@ func (b *brokenWarning) warn(err error) {
 	}
 }
 
-// auditEvent records a negotiation step before it is acknowledged.
+// auditEvent records a negotiation step before it is acknowledged, and
+// logs it (at debug) with the fields that join it to its trace.
 func (n *Node) auditEvent(e negotiation.Event) error {
+	if debugging() {
+		log.Debugw("negotiation "+e.Kind, e.LogFields()...)
+	}
 	return n.recordPeer(e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
 }

@@ -83,6 +83,10 @@ type Config struct {
 	// costs a peer its mesh place (and then its hearing) when it forwards
 	// invalid intents.
 	NoPeerScoring bool
+	// BanBackoff is how long a peer whose GossipSub score fell below the
+	// graylist threshold is disconnected and refused; each repeat doubles
+	// it, up to an hour. Zero is DefaultBanBackoff.
+	BanBackoff time.Duration
 	// CardTTL is how long agent cards are valid; they are re-signed.
 	CardTTL time.Duration
 
@@ -228,6 +232,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnLow <= 0 {
 		c.ConnLow = d.ConnLow
+	}
+	if c.BanBackoff <= 0 {
+		c.BanBackoff = DefaultBanBackoff
 	}
 	if c.ConnHigh <= 0 {
 		c.ConnHigh = d.ConnHigh

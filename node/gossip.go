@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
@@ -267,7 +268,7 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 	self := n.ID()
 	return func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 		if len(msg.Data) > n.cfg.MaxIntentSize {
-			return n.drop(from, "oversize", fmt.Errorf("%w: %d bytes, limit %d", identity.ErrTooLarge, len(msg.Data), n.cfg.MaxIntentSize))
+			return n.drop(from, nil, "oversize", fmt.Errorf("%w: %d bytes, limit %d", identity.ErrTooLarge, len(msg.Data), n.cfg.MaxIntentSize))
 		}
 		// The forwarder's rate was applied to the RPC (forwarders.go).
 		remote := from != self
@@ -276,15 +277,15 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 			Delegations: n.delegations,
 		})
 		if err != nil {
-			return n.drop(from, intent.DropReason(err), err)
+			return n.drop(from, nil, intent.DropReason(err), err)
 		}
 		if remote {
 			if reason := n.adm.Intent(in, from); reason != "" {
-				return n.ignore(from, reason)
+				return n.ignore(from, in, reason)
 			}
 		}
 		if err := n.replay.Check(in.From, in.ID, in.Created, time.Now()); err != nil {
-			return n.drop(from, intent.DropReason(err), err)
+			return n.drop(from, in, intent.DropReason(err), err)
 		}
 		deliver := true
 		if remote {
@@ -327,18 +328,25 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 // agent's rate: it is ignored, not rejected, since it is valid and its
 // forwarder may be an honest relay (a peer over the rates with its own
 // agents' intents pays through the layer's penalty).
-func (n *Node) ignore(from peer.ID, reason string) pubsub.ValidationResult {
+func (n *Node) ignore(from peer.ID, in *intent.Intent, reason string) pubsub.ValidationResult {
 	n.metrics.dropped.WithLabelValues(reason).Inc()
-	log.Debugw("intent refused by admission", "reason", reason, "from", from)
+	if debugging() {
+		log.Debugw("intent refused by admission", intentFields(from, in, "reason", reason)...)
+	}
 	return pubsub.ValidationIgnore
 }
 
-// drop counts and logs a rejected message. Replays and stale messages are
-// ignored rather than rejected: an honest peer can forward them late, and a
-// reject would cost it its score.
-func (n *Node) drop(from peer.ID, reason string, err error) pubsub.ValidationResult {
+// drop counts and logs a rejected message (in is nil if it did not open).
+// Replays and stale messages are ignored rather than rejected: an honest
+// peer can forward them late, and a reject would cost it its score.
+func (n *Node) drop(from peer.ID, in *intent.Intent, reason string, err error) pubsub.ValidationResult {
 	n.metrics.dropped.WithLabelValues(reason).Inc()
-	log.Debugw("dropped intent", "reason", reason, "from", from, "err", err)
+	if debugging() {
+		log.Debugw("dropped intent", intentFields(from, in, "reason", reason, "err", err)...)
+	}
+	if from != n.ID() && identity.Forged(err) {
+		n.forgedFrame(n.host.Network(), from, "intent "+reason)
+	}
 	if reason == "replayed" || reason == "expired" {
 		return pubsub.ValidationIgnore
 	}
@@ -509,4 +517,22 @@ func (n *Node) WaitReady(ctx context.Context, capability string) error {
 		return fmt.Errorf("no peer reachable on %s: %w", capability, err)
 	}
 	return nil
+}
+
+// debugging says whether the node logs at debug: the fields of a line
+// about every intent are not built for nothing.
+func debugging() bool { return log.Desugar().Core().Enabled(zapcore.DebugLevel) }
+
+// intentFields are the fields of a log line about an intent from a
+// forwarder: its ID, agent, origin node and trace ID when it opened.
+func intentFields(from peer.ID, in *intent.Intent, kv ...any) []any {
+	f := append([]any{"from", from}, kv...)
+	if in == nil {
+		return f
+	}
+	f = append(f, "intent", in.ID, "agent", in.From, "origin", in.Origin)
+	if sc, err := tracing.ParseTraceparent(in.Trace); err == nil {
+		f = append(f, "trace_id", sc.TraceID().String())
+	}
+	return f
 }

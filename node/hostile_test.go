@@ -11,6 +11,7 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 
@@ -253,5 +254,29 @@ func TestFloodingPeerIsGraylisted(t *testing.T) {
 	}
 	if got := victim.Stats().Dropped["unsigned"]; got == 0 || got >= flood {
 		t.Fatalf("victim validated %d of %d flood messages; want a few, then the flooder graylisted (drops %v)", got, flood, victim.Stats().Dropped)
+	}
+
+	// Graylisted, its bytes would still be read: it is disconnected and
+	// refused for a back-off instead, and the honest peer stays.
+	for victim.Host().Network().Connectedness(rawHost.ID()) == network.Connected {
+		if time.Now().After(deadline) {
+			t.Fatal("graylisted flooder still connected")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := m.Net.ConnectPeers(rawHost.ID(), victim.ID()); err == nil {
+		deadline := time.Now().Add(5 * time.Second)
+		for victim.Host().Network().Connectedness(rawHost.ID()) == network.Connected {
+			if time.Now().After(deadline) {
+				t.Fatal("banned flooder reconnected and stayed")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if victim.Host().Network().Connectedness(honest.ID()) != network.Connected {
+		t.Fatal("the honest peer was disconnected with the flooder")
+	}
+	if got := metricValue(t, victim, "parley_peers_banned_total"); got != 1 {
+		t.Fatalf("parley_peers_banned_total = %v, want 1", got)
 	}
 }

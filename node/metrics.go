@@ -2,7 +2,6 @@ package node
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/internal/promcount"
@@ -61,8 +60,7 @@ func newMetrics() *metrics {
 	for _, r := range lostReasons() {
 		m.lost.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.rejected, m.notRelayed,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.rejected, m.notRelayed)
 	return m
 }
 

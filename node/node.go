@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -91,6 +92,9 @@ type Node struct {
 	// pubsub's inspector, under their own lock so it never waits on mu.
 	scoresMu sync.Mutex
 	scores   map[peer.ID]float64
+	// bans refuses graylisted peers for a back-off (ban.go).
+	bans    *bans
+	refuser network.Notifiee // on a host the node did not build
 	// policy decides what the node's agents may do; adm is the admission
 	// layer every way into the node passes (it holds the approvals too).
 	policy *policy.Engine
@@ -142,6 +146,7 @@ func New(cfg Config) (*Node, error) {
 		relays:      relays,
 	}
 	n.router = newRouterTracer(n.metrics.lost, n.metrics.rejected)
+	n.bans = newBans(cfg.BanBackoff, n.metrics.registry)
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -204,6 +209,13 @@ func (n *Node) Start(ctx context.Context) error {
 		n.ownsHost = true
 	}
 	n.host = h
+	if !n.ownsHost {
+		// Its gater is not the node's: a banned peer that redials is
+		// closed, and until then its streams are refused unread.
+		n.refuser = n.refuseBanned()
+		h.Network().Notify(n.refuser)
+		h = gatedHost{Host: h, bans: n.bans}
+	}
 	if err := n.watchReachability(n.ctx, h); err != nil {
 		n.shutdownLocked()
 		return fmt.Errorf("watch reachability: %w", err)
@@ -239,6 +251,7 @@ func (n *Node) Start(ctx context.Context) error {
 				n.scoresMu.Lock()
 				n.scores = scores
 				n.scoresMu.Unlock()
+				n.graylisted(h.Network(), scores)
 			}, time.Second))
 	}
 	ps, err := pubsub.NewGossipSub(n.ctx, h, psOpts...)
@@ -265,10 +278,12 @@ func (n *Node) Start(ctx context.Context) error {
 		StandbyWait:           b.StandbyWait,
 		DialPrivateAddrs:      n.cfg.DialPrivateAddrs,
 		Tracer:                n.tracing.Tracer("parley/negotiation"),
+		Forged:                func(p peer.ID, why string) { n.forgedFrame(h.Network(), p, why) },
 	})
 	h.SetStreamHandler(TraceProtocolID, n.serveTraces)
 	n.ctxs = n.newSharedContext(h)
-	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc")})
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc"),
+		Forged: func(p peer.ID, why string) { n.forgedFrame(h.Network(), p, why) }})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{
 			Peers:      n.bootstrap,
@@ -352,6 +367,7 @@ func (n *Node) newHost() (host.Host, error) {
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionManager(cm),
+		libp2p.ConnectionGater(n.bans),
 		libp2p.ResourceManager(rm),
 		libp2p.PrometheusRegisterer(n.metrics.registry),
 	}
@@ -460,6 +476,9 @@ func (n *Node) detachLocked() parts {
 	p := parts{cancel: n.cancel, neg: n.neg, rpc: n.rpc, ctxs: n.ctxs, adm: n.adm, disc: n.disc, topics: n.topics}
 	if n.host != nil {
 		n.host.RemoveStreamHandler(TraceProtocolID)
+		if n.refuser != nil {
+			n.host.Network().StopNotify(n.refuser)
+		}
 	}
 	if n.ownsHost {
 		p.host = n.host

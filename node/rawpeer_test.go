@@ -17,6 +17,7 @@ import (
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
 )
 
@@ -152,4 +153,22 @@ func records(t *testing.T, dir, kind string) []audit.Record {
 		}
 	}
 	return out
+}
+
+// metricValue sums every series of the metric name on n's registry.
+func metricValue(t *testing.T, n *node.Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, s := range mf.GetMetric() {
+				v += s.GetCounter().GetValue()
+			}
+		}
+	}
+	return v
 }

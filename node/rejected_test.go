@@ -51,21 +51,7 @@ func TestRouterRejectionsAreCounted(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	rejected := func() float64 {
-		mfs, err := m.Nodes[0].Registry().Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var n float64
-		for _, mf := range mfs {
-			if mf.GetName() == "parley_gossip_rejected_total" {
-				for _, s := range mf.GetMetric() {
-					n += s.GetCounter().GetValue()
-				}
-			}
-		}
-		return n
-	}
+	rejected := func() float64 { return metricValue(t, m.Nodes[0], "parley_gossip_rejected_total") }
 	for rejected() == 0 {
 		if err := tp.Publish(ctx, []byte("junk")); err != nil {
 			t.Fatal(err)

@@ -1,10 +1,15 @@
 package node_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	logging "github.com/ipfs/go-log/v2"
 
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
@@ -15,6 +20,7 @@ import (
 // a node that took part in it (its requester); another bidder and an
 // outsider are refused by the admission layer.
 func TestTraceProtocolAdmission(t *testing.T) {
+	logs := debugLog(t, "parley/node")
 	m := nodetest.NewMesh(t, 4, nodetest.WithConfig(func(_ int, c *node.Config) {
 		c.Tracing.Enabled = true
 	}))
@@ -35,6 +41,12 @@ func TestTraceProtocolAdmission(t *testing.T) {
 		t.Fatalf("requester's traces of the task: %v", res.Traces)
 	}
 	tid := res.Traces[0]
+	// Its log lines join up: the award names the task, the trace, the
+	// agent and the winner's node.
+	award := logs(func(l map[string]any) bool { return l["msg"] == "negotiation award" && l["task"] == out.Task })
+	if award == nil || award["trace_id"] != tid || award["agent"] == nil || award["peer"] != m.Nodes[1].ID().String() {
+		t.Errorf("log line of the award = %v; want task %s, trace_id %s, agent, peer %s", award, out.Task, tid, m.Nodes[1].ID())
+	}
 	loser := m.Nodes[2]
 	for deadline := time.Now().Add(10 * time.Second); len(loser.Tracing().Ring().Lookup(tid, 0).Tasks) == 0; {
 		if time.Now().After(deadline) {
@@ -109,5 +121,44 @@ func TestAskJoinsTrace(t *testing.T) {
 	ask, serve := find(m.Nodes[0], "rpc.ask"), find(m.Nodes[1], "rpc.serve")
 	if serve.TraceID != ask.TraceID || serve.ParentID != ask.SpanID {
 		t.Fatalf("rpc.ask %s/%s, rpc.serve %s parent %s: want serve a child of ask", ask.TraceID, ask.SpanID, serve.TraceID, serve.ParentID)
+	}
+}
+
+// debugLog turns subsystem's log up to debug for the test and returns a
+// lookup of the first JSON line that matches.
+func debugLog(t *testing.T, subsystem string) func(match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	prev, _ := logging.SubsystemLevelName(subsystem)
+	if err := logging.SetLogLevel(subsystem, "debug"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = logging.SetLogLevel(subsystem, prev) })
+	pr := logging.NewPipeReader(logging.PipeFormat(logging.JSONOutput), logging.PipeLevel(logging.LevelDebug))
+	var mu sync.Mutex
+	var lines []map[string]any
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var l map[string]any
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l["logger"] == subsystem {
+				mu.Lock()
+				lines = append(lines, l)
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = pr.Close(); <-done })
+	return func(match func(map[string]any) bool) map[string]any {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range lines {
+			if match(l) {
+				return l
+			}
+		}
+		return nil
 	}
 }

@@ -70,7 +70,9 @@ type Engine struct {
 	mu      sync.Mutex
 	origins map[identity.AgentID]*list.Element // of *origin
 	lru     list.List                          // front: most recently used
-	spend   [spendSlots]spendSlot              // ring indexed by Unix second
+	// spend is a ring indexed by Unix second, made at the first spend:
+	// most nodes never award, and it is 56 KiB.
+	spend *[spendSlots]spendSlot
 	// reserved is held by awards whose result has not come.
 	reserved float64
 	running  int
@@ -379,6 +381,9 @@ func (e *Engine) recordLocked(price float64, now time.Time) {
 	if !(price > 0) || math.IsInf(price, 0) {
 		return
 	}
+	if e.spend == nil {
+		e.spend = new([spendSlots]spendSlot)
+	}
 	sec := now.Unix()
 	s := &e.spend[((sec%spendSlots)+spendSlots)%spendSlots]
 	switch {
@@ -399,6 +404,9 @@ func (e *Engine) SpentLastHour(now time.Time) float64 {
 }
 
 func (e *Engine) spentLocked(now time.Time) float64 {
+	if e.spend == nil {
+		return 0
+	}
 	from := now.Unix() - spendSlots // exclusive
 	var sum float64
 	for _, s := range e.spend {

@@ -97,6 +97,7 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 		}
 	}
 	sleep(ctx, sc.Warmup)
+	cpu0 := cpuSeconds()
 	rng := rand.New(rand.NewPCG(sc.Seed, sc.Seed^0x5eed))
 	for k := range sc.Intents.Count {
 		msg := make([]byte, 8, 64)
@@ -116,6 +117,7 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 		st.DeliveryRatio = float64(st.Delivered) / float64(st.Expected)
 	}
 	st.LatencyMs = percentiles(lat)
+	st.setCPU(cpu0)
 	return st, nil
 }
 

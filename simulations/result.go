@@ -42,6 +42,12 @@ type IntentStats struct {
 	// Unexpected counts deliveries of intents the workload never
 	// published: hostile ones that got through. It should be 0.
 	Unexpected int `json:"unexpected"`
+	// CPUSeconds is the process's CPU time (user and system) from the
+	// workload's start to the end of the run, every node's together;
+	// CPUPerDeliveryUs divides it by the deliveries. Under a virtual
+	// clock it is still real CPU.
+	CPUSeconds       float64 `json:"cpu_s"`
+	CPUPerDeliveryUs float64 `json:"cpu_us_per_delivery"`
 }
 
 // NegotiationStats are the negotiation results.
@@ -76,6 +82,7 @@ type Result struct {
 	Scenario        string           `json:"scenario"`
 	Nodes           int              `json:"nodes"`
 	Clock           string           `json:"clock"`
+	Setup           Setup            `json:"setup"`
 	Seed            uint64           `json:"seed"`
 	WallS           float64          `json:"wall_s"`
 	RSSMB           float64          `json:"rss_mb"`

@@ -31,6 +31,7 @@ type Progress func(done float64)
 type runner struct {
 	sc       Scenario
 	m        *nodetest.Mesh
+	audit    *auditLogs // nil when the scenario is Bare
 	rng      *rand.Rand
 	start    time.Time
 	progress Progress
@@ -86,6 +87,19 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	r := &runner{sc: sc, rng: rand.New(rand.NewPCG(sc.Seed, sc.Seed^0x5eed)), progress: progress,
 		contractors: map[int]bool{}, published: map[string]publishedIntent{}, delivered: map[string]int{}, partitioned: map[int]bool{},
 		hostileIDs: map[string]bool{}}
+	// The nodes run as a daemon runs them: the default policy (none:
+	// everything allowed, the engine still consulted), the admission
+	// layer's default limits, and an audit log each, unless Bare.
+	setup := Setup{Policy: "none (the daemon's default: allow all, engine consulted)", Admission: "default limits", Audit: "off"}
+	var auditErr error
+	if !sc.Bare {
+		logs, err := newAuditLogs()
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = logs.close() }() // after the mesh closes, below
+		r.audit, setup.Audit = logs, logs.where()
+	}
 	opts := []nodetest.Option{
 		nodetest.WithTopology(nodetest.Random(sc.Degree, sc.Seed)),
 		nodetest.WithLatency(sc.Latency),
@@ -93,6 +107,9 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 		nodetest.WithConfig(func(_ int, c *node.Config) {
 			// The topology is given; the DHT would only add traffic.
 			c.DHTMode = "off"
+			if r.audit != nil && auditErr == nil {
+				auditErr = r.audit.configure(c)
+			}
 		}),
 	}
 	if sc.Tasks.Count == 0 {
@@ -103,6 +120,9 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	m, err := nodetest.Build(sc.Nodes, opts...)
 	if m != nil {
 		defer m.Close()
+	}
+	if err == nil {
+		err = auditErr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("build mesh: %w", err)
@@ -146,6 +166,7 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	sleep(ctx, sc.Warmup)
 	// Every event is timed from here, so none may be logged before.
 	r.start = time.Now()
+	cpu0 := cpuSeconds()
 	r.flood(ctx, &wg)
 
 	var work sync.WaitGroup
@@ -160,7 +181,10 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	sleep(ctx, 2*time.Second+10*sc.Latency)
 	progress(1)
 	cancel()
-	return r.result(), nil
+	res := r.result()
+	res.Setup = setup
+	res.Intents.setCPU(cpu0)
+	return res, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -489,6 +513,9 @@ func (r *runner) restart(i int) {
 	old := r.m.Nodes[i]
 	cfg := node.DefaultConfig()
 	cfg.NodeKey, cfg.Host, cfg.Agents, cfg.DHTMode = key, h, old.Agents()[:1], "off"
+	if r.audit != nil && r.audit.configure(&cfg) != nil {
+		return
+	}
 	n, err := node.New(cfg)
 	if err != nil || n.Start(context.Background()) != nil {
 		return

@@ -66,6 +66,10 @@ type Scenario struct {
 	} `yaml:"hostile" json:"hostile"`
 
 	Seed uint64 `yaml:"seed" json:"seed"`
+
+	// Bare runs the nodes without the audit log a daemon keeps: lighter
+	// than what ships, for comparison (parley sim --bare).
+	Bare bool `yaml:"bare" json:"bare"`
 }
 
 // BuiltinNames names the built-in scenarios.

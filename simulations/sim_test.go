@@ -57,6 +57,17 @@ func TestGossipDeliversToAll(t *testing.T) {
 	if res.Intents.LatencyMs.P50 < 50 {
 		t.Errorf("p50 latency %.1f ms is below one 50 ms link: the clock is not virtual", res.Intents.LatencyMs.P50)
 	}
+	// The nodes ran as shipped, and the result says so.
+	if res.Setup.Audit == "off" || res.Setup.Policy == "" {
+		t.Errorf("setup %+v: want every node with its audit log and the default policy", res.Setup)
+	}
+	if res.Intents.CPUSeconds <= 0 || res.Intents.CPUPerDeliveryUs <= 0 {
+		t.Errorf("CPU %.3f s, %.1f µs per delivery: want both measured", res.Intents.CPUSeconds, res.Intents.CPUPerDeliveryUs)
+	}
+	sc.Bare = true
+	if bare := run(t, sc); bare.Setup.Audit != "off" || bare.Intents.DeliveryRatio != 1 {
+		t.Errorf("bare run: setup %+v, delivery %.4f; want audit off, all delivered", bare.Setup, bare.Intents.DeliveryRatio)
+	}
 }
 
 func TestSameSeedSameMetrics(t *testing.T) {

@@ -82,6 +82,7 @@ starts its daemon, and the other commands talk to that daemon.`,
 		c.approvalsCmd(),
 		c.agentsCmd(),
 		c.uiCmd(),
+		c.mcpCmd(),
 	)
 	return root
 }

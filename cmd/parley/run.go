@@ -27,6 +27,7 @@ type runFlags struct {
 	policy    string
 	noAudit   bool
 	apiPublic bool
+	a2aListen string
 	// NAT traversal
 	relayService bool
 	relays       []string
@@ -45,6 +46,7 @@ it prints, on stdout:
   peer: <PeerID>
   listen: <multiaddr>/p2p/<PeerID>     (one per address)
   api: http://127.0.0.1:<port>
+  a2a: http://127.0.0.1:<port>         (with --a2a-listen or a2a.listen)
 
 Give a listen line to another node's --bootstrap to join it. Without one,
 the node finds peers by mDNS on the LAN (--no-mdns turns it off), through the
@@ -89,6 +91,7 @@ SIGHUP reload, and STOPPING=1 when it stops.`,
 	fl.StringVar(&f.policy, "policy", "", "policy file (YAML); reloaded on SIGHUP")
 	fl.BoolVar(&f.noAudit, "no-audit", false, "do not keep the audit log in <home>/audit")
 	fl.BoolVar(&f.apiPublic, "api-public", false, "allow the local API on a non-loopback address (only its token protects it)")
+	fl.StringVar(&f.a2aListen, "a2a-listen", "", "host:port of the A2A gateway (default config.yaml's a2a.listen, else off); loopback unless a2a.public")
 	fl.BoolVar(&f.relayService, "relay-service", false, "serve circuit relay v2 for nodes behind NAT (a public node; limits under nat.relay_limits in config.yaml)")
 	fl.StringArrayVar(&f.relays, "relay", nil, "static relay to reserve a slot on when behind NAT, a multiaddr ending in /p2p/<PeerID>, repeatable (overrides config.yaml's nat.relays)")
 	fl.StringVar(&f.reachability, "reachability", "", "what this node assumes of itself: auto (AutoNAT decides), public or private (behind NAT: reserve a relay slot at once)")
@@ -109,6 +112,8 @@ func optionFlag(option string) (string, bool) {
 		return "--relay", true
 	case "Reachability":
 		return "--reachability", true
+	case "A2AListen":
+		return "--a2a-listen", true
 	}
 	return "", false
 }
@@ -164,6 +169,7 @@ func (c *cli) run(ctx context.Context, f runFlags, logLevel string) error {
 		RelayService: f.relayService,
 		Relays:       f.relays,
 		Reachability: f.reachability,
+		A2AListen:    f.a2aListen,
 	})
 	if err != nil {
 		return flagErr(err)
@@ -214,6 +220,9 @@ func printReady(c *cli, d *daemon.Daemon) error {
 		fmt.Fprintf(&b, "listen: %s\n", a)
 	}
 	fmt.Fprintf(&b, "api: %s\n", d.APIURL())
+	if u := d.A2AURL(); u != "" {
+		fmt.Fprintf(&b, "a2a: %s\n", u)
+	}
 	_, err := io.WriteString(c.out, b.String())
 	return err
 }

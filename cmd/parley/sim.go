@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 
 	"github.com/schollz/progressbar/v3"
@@ -24,6 +27,9 @@ type simFlags struct {
 	report   string
 	baseline string
 	rawOnly  bool
+	bare     bool
+	// memprofile is where the heap profile goes.
+	memprofile string
 }
 
 func (c *cli) simCmd() *cobra.Command {
@@ -61,6 +67,8 @@ process, on the same clock, and prints both.`,
 	fl.BoolVar(&f.json, "json", false, "print one JSON object")
 	fl.StringVar(&f.report, "report", "", "write a self-contained HTML report to this file")
 	fl.StringVar(&f.baseline, "baseline", "", "raw: also run the topology and intents on raw GossipSub")
+	fl.StringVar(&f.memprofile, "memprofile", "", "write a heap profile (go tool pprof) to this file at the end of the workload, every node still up")
+	fl.BoolVar(&f.bare, "bare", false, "run the nodes without the audit log a daemon keeps (lighter than what ships)")
 	fl.BoolVar(&f.rawOnly, "raw-only", false, "run only the raw baseline and print it as JSON (used by --baseline)")
 	_ = fl.MarkHidden("raw-only")
 	return cmd
@@ -92,6 +100,9 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 	}
 	if cmd.Flags().Changed("seed") {
 		sc.Seed = f.seed
+	}
+	if f.bare {
+		sc.Bare = true
 	}
 	if err := sc.Validate(); err != nil {
 		return fmt.Errorf("scenario %s: %w", sc.Name, err)
@@ -146,6 +157,19 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 			progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100_000_000))
 		progress = func(done float64) { _ = bar.Set(int(done * 1000)) }
 		end = func() { _ = bar.Finish() }
+	}
+	if f.memprofile != "" {
+		// The run reports 1 while every node is still up: the heap at
+		// its fullest.
+		shown := progress
+		progress = func(done float64) {
+			if shown != nil {
+				shown(done)
+			}
+			if done == 1 {
+				writeHeapProfile(f.memprofile)
+			}
+		}
 	}
 	finish := func(res *simulations.Result, err error) error {
 		end()
@@ -232,9 +256,23 @@ func writeScenario(f *os.File, sc simulations.Scenario) error {
 	return f.Close()
 }
 
+// writeHeapProfile writes the live heap to path, after a collection; a
+// failure is said on stderr and does not fail the run.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err == nil {
+		runtime.GC()
+		err = errors.Join(pprof.WriteHeapProfile(f), f.Close())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "parley: --memprofile: %v\n", err)
+	}
+}
+
 func printSim(w io.Writer, r *simulations.Result) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "scenario %s: %d nodes, %s clock, seed %d — wall %.1f s, peak RSS %.0f MB\n", r.Scenario, r.Nodes, r.Clock, r.Seed, r.WallS, r.RSSMB)
+	fmt.Fprintf(&b, "nodes ran:    policy %s; admission %s; audit %s\n", r.Setup.Policy, r.Setup.Admission, r.Setup.Audit)
 	// Only lines that apply to the scenario: a run without intents has
 	// no "0 of 0 delivered".
 	in := r.Intents
@@ -248,6 +286,7 @@ func printSim(w io.Writer, r *simulations.Result) error {
 	}
 	if in.Published > 0 || in.Expected > 0 {
 		fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received\n", r.MessagesPerNode, r.BytesPerNode)
+		fmt.Fprintf(&b, "CPU:          %.1f s from the workload's start, %.0f µs per delivered intent\n", in.CPUSeconds, in.CPUPerDeliveryUs)
 	}
 	if h := r.HealToFullS; h != nil && *h >= 0 {
 		fmt.Fprintf(&b, "partition:    full delivery %.2f s after the heal\n", *h)
@@ -258,9 +297,12 @@ func printSim(w io.Writer, r *simulations.Result) error {
 		fmt.Fprintf(&b, "hostile:      %d peers sent %d bad intents over %.2f s; %d delivered to an agent\n", h.Peers, h.Sent, h.FloodEndS, h.Delivered)
 	}
 	if bl := r.Baseline; bl != nil {
-		fmt.Fprintf(&b, "raw baseline: delivery %.4f, p99 %.1f ms, wall %.1f s, RSS %.0f MB — parley/raw: wall %.2fx, RSS %.2fx, p99 %.2fx\n",
-			bl.Intents.DeliveryRatio, bl.Intents.LatencyMs.P99, bl.WallS, bl.RSSMB,
-			r.WallS/bl.WallS, r.RSSMB/bl.RSSMB, ratio(r.Intents.LatencyMs.P99, bl.Intents.LatencyMs.P99))
+		bi := bl.Intents
+		fmt.Fprintf(&b, "raw baseline: delivery %.4f, p50 %.1f ms, p99 %.1f ms, CPU %.0f µs per delivery, wall %.1f s, RSS %.0f MB\n",
+			bi.DeliveryRatio, bi.LatencyMs.P50, bi.LatencyMs.P99, bi.CPUPerDeliveryUs, bl.WallS, bl.RSSMB)
+		fmt.Fprintf(&b, "parley/raw:   p50 %.2fx, p99 %.2fx, CPU per delivery %.2fx, wall %.2fx, RSS %.2fx\n",
+			ratio(in.LatencyMs.P50, bi.LatencyMs.P50), ratio(in.LatencyMs.P99, bi.LatencyMs.P99),
+			ratio(in.CPUPerDeliveryUs, bi.CPUPerDeliveryUs), r.WallS/bl.WallS, r.RSSMB/bl.RSSMB)
 	}
 	for _, e := range slices.Clone(r.Timeline) {
 		fmt.Fprintf(&b, "  at %6.2f s  %s\n", e.AtS, e.What)

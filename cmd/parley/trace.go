@@ -111,12 +111,14 @@ func spanDetail(s tracing.Span) string {
 		add("to %v", "parley.bidder_name")
 		add("price %v", "parley.price")
 		add("why: %v", "parley.rationale")
-	case "audit.append":
-		add("%v", "parley.audit_kind")
 	case "negotiation.result":
 		add("%v bytes", "parley.output_bytes")
 	}
 	for _, e := range s.Events {
+		if e.Name == "audit.append" {
+			parts = append(parts, fmt.Sprintf("audited %v in %vµs", e.Attributes["parley.audit_kind"], e.Attributes["parley.audit_us"]))
+			continue
+		}
 		name, _ := e.Attributes["parley.bidder_name"].(string)
 		parts = append(parts, fmt.Sprintf("%s from %s %v@%vms", e.Name, name, e.Attributes["parley.price"], e.Attributes["parley.eta_ms"]))
 	}

@@ -90,10 +90,13 @@ func TestTraceAcrossDaemons(t *testing.T) {
 			nodes[s.Node] = map[string]int{}
 		}
 		nodes[s.Node][s.Name]++
+		for _, e := range s.Events {
+			nodes[s.Node]["event "+e.Name]++
+		}
 	}
 	for name, want := range map[string][]string{
-		req.peer:   {"negotiation.request", "negotiation.call", "intent.publish", "negotiation.award", "negotiation.commit", "negotiation.work", "negotiation.result", "audit.append"},
-		cheap.peer: {"intent.validate", "negotiation.bid", "negotiation.commit", "negotiation.work", "negotiation.result", "audit.append"},
+		req.peer:   {"negotiation.request", "negotiation.call", "intent.publish", "negotiation.award", "negotiation.commit", "negotiation.work", "negotiation.result", "event audit.append"},
+		cheap.peer: {"intent.validate", "negotiation.bid", "negotiation.commit", "negotiation.work", "negotiation.result", "event audit.append"},
 		dear.peer:  {"intent.validate", "negotiation.bid"},
 	} {
 		for _, w := range want {

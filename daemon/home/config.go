@@ -85,6 +85,9 @@ type Config struct {
 	Policy string `yaml:"policy"`
 	// PSK is a private network key file (relative paths are to the home).
 	PSK string `yaml:"psk"`
+	// A2A is the A2A gateway (interop/a2a); off unless listen is set or
+	// 'parley run --a2a-listen' is given.
+	A2A A2AConfig `yaml:"a2a"`
 	// LogLevel is the daemon's log level (debug, info, warn, error),
 	// applied at start and on SIGHUP unless --log-level says otherwise;
 	// "" leaves it as the process has it (info).
@@ -128,6 +131,15 @@ type AgentConfig struct {
 	Capabilities []string      `yaml:"capabilities"`
 	Exec         []string      `yaml:"exec"`
 	Timeout      time.Duration `yaml:"timeout"`
+	// A2A, instead of Exec, backs the agent with a remote A2A agent: its
+	// base URL or its card's URL. Capabilities may then be left out (the
+	// card's skills); Price and ETA are the bid it makes on every call,
+	// and A2ATokenFile a bearer token for the remote (relative paths are
+	// to the home).
+	A2A          string        `yaml:"a2a"`
+	Price        float64       `yaml:"price"`
+	ETA          time.Duration `yaml:"eta"`
+	A2ATokenFile string        `yaml:"a2a_token_file"`
 	// Line is the agent's line in config.yaml, for error messages.
 	Line int `yaml:"-"`
 }
@@ -135,7 +147,42 @@ type AgentConfig struct {
 // Equal reports whether two agent configurations are the same, Line aside.
 func (a AgentConfig) Equal(b AgentConfig) bool {
 	return a.Name == b.Name && slices.Equal(a.Capabilities, b.Capabilities) &&
-		slices.Equal(a.Exec, b.Exec) && a.Timeout == b.Timeout
+		slices.Equal(a.Exec, b.Exec) && a.Timeout == b.Timeout &&
+		a.A2A == b.A2A && a.Price == b.Price && a.ETA == b.ETA && a.A2ATokenFile == b.A2ATokenFile
+}
+
+// Contractor reports whether the agent bids and works (a command or a
+// remote A2A agent) rather than only signing for the node.
+func (a AgentConfig) Contractor() bool { return len(a.Exec) > 0 || a.A2A != "" }
+
+// A2AConfig is the A2A gateway (see interop/a2a).
+type A2AConfig struct {
+	// Listen is host:port; empty (with no --a2a-listen) leaves the
+	// gateway off.
+	Listen string `yaml:"listen"`
+	// GRPCListen, when set, also serves A2A's gRPC binding at this
+	// host:port (same token and bounds).
+	GRPCListen string `yaml:"grpc_listen"`
+	// Public allows a listen address that is not loopback.
+	Public bool `yaml:"public"`
+	// URL is the base URL the cards name (default http://<listen>).
+	URL string `yaml:"url"`
+	// TokenFile holds the bearer token (default a2a.token in the home,
+	// generated at the first start).
+	TokenFile string `yaml:"token_file"`
+	// Export are capabilities offered as skills besides those of this
+	// node's agents: ones the mesh's other nodes serve.
+	Export []string `yaml:"export"`
+	// Agent is the agent of this node that requests for A2A clients
+	// (default the first, the node's default agent): the policy's rules
+	// for it bound what they may ask for.
+	Agent string `yaml:"agent"`
+	// MaxTasks bounds the A2A tasks remembered (default 1000), MaxLive
+	// those running at once (default 64), MaxBody a request (default
+	// 1 MiB).
+	MaxTasks int `yaml:"max_tasks"`
+	MaxLive  int `yaml:"max_live"`
+	MaxBody  int `yaml:"max_body"`
 }
 
 // APIConfig configures the local HTTP API.
@@ -212,11 +259,35 @@ agents:
 #    capabilities: [quote]
 #    exec: ["sh", "quote.sh"]
 #    timeout: 30s
+# An agent may instead be a remote A2A agent (its base URL or card URL):
+# its card's skills are its capabilities unless listed, and it bids price
+# and eta on every call.
+#  - name: translator
+#    a2a: https://translator.example/
+#    price: 2
+#    eta: 5s
 
 # The local HTTP API. Clients find its URL in <home>/api and its bearer token
 # in <home>/api.token.
 # api:
 #   listen: 127.0.0.1:0
+
+# The A2A gateway: this node's mesh as an A2A v1.0 agent (JSON-RPC and
+# REST), on when listen is set ('parley run --a2a-listen ADDR' sets it too).
+# Its card is at <url>/.well-known/agent-card.json with a skill per
+# capability of this node's agents and per exported one; every call needs
+# the bearer token in token_file (generated at the first start).
+# a2a:
+#   listen: 127.0.0.1:7070
+#   grpc_listen: 127.0.0.1:7071   # A2A's gRPC binding too
+#   public: false          # allow an address that is not loopback
+#   url: http://127.0.0.1:7070   # the base URL the card names
+#   token_file: a2a.token
+#   export: [translate]    # capabilities other nodes of the mesh serve
+#   agent: default         # the agent that requests for A2A clients (its policy applies)
+#   max_tasks: 1000        # A2A tasks remembered
+#   max_live: 64           # running at once
+#   max_body: 1048576      # bytes of one request
 
 # The daemon's log level: debug, info, warn or error ('parley run
 # --log-level' overrides it); reloaded on SIGHUP.
@@ -355,6 +426,10 @@ type fileConfig struct {
 		Capabilities []string      `yaml:"capabilities"`
 		Exec         []string      `yaml:"exec"`
 		Timeout      time.Duration `yaml:"timeout"`
+		A2A          string        `yaml:"a2a"`
+		Price        float64       `yaml:"price"`
+		ETA          time.Duration `yaml:"eta"`
+		A2ATokenFile string        `yaml:"a2a_token_file"`
 	} `yaml:"agents"`
 	API struct {
 		Listen lineString `yaml:"listen"`
@@ -370,6 +445,7 @@ type fileConfig struct {
 	Policy   string       `yaml:"policy"`
 	PSK      string       `yaml:"psk"`
 	LogLevel lineString   `yaml:"log_level"`
+	A2A      A2AConfig    `yaml:"a2a"`
 
 	Admission        admission.Limits  `yaml:"admission"`
 	Negotiation      NegotiationConfig `yaml:"negotiation"`
@@ -463,7 +539,11 @@ func parseConfig(path string, data []byte) (Config, error) {
 				return Config{}, bad(a.Name.line, "agents: %s: %v", a.Name.s, err)
 			}
 		}
+		if err := checkA2AAgent(a.Name.s, a.A2A, len(a.Exec) > 0, a.Price, a.ETA, a.A2ATokenFile); err != nil {
+			return Config{}, bad(a.Name.line, "agents: %v", err)
+		}
 		switch {
+		case a.A2A != "":
 		case len(a.Exec) > 0 && len(a.Capabilities) == 0:
 			return Config{}, bad(a.Name.line, "agents: %s runs a command but offers no capabilities", a.Name.s)
 		case len(a.Capabilities) > 0 && len(a.Exec) == 0:
@@ -475,7 +555,8 @@ func parseConfig(path string, data []byte) (Config, error) {
 		case a.Timeout < 0:
 			return Config{}, bad(a.Name.line, "agents: %s: negative timeout %s", a.Name.s, a.Timeout)
 		}
-		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s, Capabilities: a.Capabilities, Exec: a.Exec, Timeout: a.Timeout, Line: a.Name.line})
+		c.Agents = append(c.Agents, AgentConfig{Name: a.Name.s, Capabilities: a.Capabilities, Exec: a.Exec, Timeout: a.Timeout,
+			A2A: a.A2A, Price: a.Price, ETA: a.ETA, A2ATokenFile: a.A2ATokenFile, Line: a.Name.line})
 	}
 	if len(c.Agents) == 0 {
 		c.Agents = []AgentConfig{{Name: DefaultAgent}}
@@ -490,6 +571,13 @@ func parseConfig(path string, data []byte) (Config, error) {
 	c.Limits, c.ConnMgr = fc.Limits, fc.ConnMgr
 	c.MDNS, c.NAT, c.Policy, c.PSK = fc.MDNS, fc.NAT, fc.Policy, fc.PSK
 	c.Tracing, c.SharedContext = fc.Tracing, fc.SharedContext
+	if err := checkA2A(fc.A2A); err != nil {
+		return Config{}, bad(0, "a2a: %v", err)
+	}
+	if a := fc.A2A.Agent; a != "" && !slices.ContainsFunc(c.Agents, func(ac AgentConfig) bool { return ac.Name == a }) {
+		return Config{}, bad(0, "a2a: agent %q is not one of the agents listed in agents:", a)
+	}
+	c.A2A = fc.A2A
 	c.Admission, c.Negotiation, c.DialPrivateAddrs, c.RelayFilter, c.AuditFailure = fc.Admission, fc.Negotiation, fc.DialPrivateAddrs, fc.RelayFilter, fc.AuditFailure
 	if l := fc.LogLevel; l.s != "" {
 		if _, err := logging.Parse(l.s); err != nil {

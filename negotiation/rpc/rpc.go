@@ -122,6 +122,9 @@ type Config struct {
 	// Timeout bounds one ask on both sides: the asker's wait for the reply
 	// and the handler's context. Zero means DefaultTimeout.
 	Timeout time.Duration
+	// Forged, if set, hears of each request a peer sent that no honest
+	// peer sends (identity.Forged), after its stream is reset.
+	Forged func(p peer.ID, reason string)
 	// Tracer records an rpc.ask span for each ask and an rpc.serve span
 	// for each answered; nil records none and costs nothing.
 	Tracer trace.Tracer
@@ -282,6 +285,9 @@ func (s *Service) serve(st network.Stream) {
 	switch {
 	case err != nil:
 		s.refuse(st, frame.Reason(err), err)
+		if s.cfg.Forged != nil && identity.Forged(err) {
+			s.cfg.Forged(st.Conn().RemotePeer(), frame.Reason(err))
+		}
 		return
 	case m.Type != msgRequest:
 		s.refuse(st, "unexpected_type", fmt.Errorf("%s from %s, want %s", m.Type, m.From, msgRequest))

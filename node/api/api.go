@@ -28,6 +28,8 @@
 //	                                      runs one negotiation and answers when it ends,
 //	                                      completed or not (see the outcome's state); the
 //	                                      task is canceled if the client goes away
+//	                                      with Accept: text/event-stream, a stream of TaskEvent:
+//	                                      "task" each time the task changes, then "outcome"
 //	GET    /v1/tasks                      []negotiation.TaskInfo, newest first, both roles
 //	GET    /v1/tasks/{id}                 negotiation.TaskInfo; 404 if unknown
 //	DELETE /v1/tasks/{id}                 cancels the task → 202 negotiation.TaskInfo;
@@ -55,6 +57,8 @@
 //	GET  /v1/ui/events                    text/event-stream of UIEvent: what changed on the node
 //	GET  /v1/audit[?tail=N]               []audit.Record, the audit log's last N (WithAuditTail; else 501)
 //	GET  /metrics                         Prometheus text
+//	POST /mcp                             the MCP server's Streamable HTTP, stateless (WithMCP; else 501); its
+//	                                      tools call this API in-process with the caller's token
 //
 // With an agent token, "agent" may be left out of the external calls.
 // Registrations survive restarts through a Registry (WithRegistry,

@@ -273,6 +273,11 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, want 
 }
 
 func (c *Client) send(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
+	return c.sendAccept(ctx, method, path, body, "")
+}
+
+// sendAccept is send with an Accept header, unless accept is "".
+func (c *Client) sendAccept(ctx context.Context, method, path string, body []byte, accept string) (*http.Response, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
@@ -284,6 +289,9 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte) (*h
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

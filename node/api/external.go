@@ -399,6 +399,18 @@ func (s *Server) Externals() []string {
 	return names
 }
 
+// ExternalCapabilities maps each registered external agent to the
+// capabilities it offers (for the A2A gateway's card).
+func (s *Server) ExternalCapabilities() map[string][]string {
+	s.extMu.Lock()
+	defer s.extMu.Unlock()
+	out := make(map[string][]string, len(s.externals))
+	for n, e := range s.externals {
+		out[n] = slices.Clone(e.reg.Capabilities)
+	}
+	return out
+}
+
 func (s *Server) handleExternalRegister(w http.ResponseWriter, r *http.Request) {
 	if !s.started(w) {
 		return

@@ -119,6 +119,7 @@ type Status struct {
 const (
 	KindSigner   = "signer"   // config.yaml's, without exec: signs, offers nothing
 	KindExec     = "exec"     // config.yaml's, a command
+	KindA2A      = "a2a"      // config.yaml's, a remote A2A agent
 	KindExternal = "external" // registered over the API
 	KindGo       = "go"       // added by Go code in the process
 )

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/parleynet/parley/intent"
@@ -61,6 +63,9 @@ type Server struct {
 
 	ui       uiAuth // the dashboard's login codes and sessions (ui.go)
 	auditDir string // the audit log GET /v1/audit reads (uiaudit.go)
+
+	mcpMount func(func(token string) *Client) http.Handler // WithMCP (inprocess.go)
+	mcp      http.Handler
 }
 
 // Option configures a Server.
@@ -113,7 +118,12 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	metrics := promhttp.HandlerFor(n.Registry(), promhttp.HandlerOpts{})
+	// The runtime's collectors are the process's, not the node's: a
+	// process may run many nodes (the demo, simulations), and each would
+	// carry a copy.
+	proc := prometheus.NewRegistry()
+	proc.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := promhttp.HandlerFor(prometheus.Gatherers{n.Registry(), proc}, promhttp.HandlerOpts{})
 	s.mux = http.NewServeMux()
 	for _, rt := range []struct {
 		pattern string
@@ -160,9 +170,13 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathExternalContextKey, s.handleExternalContext},
 		{"PUT " + PathExternalContextKey, s.handleExternalContextPut},
 		{"GET " + PathMetrics, metrics.ServeHTTP},
+		{"POST " + PathMCP, s.handleMCP}, // inprocess.go
 	} {
 		s.mux.HandleFunc(rt.pattern, rt.h)
 		s.patterns = append(s.patterns, rt.pattern)
+	}
+	if s.mcpMount != nil {
+		s.mcp = s.mcpMount(s.InProcessClient)
 	}
 	s.srv = &http.Server{
 		Handler:           s,

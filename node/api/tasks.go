@@ -29,6 +29,10 @@ func (s *Server) handleRequest(w http.ResponseWriter, r *http.Request) {
 	if !s.started(w) {
 		return
 	}
+	if wantsEvents(r) {
+		s.streamRequest(r.Context(), w, need, opts)
+		return
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	go func() { // the server shutting down cancels the task too

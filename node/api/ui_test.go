@@ -252,8 +252,9 @@ func TestUIDashboard(t *testing.T) {
 	requester := m.Nodes[0]
 	waitTopicPeer(t, requester, "echo", m.Nodes[1].ID())
 	waitTopicPeer(t, requester, "slow", m.Nodes[1].ID())
-	ctx := ctxT(t)
 
+	// Seeding is bounded by each request's own timeout, not the test's
+	// context: on a loaded machine it alone can take the context's 20 s.
 	const tasks = 1000
 	start := time.Now()
 	var g errgroup.Group
@@ -261,7 +262,7 @@ func TestUIDashboard(t *testing.T) {
 	var failed atomic.Int64
 	for i := range tasks {
 		g.Go(func() error {
-			_, err := requester.Request(ctx, negotiation.Need{Capability: "echo", Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))},
+			_, err := requester.Request(context.Background(), negotiation.Need{Capability: "echo", Input: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))},
 				negotiation.WithBidWindow(50*time.Millisecond), negotiation.WithTimeout(10*time.Second))
 			if errors.Is(err, negotiation.ErrTaskFailed) {
 				failed.Add(1) // a slow machine (-race) misses some windows: a failed task is a task too
@@ -277,6 +278,7 @@ func TestUIDashboard(t *testing.T) {
 		t.Fatalf("%d tasks in memory, want %d", n, tasks)
 	}
 	t.Logf("%d negotiations seeded in %s (%d failed)", tasks, time.Since(start).Round(time.Millisecond), failed.Load())
+	ctx := ctxT(t)
 
 	// What the stream costs the daemon per look with 1,000 tasks: the
 	// first (everything) and a steady one (nothing changed).

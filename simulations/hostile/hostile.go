@@ -179,23 +179,27 @@ func (a *Attacker) Intents(i int, capability, victim string, replay []byte) [][]
 }
 
 // FloodIntents publishes n rounds of bad intents on capability's topic,
-// as fast as the router takes them.
+// as fast as the router takes them. They are all signed before the first
+// is sent, as an attacker would: what the flood costs its victims is then
+// theirs alone, not the attacker's signing on the same cores.
 func (a *Attacker) FloodIntents(ctx context.Context, capability, victim string, replay []byte, n int) error {
 	t, err := a.ps.Join(topicPrefix + capability)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
+	var flood [][]byte
 	for i := range n {
-		for _, m := range a.Intents(i, capability, victim, replay) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err := t.Publish(ctx, m); err != nil {
-				return err
-			}
-			a.Sent.Add(1)
+		flood = append(flood, a.Intents(i, capability, victim, replay)...)
+	}
+	for _, m := range flood {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
+		if err := t.Publish(ctx, m); err != nil {
+			return err
+		}
+		a.Sent.Add(1)
 	}
 	return nil
 }
