@@ -650,3 +650,43 @@ success: '$steps.maybe.state == "completed"'
 		t.Fatalf("first: %s, undoer worked %d times", r.Steps[0].State, u.works.Load())
 	}
 }
+
+// A cancel stops the running step and compensates the completed ones;
+// the workflow ends canceled.
+func TestWorkflowCancelCompensates(t *testing.T) {
+	working := make(chan struct{}, 1)
+	a := &agent{name: "doer", capability: "do", node: 1}
+	u := &agent{name: "undoer", capability: "undo", node: 1}
+	h := &agent{name: "hanger", capability: "hang", node: 1, work: func(ctx context.Context, _ negotiation.Task) (json.RawMessage, error) {
+		working <- struct{}{}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+	m := newMesh(t, 2, a, u, h)
+	au := &audits{}
+	e := newEngine(t, m.Nodes[0], filepath.Join(t.TempDir(), "w.db"), au)
+	defer e.Close()
+	src := "version: 1\nsteps:\n  first: {capability: do, bid_window: 100ms, compensate: {capability: undo, bid_window: 100ms}}\n" +
+		"  second: {capability: hang, bid_window: 100ms, needs: [first]}\n  third: {capability: do, needs: [second]}\n"
+	r, err := e.Submit(context.Background(), "c.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-working:
+	case <-time.After(10 * time.Second):
+		t.Fatal("second never started")
+	}
+	if err := e.Cancel(r.ID); err != nil {
+		t.Fatal(err)
+	}
+	r = wait(t, e, r.ID)
+	if r.State != workflow.StateCanceled || r.Steps[0].State != workflow.StepCompensated || r.Steps[1].State != workflow.StepCanceled ||
+		r.Steps[2].State != workflow.StepCanceled || u.works.Load() != 1 {
+		t.Fatalf("workflow %s (%s): %s %s %s, undoer %d", r.State, r.Error, r.Steps[0].State, r.Steps[1].State, r.Steps[2].State, u.works.Load())
+	}
+	if err := e.Cancel(r.ID); !errors.Is(err, workflow.ErrEnded) {
+		t.Fatalf("second cancel: %v", err)
+	}
+	au.has(t, "workflow.compensation.done first", "workflow.done")
+}
