@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -84,6 +85,13 @@ type Config struct {
 	// public ones are used, so a call cannot aim this node at internal
 	// hosts.
 	DialPrivateAddrs bool
+	// MaxCounterRounds bounds the counter-offers per bid, on both sides
+	// (default 3; negative: none). A requester's strategy makes at most
+	// this many; a contractor resets a stream that brings more.
+	MaxCounterRounds int
+	// Reach, if set, says how many peers a call on capability would reach
+	// now; a call that gets no bid says so ("no capable agent found").
+	Reach func(capability string) int
 }
 
 func (c *Config) setDefaults() {
@@ -126,6 +134,12 @@ func (c *Config) setDefaults() {
 	if c.MaxContractsPerOrigin <= 0 {
 		c.MaxContractsPerOrigin = 64
 	}
+	switch {
+	case c.MaxCounterRounds == 0:
+		c.MaxCounterRounds = 3
+	case c.MaxCounterRounds < 0:
+		c.MaxCounterRounds = 0
+	}
 	if c.StandbyWait <= 0 {
 		c.StandbyWait = 30 * time.Second
 	}
@@ -152,6 +166,9 @@ type Service struct {
 	// one that found too few: under a flood of live contracts every
 	// insert would otherwise scan them all.
 	sweepAfter time.Time
+	// locals are the open in-process streams of self-calls (local.go).
+	locals   map[*localStream]struct{}
+	localIDs atomic.Uint64
 }
 
 // contractKey names a contract: task IDs are public on the topic, so one
@@ -198,6 +215,7 @@ func (s *Service) Close() error {
 	go func() { s.wg.Wait(); close(done) }()
 	for {
 		s.resetStreams()
+		s.resetLocals()
 		select {
 		case <-done:
 			return nil

@@ -192,7 +192,8 @@ func TestRequestNoBids(t *testing.T) {
 	if !errors.Is(err, negotiation.ErrTaskFailed) || out == nil {
 		t.Fatalf("Request: %v, %+v; want ErrTaskFailed with an outcome", err, out)
 	}
-	if out.State != negotiation.StateFailed || !strings.Contains(out.Reason, "no bids") || len(out.Bids) != 0 {
+	// Nobody is on the topic and the node hosts no agent offering it.
+	if out.State != negotiation.StateFailed || !strings.Contains(out.Reason, "no capable agent found") || len(out.Bids) != 0 {
 		t.Fatalf("outcome %+v", out)
 	}
 	if d := time.Since(start); d > 2*time.Second {
