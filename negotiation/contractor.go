@@ -70,6 +70,19 @@ func (s *Service) HandleCall(in *intent.Intent) {
 // handleCall starts a bid by every local contractor offering the call's
 // capability, other than its requester, and returns their contract keys.
 func (s *Service) handleCall(in *intent.Intent) []contractKey {
+	// Who bids is known before anything is parsed: most calls a
+	// requester makes have no local bidder, and cost nothing here.
+	s.mu.Lock()
+	var bidders []*contractor
+	for _, con := range s.contractors {
+		if con.caps[in.Capability] && con.agent.ID != in.From {
+			bidders = append(bidders, con)
+		}
+	}
+	s.mu.Unlock()
+	if len(bidders) == 0 {
+		return nil
+	}
 	var c cfp
 	if err := json.Unmarshal(in.Payload, &c); err != nil || c.Task == "" {
 		log.Debugw("ignoring task intent without a call", "intent", in.ID, "from", in.From)
@@ -117,14 +130,6 @@ func (s *Service) handleCall(in *intent.Intent) []contractKey {
 		}
 		addrs = append(addrs, m)
 	}
-	s.mu.Lock()
-	var bidders []*contractor
-	for _, con := range s.contractors {
-		if con.caps[call.Capability] && con.agent.ID != call.Requester {
-			bidders = append(bidders, con)
-		}
-	}
-	s.mu.Unlock()
 	keys := make([]contractKey, 0, len(bidders))
 	for _, con := range bidders {
 		if s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) }) {
