@@ -8,6 +8,7 @@ import (
 	"math"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -62,7 +63,9 @@ var ErrRefuseCounter = errors.New("counter-offer refused")
 // counter-offer to this agent's bid. Return the counter's terms to accept
 // it, other terms to revise the bid, or an error (ErrRefuseCounter) to
 // refuse; the last bid then stands. A handler without it refuses every
-// counter. The node's policy is asked first, as for a bid.
+// counter. The node's policy is asked first, as for a bid. ctx ends after
+// two thirds of the call's bid window, so that a refusal still reaches a
+// requester who waits one window.
 type Counterer interface {
 	Counter(ctx context.Context, call Call, counter Counter) (Bid, error)
 }
@@ -200,6 +203,7 @@ func (r *request) counterRound(ctx context.Context, b *bidder, conn *frame.Conn,
 	switch m.Type {
 	case msgPropose:
 		bid = in.bid()
+		bid.Rationale = clip(bid.Rationale)
 		reply = "revised"
 		if bid.Price == c.Price && bid.ETA <= c.ETA {
 			reply = "accepted"
@@ -208,7 +212,7 @@ func (r *request) counterRound(ctx context.Context, b *bidder, conn *frame.Conn,
 			return r.dropBidder(b, conn, c, "failed", "revised to bad terms: "+bad), false
 		}
 	case msgRefuse:
-		reply, note = "refused", in.Reason
+		reply, note = "refused", clip(in.Reason)
 	default:
 		r.s.m.dropped.WithLabelValues("malformed").Inc()
 		return r.dropBidder(b, conn, c, "failed", "answered a counter with "+m.Type), false
@@ -256,6 +260,22 @@ func (r *request) dropBidder(b *bidder, conn *frame.Conn, c Counter, status, not
 	return "silent"
 }
 
+// maxRemoteText bounds the text a peer's counter or answer puts in this
+// node's history and audit log.
+const maxRemoteText = 256
+
+// clip cuts a peer's text to maxRemoteText bytes, on a rune boundary.
+func clip(s string) string {
+	if len(s) <= maxRemoteText {
+		return s
+	}
+	cut := maxRemoteText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
 // checkTerms names what is wrong with a price and ETA, or "".
 func checkTerms(price float64, eta time.Duration) string {
 	switch {
@@ -285,7 +305,7 @@ func safeCounterStrategy(cs CounterStrategy, b BidInfo, round int) (c Counter, o
 // stream is done.
 func (s *Service) answerCounter(ctx context.Context, c *contract, conn *frame.Conn, w wire, rounds int) bool {
 	call := c.call
-	counter := Counter{Price: w.Price, ETA: time.Duration(w.ETAMillis) * time.Millisecond, Terms: w.Terms, Round: rounds, Bid: c.bid}
+	counter := Counter{Price: w.Price, ETA: time.Duration(w.ETAMillis) * time.Millisecond, Terms: clip(w.Terms), Round: rounds, Bid: c.bid}
 	if rounds > s.cfg.MaxCounterRounds {
 		// Our bound, not the requester's: past it the conversation ends.
 		s.m.dropped.WithLabelValues("too_many_counters").Inc()
@@ -301,7 +321,13 @@ func (s *Service) answerCounter(ctx context.Context, c *contract, conn *frame.Co
 		_ = conn.Reset()
 		return false
 	}
-	bid, err := s.counterHandler(ctx, c, counter)
+	var bid Bid
+	var err error
+	if bad := checkTerms(counter.Price, counter.ETA); bad != "" {
+		err = fmt.Errorf("%w: the counter's %s", ErrRefuseCounter, bad)
+	} else {
+		bid, err = s.counterHandler(ctx, c, counter)
+	}
 	if err == nil {
 		if bad := checkTerms(bid.Price, bid.ETA); bad != "" {
 			err = fmt.Errorf("handler's revision: %s", bad)
@@ -341,7 +367,10 @@ func (s *Service) counterHandler(ctx context.Context, c *contract, counter Count
 	if !ok {
 		return Bid{}, fmt.Errorf("%w: %s does not take counter-offers", ErrRefuseCounter, c.agent.Name)
 	}
-	hctx, cancel := context.WithTimeout(ctx, c.call.BidWindow)
+	// The requester waits one bid window for the answer: a handler that
+	// takes most of it is refused in time for the refusal to arrive, so
+	// the bid stands rather than being dropped as silent.
+	hctx, cancel := context.WithTimeout(ctx, c.call.BidWindow*2/3)
 	defer cancel()
 	if g := s.cfg.Guard; g != nil {
 		release, err := g.Call(hctx, c.agent, c.call)

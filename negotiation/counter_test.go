@@ -46,6 +46,7 @@ func TestCounterOffers(t *testing.T) {
 		wantReplies  []string
 		wantCounters int32
 		wantReason   string
+		window       time.Duration // default 300ms
 	}{
 		{name: "contractor accepts: settles at the counter",
 			agent:    agentSpec{price: 10, eta: time.Second, counter: accept},
@@ -58,6 +59,12 @@ func TestCounterOffers(t *testing.T) {
 				return negotiation.Bid{}, negotiation.ErrRefuseCounter
 			}},
 			strategy: negotiation.CounterAt(0.8, nil), wantPrice: 10, wantReplies: []string{"refused"}, wantCounters: 1},
+		{name: "contractor whose handler never answers refuses in time: settles at the bid",
+			agent: agentSpec{price: 10, eta: time.Second, counter: func(ctx context.Context, _ negotiation.Counter) (negotiation.Bid, error) {
+				<-ctx.Done() // as an external agent that ignores counter events
+				return negotiation.Bid{}, ctx.Err()
+			}},
+			strategy: negotiation.CounterAt(0.8, nil), wantPrice: 10, wantReplies: []string{"refused"}, wantCounters: 1, window: 600 * time.Millisecond},
 		{name: "contractor revises forever: stops at the node's round limit",
 			agent: agentSpec{price: 10, eta: time.Second, counter: func(_ context.Context, c negotiation.Counter) (negotiation.Bid, error) {
 				return negotiation.Bid{Price: c.Bid.Price - 1, ETA: c.Bid.ETA}, nil
@@ -80,8 +87,11 @@ func TestCounterOffers(t *testing.T) {
 			tc.agent.node, tc.agent.name = 1, "seller"
 			m, agents := newNegMesh(t, 2, tc.agent)
 			a := agents["seller"]
+			if tc.window == 0 {
+				tc.window = window
+			}
 			out, err := m.Nodes[0].Request(context.Background(), negotiation.Need{Capability: "echo", Input: []byte(`"x"`), Budget: tc.budget},
-				negotiation.WithBidWindow(window), negotiation.WithTimeout(10*time.Second), negotiation.WithStrategy(tc.strategy), negotiation.WithCalls(1))
+				negotiation.WithBidWindow(tc.window), negotiation.WithTimeout(10*time.Second), negotiation.WithStrategy(tc.strategy), negotiation.WithCalls(1))
 			if tc.wantPrice == 0 {
 				if err == nil || !strings.Contains(out.Reason, tc.wantReason) {
 					t.Fatalf("Request: %v, reason %q; want a failure saying %q", err, out.Reason, tc.wantReason)

@@ -362,9 +362,9 @@ class Agent:
         :class:`Bid` — ``counter.accept()`` takes the counter's terms, any
         other bid revises — or a :class:`Refusal` or None to refuse, and the
         last bid stands. It runs in its own thread and must answer within
-        ``counter.call.bid_window``, or the requester drops the bid. An
-        exception refuses (and is logged). Without it the agent refuses
-        every counter."""
+        two thirds of ``counter.call.bid_window``; past that the daemon
+        refuses for it. An exception refuses (and is logged). Without it the
+        agent refuses every counter."""
         self._on_counter = fn
         return fn
 
