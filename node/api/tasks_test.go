@@ -327,4 +327,6 @@ func (acceptingSeller) Counter(_ context.Context, _ negotiation.Call, c negotiat
 	return negotiation.Bid{Price: c.Price, ETA: c.ETA, Rationale: "deal"}, nil
 }
 
-func (acceptingSeller) Work(_ context.Context, t negotiation.Task) (json.RawMessage, error) { return t.Input, nil }
+func (acceptingSeller) Work(_ context.Context, t negotiation.Task) (json.RawMessage, error) {
+	return t.Input, nil
+}
