@@ -245,7 +245,7 @@ func (s *Service) proposeOrRefuse(ctx context.Context, c *contract, con *contrac
 		c.end(StateRejected, "audit log failed; no bid")
 		return
 	}
-	c.bid = bid
+	c.setBid(bid)
 	c.hist.set(StateNegotiating, fmt.Sprintf("proposed price %g, eta %s", bid.Price, bid.ETA))
 	proposal := bidWire(call.Task, bid)
 	proposal.Name, proposal.Trace = con.agent.Name, tracing.Inject(ctx)
@@ -320,6 +320,20 @@ func (c *contract) send(requester peer.AddrInfo, typ string, w wire) *frame.Conn
 	return conn
 }
 
+// setBid records the terms this contract last proposed.
+func (c *contract) setBid(b Bid) {
+	c.mu.Lock()
+	c.bid = b
+	c.mu.Unlock()
+}
+
+// lastBid is the terms this contract last proposed.
+func (c *contract) lastBid() Bid {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bid
+}
+
 // holding reports whether the contract has an award in hand or done, so a
 // repeated call must not start another bid.
 func (c *contract) holding() bool {
@@ -383,6 +397,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		return
 	}
 	c.busy = true
+	// The terms committed to are the last proposed; a counter round on
+	// the bid's stream may still be changing them when a re-award comes.
+	bid := c.bid
 	c.mu.Unlock()
 	release := func() {
 		c.mu.Lock()
@@ -395,7 +412,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		return
 	}
 	if cm, ok := c.con.h.(Committer); ok {
-		if err := safeCommit(cctx, cm, c.call, c.bid); err != nil {
+		if err := safeCommit(cctx, cm, c.call, bid); err != nil {
 			release()
 			failSpan(cspan, err.Error())
 			c.hist.set(StateRejected, "declined the award: "+err.Error())
@@ -403,10 +420,10 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 			return
 		}
 	}
-	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: c.bid.Price}
+	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: bid.Price}
 	if g := c.s.cfg.Guard; g != nil {
 		pctx, psp := c.s.span(cctx, spanPolicyCommit, trace.SpanKindInternal, c.call.Task)
-		free, err := g.Commit(pctx, c.agent, c.call, c.bid)
+		free, err := g.Commit(pctx, c.agent, c.call, bid)
 		decided(psp, err)
 		if err != nil {
 			release()
@@ -514,7 +531,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		}
 	}()
 
-	task := Task{Call: c.call, Bid: c.bid, Input: w.Input, Progress: func(f float64, note string) {
+	task := Task{Call: c.call, Bid: bid, Input: w.Input, Progress: func(f float64, note string) {
 		_ = send(msgProgress, wire{Task: c.call.Task, Fraction: f, Note: note})
 	}}
 	out, werr := safeWork(wctx, c.con.h, task)

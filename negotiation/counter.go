@@ -154,7 +154,7 @@ func (r *request) bargainOne(ctx context.Context, cs CounterStrategy, b *bidder)
 		if !ok {
 			return false
 		}
-		if reply == "refused" {
+		if reply == "refused" || reply == "not made" {
 			return true
 		}
 	}
@@ -173,7 +173,7 @@ func (r *request) counterRound(ctx context.Context, b *bidder, conn *frame.Conn,
 		Peer: b.info.Peer, Price: c.Price, Rationale: fmt.Sprintf("round %d: price %g, eta %s; %s", c.Round, c.Price, c.ETA, c.Terms)}
 	if err := r.s.auditIn(ctx, ev); err != nil {
 		r.hist.note("counter not made: the audit log failed")
-		return "", true
+		return "not made", true
 	}
 	w := wire{Task: r.id, Agent: b.info.Agent, Price: c.Price, ETAMillis: c.ETA.Milliseconds(), Terms: c.Terms, Round: c.Round}
 	if err := conn.Send(msgCounter, wireVersion, w); err != nil {
@@ -305,7 +305,7 @@ func safeCounterStrategy(cs CounterStrategy, b BidInfo, round int) (c Counter, o
 // stream is done.
 func (s *Service) answerCounter(ctx context.Context, c *contract, conn *frame.Conn, w wire, rounds int) bool {
 	call := c.call
-	counter := Counter{Price: w.Price, ETA: time.Duration(w.ETAMillis) * time.Millisecond, Terms: clip(w.Terms), Round: rounds, Bid: c.bid}
+	counter := Counter{Price: w.Price, ETA: time.Duration(w.ETAMillis) * time.Millisecond, Terms: clip(w.Terms), Round: rounds, Bid: c.lastBid()}
 	if rounds > s.cfg.MaxCounterRounds {
 		// Our bound, not the requester's: past it the conversation ends.
 		s.m.dropped.WithLabelValues("too_many_counters").Inc()
@@ -335,8 +335,8 @@ func (s *Service) answerCounter(ctx context.Context, c *contract, conn *frame.Co
 	}
 	if err != nil {
 		reason := err.Error()
-		c.hist.note(fmt.Sprintf("refused counter %d at %g: %s; bid stands at %g", rounds, counter.Price, reason, c.bid.Price))
-		ev.Kind, ev.Price, ev.Rationale = "revision", c.bid.Price, fmt.Sprintf("round %d refused: %s", rounds, reason)
+		c.hist.note(fmt.Sprintf("refused counter %d at %g: %s; bid stands at %g", rounds, counter.Price, reason, counter.Bid.Price))
+		ev.Kind, ev.Price, ev.Rationale = "revision", counter.Bid.Price, fmt.Sprintf("round %d refused: %s", rounds, reason)
 		_ = s.auditIn(ctx, ev)
 		if err := conn.Send(msgRefuse, wireVersion, wire{Task: call.Task, Name: c.agent.Name, Reason: reason, Round: rounds}); err != nil {
 			_ = conn.Reset()
@@ -349,7 +349,7 @@ func (s *Service) answerCounter(ctx context.Context, c *contract, conn *frame.Co
 		_ = conn.Reset()
 		return false
 	}
-	c.bid = bid
+	c.setBid(bid)
 	c.hist.note(fmt.Sprintf("answered counter %d at %g with price %g, eta %s", rounds, counter.Price, bid.Price, bid.ETA))
 	w2 := bidWire(call.Task, bid)
 	w2.Name, w2.Round = c.agent.Name, rounds
