@@ -227,6 +227,7 @@ func (r *request) counterRound(ctx context.Context, b *bidder, conn *frame.Conn,
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("parley.reply", reply), attribute.Float64("parley.price", bid.Price))
 	}
+	r.s.m.counters.WithLabelValues(reply).Inc()
 	r.mu.Lock()
 	b.info.Bid = bid
 	b.info.Rounds = append(b.info.Rounds, Round{Counter: c, Reply: reply, Bid: bid, Note: note})
@@ -254,6 +255,7 @@ func (r *request) dropBidder(b *bidder, conn *frame.Conn, c Counter, status, not
 	if status == "silent" {
 		reply = "silent"
 	}
+	r.s.m.counters.WithLabelValues(reply).Inc()
 	b.info.Rounds = append(b.info.Rounds, Round{Counter: c, Reply: reply, Bid: b.info.Bid, Note: note})
 	r.mu.Unlock()
 	r.hist.note(fmt.Sprintf("%s dropped: %s", short(b.info.Agent), note))

@@ -118,6 +118,20 @@ func TestCounterOffers(t *testing.T) {
 			if strings.Join(replies, ",") != strings.Join(tc.wantReplies, ",") {
 				t.Errorf("rounds %+v, want replies %v", out.Bids[0].Rounds, tc.wantReplies)
 			}
+			// Counted in the requester's metrics, by answer.
+			byReply := map[string]uint64{}
+			for _, r := range tc.wantReplies {
+				byReply[r]++
+			}
+			for _, r := range []string{"accepted", "revised", "refused", "silent", "failed"} {
+				var n uint64
+				if got := metricOf(t, m.Nodes[0].Registry(), "parley_negotiation_counters_total", map[string]string{"reply": r}); got != nil {
+					n = uint64(got.Counter.GetValue())
+				}
+				if n != byReply[r] {
+					t.Errorf("parley_negotiation_counters_total{reply=%q} = %d, want %d", r, n, byReply[r])
+				}
+			}
 			if got := a.counters.Load(); got != tc.wantCounters {
 				t.Errorf("the contractor answered %d counters, want %d", got, tc.wantCounters)
 			}

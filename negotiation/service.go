@@ -516,6 +516,8 @@ type metrics struct {
 	completed *prometheus.CounterVec
 	reawards  *prometheus.CounterVec
 	recovery  prometheus.Histogram
+	// counters are this node's counter-offers by the bidder's answer.
+	counters *prometheus.CounterVec
 }
 
 // Stages of a requested task, as parley_negotiation_stage_seconds labels
@@ -556,6 +558,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "parley_negotiation_reawards_total",
 			Help: "Awards after the first in a task, by what became of the bid before: failed, declined, silent, denied or other.",
 		}, []string{"after"}),
+		counters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_negotiation_counters_total",
+			Help: "Counter-offers this node's requesters made, by the bidder's answer: accepted, revised, refused, silent or failed.",
+		}, []string{"reply"}),
 		recovery: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "parley_negotiation_recovery_seconds",
 			Help:    "From a contractor letting a task down (failure, decline, silence) to the next commit.",
@@ -568,8 +574,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, a := range []string{"human", "none"} {
 		m.completed.WithLabelValues(a)
 	}
+	for _, r := range []string{"accepted", "revised", "refused", "silent", "failed"} {
+		m.counters.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.dropped, m.outcomes, m.latency, m.stages, m.completed, m.reawards, m.recovery)
+		reg.MustRegister(m.dropped, m.outcomes, m.latency, m.stages, m.completed, m.reawards, m.recovery, m.counters)
 	}
 	return m
 }
