@@ -362,6 +362,9 @@ func (e *Engine) Cancel(id string) error {
 		}
 		return fmt.Errorf("%w: %s", ErrEnded, id)
 	}
+	if rn.view().State.Ended() { // ending: saved, about to leave the table
+		return fmt.Errorf("%w: %s", ErrEnded, id)
+	}
 	rn.cancel(errCanceled)
 	return nil
 }
@@ -389,6 +392,10 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Run, error) {
 		}
 	}
 }
+
+// Changes returns a channel closed at the next change of any workflow,
+// for those who follow one (the API's event stream).
+func (e *Engine) Changes() <-chan struct{} { return e.changes() }
 
 // changes returns a channel closed at the next change of any workflow.
 func (e *Engine) changes() <-chan struct{} {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -113,34 +112,29 @@ func readFlowFile(name string, stdin io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// followFlow polls the workflow and prints what changed in its steps.
+// followFlow prints what changes in the workflow's steps, from the
+// daemon's event stream, until it has ended.
 func (c *cli) followFlow(cmd *cobra.Command, cl *api.Client, run *workflow.Run, asJSON bool) error {
 	seen := map[string]string{}
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if !asJSON {
-			for _, st := range run.Steps {
-				line := stepLine(st)
-				if seen[st.Name] != line {
-					seen[st.Name] = line
-					fmt.Fprintf(c.out, "%s  %s\n", clock(run.Updated), line)
-				}
+	err := cl.FollowWorkflow(cmd.Context(), run.ID, func(r *workflow.Run) error {
+		run = r
+		if asJSON {
+			return nil
+		}
+		for _, st := range r.Steps {
+			line := stepLine(st)
+			if seen[st.Name] != line {
+				seen[st.Name] = line
+				fmt.Fprintf(c.out, "%s  %s\n", clock(r.Updated), line)
 			}
 		}
-		if run.State.Ended() {
-			break
-		}
-		select {
-		case <-cmd.Context().Done():
+		return nil
+	})
+	if err != nil {
+		if cmd.Context().Err() != nil {
 			return fmt.Errorf("interrupted; workflow %s goes on in the daemon (parley flow cancel %s)", run.ID, run.ID)
-		case <-tick.C:
 		}
-		next, err := cl.Workflow(cmd.Context(), run.ID)
-		if err != nil {
-			return c.apiErr(err)
-		}
-		run = next
+		return c.apiErr(err)
 	}
 	if asJSON {
 		if err := c.printJSON(run); err != nil {

@@ -167,6 +167,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathWorkflows, s.handleWorkflows},
 		{"GET " + PathWorkflow, s.handleWorkflow},
 		{"DELETE " + PathWorkflow, s.handleCancelWorkflow},
+		{"GET " + PathWorkflowEvents, s.handleWorkflowEvents},
 		{"GET " + PathExternalContext, s.handleExternalContext},
 		{"GET " + PathExternalContextKey, s.handleExternalContext},
 		{"PUT " + PathExternalContextKey, s.handleExternalContextPut},

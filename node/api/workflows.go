@@ -1,20 +1,24 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/parleynet/parley/workflow"
 )
 
 // The workflow routes: start, list, get with per-step history, cancel.
 const (
-	PathWorkflows = "/v1/workflows"
-	PathWorkflow  = "/v1/workflows/{id}"
+	PathWorkflows      = "/v1/workflows"
+	PathWorkflow       = "/v1/workflows/{id}"
+	PathWorkflowEvents = "/v1/workflows/{id}/events"
 )
 
 // Workflows is the node's workflow engine, as the API uses it
@@ -24,6 +28,8 @@ type Workflows interface {
 	List() ([]workflow.Summary, error)
 	Get(id string) (*workflow.Run, error)
 	Cancel(id string) error
+	// Changes returns a channel closed at the next change of any workflow.
+	Changes() <-chan struct{}
 }
 
 // WithWorkflows serves w on /v1/workflows; without it those routes answer
@@ -131,6 +137,61 @@ func (s *Server) handleCancelWorkflow(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, run)
 }
 
+// handleWorkflowEvents streams a workflow: the workflow now, then again
+// at each of its changes, until it has ended (its last event is the
+// ended workflow) or the client goes.
+func (s *Server) handleWorkflowEvents(w http.ResponseWriter, r *http.Request) {
+	if !s.flows(w) {
+		return
+	}
+	id := r.PathValue("id")
+	changed := s.workflows.Changes()
+	run, err := s.workflows.Get(id)
+	if err != nil {
+		writeError(w, workflowCode(err), err.Error())
+		return
+	}
+	send := startEvents(w)
+	if !send(": workflow %s\n\n", id) {
+		return
+	}
+	ping := time.NewTicker(s.ping)
+	defer ping.Stop()
+	var last time.Time
+	for {
+		if !run.Updated.Equal(last) {
+			last = run.Updated
+			b, err := json.Marshal(run)
+			if err != nil {
+				log.Warnw("marshal workflow", "workflow", id, "err", err)
+				return
+			}
+			if !send("data: %s\n\n", b) {
+				return
+			}
+		}
+		if run.State.Ended() {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.closing:
+			return
+		case <-ping.C:
+			if !send(": ping\n\n") {
+				return
+			}
+			continue
+		case <-changed:
+		}
+		changed = s.workflows.Changes()
+		if run, err = s.workflows.Get(id); err != nil {
+			return // pruned meanwhile
+		}
+	}
+}
+
 func workflowPath(id string) string { return PathWorkflows + "/" + url.PathEscape(id) }
 
 // StartWorkflow starts a workflow; a bad file is an *Error with Status
@@ -168,4 +229,49 @@ func (c *Client) CancelWorkflow(ctx context.Context, id string) (*workflow.Run, 
 		return nil, err
 	}
 	return &v, nil
+}
+
+// FollowWorkflow calls fn with the workflow now and at each of its
+// changes, until it has ended (fn's last call), ctx ends or fn errs.
+func (c *Client) FollowWorkflow(ctx context.Context, id string, fn func(*workflow.Run) error) error {
+	resp, err := c.send(ctx, http.MethodGet, workflowPath(id)+"/events", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return readError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxEventSize)
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0:
+			if len(data) == 0 {
+				continue
+			}
+			var r workflow.Run
+			if err := json.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("follow workflow %s: bad event from daemon: %w", id, err)
+			}
+			data = data[:0]
+			if err := fn(&r); err != nil {
+				return err
+			}
+			if r.State.Ended() {
+				return nil
+			}
+		case line[0] == ':':
+		default:
+			if v, ok := bytes.CutPrefix(line, []byte("data: ")); ok {
+				data = append(data, v...)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("follow workflow %s: %w", id, err)
+	}
+	return fmt.Errorf("follow workflow %s: the daemon closed the stream before it ended", id)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,5 +122,60 @@ func TestWorkflowRoutesOff(t *testing.T) {
 	var ae *Error
 	if !errors.As(err, &ae) || ae.Code != CodeNotImplemented {
 		t.Fatalf("err = %v, want not_implemented", err)
+	}
+}
+
+// The event stream follows a workflow to its end: the first event is the
+// workflow as it was, the last the completed one, and the stream closes.
+func TestWorkflowEvents(t *testing.T) {
+	m, _ := echoMesh(t, nil)
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: m.Nodes[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ts, c := newTestServer(t, m.Nodes[0], WithWorkflows(e))
+	ctx := ctxT(t)
+	run, err := c.StartWorkflow(ctx, WorkflowBody{Source: "version: 1\nsteps:\n  a: {capability: echo, bid_window: 150ms}\n  b: {capability: echo, bid_window: 150ms, needs: [a]}\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/v1/workflows/"+run.ID+"/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body) // until the server closes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := parseEvents(body)
+	if err != nil || len(evs) < 2 {
+		t.Fatalf("%d events (%v):\n%s", len(evs), err, body)
+	}
+	var first, last workflow.Run
+	if json.Unmarshal(evs[0].data, &first) != nil || json.Unmarshal(evs[len(evs)-1].data, &last) != nil {
+		t.Fatalf("events:\n%s", body)
+	}
+	if first.State.Ended() || last.State != workflow.StateCompleted || last.ID != run.ID {
+		t.Fatalf("first %s, last %s", first.State, last.State)
+	}
+	// The client follows it the same way (parley flow run --follow).
+	var states []workflow.State
+	if err := c.FollowWorkflow(ctx, run.ID, func(r *workflow.Run) error { states = append(states, r.State); return nil }); err != nil ||
+		len(states) != 1 || states[0] != workflow.StateCompleted {
+		t.Fatalf("follow an ended workflow: %v, %v", states, err)
+	}
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+"/v1/workflows/nope/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown workflow's events: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 }
