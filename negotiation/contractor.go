@@ -64,12 +64,13 @@ func (s *Service) HandleCall(in *intent.Intent) {
 	if in.Kind != intent.KindTask || in.Origin == s.h.ID() {
 		return
 	}
-	s.handleCall(in)
+	s.handleCall(in, false)
 }
 
 // handleCall starts a bid by every local contractor offering the call's
-// capability, other than its requester, and returns their contract keys.
-func (s *Service) handleCall(in *intent.Intent) []contractKey {
+// capability, other than its requester, and returns their contract keys
+// if keys is set (the requester's own call: it tells why none bid).
+func (s *Service) handleCall(in *intent.Intent, keys bool) []contractKey {
 	// Who bids is known before anything is parsed: most calls a
 	// requester makes have no local bidder, and cost nothing here.
 	s.mu.Lock()
@@ -130,13 +131,13 @@ func (s *Service) handleCall(in *intent.Intent) []contractKey {
 		}
 		addrs = append(addrs, m)
 	}
-	keys := make([]contractKey, 0, len(bidders))
+	var started []contractKey
 	for _, con := range bidders {
-		if s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) }) {
-			keys = append(keys, contractKey{call.Requester, call.Task, con.agent.ID})
+		if s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) }) && keys {
+			started = append(started, contractKey{call.Requester, call.Task, con.agent.ID})
 		}
 	}
-	return keys
+	return started
 }
 
 // contract is one task this node's agent bid on or works on.

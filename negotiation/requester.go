@@ -371,7 +371,7 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 	// This node's own agents bid too, in-process (local.go); gossip does
 	// not hand a node its own call.
 	if in != nil && in.Origin == r.s.h.ID() {
-		locals := r.s.handleCall(in)
+		locals := r.s.handleCall(in, true)
 		r.mu.Lock()
 		r.locals = locals
 		r.mu.Unlock()
