@@ -198,10 +198,10 @@ that the shop's own node runs; every step is a negotiation in the mesh:
 
 forecast and stock run at once; the agents share what they learn in the
 workflow's shared context (signed, each entry by its writer); a carrier that
-fails is replaced; an order nobody can ship is undone. %d orders, seed %d
+fails is replaced; an order nobody can ship is undone. %s, seed %d
 ('parley demo --seed N' for another run).
 
-`, cfg.Orders, cfg.Seed)
+`, plural(cfg.Orders, "order"), cfg.Seed)
 	tmp, err := os.MkdirTemp("", "parley-demo-")
 	if err != nil {
 		return Summary{}, fmt.Errorf("demo: temp dir: %w", err)
@@ -481,6 +481,13 @@ func dur(d time.Duration) string {
 		return d.Round(10 * time.Millisecond).String()
 	}
 	return d.Round(time.Millisecond).String()
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func short(s string) string {
