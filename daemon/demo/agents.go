@@ -69,8 +69,12 @@ type base struct {
 }
 
 // heard tells the call the agent heard, if nobody has yet.
+// The shop tells a compensation's call itself, once it knows the
+// workflow is undoing a step.
 func (b *base) heard(call negotiation.Call, s summary) {
-	b.show.call(s.Order, label(call, s), call.Capability, call.Task, call.BidWindow)
+	if step := label(call, s); step != "undo" {
+		b.show.call(s.Order, step, call.Capability, call.Task, call.BidWindow)
+	}
 }
 
 func (b *base) say(order, step, format string, args ...any) {
@@ -161,10 +165,10 @@ func (f *forecaster) Work(ctx context.Context, task negotiation.Task) (json.RawM
 		return nil, context.Cause(ctx)
 	}
 	fc := forecast{SKU: in.SKU, NextWeek: int(float64(in.Qty) * (1.5 + f.show.dice.float()))}
+	f.say(s.Order, "forecast", "%-12s expects %d× %s next week; writes forecast", f.name, fc.NextWeek, fc.SKU)
 	if err := f.putContext(ctx, task, "forecast", fc); err != nil {
 		return nil, err
 	}
-	f.say(s.Order, "forecast", "%-12s expects %d× %s next week; writes forecast", f.name, fc.NextWeek, fc.SKU)
 	return json.Marshal(fc)
 }
 
@@ -207,9 +211,8 @@ func (s *stocker) Bid(_ context.Context, call negotiation.Call) (negotiation.Bid
 		if !holds {
 			return negotiation.Bid{}, fmt.Errorf("%w: not our reservation", negotiation.ErrNoBid)
 		}
-		b := s.bid(0.10, "our reservation")
-		s.say(o.Order, "undo", "bid      %-12s €%.2f  it holds %s", s.name, b.Price, o.Reservation)
-		return b, nil
+		// Only the holder bids; the shop tells the call and its winner.
+		return s.bid(0.10, "our reservation"), nil
 	}
 	if have < o.Qty {
 		s.say(o.Order, "stock", "no bid   %-12s has %d of %d× %s", s.name, have, o.Qty, o.SKU)
@@ -268,10 +271,10 @@ func (s *stocker) Work(ctx context.Context, task negotiation.Task) (json.RawMess
 	s.reserved[id] = reservation{in.SKU, in.Qty}
 	st := stock{Warehouse: s.site, SKU: in.SKU, Reserved: in.Qty, Left: s.onHand[in.SKU], Reservation: id}
 	s.mu.Unlock()
+	s.say(o.Order, "stock", "%-12s reserved %d× %s as %s, %d left; writes stock", s.name, in.Qty, in.SKU, id, st.Left)
 	if err := s.putContext(ctx, task, "stock", st); err != nil {
 		return nil, err
 	}
-	s.say(o.Order, "stock", "%-12s reserved %d× %s as %s, %d left; writes stock", s.name, in.Qty, in.SKU, id, st.Left)
 	return json.Marshal(map[string]any{"reservation": id, "warehouse": s.site})
 }
 
@@ -334,10 +337,10 @@ func (p *pricer) Work(ctx context.Context, task negotiation.Task) (json.RawMessa
 		pr.Unit, pr.Note = cents(pr.Unit*0.95), "enough left for next week's demand: 5% off"
 	}
 	pr.Total = cents(pr.Unit * float64(in.Qty))
+	p.say(s.Order, "price", "%-12s €%.2f × %d = €%.2f (%s); writes price", p.name, pr.Unit, in.Qty, pr.Total, pr.Note)
 	if err := p.putContext(ctx, task, "price", pr); err != nil {
 		return nil, err
 	}
-	p.say(s.Order, "price", "%-12s €%.2f × %d = €%.2f (%s); writes price", p.name, pr.Unit, in.Qty, pr.Total, pr.Note)
 	return json.Marshal(pr)
 }
 
@@ -430,7 +433,9 @@ func (c *carrier) Work(ctx context.Context, task negotiation.Task) (json.RawMess
 		return nil, context.Cause(ctx)
 	}
 	tracking := fmt.Sprintf("PX-%06X", c.show.dice.intN(1<<24))
-	c.say(s.Order, step, "%-12s booked %d× %s from %s to %s, an order of €%.2f (read from the context): %s",
+	// Where from and what it is worth (the insurance) come from what the
+	// stocker and the pricer wrote.
+	c.say(s.Order, step, "%-12s booked %d× %s, %s → %s, insured for €%.2f: %s",
 		c.name, st.Reserved, st.SKU, st.Warehouse, in.City, pr.Total, tracking)
 	return json.Marshal(map[string]any{"tracking": tracking, "from": st.Warehouse, "to": in.City})
 }

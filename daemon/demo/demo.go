@@ -185,7 +185,8 @@ func run(ctx context.Context, out io.Writer, cfg Config) (Summary, error) {
 		return Summary{}, fmt.Errorf("demo: %w", err)
 	}
 	s := &show{flow: flow, out: out, quiet: cfg.Quiet, start: time.Now(), dice: newDice(cfg.Seed), names: map[identity.AgentID]string{},
-		calls: map[string]bool{}, open: map[string][]string{}}
+		calls: map[string]bool{}, open: map[string][]string{},
+		done: map[string]bool{}, held: map[string][]string{}}
 
 	fmt.Fprintf(out, `parley demo: an order's story, told by six real nodes on loopback TCP in this
 process — a shop and five businesses whose agents forecast demand, hold stock,

@@ -34,6 +34,8 @@ type show struct {
 	calls map[string]bool     // tasks whose call has been told
 	open  map[string][]string // by order: its steps with a call out
 	flow  *workflow.Spec      // order.yaml, parsed
+	done  map[string]bool     // by order/step: told as ended by the shop
+	held  map[string][]string // by order/step: lines waiting for its needs to be told
 }
 
 // call tells a step's call for bids, once per task, whoever sees it first:
@@ -47,7 +49,7 @@ func (s *show) call(order, step, capability, task string, window time.Duration) 
 	}
 	s.calls[task] = true
 	// Steps run at once when neither needs the other.
-	others := slices.DeleteFunc(slices.Clone(s.open[order]), func(o string) bool { return o == step || s.related(o, step) })
+	others := slices.DeleteFunc(slices.Clone(s.open[order]), func(o string) bool { return o == step || !s.independent(o, step) })
 	if !slices.Contains(s.open[order], step) {
 		s.open[order] = append(s.open[order], step)
 	}
@@ -56,21 +58,31 @@ func (s *show) call(order, step, capability, task string, window time.Duration) 
 	if window > 0 {
 		msg += ", bids close in " + dur(window)
 	}
-	msg += " (task " + short(task) + ")"
 	if len(others) > 0 {
-		msg += "; at once with " + strings.Join(others, ", ") + ": neither needs the other"
+		msg += "; at once with " + strings.Join(others, ", ") + " (neither needs the other)"
 	}
 	s.step(order, step, "%s", msg)
 }
 
-// related reports whether one of two steps needs the other.
-func (s *show) related(a, b string) bool {
+// independent reports whether a and b are steps of order.yaml and
+// neither needs the other.
+func (s *show) independent(a, b string) bool {
+	found := 0
 	for _, st := range s.flow.Steps {
-		if st.Name == a && slices.Contains(st.Needs, b) || st.Name == b && slices.Contains(st.Needs, a) {
-			return true
+		switch st.Name {
+		case a:
+			found++
+			if slices.Contains(st.Needs, b) {
+				return false
+			}
+		case b:
+			found++
+			if slices.Contains(st.Needs, a) {
+				return false
+			}
 		}
 	}
-	return false
+	return found == 2
 }
 
 // window is a step's bid window, as order.yaml says.
@@ -115,9 +127,55 @@ func (s *show) say(format string, args ...any) {
 	}
 }
 
-// step prints a line about one step of an order.
+// step prints a line about one step of an order. A step's agents hear
+// its call as soon as the engine makes it, a moment before the shop's
+// event stream tells that the steps it needs have ended: its lines wait
+// for those, so the story reads in the order things happened.
 func (s *show) step(order, step, format string, args ...any) {
-	s.say("%-3s %-8s "+format, append([]any{order, step}, args...)...)
+	if s.quiet {
+		return
+	}
+	l := fmt.Sprintf("%6.2fs  %-3s %-8s "+format+"\n", append([]any{time.Since(s.start).Seconds(), order, step}, args...)...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waitingLocked(order, step) {
+		s.held[order+"/"+step] = append(s.held[order+"/"+step], l)
+		return
+	}
+	io.WriteString(s.out, l)
+}
+
+// waitingLocked reports whether a step of order.yaml needs a step not
+// yet told as ended.
+func (s *show) waitingLocked(order, step string) bool {
+	for _, st := range s.flow.Steps {
+		if st.Name != step {
+			continue
+		}
+		for _, n := range st.Needs {
+			if !s.done[order+"/"+n] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// told marks a step as told ended and prints the lines that waited for
+// it; all once the order has ended (all true).
+func (s *show) toldEnd(order, step string, all bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done[order+"/"+step] = true
+	for _, st := range s.flow.Steps {
+		k := order + "/" + st.Name
+		if len(s.held[k]) > 0 && (all || !s.waitingLocked(order, st.Name)) {
+			for _, l := range s.held[k] {
+				io.WriteString(s.out, l)
+			}
+			delete(s.held, k)
+		}
+	}
 }
 
 // headline prints a line about an order as a whole, in quiet mode too.
@@ -156,7 +214,7 @@ func (s *show) placeOrder(ctx context.Context, shop *daemon.Daemon, o order) ord
 	if err != nil {
 		return orderResult{err: err}
 	}
-	t := &teller{show: s, order: o.Order, shop: shop.Node(), wf: run.ID, steps: map[string]*seen{}}
+	t := &teller{show: s, order: o.Order, shop: shop.Node(), wf: run.ID, steps: map[string]*seen{}, ctxTold: map[string]bool{}}
 
 	// The approval queue and the shared context change beside the
 	// workflow's events: watch them until the order ends.
@@ -172,6 +230,7 @@ func (s *show) placeOrder(ctx context.Context, shop *daemon.Daemon, o order) ord
 	})
 	stop()
 	wg.Wait()
+	s.toldEnd(o.Order, "", true)
 	t.res.err = err
 	if last != nil {
 		for _, sr := range last.Steps {
@@ -224,6 +283,9 @@ type teller struct {
 	// steps is what has been told of each step; only event touches it.
 	steps        map[string]*seen
 	compensating bool
+
+	ctxMu   sync.Mutex
+	ctxTold map[string]bool // context entries told, by key@HLC
 }
 
 type seen struct {
@@ -240,6 +302,9 @@ func (t *teller) event(r *workflow.Run) {
 	if r.State == workflow.StateCompensating && !t.compensating {
 		t.compensating = true
 		t.step(t.order, "workflow", "COMPENSATING  a step failed for good: undoing the finished steps that have a compensate:, last first")
+	}
+	for _, sr := range r.Steps {
+		t.compensationEvent(sr)
 	}
 }
 
@@ -272,6 +337,7 @@ func (t *teller) stepEvent(sr workflow.StepRun) {
 		switch sr.State {
 		case workflow.StepCompleted:
 			t.ended(t.order, sr.Name)
+			t.tickContext() // what the winner wrote, before who won
 			t.told(sr)
 		case workflow.StepSkipped:
 			t.step(t.order, sr.Name, "skipped  %s", sr.Error)
@@ -281,12 +347,19 @@ func (t *teller) stepEvent(sr workflow.StepRun) {
 		case workflow.StepCanceled:
 			t.step(t.order, sr.Name, "not run  %s", sr.Error)
 		}
+		if sr.State != workflow.StepRunning && sr.State != workflow.StepPending {
+			t.toldEnd(t.order, sr.Name, false)
+		}
 		was.state = sr.State
 	}
+}
+
+func (t *teller) compensationEvent(sr workflow.StepRun) {
+	was := t.seen(sr.Name)
 	if c := sr.Compensation; c != nil && c.State != was.comp {
 		switch c.State {
 		case workflow.StepRunning:
-			t.step(t.order, "undo", "%s's compensation: %s", sr.Name, c.Capability)
+			t.step(t.order, "undo", "call     for %s: %s's compensation", c.Capability, sr.Name)
 		case workflow.StepCompleted:
 			t.res.compensated = true
 			t.step(t.order, "undo", "%s compensated by %s", sr.Name, t.winner(c.Attempts))
@@ -392,7 +465,7 @@ func (t *teller) approve(ctx context.Context, cl *api.Client) {
 				continue
 			}
 			done[ap.ID] = true
-			t.step(t.order, step, "HELD     for a human's approval (%s, budget €%.0f): approval %s", ap.Capability, ap.Price, ap.ID)
+			t.step(t.order, step, "HELD     for a human's approval, as order.yaml asks (%s, budget €%.0f): approval %s", ap.Capability, ap.Price, ap.ID)
 			t.step(t.order, step, "APPROVED automatically by the demo, as a person would with: parley approvals approve %s", ap.ID)
 			if err := cl.Decide(ctx, ap.ID, true); err != nil {
 				t.step(t.order, step, "FAILED   to approve %s: %v", ap.ID, err)
@@ -407,38 +480,59 @@ func (t *teller) approve(ctx context.Context, cl *api.Client) {
 // shop's node (its home) applies it: the key, the value, who wrote it,
 // and whether its signature checks.
 func (t *teller) watchContext(ctx context.Context) {
-	svc := t.shop.SharedContext()
-	told := map[string]bool{}
-	tick := func() {
-		rep, ok := svc.Context(t.wf)
-		if !ok {
-			return
-		}
-		for _, e := range rep.All() {
-			id := e.Key + "@" + e.HLC.String()
-			if told[id] {
-				continue
-			}
-			told[id] = true
-			t.res.entries++
-			check := "its signature checks"
-			if v, err := sharedctx.OpenStored(e.Signed, svc.Limits().MaxValueSize+4<<10); err != nil || v.Writer != e.Writer || v.Key != e.Key {
-				check = fmt.Sprintf("SIGNATURE DOES NOT CHECK: %v", err)
-			}
-			t.step(t.order, "context", "%s = %s  ← by %s, %s", e.Key, clip(string(e.Value), 100), t.agentName(e.Writer), check)
-		}
-	}
 	for sleep(ctx, 20*time.Millisecond) {
-		tick()
+		t.tickContext()
+	}
+}
+
+// tickContext tells the entries not told yet. The watcher and the event
+// loop both call it.
+func (t *teller) tickContext() {
+	t.ctxMu.Lock()
+	defer t.ctxMu.Unlock()
+	svc := t.shop.SharedContext()
+	rep, ok := svc.Context(t.wf)
+	if !ok {
+		return
+	}
+	for _, e := range rep.All() {
+		id := e.Key + "@" + e.HLC.String()
+		if t.ctxTold[id] {
+			continue
+		}
+		t.ctxTold[id] = true
+		t.res.entries++
+		check := "signature ok"
+		if v, err := sharedctx.OpenStored(e.Signed, svc.Limits().MaxValueSize+4<<10); err != nil || v.Writer != e.Writer || v.Key != e.Key {
+			check = fmt.Sprintf("SIGNATURE DOES NOT CHECK: %v", err)
+		}
+		t.step(t.order, "context", "%s = %s  ← %s, %s", e.Key, clip(string(e.Value), 100), t.agentName(e.Writer), check)
 	}
 }
 
 var taskID = regexp.MustCompile(`task [0-9a-f]{16,}: |task failed: |after \d+ attempts: |no contractor completed it: |call \d+: `)
 
+var refusal = regexp.MustCompile(`([\w.-]+): no bid: ([^;]+)`)
+
 // reason is a step's error without the task IDs and the layers of
-// wrapping, for one line.
+// wrapping, for one line; agents that all refused for one reason are
+// named once.
 func reason(err string) string {
-	return clip(taskID.ReplaceAllString(err, ""), 90)
+	err = taskID.ReplaceAllString(err, "")
+	if ms := refusal.FindAllStringSubmatch(err, -1); len(ms) > 0 {
+		var who []string
+		for _, m := range ms {
+			if m[2] != ms[0][2] {
+				who = nil
+				break
+			}
+			who = append(who, m[1])
+		}
+		if len(who) > 0 {
+			err = "no bid from " + strings.Join(who, ", ") + ": " + ms[0][2]
+		}
+	}
+	return clip(err, 90)
 }
 
 func clip(s string, n int) string {
