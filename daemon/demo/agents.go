@@ -66,6 +66,9 @@ type base struct {
 	work       time.Duration // how long the work takes
 	node       *node.Node
 	show       *show
+	// dice is the agent's own, so that agents bidding at once do not
+	// race for one generator and a seed gives the same run every time.
+	dice *dice
 }
 
 // heard tells the call the agent heard, if nobody has yet.
@@ -83,7 +86,7 @@ func (b *base) say(order, step, format string, args ...any) {
 
 // bid is the agent's fee and ETA, varied by the seed's dice.
 func (b *base) bid(fee float64, why string) negotiation.Bid {
-	d := b.show.dice
+	d := b.dice
 	return negotiation.Bid{
 		Price:     cents(d.vary(fee, 0.03)),
 		ETA:       time.Duration(d.vary(float64(b.eta), 0.08)).Round(time.Millisecond),
@@ -164,7 +167,7 @@ func (f *forecaster) Work(ctx context.Context, task negotiation.Task) (json.RawM
 	if !sleep(ctx, f.work) {
 		return nil, context.Cause(ctx)
 	}
-	fc := forecast{SKU: in.SKU, NextWeek: int(float64(in.Qty) * (1.5 + f.show.dice.float()))}
+	fc := forecast{SKU: in.SKU, NextWeek: int(float64(in.Qty) * (1.5 + f.dice.float()))}
 	f.say(s.Order, "forecast", "%-12s expects %d× %s next week; writes forecast", f.name, fc.NextWeek, fc.SKU)
 	if err := f.putContext(ctx, task, "forecast", fc); err != nil {
 		return nil, err
@@ -432,7 +435,7 @@ func (c *carrier) Work(ctx context.Context, task negotiation.Task) (json.RawMess
 	if !sleep(ctx, c.work-c.work/2) {
 		return nil, context.Cause(ctx)
 	}
-	tracking := fmt.Sprintf("PX-%06X", c.show.dice.intN(1<<24))
+	tracking := fmt.Sprintf("PX-%06X", c.dice.intN(1<<24))
 	// Where from and what it is worth (the insurance) come from what the
 	// stocker and the pricer wrote.
 	c.say(s.Order, step, "%-12s booked %d× %s, %s → %s, insured for €%.2f: %s",

@@ -229,7 +229,7 @@ fails is replaced; an order nobody can ship is undone. %s, seed %d
 		var names []string
 		for _, r := range st.roles {
 			card := r.card
-			a, err := n.AddAgent(card, r.make(base{site: st.name, node: n, show: s}))
+			a, err := n.AddAgent(card, r.make(base{site: st.name, node: n, show: s, dice: newDice(cfg.Seed ^ hash(card.Name))}))
 			if err != nil {
 				return Summary{}, fmt.Errorf("demo: add %s on %s: %w", card.Name, st.name, err)
 			}
@@ -440,6 +440,15 @@ func (s *show) table(sum Summary) {
 type dice struct {
 	mu sync.Mutex
 	r  *rand.Rand
+}
+
+// hash is FNV-1a, to give each agent its own stream of one seed.
+func hash(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * 1099511628211
+	}
+	return h
 }
 
 func newDice(seed uint64) *dice { return &dice{r: rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))} }

@@ -85,6 +85,16 @@ func (s *show) independent(a, b string) bool {
 	return found == 2
 }
 
+// attempts is how many attempts a step's retry rule allows.
+func (s *show) attempts(step string) int {
+	for _, st := range s.flow.Steps {
+		if st.Name == step {
+			return st.Retry.Attempts
+		}
+	}
+	return 1
+}
+
 // window is a step's bid window, as order.yaml says.
 func (s *show) window(step string) time.Duration {
 	for _, st := range s.flow.Steps {
@@ -329,7 +339,7 @@ func (t *teller) stepEvent(sr workflow.StepRun) {
 			break // its end is told at a later event
 		}
 		was.attempts = i + 1
-		if a.State != string(negotiation.StateCompleted) && sr.State == workflow.StepRunning {
+		if a.State != string(negotiation.StateCompleted) && a.N < t.attempts(sr.Name) {
 			t.step(t.order, sr.Name, "attempt %d failed: %s; the step's retry rule tries again", a.N, reason(a.Error))
 		}
 	}
