@@ -171,8 +171,8 @@ func (s *show) waitingLocked(order, step string) bool {
 	return false
 }
 
-// told marks a step as told ended and prints the lines that waited for
-// it; all once the order has ended (all true).
+// toldEnd marks a step as told ended and prints the lines that waited
+// for it; with all (the order has ended), every line still held.
 func (s *show) toldEnd(order, step string, all bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -243,11 +243,9 @@ func (s *show) placeOrder(ctx context.Context, shop *daemon.Daemon, o order) ord
 	s.toldEnd(o.Order, "", true)
 	t.res.err = err
 	if last != nil {
-		for _, sr := range last.Steps {
-			t.res.retries += max(len(sr.Attempts)-1, 0)
-		}
 		t.res.state, t.res.why = string(last.State), last.Error
 		for _, sr := range last.Steps {
+			t.res.retries += max(len(sr.Attempts)-1, 0)
 			t.res.negotiations += len(sr.Attempts)
 			if c := sr.Compensation; c != nil {
 				t.res.negotiations += len(c.Attempts)
@@ -288,7 +286,9 @@ type teller struct {
 	order string
 	shop  *node.Node
 	wf    string
-	res   orderResult
+	// res is written by the event loop, the approver and the context
+	// watcher, each its own fields, and read once they have stopped.
+	res orderResult
 
 	// steps is what has been told of each step; only event touches it.
 	steps        map[string]*seen
