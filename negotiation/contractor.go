@@ -54,7 +54,8 @@ func (s *Service) RemoveContractor(id identity.AgentID) {
 
 // HandleCall considers a task intent seen on the mesh: every contractor
 // offering its capability is asked whether to bid. Calls from this node
-// itself are skipped (a node cannot stream to itself).
+// itself are skipped here: the requester hands them to its own agents
+// when it publishes them (local.go), so gossip's copy would be a second.
 //
 // The requester chooses its bid window, deadline and progress interval;
 // this node clamps each to its own bounds before holding anything for
@@ -63,10 +64,30 @@ func (s *Service) HandleCall(in *intent.Intent) {
 	if in.Kind != intent.KindTask || in.Origin == s.h.ID() {
 		return
 	}
+	s.handleCall(in, false)
+}
+
+// handleCall starts a bid by every local contractor offering the call's
+// capability, other than its requester, and returns their contract keys
+// if keys is set (the requester's own call: it tells why none bid).
+func (s *Service) handleCall(in *intent.Intent, keys bool) []contractKey {
+	// Who bids is known before anything is parsed: most calls a
+	// requester makes have no local bidder, and cost nothing here.
+	s.mu.Lock()
+	var bidders []*contractor
+	for _, con := range s.contractors {
+		if con.caps[in.Capability] && con.agent.ID != in.From {
+			bidders = append(bidders, con)
+		}
+	}
+	s.mu.Unlock()
+	if len(bidders) == 0 {
+		return nil
+	}
 	var c cfp
 	if err := json.Unmarshal(in.Payload, &c); err != nil || c.Task == "" {
 		log.Debugw("ignoring task intent without a call", "intent", in.ID, "from", in.From)
-		return
+		return nil
 	}
 	now := time.Now()
 	call := Call{
@@ -92,7 +113,7 @@ func (s *Service) HandleCall(in *intent.Intent) {
 		call.Deadline = latest
 	}
 	if now.After(call.Deadline) {
-		return
+		return nil
 	}
 	progress := time.Duration(c.ProgressMillis) * time.Millisecond
 	if progress <= 0 {
@@ -110,17 +131,13 @@ func (s *Service) HandleCall(in *intent.Intent) {
 		}
 		addrs = append(addrs, m)
 	}
-	s.mu.Lock()
-	var bidders []*contractor
-	for _, con := range s.contractors {
-		if con.caps[call.Capability] && con.agent.ID != call.Requester {
-			bidders = append(bidders, con)
+	var started []contractKey
+	for _, con := range bidders {
+		if s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) }) && keys {
+			started = append(started, contractKey{call.Requester, call.Task, con.agent.ID})
 		}
 	}
-	s.mu.Unlock()
-	for _, con := range bidders {
-		s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) })
-	}
+	return started
 }
 
 // contract is one task this node's agent bid on or works on.
@@ -172,12 +189,14 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 	// The requester's node must answer before any agent code runs for
 	// it: a delegation costs nothing to sign for a node that does not
 	// exist, a connection does.
-	if len(requester.Addrs) > 0 {
-		s.h.Peerstore().AddAddrs(requester.ID, requester.Addrs, peerstore.TempAddrTTL)
-	}
-	if err := s.h.Connect(bctx, peer.AddrInfo{ID: requester.ID}); err != nil {
-		c.end(StateFailed, "could not reach the requester's node: "+err.Error())
-		return
+	if requester.ID != s.h.ID() { // this node's own call needs no connection
+		if len(requester.Addrs) > 0 {
+			s.h.Peerstore().AddAddrs(requester.ID, requester.Addrs, peerstore.TempAddrTTL)
+		}
+		if err := s.h.Connect(bctx, peer.AddrInfo{ID: requester.ID}); err != nil {
+			c.end(StateFailed, "could not reach the requester's node: "+err.Error())
+			return
+		}
 	}
 	if g := s.cfg.Guard; g != nil {
 		pctx, psp := s.span(bctx, spanPolicyCall, trace.SpanKindInternal, call.Task)
@@ -227,7 +246,7 @@ func (s *Service) proposeOrRefuse(ctx context.Context, c *contract, con *contrac
 		c.end(StateRejected, "audit log failed; no bid")
 		return
 	}
-	c.bid = bid
+	c.setBid(bid)
 	c.hist.set(StateNegotiating, fmt.Sprintf("proposed price %g, eta %s", bid.Price, bid.ETA))
 	proposal := bidWire(call.Task, bid)
 	proposal.Name, proposal.Trace = con.agent.Name, tracing.Inject(ctx)
@@ -237,18 +256,30 @@ func (s *Service) proposeOrRefuse(ctx context.Context, c *contract, con *contrac
 	}
 	// The verdict comes when the window closes, or later if we stand by
 	// for a winner that has not yet committed: within StandbyWait of the
-	// window, never past the deadline (which this node clamped).
-	conn.SetReadTimeout(min(time.Until(call.Deadline), call.BidWindow+s.cfg.StandbyWait))
+	// window, never past the deadline (which this node clamped). Counter
+	// rounds come before it and do not move that end.
+	end := time.Now().Add(min(time.Until(call.Deadline), call.BidWindow+s.cfg.StandbyWait))
 	var w wire
-	m, err := s.recv(conn, &w)
-	if err != nil {
-		if frame.Reason(err) != "" {
-			s.refuseFrame(conn.Stream(), err)
-		} else {
-			_ = conn.Reset()
+	var m *identity.Message
+	for rounds := 1; ; rounds++ {
+		conn.SetReadTimeout(max(time.Until(end), time.Millisecond))
+		w = wire{}
+		m, err = s.recv(conn, &w)
+		if err != nil {
+			if frame.Reason(err) != "" {
+				s.refuseFrame(conn.Stream(), err)
+			} else {
+				_ = conn.Reset()
+			}
+			c.hist.set(StateRejected, "no verdict: "+err.Error())
+			return
 		}
-		c.hist.set(StateRejected, "no verdict: "+err.Error())
-		return
+		if m.Type != msgCounter {
+			break
+		}
+		if !s.answerCounter(ctx, c, conn, w, rounds) {
+			return
+		}
 	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("parley.verdict", m.Type), attribute.String("parley.reason", w.Reason+w.Rationale))
@@ -271,7 +302,7 @@ func (c *contract) send(requester peer.AddrInfo, typ string, w wire) *frame.Conn
 	s := c.s
 	ctx, cancel := context.WithTimeout(s.ctx, max(c.call.BidWindow, time.Second))
 	defer cancel()
-	st, err := s.h.NewStream(limitedOK(ctx), requester.ID, ProtocolID)
+	st, err := s.openStream(ctx, requester.ID)
 	if err != nil {
 		c.hist.set(StateFailed, "could not reach the requester: "+err.Error())
 		return nil
@@ -288,6 +319,20 @@ func (c *contract) send(requester peer.AddrInfo, typ string, w wire) *frame.Conn
 		return nil
 	}
 	return conn
+}
+
+// setBid records the terms this contract last proposed.
+func (c *contract) setBid(b Bid) {
+	c.mu.Lock()
+	c.bid = b
+	c.mu.Unlock()
+}
+
+// lastBid is the terms this contract last proposed.
+func (c *contract) lastBid() Bid {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bid
 }
 
 // holding reports whether the contract has an award in hand or done, so a
@@ -353,6 +398,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		return
 	}
 	c.busy = true
+	// The terms committed to are the last proposed; a counter round on
+	// the bid's stream may still be changing them when a re-award comes.
+	bid := c.bid
 	c.mu.Unlock()
 	release := func() {
 		c.mu.Lock()
@@ -365,7 +413,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		return
 	}
 	if cm, ok := c.con.h.(Committer); ok {
-		if err := safeCommit(cctx, cm, c.call, c.bid); err != nil {
+		if err := safeCommit(cctx, cm, c.call, bid); err != nil {
 			release()
 			failSpan(cspan, err.Error())
 			c.hist.set(StateRejected, "declined the award: "+err.Error())
@@ -373,10 +421,10 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 			return
 		}
 	}
-	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: c.bid.Price}
+	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: bid.Price}
 	if g := c.s.cfg.Guard; g != nil {
 		pctx, psp := c.s.span(cctx, spanPolicyCommit, trace.SpanKindInternal, c.call.Task)
-		free, err := g.Commit(pctx, c.agent, c.call, c.bid)
+		free, err := g.Commit(pctx, c.agent, c.call, bid)
 		decided(psp, err)
 		if err != nil {
 			release()
@@ -484,7 +532,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		}
 	}()
 
-	task := Task{Call: c.call, Bid: c.bid, Input: w.Input, Progress: func(f float64, note string) {
+	task := Task{Call: c.call, Bid: bid, Input: w.Input, Progress: func(f float64, note string) {
 		_ = send(msgProgress, wire{Task: c.call.Task, Fraction: f, Note: note})
 	}}
 	out, werr := safeWork(wctx, c.con.h, task)

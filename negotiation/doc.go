@@ -12,6 +12,12 @@
 // replaced by the next best bid (re-awarded on a new stream), then by a new
 // call, within the retry budget.
 //
+// A requester whose Strategy is also a CounterStrategy may answer bids with
+// counter-offers before ranking, within MaxCounterRounds; a contractor's
+// handler answers through the optional Counterer (counter.go). The node's
+// own contractors bid on its own calls over in-process streams carrying
+// the same signed frames (local.go).
+//
 // Every frame is a signed identity envelope (see negotiation/frame). The
 // package does not own gossip or the host; package node wires them in.
 package negotiation

@@ -43,15 +43,16 @@ type bidInfoJSON struct {
 	Name  string           `json:"name,omitempty"`
 	Peer  peer.ID          `json:"peer"`
 	bidJSON
-	Call   int    `json:"call"`
-	Rank   int    `json:"rank"`
-	Status string `json:"status"`
-	Note   string `json:"note,omitempty"`
+	Call   int     `json:"call"`
+	Rank   int     `json:"rank"`
+	Status string  `json:"status"`
+	Note   string  `json:"note,omitempty"`
+	Rounds []Round `json:"rounds,omitempty"`
 }
 
 // MarshalJSON implements json.Marshaler.
 func (b BidInfo) MarshalJSON() ([]byte, error) {
-	return json.Marshal(bidInfoJSON{b.Agent, b.Name, b.Peer, b.Bid.toJSON(), b.Call, b.Rank, b.Status, b.Note})
+	return json.Marshal(bidInfoJSON{b.Agent, b.Name, b.Peer, b.Bid.toJSON(), b.Call, b.Rank, b.Status, b.Note, b.Rounds})
 }
 
 // UnmarshalJSON implements json.Unmarshaler.
@@ -60,7 +61,7 @@ func (b *BidInfo) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &j); err != nil {
 		return err
 	}
-	*b = BidInfo{Agent: j.Agent, Name: j.Name, Peer: j.Peer, Bid: j.bid(), Call: j.Call, Rank: j.Rank, Status: j.Status, Note: j.Note}
+	*b = BidInfo{Agent: j.Agent, Name: j.Name, Peer: j.Peer, Bid: j.bid(), Call: j.Call, Rank: j.Rank, Status: j.Status, Note: j.Note, Rounds: j.Rounds}
 	return nil
 }
 

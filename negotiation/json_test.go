@@ -33,6 +33,11 @@ func TestJSONDurations(t *testing.T) {
 		{"call", call, new(Call), []string{`"bid_window":"1.5s"`, `"requester_name":"buyer"`}},
 		{"task", Task{Call: call, Bid: bid, Input: json.RawMessage(`{"a":1}`)}, new(Task),
 			[]string{`"bid_window":"1.5s"`, `"bid":{"price":4.5,"eta":"200ms","rationale":"fast"}`, `"input":{"a":1}`}},
+		{"counter", Counter{Price: 3.6, ETA: time.Second, Terms: "80%", Round: 1, Bid: bid}, new(Counter),
+			[]string{`"eta":"1s"`, `"round":1`, `"bid":{"price":4.5,"eta":"200ms","rationale":"fast"}`}},
+		{"bid info with rounds", BidInfo{Agent: "did:key:z6Mk", Peer: pid, Bid: Bid{Price: 3.6, ETA: time.Second}, Call: 1, Status: "completed",
+			Rounds: []Round{{Counter: Counter{Price: 3.6, ETA: time.Second, Round: 1, Bid: bid}, Reply: "accepted", Bid: Bid{Price: 3.6, ETA: time.Second}}}},
+			new(BidInfo), []string{`"rounds":[{"counter":{"price":3.6,"eta":"1s"`, `"reply":"accepted"`}},
 		{"timings", Timings{Negotiation: time.Second, Work: 2 * time.Second, Total: 3 * time.Second}, new(Timings),
 			[]string{`"negotiation":"1s"`, `"work":"2s"`, `"total":"3s"`}},
 	} {
@@ -68,6 +73,7 @@ func TestJSONMirrorsComplete(t *testing.T) {
 		{Call{}, callJSON{}, 0},
 		{Task{}, taskJSON{}, 1}, // Progress is not JSON
 		{Timings{}, timingsJSON{}, 0},
+		{Counter{}, counterJSON{}, 0},
 	} {
 		typ, mirror := reflect.TypeOf(tc.typ), reflect.TypeOf(tc.mirror)
 		if typ.NumField() != mirror.NumField()+tc.extra {
@@ -91,6 +97,12 @@ func TestParseStrategy(t *testing.T) {
 		{"weighted:-1,2", "≥ 0", false},
 		{"weighted:1", "PRICE,SECONDS", false},
 		{"weighted:x,y", "PRICE,SECONDS", false},
+		{"counter:0.8", "counter(80%)+cheapest", true},
+		{"counter:0.75", "counter(75%)+cheapest", true},
+		{"counter:1", "0 < FRACTION < 1", false},
+		{"counter:0", "0 < FRACTION < 1", false},
+		{"counter", "counter:FRACTION", false},
+		{"counter:x", "0 < FRACTION < 1", false},
 		{"dearest", `strategy "dearest"`, false},
 	} {
 		s, err := ParseStrategy(tc.in)

@@ -31,6 +31,8 @@ type agentSpec struct {
 	work func(ctx context.Context, task negotiation.Task) (json.RawMessage, error)
 	// decline, when set, makes the agent decline awards.
 	decline bool
+	// counter, when set, makes the agent a Counterer answering with it.
+	counter func(ctx context.Context, c negotiation.Counter) (negotiation.Bid, error)
 }
 
 // testAgent is a contractor with a record of what it saw.
@@ -40,6 +42,18 @@ type testAgent struct {
 	bids   atomic.Int32
 	works  atomic.Int32
 	inputs sync.Map // task ID -> input it received
+	// counters counts the counter-offers it answered; worked is the bid
+	// its last Work was given (the agreed terms).
+	counters atomic.Int32
+	worked   atomic.Pointer[negotiation.Bid]
+}
+
+// countering is a testAgent that takes counter-offers.
+type countering struct{ *testAgent }
+
+func (a countering) Counter(ctx context.Context, _ negotiation.Call, c negotiation.Counter) (negotiation.Bid, error) {
+	a.counters.Add(1)
+	return a.spec.counter(ctx, c)
 }
 
 func (a *testAgent) Bid(_ context.Context, call negotiation.Call) (negotiation.Bid, error) {
@@ -56,6 +70,8 @@ func (a *testAgent) Commit(context.Context, negotiation.Call, negotiation.Bid) e
 
 func (a *testAgent) Work(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
 	a.works.Add(1)
+	bid := task.Bid
+	a.worked.Store(&bid)
 	a.inputs.Store(task.Task, string(task.Input))
 	if a.spec.work != nil {
 		return a.spec.work(ctx, task)
@@ -68,7 +84,13 @@ func (a *testAgent) Work(ctx context.Context, task negotiation.Task) (json.RawMe
 // until node 0 (the requester) can reach every contractor's topic.
 func newNegMesh(t *testing.T, n int, specs ...agentSpec) (*nodetest.Mesh, map[string]*testAgent) {
 	t.Helper()
-	m := nodetest.NewMesh(t, n)
+	return newNegMeshOpts(t, n, nil, specs...)
+}
+
+// newNegMeshOpts is newNegMesh with options for the mesh.
+func newNegMeshOpts(t *testing.T, n int, opts []nodetest.Option, specs ...agentSpec) (*nodetest.Mesh, map[string]*testAgent) {
+	t.Helper()
+	m := nodetest.NewMesh(t, n, opts...)
 	agents := map[string]*testAgent{}
 	want := map[string]map[peer.ID]bool{}
 	for _, s := range specs {
@@ -76,7 +98,11 @@ func newNegMesh(t *testing.T, n int, specs ...agentSpec) (*nodetest.Mesh, map[st
 			s.capability = "echo"
 		}
 		ta := &testAgent{spec: s}
-		a, err := m.Nodes[s.node].AddAgent(node.AgentCard{Name: s.name, Capabilities: []string{s.capability}}, ta)
+		var h negotiation.Handler = ta
+		if s.counter != nil {
+			h = countering{ta}
+		}
+		a, err := m.Nodes[s.node].AddAgent(node.AgentCard{Name: s.name, Capabilities: []string{s.capability}}, h)
 		if err != nil {
 			t.Fatalf("AddAgent %s: %v", s.name, err)
 		}
@@ -206,8 +232,10 @@ func TestNoBiddersFailsAfterTheWindow(t *testing.T) {
 	if !errors.Is(err, negotiation.ErrTaskFailed) {
 		t.Fatalf("Request with no bidders: %v, want ErrTaskFailed", err)
 	}
-	if out.State != negotiation.StateFailed || out.Calls != 2 || !strings.Contains(out.Reason, "no bids") {
-		t.Fatalf("outcome %s after %d calls, reason %q; want failed after 2 calls saying no bids", out.State, out.Calls, out.Reason)
+	// Nobody is on the topic and no agent of the node offers it: the
+	// failure says so.
+	if out.State != negotiation.StateFailed || out.Calls != 2 || !strings.Contains(out.Reason, "no capable agent found") {
+		t.Fatalf("outcome %s after %d calls, reason %q; want failed after 2 calls saying no capable agent was found", out.State, out.Calls, out.Reason)
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("failing took %s, want about two bid windows", took)
@@ -350,7 +378,11 @@ func (s *slowBidder) Bid(ctx context.Context, call negotiation.Call) (negotiatio
 }
 
 func TestConcurrentRequestsAcrossFiveNodes(t *testing.T) {
-	m, _ := newNegMesh(t, 5,
+	// Each agent is asked about all 20 calls at once (its own node's too),
+	// more than admission's default 16 bid handlers per agent: a call
+	// that every agent's slot refused would get no bid.
+	opts := []nodetest.Option{nodetest.WithConfig(func(_ int, c *node.Config) { c.Limits.BidHandlersPerAgent = 32 })}
+	m, _ := newNegMeshOpts(t, 5, opts,
 		agentSpec{node: 1, name: "a", price: 1},
 		agentSpec{node: 2, name: "b", price: 2},
 		agentSpec{node: 3, name: "c", price: 3},
@@ -370,7 +402,16 @@ func TestConcurrentRequestsAcrossFiveNodes(t *testing.T) {
 			out, err := request(t, m.Nodes[i%5], in, negotiation.WithBidWindow(400*time.Millisecond))
 			switch {
 			case err != nil:
-				errs <- fmt.Errorf("request %d: %w", i, err)
+				var views []string
+				for _, n := range m.Nodes {
+					for _, ti := range n.Tasks() {
+						if ti.Task == out.Task {
+							views = append(views, fmt.Sprintf("%s %s %v", ti.Role, ti.State, ti.History))
+						}
+					}
+					views = append(views, fmt.Sprint(n.NegotiationDropped()))
+				}
+				errs <- fmt.Errorf("request %d: %w (the nodes' views: %v)", i, err, views)
 			case string(out.Result) != in:
 				errs <- fmt.Errorf("request %d: result %s, want %s", i, out.Result, in)
 			}

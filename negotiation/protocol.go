@@ -32,7 +32,7 @@ const (
 	msgRefuse   = "refuse"   // contractor → requester: no bid, with a reason
 	msgAccept   = "accept"   // requester → contractor: the award, with a rationale
 	msgReject   = "reject"   // requester → contractor: not this time, with a reason
-	msgCounter  = "counter"  // reserved for counter-proposal rounds
+	msgCounter  = "counter"  // requester → contractor: a counter-offer to its bid (counter.go)
 	msgCommit   = "commit"   // contractor → requester: will do it
 	msgDecline  = "decline"  // contractor → requester: will not after all
 	msgTask     = "task"     // requester → contractor: the full input
@@ -63,6 +63,9 @@ type wire struct {
 	Output    json.RawMessage `json:"output,omitempty"`
 	Fraction  float64         `json:"fraction,omitempty"`
 	Note      string          `json:"note,omitempty"`
+	// Terms and Round are a counter's (Round also on the answer to one).
+	Terms string `json:"terms,omitempty"`
+	Round int    `json:"round,omitempty"`
 	// Trace is the sender's W3C traceparent (propose, accept), so the
 	// other side's spans join the task's trace. Untrusted: parsed
 	// strictly, and it never makes this node record more.

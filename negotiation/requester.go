@@ -48,7 +48,9 @@ type request struct {
 	why      string // the winner's award rationale
 	result   json.RawMessage
 	calls    int
-	callSpan trace.Span // the open call's span, for bid events
+	locals   []contractKey // this node's own agents asked about the open call
+	late     int           // bids that came after a window closed, since the last noBids
+	callSpan trace.Span    // the open call's span, for bid events
 	commitAt time.Time
 	outcome  *Outcome
 
@@ -212,6 +214,7 @@ func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID
 	switch {
 	case r.window == 0:
 		refusal = "bid window closed; thank you"
+		r.late++
 		r.s.m.dropped.WithLabelValues("late").Inc()
 	case r.taken >= r.s.cfg.MaxBidsPerCall:
 		refusal = "enough bids for this call; thank you"
@@ -289,8 +292,14 @@ func (r *request) run(ctx context.Context) string {
 		if ctx.Err() != nil {
 			return strings.Join(reasons, "; ")
 		}
+		if cs, ok := r.opts.Strategy.(CounterStrategy); ok && len(bids) > 0 && r.s.cfg.MaxCounterRounds > 0 {
+			bids = r.bargain(ctx, cs, bids)
+			if ctx.Err() != nil {
+				return strings.Join(reasons, "; ")
+			}
+		}
 		if len(bids) == 0 {
-			reasons = append(reasons, fmt.Sprintf("call %d: no bids within the %s bid window", call, r.opts.BidWindow))
+			reasons = append(reasons, fmt.Sprintf("call %d: %s", call, r.noBids(call)))
 			continue
 		}
 		ranked := r.rank(bids)
@@ -348,12 +357,21 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 	r.enough = make(chan struct{})
 	enough := r.enough
 	r.mu.Unlock()
-	if _, err := r.s.cfg.Publish(ctx, r.agent, body, time.Until(deadline)); err != nil {
+	in, err := r.s.cfg.Publish(ctx, r.agent, body, time.Until(deadline))
+	if err != nil {
 		r.closeWindow()
 		if ctx.Err() != nil {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("publish call %d: %w", n, err)
+	}
+	// This node's own agents bid too, in-process (local.go); gossip does
+	// not hand a node its own call.
+	if in != nil && in.Origin == r.s.h.ID() {
+		locals := r.s.handleCall(in, true)
+		r.mu.Lock()
+		r.locals = locals
+		r.mu.Unlock()
 	}
 	t := time.NewTimer(r.opts.BidWindow)
 	select {
@@ -498,7 +516,7 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 	if conn == nil {
 		// The bidder's stream is gone (we rejected it or it closed):
 		// re-award on a new stream; it stands by until the deadline.
-		st, err := r.s.h.NewStream(limitedOK(ctx), b.info.Peer, ProtocolID)
+		st, err := r.s.openStream(ctx, b.info.Peer)
 		if err != nil {
 			r.setStatus(b, "failed", "unreachable: "+err.Error())
 			return false, "was unreachable for the award"
@@ -770,4 +788,69 @@ func short(a identity.AgentID) string {
 		return "…" + s[len(s)-8:]
 	}
 	return s
+}
+
+// noBids says why call n has no bid to award, as far as this node knows:
+// nobody could hear it, every bidder refused or bid over the budget, or
+// nobody answered in time.
+func (r *request) noBids(n int) string {
+	r.mu.Lock()
+	var refused, over, dropped []string
+	for _, b := range r.all {
+		if b.info.Call != n {
+			continue
+		}
+		who := short(b.info.Agent)
+		if b.info.Name != "" {
+			who = b.info.Name
+		}
+		switch b.info.Status {
+		case "refused":
+			refused = append(refused, fmt.Sprintf("%s: %s", who, b.info.Note))
+		case "over_budget":
+			over = append(over, fmt.Sprintf("%s: %s", who, b.info.Note))
+		default:
+			dropped = append(dropped, fmt.Sprintf("%s: %s %s", who, b.info.Status, b.info.Note))
+		}
+	}
+	locals, late := r.locals, r.late
+	r.late = 0
+	r.mu.Unlock()
+	// What became of this node's own agents that did not bid (policy,
+	// their own refusal) is known here.
+	var quiet []string
+	for _, k := range locals {
+		r.s.mu.Lock()
+		c := r.s.contracts[k]
+		r.s.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		if st, steps, _ := c.hist.get(); st == StateRejected || st == StateFailed {
+			if len(steps) > 0 {
+				quiet = append(quiet, fmt.Sprintf("%s: %s", c.agent.Name, steps[len(steps)-1].Note))
+			}
+		}
+	}
+	reach := -1
+	if f := r.s.cfg.Reach; f != nil {
+		reach = f(r.need.Capability)
+	}
+	var parts []string
+	switch answered := len(refused) + len(over) + len(dropped) + len(quiet); {
+	case reach == 0 && len(locals) == 0:
+		return fmt.Sprintf("no capable agent found: no peer is on the %s topic and no other agent of this node offers it", r.need.Capability)
+	case answered == 0 && late > 0:
+		return fmt.Sprintf("no bids within the %s bid window (%d came after it closed)", r.opts.BidWindow, late)
+	case answered == 0:
+		return fmt.Sprintf("no bids within the %s bid window", r.opts.BidWindow)
+	case len(refused)+len(quiet) == answered:
+		parts = append(parts, "every agent asked refused")
+	default:
+		parts = append(parts, "no bid left to award")
+	}
+	for _, l := range [][]string{refused, quiet, over, dropped} {
+		parts = append(parts, l...)
+	}
+	return strings.Join(parts, "; ")
 }

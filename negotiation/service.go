@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
@@ -87,6 +88,13 @@ type Config struct {
 	// public ones are used, so a call cannot aim this node at internal
 	// hosts.
 	DialPrivateAddrs bool
+	// MaxCounterRounds bounds the counter-offers per bid, on both sides
+	// (default 3; negative: none). A requester's strategy makes at most
+	// this many; a contractor resets a stream that brings more.
+	MaxCounterRounds int
+	// Reach, if set, says how many peers a call on capability would reach
+	// now; a call that gets no bid says so ("no capable agent found").
+	Reach func(capability string) int
 }
 
 func (c *Config) setDefaults() {
@@ -129,6 +137,12 @@ func (c *Config) setDefaults() {
 	if c.MaxContractsPerOrigin <= 0 {
 		c.MaxContractsPerOrigin = 64
 	}
+	switch {
+	case c.MaxCounterRounds == 0:
+		c.MaxCounterRounds = 3
+	case c.MaxCounterRounds < 0:
+		c.MaxCounterRounds = 0
+	}
 	if c.StandbyWait <= 0 {
 		c.StandbyWait = 30 * time.Second
 	}
@@ -155,6 +169,9 @@ type Service struct {
 	// one that found too few: under a flood of live contracts every
 	// insert would otherwise scan them all.
 	sweepAfter time.Time
+	// locals are the open in-process streams of self-calls (local.go).
+	locals   map[*localStream]struct{}
+	localIDs atomic.Uint64
 }
 
 // contractKey names a contract: task IDs are public on the topic, so one
@@ -201,6 +218,7 @@ func (s *Service) Close() error {
 	go func() { s.wg.Wait(); close(done) }()
 	for {
 		s.resetStreams()
+		s.resetLocals()
 		select {
 		case <-done:
 			return nil
@@ -504,6 +522,8 @@ type metrics struct {
 	completed *prometheus.CounterVec
 	reawards  *prometheus.CounterVec
 	recovery  prometheus.Histogram
+	// counters are this node's counter-offers by the bidder's answer.
+	counters *prometheus.CounterVec
 }
 
 // Stages of a requested task, as parley_negotiation_stage_seconds labels
@@ -544,6 +564,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "parley_negotiation_reawards_total",
 			Help: "Awards after the first in a task, by what became of the bid before: failed, declined, silent, denied or other.",
 		}, []string{"after"}),
+		counters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_negotiation_counters_total",
+			Help: "Counter-offers this node's requesters made, by the bidder's answer: accepted, revised, refused, silent or failed.",
+		}, []string{"reply"}),
 		recovery: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "parley_negotiation_recovery_seconds",
 			Help:    "From a contractor letting a task down (failure, decline, silence) to the next commit.",
@@ -556,8 +580,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, a := range []string{"human", "none"} {
 		m.completed.WithLabelValues(a)
 	}
+	for _, r := range []string{"accepted", "revised", "refused", "silent", "failed"} {
+		m.counters.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.dropped, m.outcomes, m.latency, m.stages, m.completed, m.reawards, m.recovery)
+		reg.MustRegister(m.dropped, m.outcomes, m.latency, m.stages, m.completed, m.reawards, m.recovery, m.counters)
 	}
 	return m
 }

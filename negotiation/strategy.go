@@ -48,9 +48,11 @@ func Weighted(wPrice, wTime float64) Strategy {
 }
 
 // ParseStrategy returns the strategy a name gives, as flags and the API
-// write it: "cheapest", "fastest", or "weighted:PRICE,SECONDS" (Weighted
+// write it: "cheapest", "fastest", "weighted:PRICE,SECONDS" (Weighted
 // with those weights; "weighted" alone is weighted:1,1, one unit of price
-// per second). "" is nil: the service's default.
+// per second), or "counter:FRACTION" (CounterAt: counter each bid once at
+// that fraction of its price, then take the cheapest). "" is nil: the
+// service's default.
 func ParseStrategy(name string) (Strategy, error) {
 	switch name {
 	case "":
@@ -62,6 +64,13 @@ func ParseStrategy(name string) (Strategy, error) {
 	case "weighted":
 		return Weighted(1, 1), nil
 	}
+	if f, ok := strings.CutPrefix(name, "counter:"); ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(v > 0 && v < 1) {
+			return nil, fmt.Errorf("strategy %q: want counter:FRACTION with 0 < FRACTION < 1, e.g. counter:0.8 (counter each bid at 80%% of its price)", name)
+		}
+		return CounterAt(v, Cheapest()), nil
+	}
 	if w, ok := strings.CutPrefix(name, "weighted:"); ok {
 		p, t, ok := strings.Cut(w, ",")
 		wp, err1 := strconv.ParseFloat(strings.TrimSpace(p), 64)
@@ -71,5 +80,5 @@ func ParseStrategy(name string) (Strategy, error) {
 		}
 		return nil, fmt.Errorf("strategy %q: want weighted:PRICE,SECONDS with two weights ≥ 0, not both 0, e.g. weighted:1,2", name)
 	}
-	return nil, fmt.Errorf("strategy %q: want cheapest, fastest, weighted or weighted:PRICE,SECONDS", name)
+	return nil, fmt.Errorf("strategy %q: want cheapest, fastest, weighted, weighted:PRICE,SECONDS or counter:FRACTION", name)
 }

@@ -21,6 +21,7 @@ const (
 	spanCommit  = "negotiation.commit"
 	spanWork    = "negotiation.work"
 	spanResult  = "negotiation.result"
+	spanCounter = "negotiation.counter"
 	// Policy decisions, one name per Guard stage (constants: building
 	// them would allocate with tracing off).
 	spanPolicyRequest  = "policy.request"

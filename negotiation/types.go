@@ -150,6 +150,9 @@ type BidInfo struct {
 	// "silent", "completed", "standby".
 	Status string `json:"status"`
 	Note   string `json:"note,omitempty"`
+	// Rounds are the counter-offers made to this bid and their answers,
+	// in order; Bid holds the terms after the last.
+	Rounds []Round `json:"rounds,omitempty"`
 }
 
 // Transition is one step of a task's state history.

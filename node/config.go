@@ -115,7 +115,7 @@ type Config struct {
 	// Negotiation bounds what remote requesters may choose and what the
 	// negotiation keeps: MaxBidWindow, MaxTaskDuration,
 	// MaxProgressTimeout, MaxBidsPerCall, MaxContracts,
-	// MaxContractsPerOrigin, StandbyWait and KeepTasks of
+	// MaxContractsPerOrigin, StandbyWait, MaxCounterRounds and KeepTasks of
 	// negotiation.Config (zero fields take its defaults; other fields are
 	// ignored).
 	Negotiation negotiation.Config

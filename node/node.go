@@ -276,6 +276,8 @@ func (n *Node) Start(ctx context.Context) error {
 		MaxContracts:          b.MaxContracts,
 		MaxContractsPerOrigin: b.MaxContractsPerOrigin,
 		StandbyWait:           b.StandbyWait,
+		MaxCounterRounds:      b.MaxCounterRounds,
+		Reach:                 n.reach,
 		DialPrivateAddrs:      n.cfg.DialPrivateAddrs,
 		Tracer:                n.tracing.Tracer("parley/negotiation"),
 		Forged:                func(p peer.ID, why string) { n.forgedFrame(h.Network(), p, why) },

@@ -379,8 +379,8 @@ func testRequestNoBids(t *testing.T, bin, home string) {
 	out, stderr, code := parley(t, bin, "request", "--home", home, "--capability", "nobody-offers-this",
 		"--input", "@"+input, "--bid-window", "300ms", "--timeout", "3s", "--calls", "1", "--strategy", "weighted:1,2")
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "parley: task ") ||
-		!strings.Contains(stderr, "failed") || !strings.Contains(stderr, "no bids") {
-		t.Fatalf("request with no bidders: exit %d, stderr %q, want exit 1 and one line saying no bids", code, stderr)
+		!strings.Contains(stderr, "failed") || !strings.Contains(stderr, "no capable agent found") {
+		t.Fatalf("request with no bidders: exit %d, stderr %q, want exit 1 and one line saying no capable agent was found", code, stderr)
 	}
 	if !strings.Contains(out, "bids: none") || !strings.Contains(out, "state: failed") {
 		t.Fatalf("request printed %q", out)

@@ -44,6 +44,7 @@ The summary is the public part of the call that every bidder sees; the input
 goes to the winner alone.`,
 		Example: `  parley request --capability echo --input '{"text":"hi"}' --bid-window 1s --timeout 30s
   parley request --capability quote.shipping --input @order.json --strategy weighted:1,2
+  parley request --capability quote --input '{"sku":"bolt"}' --strategy counter:0.8
   jq .order big.json | parley request --capability pack --input - --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -86,14 +87,14 @@ goes to the winner alone.`,
 	fl.DurationVar(&f.bidWindow, "bid-window", 0, "how long to take bids after each call, e.g. 2s (default: the node's)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "the whole task's deadline, e.g. 30s (default: the node's)")
 	fl.IntVar(&f.calls, "calls", 0, "the most calls for proposals, the retry budget (default: the node's)")
-	fl.StringVar(&f.strategy, "strategy", "", "how bids are ranked: cheapest, fastest, or weighted:PRICE,SECONDS (price×PRICE + ETA-seconds×SECONDS; weighted alone is 1,1) (default: cheapest)")
+	fl.StringVar(&f.strategy, "strategy", "", "how bids are ranked: cheapest, fastest, weighted:PRICE,SECONDS (price×PRICE + ETA-seconds×SECONDS; weighted alone is 1,1), or counter:FRACTION (counter each bid once at FRACTION of its price, then cheapest) (default: cheapest)")
 	fl.StringVar(&f.agent, "agent", "", "hosted agent that requests (default: the default agent)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the outcome as one JSON object")
 	_ = cmd.MarkFlagRequired("capability")
 	_ = cmd.MarkFlagRequired("input")
 	_ = cmd.RegisterFlagCompletionFunc("capability", c.flagCompletion(capabilities))
 	_ = cmd.RegisterFlagCompletionFunc("agent", c.flagCompletion(agentsWhere()))
-	_ = cmd.RegisterFlagCompletionFunc("strategy", cobra.FixedCompletions([]string{"cheapest", "fastest", "weighted", "weighted:1,2"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("strategy", cobra.FixedCompletions([]string{"cheapest", "fastest", "weighted", "weighted:1,2", "counter:0.8"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -205,6 +206,13 @@ func printOutcome(w io.Writer, out *negotiation.Outcome) error {
 			fmt.Fprintf(&b, " (%s)", bid.Note)
 		}
 		b.WriteString("\n")
+		for _, r := range bid.Rounds {
+			fmt.Fprintf(&b, "  counter %d: price %g eta %s → %s: price %g eta %s", r.Counter.Round, r.Counter.Price, dur(r.Counter.ETA), r.Reply, r.Bid.Price, dur(r.Bid.ETA))
+			if r.Note != "" {
+				fmt.Fprintf(&b, " (%s)", r.Note)
+			}
+			b.WriteString("\n")
+		}
 	}
 	if out.Winner != "" {
 		fmt.Fprintf(&b, "winner: %s", out.Winner)

@@ -1,9 +1,12 @@
 // Package execagent makes a command an agent: for each call for proposals
 // it runs the command with {"phase":"bid",…} on stdin and reads a bid or a
 // refusal from stdout; for an award it runs it with {"phase":"execute",…}
-// and reads the result. Any language that reads and writes JSON can be an
-// agent this way. A non-zero exit, a timeout or bad output is a refusal
-// (bid) or a failure (execute); the command's stderr goes to the node log.
+// and reads the result; for a requester's counter-offer to its bid it runs
+// it with {"phase":"counter",…} and reads a bid (the counter's terms to
+// accept, others to revise) or a refusal (the bid stands). Any language
+// that reads and writes JSON can be an agent this way. A non-zero exit, a
+// timeout or bad output is a refusal (bid, counter) or a failure
+// (execute); the command's stderr goes to the node log.
 package execagent
 
 import (
@@ -64,6 +67,14 @@ type executeRequest struct {
 	Context map[string]json.RawMessage `json:"context,omitempty"`
 	// ContextWrites are the keys (a trailing * is a prefix) it may write.
 	ContextWrites []string `json:"context_writes,omitempty"`
+}
+
+// counterRequest is what the command reads in the counter phase: the call
+// and the counter-offer, whose "bid" is the agent's last bid.
+type counterRequest struct {
+	Phase   string              `json:"phase"` // "counter"
+	Call    negotiation.Call    `json:"call"`
+	Counter negotiation.Counter `json:"counter"`
 }
 
 type bidOut struct {
@@ -132,6 +143,25 @@ func (a *Agent) Bid(ctx context.Context, call negotiation.Call) (negotiation.Bid
 		return negotiation.Bid{}, fmt.Errorf("%w: %s", negotiation.ErrNoBid, r.Refuse)
 	case r.Bid == nil:
 		return negotiation.Bid{}, a.failed("bid", call.Task, errors.New("the bid phase printed neither bid nor refuse"))
+	}
+	return negotiation.Bid{Price: r.Bid.Price, ETA: time.Duration(r.Bid.ETA), Rationale: r.Bid.Rationale}, nil
+}
+
+// Counter implements negotiation.Counterer: {"bid":{…}} accepts the
+// counter (its terms) or revises the bid (other terms); {"refuse":"why"}
+// refuses, and so does a command that fails (one written before counters
+// existed exits non-zero on the unknown phase): the bid stands.
+func (a *Agent) Counter(ctx context.Context, call negotiation.Call, c negotiation.Counter) (negotiation.Bid, error) {
+	r, err := a.run(ctx, "counter", call.Task, counterRequest{Phase: "counter", Call: call, Counter: c})
+	if err != nil {
+		return negotiation.Bid{}, fmt.Errorf("%w: %v", negotiation.ErrRefuseCounter, err)
+	}
+	switch {
+	case r.Refuse != "":
+		return negotiation.Bid{}, fmt.Errorf("%w: %s", negotiation.ErrRefuseCounter, r.Refuse)
+	case r.Bid == nil:
+		return negotiation.Bid{}, fmt.Errorf("%w: %v", negotiation.ErrRefuseCounter,
+			a.failed("counter", call.Task, errors.New("the counter phase printed neither bid nor refuse")))
 	}
 	return negotiation.Bid{Price: r.Bid.Price, ETA: time.Duration(r.Bid.ETA), Rationale: r.Bid.Rationale}, nil
 }

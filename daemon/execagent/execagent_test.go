@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,6 +170,54 @@ func TestCheck(t *testing.T) {
 			}
 			if !errors.Is(err, execagent.ErrNoCommand) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "agent q") {
 				t.Fatalf("Check: %v, want ErrNoCommand naming agent q and %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCounterPhase: a requester that counters every bid at a fraction of
+// its price settles with a command agent at what the command answers in
+// its counter phase; a command without one (quote.sh exits non-zero on the
+// unknown phase) refuses, and its bid stands.
+func TestCounterPhase(t *testing.T) {
+	cases := []struct {
+		script   string
+		fraction float64
+		want     float64
+		reply    string
+	}{
+		{"haggle.sh", 0.9, 2.7, "accepted"}, // 2.7 ≥ its floor of 2.5
+		{"haggle.sh", 0.5, 2.5, "revised"},  // 1.5: it answers with its floor
+		{"quote.sh", 0.5, 3, "refused"},     // no counter phase: the bid stands
+	}
+	m := nodetest.NewMesh(t, 2)
+	for i, tc := range cases {
+		t.Run(fmt.Sprintf("%s at %g", tc.script, tc.fraction), func(t *testing.T) {
+			capability := fmt.Sprintf("haggle%d", i)
+			a := &execagent.Agent{Name: "seller", Command: []string{"sh", "../../examples/shell/" + tc.script}, Timeout: 5 * time.Second}
+			id, err := m.Nodes[1].AddAgent(node.AgentCard{Name: capability, Capabilities: []string{capability}}, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodetest.WaitTopic(t, context.Background(), capability, m.Nodes[0])
+			out, err := m.Nodes[0].Request(context.Background(), negotiation.Need{Capability: capability, Input: json.RawMessage(`{}`)},
+				negotiation.WithBidWindow(500*time.Millisecond), negotiation.WithTimeout(10*time.Second), negotiation.WithStrategy(negotiation.CounterAt(tc.fraction, nil)))
+			if err != nil {
+				t.Fatalf("Request: %v", err)
+			}
+			if out.Winner != id.ID || len(out.Bids) != 1 || out.Bids[0].Price != tc.want {
+				t.Fatalf("winner %s, bids %+v; want the command's bid at %g", out.WinnerName, out.Bids, tc.want)
+			}
+			if r := out.Bids[0].Rounds; len(r) != 1 || r[0].Reply != tc.reply {
+				t.Errorf("rounds %+v, want one %s", r, tc.reply)
+			}
+			if tc.script == "haggle.sh" {
+				var res struct {
+					SoldAt float64 `json:"sold_at"`
+				}
+				if json.Unmarshal(out.Result, &res) != nil || res.SoldAt != tc.want {
+					t.Errorf("result %s: the execute phase was not given the agreed price %g", out.Result, tc.want)
+				}
 			}
 		})
 	}

@@ -210,6 +210,7 @@ type NegotiationConfig struct {
 	MaxContractsPerOrigin int           `yaml:"max_contracts_per_origin"`
 	StandbyWait           time.Duration `yaml:"standby_wait"`
 	KeepTasks             int           `yaml:"keep_tasks"`
+	MaxCounterRounds      int           `yaml:"max_counter_rounds"`
 }
 
 // ConnMgrConfig holds the connection manager's watermarks.
@@ -329,6 +330,7 @@ agents:
 #   max_contracts_per_origin: 64  # from one requesting node
 #   standby_wait: 30s     # how long after its window a bid waits for a verdict
 #   keep_tasks: 1000      # tasks remembered on each side
+#   max_counter_rounds: 3 # counter-offers per bid, either side (-1: none)
 
 # Workflows' shared contexts this node keeps as a requester, and what a
 # participant may write into them.
@@ -671,7 +673,7 @@ func (h *Home) NodeConfig() (node.Config, error) {
 	n := c.Negotiation
 	cfg.Negotiation = negotiation.Config{MaxBidWindow: n.MaxBidWindow, MaxTaskDuration: n.MaxTaskDuration,
 		MaxProgressTimeout: n.MaxProgressTimeout, MaxBidsPerCall: n.MaxBidsPerCall, MaxContracts: n.MaxContracts, MaxContractsPerOrigin: n.MaxContractsPerOrigin,
-		StandbyWait: n.StandbyWait, KeepTasks: n.KeepTasks}
+		StandbyWait: n.StandbyWait, KeepTasks: n.KeepTasks, MaxCounterRounds: n.MaxCounterRounds}
 	cfg.DialPrivateAddrs, cfg.RelayFilter = c.DialPrivateAddrs, c.RelayFilter
 	if err := c.Tracing.Validate(); err != nil {
 		return node.Config{}, fmt.Errorf("%s: %w", h.ConfigPath(), err)

@@ -267,6 +267,10 @@ function handle(kind, raw) {
   if (kind === "call") {
     console.log("bid on", task);
     post("/v1/external/bid", { task, price, eta: "200ms", rationale: "node can" }, `bid on ${task}`);
+  } else if (kind === "counter") {
+    // A requester's counter-offer to our bid: the price is firm (a bid at
+    // ev.counter.price would accept it, another price revise).
+    post("/v1/external/bid", { task, refuse: "the price is firm" }, `answer to the counter on ${task}`);
   } else if (kind === "award") {
     (async () => {
       await post("/v1/external/progress", { task, fraction: 0.5, note: "working" }, `progress on ${task}`);

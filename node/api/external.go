@@ -28,8 +28,8 @@ import (
 const (
 	PathExternalAgents   = "/v1/external/agents"        // POST {"name","capabilities"} → ExternalRegistration (operator token)
 	PathExternalAgent    = "/v1/external/agents/{name}" // DELETE: deregister (operator token)
-	PathExternalEvents   = "/v1/external/events"        // GET ?agent=NAME: SSE of call, award, cancel
-	PathExternalBid      = "/v1/external/bid"           // POST {"agent","task","price","eta","rationale"} or {"agent","task","refuse"}
+	PathExternalEvents   = "/v1/external/events"        // GET ?agent=NAME: SSE of call, counter, award, cancel
+	PathExternalBid      = "/v1/external/bid"           // POST {"agent","task","price","eta","rationale"} or {"agent","task","refuse"}: a call's or a counter's answer
 	PathExternalProgress = "/v1/external/progress"      // POST {"agent","task","fraction","note"}
 	PathExternalResult   = "/v1/external/result"        // POST {"agent","task","result"}
 	PathExternalFailure  = "/v1/external/failure"       // POST {"agent","task","error"}
@@ -43,11 +43,12 @@ type ExternalAgentBody struct {
 
 // ExternalEvent is one event on an external agent's stream.
 type ExternalEvent struct {
-	Type  string            `json:"type"` // call, award, cancel
-	Task  string            `json:"task"`
-	Call  *negotiation.Call `json:"call,omitempty"`
-	Bid   *negotiation.Bid  `json:"bid,omitempty"`
-	Input json.RawMessage   `json:"input,omitempty"`
+	Type    string               `json:"type"` // call, counter, award, cancel
+	Task    string               `json:"task"`
+	Call    *negotiation.Call    `json:"call,omitempty"`
+	Counter *negotiation.Counter `json:"counter,omitempty"`
+	Bid     *negotiation.Bid     `json:"bid,omitempty"`
+	Input   json.RawMessage      `json:"input,omitempty"`
 }
 
 // ExternalReply is what an external agent posts back.
@@ -119,27 +120,44 @@ func (e *external) push(ev ExternalEvent) error {
 // Bid implements negotiation.Handler: the call goes to the agent's stream
 // and the bid comes back on PathExternalBid within the bid window.
 func (e *external) Bid(ctx context.Context, call negotiation.Call) (negotiation.Bid, error) {
+	return e.ask(ctx, ExternalEvent{Type: "call", Task: call.Task, Call: &call}, negotiation.ErrNoBid)
+}
+
+// Counter implements negotiation.Counterer: the counter-offer goes to the
+// agent's stream and the answer comes back on PathExternalBid within the
+// bid window: a bid accepts or revises, a refusal (or silence) leaves the
+// last bid standing.
+func (e *external) Counter(ctx context.Context, call negotiation.Call, c negotiation.Counter) (negotiation.Bid, error) {
+	return e.ask(ctx, ExternalEvent{Type: "counter", Task: call.Task, Call: &call, Counter: &c}, negotiation.ErrRefuseCounter)
+}
+
+// ask pushes ev and waits for the bid posted for its task. No stream and
+// no answer in time are refused itself (a silent no-bid); the agent's
+// refusal wraps it with its reason.
+func (e *external) ask(ctx context.Context, ev ExternalEvent, refused error) (negotiation.Bid, error) {
 	ch := make(chan ExternalReply, 1)
 	e.mu.Lock()
-	if err := e.push(ExternalEvent{Type: "call", Task: call.Task, Call: &call}); err != nil {
+	if err := e.push(ev); err != nil {
 		e.mu.Unlock()
-		return negotiation.Bid{}, negotiation.ErrNoBid
+		return negotiation.Bid{}, refused
 	}
-	e.bids[call.Task] = ch
+	e.bids[ev.Task] = ch
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
-		delete(e.bids, call.Task)
+		if e.bids[ev.Task] == ch {
+			delete(e.bids, ev.Task)
+		}
 		e.mu.Unlock()
 	}()
 	select {
 	case r := <-ch:
 		if r.Refuse != "" {
-			return negotiation.Bid{}, fmt.Errorf("%w: %s", negotiation.ErrNoBid, r.Refuse)
+			return negotiation.Bid{}, fmt.Errorf("%w: %s", refused, r.Refuse)
 		}
 		return negotiation.Bid{Price: *r.Price, ETA: time.Duration(r.ETA), Rationale: r.Rationale}, nil
 	case <-ctx.Done():
-		return negotiation.Bid{}, negotiation.ErrNoBid
+		return negotiation.Bid{}, refused
 	}
 }
 

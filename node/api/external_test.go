@@ -131,3 +131,69 @@ func TestExternalAgentKilledMidTaskIsFailedOver(t *testing.T) {
 		t.Fatalf("outcome %+v; want the backup to complete after the external agent died", out)
 	}
 }
+
+// TestExternalAgentAnswersCounters: a requester countering at 80 % sends
+// the external agent a counter event; the agent's answer on the bid
+// endpoint is the price the task settles at, and its award carries it.
+func TestExternalAgentAnswersCounters(t *testing.T) {
+	cases := []struct {
+		name   string
+		answer string // the body's tail after agent and task
+		want   float64
+		reply  string
+	}{
+		{"accepts", `"price":1.6,"eta":"10ms","rationale":"deal"`, 1.6, "accepted"},
+		{"revises", `"price":1.8,"eta":"10ms"`, 1.8, "revised"},
+		{"refuses", `"refuse":"my price is firm"`, 2, "refused"},
+	}
+	m := nodetest.NewMesh(t, 2)
+	ts, _ := newTestServer(t, m.Nodes[1])
+	if code, body := post(t, ts.URL, PathExternalAgents, `{"name":"ext","capabilities":["job"]}`); code != http.StatusCreated {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	ctx := ctxT(t)
+	evs, stop := events(t, ctx, ts.URL, "ext")
+	defer stop()
+	waitTopicPeer(t, m.Nodes[0], "job", m.Nodes[1].ID())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan *negotiation.Outcome, 1)
+			go func() {
+				out, _ := m.Nodes[0].Request(ctx, negotiation.Need{Capability: "job", Input: json.RawMessage(`"x"`)},
+					negotiation.WithBidWindow(2*time.Second), negotiation.WithEnoughBids(1), negotiation.WithTimeout(15*time.Second),
+					negotiation.WithStrategy(negotiation.CounterAt(0.8, nil)))
+				done <- out
+			}()
+			call := next(t, evs, "call")
+			task := `{"agent":"ext","task":"` + call.Task + `",`
+			if code, body := post(t, ts.URL, PathExternalBid, task+`"price":2,"eta":"10ms"}`); code != http.StatusOK {
+				t.Fatalf("bid: %d %s", code, body)
+			}
+			counter := next(t, evs, "counter")
+			if c := counter.Counter; c == nil || c.Price != 1.6 || c.Round != 1 || c.Bid.Price != 2 || counter.Call == nil {
+				t.Fatalf("counter event %+v, want round 1 at 1.6 answering the bid of 2", counter)
+			}
+			if code, body := post(t, ts.URL, PathExternalBid, task+tc.answer+`}`); code != http.StatusOK {
+				t.Fatalf("answer: %d %s", code, body)
+			}
+			// The answer is taken once: a second is not open.
+			if code, _ := post(t, ts.URL, PathExternalBid, task+tc.answer+`}`); code != http.StatusConflict {
+				t.Errorf("a second answer to the counter: %d, want 409", code)
+			}
+			award := next(t, evs, "award")
+			if award.Bid == nil || award.Bid.Price != tc.want {
+				t.Fatalf("award %+v, want the bid at %g", award, tc.want)
+			}
+			if code, body := post(t, ts.URL, PathExternalResult, task+`"result":{"ok":true}}`); code != http.StatusOK {
+				t.Fatalf("result: %d %s", code, body)
+			}
+			out := <-done
+			if out == nil || out.State != negotiation.StateCompleted || len(out.Bids) != 1 || out.Bids[0].Price != tc.want {
+				t.Fatalf("outcome %+v; want completed at %g", out, tc.want)
+			}
+			if r := out.Bids[0].Rounds; len(r) != 1 || r[0].Reply != tc.reply {
+				t.Errorf("rounds %+v, want one %s", r, tc.reply)
+			}
+		})
+	}
+}

@@ -192,7 +192,8 @@ func TestRequestNoBids(t *testing.T) {
 	if !errors.Is(err, negotiation.ErrTaskFailed) || out == nil {
 		t.Fatalf("Request: %v, %+v; want ErrTaskFailed with an outcome", err, out)
 	}
-	if out.State != negotiation.StateFailed || !strings.Contains(out.Reason, "no bids") || len(out.Bids) != 0 {
+	// Nobody is on the topic and the node hosts no agent offering it.
+	if out.State != negotiation.StateFailed || !strings.Contains(out.Reason, "no capable agent found") || len(out.Bids) != 0 {
 		t.Fatalf("outcome %+v", out)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -292,4 +293,40 @@ func TestRequestCancel(t *testing.T) {
 		}
 		waitWork(t)
 	})
+}
+
+// TestRequestOwnAgentWithCounter: a lone node's POST /v1/tasks with the
+// counter strategy is taken by the node's own agent, which accepts the
+// counter; the outcome (checked against the contract) shows the round.
+func TestRequestOwnAgentWithCounter(t *testing.T) {
+	nd := newTestNodes(t, 1)[0]
+	_, c := newTestServer(t, nd)
+	if _, err := nd.AddAgent(node.AgentCard{Name: "seller", Capabilities: []string{"sell"}}, acceptingSeller{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Request(ctxT(t), RequestBody{Capability: "sell", Input: json.RawMessage(`1`), BidWindow: "200ms", Timeout: "5s", Strategy: "counter:0.8"})
+	if err != nil {
+		t.Fatalf("Request: %v", err)
+	}
+	if out.WinnerName != "seller" || out.WinnerPeer != nd.ID() || len(out.Bids) != 1 || out.Bids[0].Price != 8 {
+		t.Fatalf("outcome %+v; want the node's own seller at 8", out)
+	}
+	if r := out.Bids[0].Rounds; len(r) != 1 || r[0].Reply != "accepted" || r[0].Counter.Bid.Price != 10 {
+		t.Fatalf("rounds %+v; want the counter to the bid of 10 accepted", r)
+	}
+}
+
+// acceptingSeller bids 10 and accepts any counter.
+type acceptingSeller struct{}
+
+func (acceptingSeller) Bid(context.Context, negotiation.Call) (negotiation.Bid, error) {
+	return negotiation.Bid{Price: 10, ETA: time.Millisecond}, nil
+}
+
+func (acceptingSeller) Counter(_ context.Context, _ negotiation.Call, c negotiation.Counter) (negotiation.Bid, error) {
+	return negotiation.Bid{Price: c.Price, ETA: c.ETA, Rationale: "deal"}, nil
+}
+
+func (acceptingSeller) Work(_ context.Context, t negotiation.Task) (json.RawMessage, error) {
+	return t.Input, nil
 }

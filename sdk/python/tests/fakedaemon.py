@@ -209,6 +209,15 @@ def call_event(task: str, capability: str = "quote", bid_window: Any = 500_000_0
         "bid_window": bid_window, "deadline": "2030-01-02T03:04:05.123456789Z"}}
 
 
+def counter_event(task: str, price: float, round: int = 1) -> Dict[str, Any]:
+    """A counter event as the daemon sends it: the requester's counter to
+    the agent's bid of 2.5 for 200ms."""
+    ev = call_event(task)
+    ev.update(type="counter", counter={"price": price, "eta": "200ms", "terms": "80% of your price", "round": round,
+                                       "bid": {"price": 2.5, "eta": "200ms", "rationale": "python can"}})
+    return ev
+
+
 def award_event(task: str, input: Any = None) -> Dict[str, Any]:
     ev = call_event(task)
     ev.update(type="award", bid={"price": 2, "eta": 200_000_000, "rationale": "python can"}, input=input)

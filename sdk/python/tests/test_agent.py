@@ -11,7 +11,7 @@ import unittest
 from typing import Any, List, Optional
 
 import parley
-from fakedaemon import FakeDaemon, award_event, call_event
+from fakedaemon import FakeDaemon, award_event, call_event, counter_event
 
 BID = "/v1/external/bid"
 PROGRESS = "/v1/external/progress"
@@ -128,12 +128,43 @@ class Negotiating(AgentCase):
 
         @agent.on_call
         def bid(call):
-            return call.counter(price=1)  # Unsupported: the API has no counter-offer
+            raise ValueError("no idea")
 
         Running(self, agent)
         self.wait_streams(1)
         self.fake.send("call", call_event("t1"))
         self.assertEqual(self.wait_posts(BID), [{"agent": "q", "task": "t1", "refuse": "the agent's handler failed"}])
+
+    def test_counters_are_accepted_revised_or_refused(self):
+        agent = self.quoter()
+        seen: List[parley.Counter] = []
+
+        @agent.on_counter
+        def haggle(counter):
+            seen.append(counter)
+            if counter.price >= 2:
+                return counter.accept()
+            if counter.round == 1:
+                return agent.bid(price=2.2, eta="300ms", rationale="my floor")
+            return None  # the bid stands
+
+        Running(self, agent)
+        self.wait_streams(1)
+        self.fake.send("counter", counter_event("t1", 2.0))
+        self.fake.send("counter", counter_event("t2", 1.5))
+        self.fake.send("counter", counter_event("t3", 1.5, round=2))
+        posts = {b["task"]: b for b in self.wait_posts(BID, 3)}
+        self.assertEqual(posts["t1"], {"agent": "q", "task": "t1", "price": 2.0, "eta": "200ms", "rationale": "deal"})
+        self.assertEqual(posts["t2"], {"agent": "q", "task": "t2", "price": 2.2, "eta": "300ms", "rationale": "my floor"})
+        self.assertEqual(posts["t3"], {"agent": "q", "task": "t3", "refuse": "the bid stands"})
+        c = next(c for c in seen if c.task == "t1")
+        self.assertEqual((c.price, c.eta, c.terms, c.round, c.bid.price, c.call.capability), (2.0, 0.2, "80% of your price", 1, 2.5, "quote"))
+
+    def test_without_on_counter_counters_are_refused(self):
+        Running(self, self.quoter())
+        self.wait_streams(1)
+        self.fake.send("counter", counter_event("t1", 1.0))
+        self.assertEqual(self.wait_posts(BID), [{"agent": "q", "task": "t1", "refuse": "agent q takes no counter-offers"}])
 
     def test_a_result_that_is_not_json_fails_the_task(self):
         agent = parley.Agent("q", ["quote"], home=self.home, backoff=fast_backoff())

@@ -93,11 +93,15 @@ class Answers(unittest.TestCase):
             with self.subTest(bad=bad), self.assertRaises(parley.InvalidInput):
                 parley.Bid(**bad)
 
-    def test_counter_offer_is_not_supported(self):
-        call = parley.Call(task="t")
-        with self.assertRaises(parley.Unsupported) as cm:
-            call.counter(price=5)
-        self.assertIn("no counter-offer", str(cm.exception))
+    def test_counter_from_the_event_and_its_acceptance(self):
+        c = parley.Counter.from_event({"type": "counter", "task": "t", "call": {"task": "t", "bid_window": "2s"},
+                                       "counter": {"price": 1.6, "eta": "200ms", "terms": "80%", "round": 2,
+                                                   "bid": {"price": 2, "eta": "200ms"}}})
+        self.assertEqual((c.task, c.price, c.eta, c.terms, c.round, c.bid.price, c.call.bid_window), ("t", 1.6, 0.2, "80%", 2, 2.0, 2.0))
+        self.assertEqual(c.accept().wire(), {"price": 1.6, "eta": "200ms", "rationale": "deal"})
+        # What the daemon would never send is read leniently, not raised.
+        bad = parley.Counter.from_event({"task": "t", "counter": {"price": "x", "round": True}})
+        self.assertEqual((bad.price, bad.round), (0.0, 1))
 
     def test_agent_needs_capabilities_or_a_token(self):
         with self.assertRaises(parley.InvalidInput):

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from . import durations
-from .agent import Agent, Backoff, Bid, Call, Refusal, Task
+from .agent import Agent, Backoff, Bid, Call, Counter, Refusal, Task
 from .client import Client, Endpoint, Outcome, Registration, default_home
 from .errors import (
     Conflict,
@@ -53,7 +53,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Agent", "Backoff", "Bid", "Call", "Refusal", "Task",
+    "Agent", "Backoff", "Bid", "Call", "Counter", "Refusal", "Task",
     "Client", "Endpoint", "Outcome", "Registration", "default_home", "request", "read_token_file", "durations",
     "ParleyError", "DaemonUnreachable", "ProtocolError", "InvalidInput", "Unauthorized", "Forbidden", "NotFound",
     "MethodNotAllowed", "Conflict", "PayloadTooLarge", "InternalError", "Unsupported", "Unavailable", "TaskFailed",

@@ -10,6 +10,12 @@
     def bid(call):
         return agent.bid(price=12.5, eta="200ms")   # or None to refuse
 
+    @agent.on_counter
+    def haggle(counter):                            # optional: a requester's counter-offer
+        if counter.price >= 11:
+            return counter.accept()                 # its terms
+        return agent.bid(price=11, eta="200ms")     # revised; None refuses: the bid stands
+
     @agent.on_task
     def work(task):
         task.progress(0.5, "pricing")
@@ -18,8 +24,8 @@
     agent.run()   # blocks; reconnects with backoff; Ctrl-C returns
 
 The agent is an *external agent* of a daemon: it holds the daemon's event
-stream open, receives calls, awards and cancellations on it, and answers on
-the API. It gets there in one of two ways:
+stream open, receives calls, counter-offers, awards and cancellations on
+it, and answers on the API. It gets there in one of two ways:
 
 - with the operator token (read from the daemon's home, or given), it
   registers itself, and registers again after every daemon restart; its key,
@@ -61,10 +67,9 @@ from .errors import (
     ProtocolError,
     Unauthorized,
     Unavailable,
-    Unsupported,
 )
 
-__all__ = ["Agent", "Bid", "Refusal", "Call", "Task", "Backoff"]
+__all__ = ["Agent", "Bid", "Refusal", "Call", "Counter", "Task", "Backoff"]
 
 log = logging.getLogger("parley")
 
@@ -104,7 +109,7 @@ class Refusal:
     reason: str = "declined"
 
 
-#: What an on_call handler returns.
+#: What an on_call or on_counter handler returns.
 CallAnswer = Optional[Union[Bid, Refusal]]
 
 
@@ -157,14 +162,52 @@ class Call:
             raw=ev,
         )
 
-    def counter(self, price: float, eta: durations.DurationLike = 0, rationale: str = "") -> Bid:
-        """Not available: the daemon's API has no counter-offer yet.
 
-        A bid is the agent's only word on a call: bid what you would take, or
-        refuse. This raises Unsupported so that code written for counters
-        fails loudly rather than bidding something it did not mean.
-        """
-        raise Unsupported("counter-offers: the daemon's API has no counter-offer; bid (Bid) or refuse (Refusal)")
+def _bid_of(b: Any) -> Bid:
+    """A Bid from the daemon's JSON, lenient: what it sent is its own."""
+    if not isinstance(b, dict):
+        b = {}
+    price = b.get("price", 0)
+    return Bid(price=float(price) if isinstance(price, (int, float)) and not isinstance(price, bool) and price >= 0 else 0.0,
+               eta=durations.from_wire(b.get("eta")), rationale=str(b.get("rationale", "")))
+
+
+@dataclass
+class Counter:
+    """A requester's counter-offer to this agent's bid: the ``price`` and
+    ``eta`` (seconds) it would take, its ``terms`` in a few words, which
+    ``round`` of bargaining this is (1 = the first), the agent's last
+    ``bid`` it answers, and the ``call``."""
+
+    call: Call
+    price: float = 0.0
+    eta: float = 0.0
+    terms: str = ""
+    round: int = 1
+    bid: Bid = field(default_factory=lambda: Bid(0))
+
+    @property
+    def task(self) -> str:
+        return self.call.task
+
+    @classmethod
+    def from_event(cls, ev: Dict[str, Any]) -> "Counter":
+        c = ev.get("counter")
+        if not isinstance(c, dict):
+            c = {}
+        price, rnd = c.get("price", 0), c.get("round", 1)
+        return cls(
+            call=Call.from_event(ev),
+            price=float(price) if isinstance(price, (int, float)) and not isinstance(price, bool) and price >= 0 else 0.0,
+            eta=durations.from_wire(c.get("eta")),
+            terms=str(c.get("terms", "")),
+            round=rnd if isinstance(rnd, int) and not isinstance(rnd, bool) else 1,
+            bid=_bid_of(c.get("bid")),
+        )
+
+    def accept(self, rationale: str = "deal") -> Bid:
+        """The bid that accepts the counter: its price and eta."""
+        return Bid(price=self.price, eta=self.eta, rationale=rationale)
 
 
 class Task:
@@ -175,12 +218,7 @@ class Task:
         self.call = Call.from_event(ev)
         self.id = self.call.task
         self.input: Any = ev.get("input")
-        b = ev.get("bid")
-        if not isinstance(b, dict):
-            b = {}
-        price = b.get("price", 0)
-        self.bid = Bid(price=float(price) if isinstance(price, (int, float)) and not isinstance(price, bool) and price >= 0 else 0.0,
-                       eta=durations.from_wire(b.get("eta")), rationale=str(b.get("rationale", "")))
+        self.bid = _bid_of(ev.get("bid"))
         self._agent = agent
         self._cancelled = threading.Event()
         self._answered = False
@@ -295,6 +333,7 @@ class Agent:
         self._agent_token = agent_token
         self._registered_with: Optional[str] = None  # the operator token used to register
         self._on_call: Optional[Handler] = None
+        self._on_counter: Optional[Handler] = None
         self._on_task: Optional[Handler] = None
         self._on_cancel: Optional[Handler] = None
         self._on_connect: Optional[Handler] = None
@@ -315,6 +354,18 @@ class Agent:
         exception refuses the call (and is logged). Without it the agent
         refuses every call."""
         self._on_call = fn
+        return fn
+
+    def on_counter(self, fn: Handler) -> Handler:
+        """Decorate the function that answers a requester's counter-offer to
+        this agent's bid: it gets a :class:`Counter` and returns a
+        :class:`Bid` — ``counter.accept()`` takes the counter's terms, any
+        other bid revises — or a :class:`Refusal` or None to refuse, and the
+        last bid stands. It runs in its own thread and must answer within
+        two thirds of ``counter.call.bid_window``; past that the daemon
+        refuses for it. An exception refuses (and is logged). Without it the
+        agent refuses every counter."""
+        self._on_counter = fn
         return fn
 
     def on_task(self, fn: Handler) -> Handler:
@@ -510,6 +561,8 @@ class Agent:
                         continue
                     if kind == "call":
                         self._spawn_call(Call.from_event(ev))
+                    elif kind == "counter":
+                        self._spawn_counter(Counter.from_event(ev))
                     elif kind == "award":
                         self._spawn_task(Task(self, ev))
                     elif kind == "cancel":
@@ -535,6 +588,23 @@ class Agent:
             return
         threading.Thread(target=self._handle_call, args=(call,), name="parley-call-" + call.task, daemon=True).start()
 
+    def _spawn_counter(self, counter: Counter) -> None:
+        # A counter answers a bid this agent made: it takes no new slot.
+        threading.Thread(target=self._handle_counter, args=(counter,), name="parley-counter-" + counter.task,
+                         daemon=True).start()
+
+    def _handle_counter(self, counter: Counter) -> None:
+        answer: Any = Refusal("agent %s takes no counter-offers" % self.name)
+        if self._on_counter is not None:
+            try:
+                answer = self._on_counter(counter)
+            except Exception as e:  # the handler's failure refuses the counter
+                log.error("%s: on_counter for %s failed, refusing: %s: %s", self.name, counter.task, type(e).__name__, e)
+                answer = Refusal("the agent's handler failed")
+        if answer is None:
+            answer = Refusal("the bid stands")
+        self._answer_call(counter.call, answer, "on_counter")
+
     def _spawn_task(self, task: Task) -> None:
         with self._lock:
             self._busy += 1  # an award is never refused: we bid on it
@@ -558,7 +628,7 @@ class Agent:
             self._done()  # free before answering, as for tasks
         self._answer_call(call, answer)
 
-    def _answer_call(self, call: Call, answer: Any) -> None:
+    def _answer_call(self, call: Call, answer: Any, handler: str = "on_call") -> None:
         if answer is None:
             answer = Refusal()
         if isinstance(answer, Bid):
@@ -566,8 +636,8 @@ class Agent:
         elif isinstance(answer, Refusal):
             body = {"task": call.task, "refuse": answer.reason or "declined"}
         else:
-            log.error("%s: on_call returned %r for %s: want a Bid, a Refusal or None; refusing",
-                      self.name, answer, call.task)
+            log.error("%s: %s returned %r for %s: want a Bid, a Refusal or None; refusing",
+                      self.name, handler, answer, call.task)
             body = {"task": call.task, "refuse": "the agent's handler failed"}
         self._post(PATH_BID, body, "bid on %s" % call.task)
 
