@@ -772,6 +772,11 @@ func (r *request) info() TaskInfo {
 		ti.Peer, ti.PeerName = r.winner.info.Agent, r.winner.info.Name
 	}
 	ti.Outcome = r.outcome
+	if r.outcome == nil {
+		for _, b := range r.all {
+			ti.Bids = append(ti.Bids, b.info)
+		}
+	}
 	return ti
 }
 
