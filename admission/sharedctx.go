@@ -54,7 +54,7 @@ func (g ctxGate) ContextAccess(_ context.Context, a sharedctx.Access) error {
 	}
 	if a.Op == sharedctx.OpWrite && len(a.Keys) > 0 && l.record != nil {
 		_ = l.record("context.write", a.Task, string(a.Agent), a.Peer,
-			fmt.Sprintf("%s wrote %v of workflow %s's context", a.Agent, a.Keys, a.Workflow), map[string]any{"workflow": a.Workflow, "keys": a.Keys})
+			fmt.Sprintf("%s admitted to write %v of workflow %s's context", a.Agent, a.Keys, a.Workflow), map[string]any{"workflow": a.Workflow, "keys": a.Keys})
 	}
 	return nil
 }

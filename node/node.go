@@ -282,7 +282,7 @@ func (n *Node) Start(ctx context.Context) error {
 	})
 	h.SetStreamHandler(TraceProtocolID, n.serveTraces)
 	n.ctxs = n.newSharedContext(h)
-	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc"),
+	n.rpc = rpc.New(h, rpc.Config{Replay: n.replay, Gate: n.adm.RPC(), Tracer: n.tracing.Tracer("parley/rpc"), Registerer: n.metrics.registry,
 		Forged: func(p peer.ID, why string) { n.forgedFrame(h.Network(), p, why) }})
 	disc, err := discovery.New(h, discovery.Config{
 		Bootstrap: discovery.BootstrapConfig{

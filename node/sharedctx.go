@@ -16,11 +16,12 @@ import (
 // negotiation telling who won which task.
 func (n *Node) newSharedContext(h host.Host) *sharedctx.Service {
 	return sharedctx.New(sharedctx.Config{
-		Host:   h,
-		Tasks:  n.neg,
-		Gate:   n.adm.SharedContext(),
-		Replay: n.replay,
-		Limits: n.cfg.SharedContext,
+		Host:       h,
+		Tasks:      n.neg,
+		Gate:       n.adm.SharedContext(),
+		Replay:     n.replay,
+		Limits:     n.cfg.SharedContext,
+		Registerer: n.metrics.registry,
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -311,6 +312,12 @@ func TestSharedContextRefusesBadEntries(t *testing.T) {
 	if len(all) != 1 || all[0].Key != "k.good" || all[0].Writer != self.ID {
 		t.Fatalf("context holds %+v; want only the good entry", all)
 	}
+	if d := req.SharedContext().Dropped(); d["bad_entry"] != 4 {
+		t.Errorf("dropped %v; want the 4 bad writes counted", d)
+	}
+	if got := metric(t, req, "parley_context_entries_applied_total"); got != 1 {
+		t.Errorf("parley_context_entries_applied_total = %v, want 1", got)
+	}
 }
 
 // TestSharedContextSyncAcrossHomeRestart: a participant's replica pulls
@@ -362,4 +369,85 @@ func TestSharedContextSyncAcrossHomeRestart(t *testing.T) {
 	if syncErr != nil || fmt.Sprint(pulls) != "[3 1 0 3]" {
 		t.Fatalf("pulls %v, %v; want everything, the change, nothing, everything after the restart", pulls, syncErr)
 	}
+}
+
+// TestSharedContextConcurrentStepsConverge: two steps run at once on two
+// nodes and write the same key; once both wrote, each participant's
+// replica, synced from the home, holds the same winner as the home.
+func TestSharedContextConcurrentStepsConverge(t *testing.T) {
+	m := nodetest.NewMesh(t, 3)
+	req := m.Nodes[0]
+	owner, _ := req.Agent("")
+	home, _ := req.SharedContext().Open("wf-1", owner)
+	var wrote sync.WaitGroup
+	wrote.Add(2)
+	both := make(chan struct{})
+	go func() { wrote.Wait(); close(both) }()
+	views := make(chan sharedctx.Entry, 2)
+	for i, n := range m.Nodes[1:] {
+		capability := fmt.Sprintf("part%d", i)
+		_, err := n.AddAgent(node.AgentCard{Name: "w", Capabilities: []string{capability}}, &stepWorker{n: n,
+			body: func(ctx context.Context, cl *sharedctx.Client) (json.RawMessage, error) {
+				_, err := cl.Put(ctx, "plan", json.RawMessage(fmt.Sprintf(`"from %s"`, capability)))
+				wrote.Done()
+				if err != nil {
+					return nil, err
+				}
+				select { // both wrote, or the step is over
+				case <-both:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				if _, err := cl.Sync(ctx); err != nil {
+					return nil, err
+				}
+				e, _ := cl.Replica().Get("plan")
+				views <- e
+				return json.RawMessage(`1`), nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitTopicPeers(t, req, capability, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			_, err := req.Request(sharedctx.WithStep(ctx, sharedctx.Step{Workflow: "wf-1", Reads: []string{"plan"}, Writes: []string{"plan"}}),
+				negotiation.Need{Capability: fmt.Sprintf("part%d", i)}, negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithTimeout(10*time.Second), negotiation.WithCalls(1))
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, ok := home.Get("plan")
+	if !ok {
+		t.Fatal("no plan at the home")
+	}
+	for range 2 {
+		if v := <-views; string(v.Signed) != string(want.Signed) {
+			t.Errorf("a participant holds plan = %s by %s; the home holds %s by %s", v.Value, v.Writer, want.Value, want.Writer)
+		}
+	}
+}
+
+// metric returns the value of an unlabelled counter in n's registry.
+func metric(t *testing.T, n *node.Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -162,11 +162,7 @@ func (s *Service) refuse(st network.Stream, reason string, err error) {
 	_ = st.Reset()
 }
 
-func (s *Service) count(reason string) {
-	s.mu.Lock()
-	s.dropped[reason]++
-	s.mu.Unlock()
-}
+func (s *Service) count(reason string) { s.dropped.WithLabelValues(reason).Inc() }
 
 // serve answers one verified request m from peer p; the answer is to be
 // signed by owner (nil: no context to speak for).
@@ -240,7 +236,13 @@ func (s *Service) serve(ctx context.Context, p peer.ID, m *identity.Message) (st
 		}
 		won, err := r.Apply(es...)
 		if err != nil {
+			s.count("over_limits")
 			return fail(err, r)
+		}
+		for _, w := range won {
+			if w {
+				s.applied.Inc()
+			}
 		}
 		return msgWritten, answer{Workflow: r.workflow, Applied: won, Seq: r.Seq()}, r.owner
 	}

@@ -11,8 +11,10 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleynet/parley/identity"
+	"github.com/parleynet/parley/internal/promcount"
 	"github.com/parleynet/parley/negotiation"
 )
 
@@ -158,6 +160,8 @@ type Config struct {
 	Limits Limits
 	// Now is the wall clock; nil is time.Now.
 	Now func() time.Time
+	// Registerer receives the service's metrics; nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // Grant lets the committed winner of a task read and write keys of a
@@ -186,7 +190,8 @@ type Service struct {
 	contexts map[string]*Replica
 	grants   map[string]*Grant // by task
 	order    []string          // grant tasks, oldest first, for eviction
-	dropped  map[string]uint64
+	dropped  *prometheus.CounterVec
+	applied  prometheus.Counter
 	// node signs refusals for tasks with no context here; made once.
 	node *identity.Agent
 }
@@ -204,7 +209,17 @@ func New(cfg Config) *Service {
 		lim:      cfg.Limits.withDefaults(),
 		contexts: map[string]*Replica{},
 		grants:   map[string]*Grant{},
-		dropped:  map[string]uint64{},
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_context_dropped_total",
+			Help: "Shared context requests this node refused for what they carried (not for who sent them: admission counts those), by reason.",
+		}, []string{"reason"}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_context_entries_applied_total",
+			Help: "Participants' context entries this node applied to the contexts it holds.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.dropped, s.applied)
 	}
 	s.clock = NewClock(cfg.Now, s.lim.MaxClockSkew)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -317,6 +332,10 @@ func (s *Service) Grant(workflow, task string, reads, writes []string) error {
 	}
 	s.grants[task] = g
 	s.order = append(s.order, task)
+	if len(s.order) > 2*s.lim.MaxGrants {
+		// Drop forgets grants without touching order.
+		s.order = slices.DeleteFunc(s.order, func(t string) bool { _, ok := s.grants[t]; return !ok })
+	}
 	return nil
 }
 
@@ -373,17 +392,9 @@ func (s *Service) Grants(workflow string) []Grant {
 	return out
 }
 
-// Dropped returns how many context requests were refused with a stream
-// reset, by reason.
-func (s *Service) Dropped() map[string]uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]uint64, len(s.dropped))
-	for k, v := range s.dropped {
-		out[k] = v
-	}
-	return out
-}
+// Dropped returns how many context requests were refused for what they
+// carried (a bad frame, a bad entry, a rate), by reason.
+func (s *Service) Dropped() map[string]uint64 { return promcount.ByLabel(s.dropped) }
 
 // granted reports whether pattern list ks grants key.
 func granted(ks []string, key string) bool {

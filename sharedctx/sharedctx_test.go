@@ -403,3 +403,28 @@ func TestSignedEntryIsWhatOthersDecode(t *testing.T) {
 		t.Fatalf("signed %+v\ndecoded %+v", e, d)
 	}
 }
+
+// TestDropForgetsGrants: a dropped context's grants go with it, and
+// granting and dropping again and again holds no more than the bound.
+func TestDropForgetsGrants(t *testing.T) {
+	s := service(t, sharedctx.Limits{MaxGrants: 4, MaxContexts: 1}, nil)
+	owner := agent(t, "owner")
+	for i := range 50 {
+		wf := fmt.Sprintf("wf-%d", i)
+		if _, err := s.Open(wf, owner); err != nil {
+			t.Fatalf("context %d: %v", i, err)
+		}
+		for j := range 3 {
+			if err := s.Grant(wf, fmt.Sprintf("t%d-%d", i, j), []string{"k"}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Drop(wf)
+		if g := s.Grants(wf); len(g) != 0 {
+			t.Fatalf("grants of a dropped context: %+v", g)
+		}
+		if _, ok := s.Context(wf); ok {
+			t.Fatal("dropped context still open")
+		}
+	}
+}

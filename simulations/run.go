@@ -93,7 +93,7 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	setup := Setup{Policy: "none (the daemon's default: allow all, engine consulted)", Admission: "default limits", Audit: "off"}
 	var auditErr error
 	if !sc.Bare {
-		logs, err := newAuditLogs()
+		logs, err := newAuditLogs(sc.Nodes)
 		if err != nil {
 			return nil, err
 		}

@@ -39,7 +39,10 @@ type auditLogs struct {
 	logs []*audit.Log
 }
 
-func newAuditLogs() (*auditLogs, error) {
+func newAuditLogs(nodes int) (*auditLogs, error) {
+	if err := openFiles(2*nodes + 1024); err != nil {
+		return nil, err
+	}
 	base := ""
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		base = "/dev/shm"
@@ -96,6 +99,35 @@ func (a *auditLogs) close() error {
 	}
 	errs = append(errs, os.RemoveAll(a.dir))
 	return errors.Join(errs...)
+}
+
+// openFiles raises the process's open-file limit to need if it is lower:
+// each node's audit log holds its file and its lock open. Raising the
+// hard limit takes root (CAP_SYS_RESOURCE); without it the soft limit
+// goes as far as the hard one allows, and a run that cannot fit says so
+// before it starts.
+func openFiles(need int) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("audit logs: open-file limit: %w", err)
+	}
+	if lim.Cur >= uint64(need) {
+		return nil
+	}
+	want := lim
+	want.Cur = uint64(need)
+	if want.Max < want.Cur {
+		want.Max = want.Cur
+	}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) == nil {
+		return nil
+	}
+	want.Cur, want.Max = lim.Max, lim.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want)
+	if lim.Max < uint64(need) {
+		return fmt.Errorf("audit logs: %d open files needed (two per node), the limit is %d: raise it (ulimit -n) or run --bare", need, lim.Max)
+	}
+	return nil
 }
 
 // cpuSeconds is the CPU time the process has used, user and system.

@@ -14,24 +14,14 @@ import (
 	"github.com/parleynet/parley/sharedctx"
 )
 
-// stockScript bids, and in the execute phase echoes the context it was
-// given and writes stock.level back through its reply.
-const stockScript = `request=$(cat)
-case "$request" in
-*'"phase":"bid"'*) echo '{"bid":{"price":1,"eta":"10ms"}}' ;;
-*) ctx=$(printf '%s' "$request" | sed -n 's/.*"context":\({[^}]*}\).*/\1/p')
-   writes=$(printf '%s' "$request" | sed -n 's/.*"context_writes":\(\[[^]]*\]\).*/\1/p')
-   printf '{"result":{"saw":%s,"may_write":%s},"context":{"stock.level":7}}\n' "${ctx:-null}" "${writes:-null}" ;;
-esac`
-
-// TestExecAgentSharedContext: an exec agent gets the keys its step reads
+// TestExecAgentSharedContext: an exec agent (examples/shell/stock.sh) gets the keys its step reads
 // in the execute request and writes the context through its reply; the
 // requester's replica holds the write, signed by the exec agent. For a
 // task without a context, it gets none and its context writes fail it.
 func TestExecAgentSharedContext(t *testing.T) {
 	m := nodetest.NewMesh(t, 2)
 	req, host := m.Nodes[0], m.Nodes[1]
-	stock := &execagent.Agent{Name: "stock", Command: []string{"sh", "-c", stockScript}, Timeout: 5 * time.Second, Context: host.TaskContext}
+	stock := &execagent.Agent{Name: "stock", Command: []string{"sh", "../../examples/shell/stock.sh"}, Timeout: 5 * time.Second, Context: host.TaskContext}
 	a, err := host.AddAgent(node.AgentCard{Name: "stock", Capabilities: []string{"stock"}}, stock)
 	if err != nil {
 		t.Fatal(err)

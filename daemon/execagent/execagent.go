@@ -1,8 +1,7 @@
 // Package execagent makes a command an agent: for each call for proposals
 // it runs the command with {"phase":"bid",…} on stdin and reads a bid or a
 // refusal from stdout; for an award it runs it with {"phase":"execute",…}
-// and reads the result (with the task's shared context in and out, when
-// its workflow gave it one). Any language that reads and writes JSON can be an
+// and reads the result. Any language that reads and writes JSON can be an
 // agent this way. A non-zero exit, a timeout or bad output is a refusal
 // (bid) or a failure (execute); the command's stderr goes to the node log.
 package execagent

@@ -16,6 +16,7 @@ import (
 
 	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/tracing"
 )
 
 // executor is the gateway's a2asrv.AgentExecutor: one A2A task is one
@@ -56,6 +57,13 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		defer context.AfterFunc(g.ctx, cancel)()
+		// The client's W3C trace context (its traceparent header or gRPC
+		// metadata) makes the negotiation part of the client's trace.
+		if ec.ServiceParams != nil {
+			if tp, ok := ec.ServiceParams.Get("traceparent"); ok && len(tp) > 0 {
+				ctx = tracing.Extract(ctx, g.n.Tracing().Tracer("parley/a2a"), tp[0])
+			}
+		}
 		updates := make(chan negotiation.Update, updateBuffer)
 		type result struct {
 			out *negotiation.Outcome

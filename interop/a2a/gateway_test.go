@@ -108,6 +108,22 @@ func TestGatewayWithA2AGoClientOverREST(t *testing.T) {
 		t.Errorf("ListTasks: %+v, %v; want the one task", list, err)
 	}
 
+	// A client's W3C trace context makes the negotiation part of its trace.
+	const caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+	tctx := a2aclient.AttachServiceParams(ctx, a2aclient.ServiceParams{"Authorization": {"Bearer " + testToken},
+		"traceparent": {"00-" + caller + "-00f067aa0ba902b7-01"}})
+	traced, err := c.SendMessage(tctx, &a2a.SendMessageRequest{Message: quoteMessage("quote", map[string]any{"kg": 1})})
+	if err != nil {
+		t.Fatalf("SendMessage with a traceparent: %v", err)
+	}
+	if tt, ok := traced.(*a2a.Task); !ok || tt.Status.State != a2a.TaskStateCompleted {
+		t.Fatalf("SendMessage with a traceparent = %+v, want a completed task", traced)
+	} else if pt, _ := tt.Artifacts[0].Metadata["parley_task"].(string); pt == "" {
+		t.Errorf("artifact metadata %v: want the parley task", tt.Artifacts[0].Metadata)
+	} else if got := gm.nodes[0].Tracing().Ring().Lookup(pt, 0).Traces; len(got) != 1 || got[0] != caller {
+		t.Errorf("parley task %s of a call traced %s is in traces %v", pt, caller, got)
+	}
+
 	// A second task, on an agent that works until canceled.
 	res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("slow", map[string]any{}),
 		Config: &a2a.SendMessageConfig{ReturnImmediately: true}})

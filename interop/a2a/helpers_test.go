@@ -129,6 +129,7 @@ func loopbackNode(tb testing.TB, bootstrap *node.Node) *node.Node {
 	cfg.Agents = []*identity.Agent{agent}
 	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
 	cfg.MDNS, cfg.DHTMode = false, "off"
+	cfg.Tracing.Enabled = true // spans in the ring, exported nowhere
 	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
 	cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
 	if bootstrap != nil {

@@ -35,9 +35,9 @@ type mesh struct {
 	srv *api.Server
 }
 
-func newMesh(t testing.TB, release <-chan struct{}) *mesh {
+func newMesh(t testing.TB, release <-chan struct{}, opts ...nodetest.Option) *mesh {
 	t.Helper()
-	m := nodetest.NewMesh(t, 2)
+	m := nodetest.NewMesh(t, 2, opts...)
 	_, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"echo"}}, negotiation.HandlerFuncs{
 		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
 			return negotiation.Bid{Price: 2, ETA: 10 * time.Millisecond, Rationale: "idle"}, nil
@@ -194,6 +194,24 @@ func TestRequestProgress(t *testing.T) {
 	}
 	if task := structured[mcp.Task](t, res); task.State != "completed" || task.Outcome == nil || task.Outcome.WinnerName != "worker" {
 		t.Fatalf("task = %+v", task)
+	}
+}
+
+// TestRequestJoinsCallerTrace: a call whose _meta carries a W3C
+// traceparent makes the task part of the caller's trace.
+func TestRequestJoinsCallerTrace(t *testing.T) {
+	ms := newMesh(t, nil, nodetest.WithConfig(func(_ int, c *node.Config) { c.Tracing.Enabled = true }))
+	cs := ms.connect(t, nil)
+	const caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+	params := &sdk.CallToolParams{Name: "request", Arguments: map[string]any{"capability": "echo", "input": 1, "bid_window": "100ms"},
+		Meta: sdk.Meta{"traceparent": "00-" + caller + "-00f067aa0ba902b7-01"}}
+	res, err := cs.CallTool(context.Background(), params)
+	if err != nil || res.IsError {
+		t.Fatalf("request: %v %s", err, text(res))
+	}
+	out := structured[mcp.Outcome](t, res)
+	if got := ms.m.Nodes[0].Tracing().Ring().Lookup(out.Task, 0).Traces; len(got) != 1 || got[0] != caller {
+		t.Fatalf("task %s called with trace %s is in traces %v", out.Task, caller, got)
 	}
 }
 

@@ -8,11 +8,13 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/discovery"
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node/api"
+	"github.com/parleynet/parley/tracing"
 )
 
 // The tools' inputs and outputs. The SDK derives each tool's JSON schemas
@@ -207,6 +209,22 @@ func (t *tools) add(s *sdk.Server) {
 
 func ptr[T any](v T) *T { return &v }
 
+// callerTrace puts the W3C trace context a client sent in the call's
+// _meta.traceparent (OpenTelemetry's convention for MCP) into ctx, so the
+// API client passes it on and the task joins the caller's trace. A bad
+// one is ignored: it costs the caller its trace, never the call.
+func callerTrace(ctx context.Context, req *sdk.CallToolRequest) context.Context {
+	if req == nil || req.Params == nil {
+		return ctx
+	}
+	tp, _ := req.Params.Meta["traceparent"].(string)
+	sc, err := tracing.ParseTraceparent(tp)
+	if err != nil {
+		return ctx
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, sc)
+}
+
 func (t *tools) findAgents(ctx context.Context, req *sdk.CallToolRequest, in FindAgentsIn) (*sdk.CallToolResult, FindAgentsOut, error) {
 	var out FindAgentsOut
 	c, err := t.client(req)
@@ -231,6 +249,7 @@ func (t *tools) findAgents(ctx context.Context, req *sdk.CallToolRequest, in Fin
 }
 
 func (t *tools) request(ctx context.Context, req *sdk.CallToolRequest, in RequestIn) (*sdk.CallToolResult, Outcome, error) {
+	ctx = callerTrace(ctx, req)
 	c, err := t.client(req)
 	if err != nil {
 		return nil, Outcome{}, err
@@ -305,6 +324,7 @@ func requestResult(in RequestIn, o *negotiation.Outcome, err error) (*sdk.CallTo
 }
 
 func (t *tools) publish(ctx context.Context, req *sdk.CallToolRequest, in PublishIn) (*sdk.CallToolResult, Intent, error) {
+	ctx = callerTrace(ctx, req)
 	c, err := t.client(req)
 	if err != nil {
 		return nil, Intent{}, err

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 	"time"
 
@@ -24,12 +23,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
+	"github.com/parleynet/parley/internal/promcount"
 	"github.com/parleynet/parley/negotiation/frame"
 	"github.com/parleynet/parley/tracing"
 )
@@ -125,6 +126,8 @@ type Config struct {
 	// Forged, if set, hears of each request a peer sent that no honest
 	// peer sends (identity.Forged), after its stream is reset.
 	Forged func(p peer.ID, reason string)
+	// Registerer, if set, receives parley_rpc_dropped_total.
+	Registerer prometheus.Registerer
 	// Tracer records an rpc.ask span for each ask and an rpc.serve span
 	// for each answered; nil records none and costs nothing.
 	Tracer trace.Tracer
@@ -170,7 +173,8 @@ type Service struct {
 	mu       sync.Mutex
 	closed   bool
 	handlers map[identity.AgentID]handled
-	dropped  map[string]uint64 // refused requests, by reason
+	// dropped counts refused requests by reason (parley_rpc_dropped_total).
+	dropped *prometheus.CounterVec
 }
 
 // New registers the protocol on h.
@@ -191,7 +195,13 @@ func New(h host.Host, cfg Config) *Service {
 		ctx:      ctx,
 		cancel:   cancel,
 		handlers: map[identity.AgentID]handled{},
-		dropped:  map[string]uint64{},
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_rpc_dropped_total",
+			Help: "Direct asks refused before their handler, by reason.",
+		}, []string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.dropped)
 	}
 	if k, err := identity.GenerateKey(); err == nil {
 		s.node, _ = identity.NewAgent("node", k)
@@ -221,11 +231,7 @@ func (s *Service) Remove(id identity.AgentID) {
 // Dropped returns how many requests were refused with a stream reset, by
 // reason (frame.Reason's names, "stream" for a stream that failed before a
 // frame arrived, "unexpected_type" for a frame that is not a request).
-func (s *Service) Dropped() map[string]uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.dropped)
-}
+func (s *Service) Dropped() map[string]uint64 { return promcount.ByLabel(s.dropped) }
 
 // Close removes the stream handler, cancels the context of the handlers
 // and asks in flight, and waits for the handlers to return.
@@ -405,9 +411,7 @@ func (s *Service) refuse(st network.Stream, reason string, err error) {
 	if reason == "" {
 		reason = "stream"
 	}
-	s.mu.Lock()
-	s.dropped[reason]++
-	s.mu.Unlock()
+	s.dropped.WithLabelValues(reason).Inc()
 	log.Debugw("rpc: request refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", reason, "err", err)
 	_ = st.Reset()
 }

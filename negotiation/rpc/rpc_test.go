@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 	"github.com/libp2p/go-msgio"
@@ -282,7 +284,10 @@ func forge(t *testing.T, typ string, claimed identity.AgentID, key crypto.PrivKe
 
 func TestBadRequestsResetOnlyTheirStream(t *testing.T) {
 	const maxFrame = 4 << 10
-	hs, ss := newTestMesh(t, 2, rpc.Config{MaxFrameSize: maxFrame, Timeout: 300 * time.Millisecond})
+	var forgedMu sync.Mutex
+	forged := map[string]int{} // what the Forged hook heard, by reason
+	hs, ss := newTestMesh(t, 2, rpc.Config{MaxFrameSize: maxFrame, Timeout: 300 * time.Millisecond,
+		Forged: func(_ peer.ID, reason string) { forgedMu.Lock(); forged[reason]++; forgedMu.Unlock() }})
 	alice, bob, mallory := newAgent(t, "alice"), newAgent(t, "bob"), newAgent(t, "mallory")
 	ss[1].Handle(bob, func(_ context.Context, req rpc.Request) (json.RawMessage, error) { return req.Input, nil })
 	wrongType, err := identity.Seal(alice, identity.Message{Type: "rpc.response", V: 1, Body: json.RawMessage(`{"output":1}`)})
@@ -325,6 +330,13 @@ func TestBadRequestsResetOnlyTheirStream(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatalf("dropped[%s] = %d, want %d (all: %v)", tc.reason, ss[1].Dropped()[tc.reason], before+1, ss[1].Dropped())
 				}
+			}
+			// Only what no honest peer sends is reported as forged.
+			forgedMu.Lock()
+			heard := forged[tc.reason]
+			forgedMu.Unlock()
+			if want := map[string]bool{"unsigned": true, "bad_signature": true, "wrong_signer": true, "malformed": true}[tc.reason]; want != (heard > 0) {
+				t.Errorf("Forged heard %d %s requests; want forged reported: %v", heard, tc.reason, want)
 			}
 			out, err := ss[0].Ask(context.Background(), alice, hs[1].ID(), bob.ID, "", json.RawMessage(`"still here"`))
 			if err != nil || string(out) != `"still here"` {

@@ -16,6 +16,7 @@ import (
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/tracing"
 )
 
 // Sentinel errors callers branch on.
@@ -287,6 +288,9 @@ func (c *Client) sendAccept(ctx context.Context, method, path string, body []byt
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	if tp := tracing.Inject(ctx); tp != "" {
+		req.Header.Set("traceparent", tp)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -52,18 +52,28 @@ func (s *Server) contextClient(w http.ResponseWriter, r *http.Request) (*sharedc
 	}
 	task := r.PathValue("task")
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	t, ok := e.working[task]
-	if !ok {
+	var cl *sharedctx.Client
+	if ok {
+		cl = t.ctx
+	}
+	e.mu.Unlock()
+	switch {
+	case !ok:
 		writeError(w, CodeConflict, fmt.Sprintf("%s holds no task %q", name, task))
 		return nil, false
+	case cl != nil:
+		return cl, true
 	}
+	// Made outside the agent's lock: it asks the negotiation.
+	cl, err := s.n.TaskContext(t.task)
+	if err != nil {
+		writeError(w, codeOf(err), err.Error())
+		return nil, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if t.ctx == nil {
-		cl, err := s.n.TaskContext(t.task)
-		if err != nil {
-			writeError(w, codeOf(err), err.Error())
-			return nil, false
-		}
 		t.ctx = cl
 	}
 	return t.ctx, true

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/tracing"
 )
 
 // Defaults of the server's options.
@@ -258,6 +259,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = withPrincipal(r, p)
+	// A caller's W3C trace context (an MCP or A2A client's, a script's)
+	// makes what the request does part of the caller's trace.
+	if tp := r.Header.Get("traceparent"); tp != "" {
+		r = r.WithContext(tracing.Extract(r.Context(), s.n.Tracing().Tracer("parley/api"), tp))
+	}
 	if why, ok := p.may(r, pattern); !ok {
 		s.refuse(w, r, CodeForbidden, why)
 		return

@@ -11,6 +11,8 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/tracing"
+	"go.opentelemetry.io/otel/trace"
 )
 
 func TestTraces(t *testing.T) {
@@ -50,6 +52,21 @@ func TestTraces(t *testing.T) {
 	local, err := c.Trace(ctxT(t), view.Traces[0], false)
 	if err != nil || len(local.Nodes) != 1 || len(local.Spans) == 0 || len(local.Spans) >= len(view.Spans) {
 		t.Fatalf("local trace: %d of %d spans, nodes %+v, %v", len(local.Spans), len(view.Spans), local.Nodes, err)
+	}
+
+	// A caller's trace context (the traceparent header the client sends
+	// from its ctx) makes the task part of the caller's trace.
+	callerTrace := "4bf92f3577b34da6a3ce929d0e0e4736"
+	sc, err := tracing.ParseTraceparent("00-" + callerTrace + "-00f067aa0ba902b7-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := c.Request(trace.ContextWithRemoteSpanContext(ctxT(t), sc), RequestBody{Capability: "job", Input: json.RawMessage(`2`), BidWindow: "300ms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Nodes[0].Tracing().Ring().Lookup(joined.Task, 0).Traces; len(got) != 1 || got[0] != callerTrace {
+		t.Fatalf("task %s sent with traceparent of trace %s is in traces %v", joined.Task, callerTrace, got)
 	}
 
 	for _, tc := range []struct {
