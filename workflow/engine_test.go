@@ -690,3 +690,27 @@ func TestWorkflowCancelCompensates(t *testing.T) {
 	}
 	au.has(t, "workflow.compensation.done first", "workflow.done")
 }
+
+// A step that declares context keys must be requested as the context's
+// owner; another agent is refused before anything runs.
+func TestWorkflowContextOwner(t *testing.T) {
+	m := nodetest.NewMesh(t, 1)
+	owner, err := m.Nodes[0].Agent("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "w.db"), Node: m.Nodes[0],
+		Context: workflow.NodeContext(m.Nodes[0].SharedContext(), owner), ContextOwner: owner.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	src := "version: 1\nsteps:\n  a: {capability: x, agent: buyer, context: {reads: [stock]}}\n"
+	if _, err := e.Submit(context.Background(), "f.yaml", []byte(src), nil); !errors.Is(err, workflow.ErrInvalid) ||
+		!strings.Contains(err.Error(), `f.yaml:3: step a: declares context keys but is requested as agent "buyer"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
