@@ -37,6 +37,7 @@ import (
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/api"
 	"github.com/parleynet/parley/policy"
+	"github.com/parleynet/parley/workflow"
 )
 
 var log = logging.Logger("parley/daemon")
@@ -140,6 +141,7 @@ type Daemon struct {
 	// Set by Start, read-only after it.
 	n      *node.Node
 	alog   *audit.Log
+	flows  *workflow.Engine // closed before the node, so no step is cut short unrecorded
 	srv    *api.Server
 	url    string
 	token  string
@@ -496,6 +498,13 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		log.Infow("exec agent ready", "agent", ac.Name, "capabilities", ac.Capabilities, "command", ac.Exec)
 	}
 
+	flows, err := openWorkflows(h, n)
+	if err != nil {
+		return err
+	}
+	set(func() { d.flows = flows })
+	undo = append(undo, func() { _ = flows.Close() })
+
 	token, err := api.NewToken()
 	if err != nil {
 		return err
@@ -514,7 +523,8 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 		api.WithAgentAdmin(agentAdmin{d}),
 		api.WithMCP(mcp.Mount(d.opts.Version)), // /mcp: the MCP server's tools, in-process on this API
 		api.WithChecks(api.Check{Name: "audit log", Err: d.auditErr}, api.Check{Name: "reload", Err: d.lastReloadErr}),
-		api.WithStatus(d.fillStatus))...)
+		api.WithStatus(d.fillStatus),
+		api.WithWorkflows(flows))...)
 	if err := srv.Restore(); err != nil {
 		return err
 	}
@@ -731,6 +741,9 @@ func (d *Daemon) Close(ctx context.Context) error {
 	case <-d.done:
 	case <-ctx.Done():
 		errs = append(errs, errors.New("the API server did not stop in time"))
+	}
+	if err := d.flows.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close workflows: %w", err))
 	}
 	closed := make(chan error, 1)
 	d.nodeDone = make(chan struct{})

@@ -18,6 +18,10 @@ type RequestOptions struct {
 	EnoughBids int
 	// Agent names the requesting hosted agent; "" is the default agent.
 	Agent string
+	// Started, if set, is called with the task ID once it is made, before
+	// the first call goes out, so a caller can tie the task to its own
+	// records (a workflow step) while it runs.
+	Started func(taskID string)
 	// Updates, if set, is told the task's state changes and progress
 	// (WithUpdates).
 	Updates func(Update)
@@ -56,3 +60,9 @@ func WithAgent(name string) RequestOption { return func(o *RequestOptions) { o.A
 // WithEnoughBids closes the bid window as soon as n bids are in, for a
 // requester that knows how many offers it wants to compare.
 func WithEnoughBids(n int) RequestOption { return func(o *RequestOptions) { o.EnoughBids = n } }
+
+// WithStarted calls f with the task's ID once it is made, before the first
+// call for proposals goes out. f must not block.
+func WithStarted(f func(taskID string)) RequestOption {
+	return func(o *RequestOptions) { o.Started = f }
+}

@@ -120,6 +120,9 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	s.requests[r.id] = r
 	s.mu.Unlock()
 	r.hist.set(StateSubmitted, fmt.Sprintf("%s needs %s", agent.Name, need.Capability))
+	if o.Started != nil {
+		o.Started(r.id)
+	}
 	r.update(Update{State: StateSubmitted})
 
 	reason := r.run(ctx)

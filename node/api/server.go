@@ -46,6 +46,8 @@ type Server struct {
 	admin    AgentAdmin
 	checks   []Check
 	status   func(*Status)
+	// workflows runs the node's workflows (workflows.go); nil answers 501.
+	workflows Workflows
 
 	mux      *http.ServeMux
 	patterns []string // the mux's, "METHOD /path", as registered
@@ -161,6 +163,11 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"POST " + PathExternalProgress, s.handleExternalReply("progress")},
 		{"POST " + PathExternalResult, s.handleExternalReply("result")},
 		{"POST " + PathExternalFailure, s.handleExternalReply("failure")},
+		{"POST " + PathWorkflows, s.handleStartWorkflow},
+		{"GET " + PathWorkflows, s.handleWorkflows},
+		{"GET " + PathWorkflow, s.handleWorkflow},
+		{"DELETE " + PathWorkflow, s.handleCancelWorkflow},
+		{"GET " + PathWorkflowEvents, s.handleWorkflowEvents},
 		{"GET " + PathExternalContext, s.handleExternalContext},
 		{"GET " + PathExternalContextKey, s.handleExternalContext},
 		{"PUT " + PathExternalContextKey, s.handleExternalContextPut},
