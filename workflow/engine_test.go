@@ -581,7 +581,7 @@ func TestWorkflowBounds(t *testing.T) {
 	if _, err := e.Submit(context.Background(), "f.yaml", src, nil); !errors.Is(err, workflow.ErrBusy) {
 		t.Fatalf("second at once: %v, want ErrBusy", err)
 	}
-	if r := wait(t, e, first.ID); r.State != workflow.StateFailed || !strings.Contains(r.Steps[0].Error, "no bids") {
+	if r := wait(t, e, first.ID); r.State != workflow.StateFailed || !strings.Contains(r.Steps[0].Error, "no capable agent found") {
 		t.Fatalf("first: %s, step %+v", r.State, r.Steps[0])
 	}
 	second, err := e.Submit(context.Background(), "f.yaml", src, nil)
