@@ -29,7 +29,7 @@ func openWorkflows(h *home.Home, n *node.Node) (*workflow.Engine, error) {
 	}
 	// The default agent owns the workflows' shared contexts: steps that
 	// read or write it must be requested as that agent.
-	cfg.Context = workflow.NodeContext(n.SharedContext(), owner)
+	cfg.Context, cfg.ContextOwner = workflow.NodeContext(n.SharedContext(), owner), owner.Name
 	cfg.Approve = func(ctx context.Context, a workflow.StepApproval) error {
 		ag, err := n.Agent("")
 		if err != nil {

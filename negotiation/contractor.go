@@ -199,9 +199,9 @@ func (s *Service) bid(con *contractor, call Call, progress time.Duration, reques
 		}
 	}
 	if g := s.cfg.Guard; g != nil {
-		pctx, psp := s.span(bctx, spanPolicyCall, trace.SpanKindInternal, call.Task)
-		release, err := g.Call(pctx, con.agent, call)
-		decided(psp, err)
+		start := time.Now()
+		release, err := g.Call(bctx, con.agent, call)
+		policyEvent(bctx, spanPolicyCall, start, err)
 		if err != nil {
 			failSpan(span, err.Error())
 			c.end(StateRejected, "not bidding: "+err.Error())
@@ -423,9 +423,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 	}
 	ev := Event{Role: RoleContractor, Task: c.call.Task, Capability: c.call.Capability, Agent: c.agent.ID, Other: c.call.Requester, Peer: c.call.RequesterPeer, Price: bid.Price}
 	if g := c.s.cfg.Guard; g != nil {
-		pctx, psp := c.s.span(cctx, spanPolicyCommit, trace.SpanKindInternal, c.call.Task)
-		free, err := g.Commit(pctx, c.agent, c.call, bid)
-		decided(psp, err)
+		start := time.Now()
+		free, err := g.Commit(cctx, c.agent, c.call, bid)
+		policyEvent(cctx, spanPolicyCommit, start, err)
 		if err != nil {
 			release()
 			e := ev

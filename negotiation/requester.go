@@ -94,9 +94,9 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 			tracing.AttrName.String(agent.Name), attribute.Float64("parley.budget", need.Budget))
 	}
 	if g := s.cfg.Guard; g != nil {
-		pctx, psp := s.span(ctx, spanPolicyRequest, trace.SpanKindInternal, id)
-		err := g.Request(pctx, agent, need)
-		decided(psp, err)
+		start := time.Now()
+		err := g.Request(ctx, agent, need)
+		policyEvent(ctx, spanPolicyRequest, start, err)
 		if err != nil {
 			_ = s.auditIn(ctx, Event{Kind: "policy", Role: RoleRequester, Capability: need.Capability, Agent: agent.ID, Rationale: err.Error()})
 			failSpan(span, err.Error())
@@ -202,9 +202,9 @@ func (r *request) ended() bool {
 func (r *request) receiveBid(conn *frame.Conn, typ string, from identity.AgentID, w wire) {
 	b := &bidder{info: BidInfo{Agent: from, Name: displayName(w.Name), Peer: conn.Stream().Conn().RemotePeer(), Bid: w.bid()}, conn: conn}
 	if g := r.s.cfg.Guard; g != nil && typ == msgPropose {
-		pctx, psp := r.s.span(r.bidCtx(), spanPolicyProposal, trace.SpanKindInternal, r.id)
-		err := g.Proposal(pctx, r.agent, r.id, b.info)
-		decided(psp, err)
+		start, bctx := time.Now(), r.bidCtx()
+		err := g.Proposal(bctx, r.agent, r.id, b.info)
+		policyEvent(bctx, spanPolicyProposal, start, err)
 		if err != nil {
 			r.s.m.dropped.WithLabelValues("denied").Inc()
 			r.reject(conn, "bid refused: "+err.Error())
@@ -473,9 +473,9 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 	ev := Event{Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID, Other: b.info.Agent, Peer: b.info.Peer, Price: b.info.Price}
 	var hold Hold = noHold{}
 	if g := r.s.cfg.Guard; g != nil {
-		pctx, psp := r.s.span(ctx, spanPolicyAward, trace.SpanKindInternal, r.id)
-		h, err := g.Award(pctx, r.agent, r.id, r.need.Capability, b.info)
-		decided(psp, err)
+		start := time.Now()
+		h, err := g.Award(ctx, r.agent, r.id, r.need.Capability, b.info)
+		policyEvent(ctx, spanPolicyAward, start, err)
 		if err != nil {
 			e := ev
 			e.Kind, e.Rationale = "policy", "award refused: "+err.Error()
@@ -775,6 +775,11 @@ func (r *request) info() TaskInfo {
 		ti.Peer, ti.PeerName = r.winner.info.Agent, r.winner.info.Name
 	}
 	ti.Outcome = r.outcome
+	if r.outcome == nil {
+		for _, b := range r.all {
+			ti.Bids = append(ti.Bids, b.info)
+		}
+	}
 	return ti
 }
 

@@ -22,8 +22,8 @@ const (
 	spanWork    = "negotiation.work"
 	spanResult  = "negotiation.result"
 	spanCounter = "negotiation.counter"
-	// Policy decisions, one name per Guard stage (constants: building
-	// them would allocate with tracing off).
+	// Policy decisions, one event name per Guard stage (constants:
+	// building them would allocate with tracing off).
 	spanPolicyRequest  = "policy.request"
 	spanPolicyCall     = "policy.call"
 	spanPolicyProposal = "policy.proposal"
@@ -68,11 +68,22 @@ func bidAttrs(b BidInfo) []attribute.KeyValue {
 }
 
 // decided ends a policy span with the Guard's answer.
-func decided(sp trace.Span, err error) {
-	if err != nil {
-		failSpan(sp, err.Error())
+// policyEvent records a Guard decision made since start as an event on
+// ctx's span: the stage (the event's name), the verdict, the reason of a
+// refusal and how long it took, so an approval held for a human shows as
+// its wait. As spans of their own, a negotiation's five decisions were a
+// quarter of what tracing cost it.
+func policyEvent(ctx context.Context, name string, start time.Time, err error) {
+	sp := trace.SpanFromContext(ctx)
+	if !sp.IsRecording() {
+		return
 	}
-	sp.End()
+	attrs := []attribute.KeyValue{attribute.String("parley.verdict", "allow"), attribute.Int64("parley.policy_us", time.Since(start).Microseconds())}
+	if err != nil {
+		attrs[0] = attribute.String("parley.verdict", "deny")
+		attrs = append(attrs, attribute.String("parley.reason", err.Error()))
+	}
+	sp.AddEvent(name, trace.WithAttributes(attrs...))
 }
 
 // auditIn records e under ctx's span: an event on the phase's span with

@@ -200,6 +200,10 @@ type TaskInfo struct {
 	State      State            `json:"state"`
 	Updated    time.Time        `json:"updated"`
 	History    []Transition     `json:"history"`
+	// Bids are a requester task's bids so far while it runs, so a
+	// dashboard can draw a negotiation as it happens; once it ends the
+	// Outcome has them.
+	Bids []BidInfo `json:"bids,omitempty"`
 	// Outcome is set for requester tasks once they end.
 	Outcome *Outcome `json:"outcome,omitempty"`
 }

@@ -25,7 +25,7 @@ func (n *Node) RunWorkflow(ctx context.Context, store, file string, src []byte, 
 	}
 	cfg := workflow.DefaultConfig()
 	cfg.Path, cfg.Node, cfg.Audit = store, n, n.Audit
-	cfg.Context = workflow.NodeContext(n.SharedContext(), owner)
+	cfg.Context, cfg.ContextOwner = workflow.NodeContext(n.SharedContext(), owner), owner.Name
 	cfg.Tracer = n.Tracing().Tracer("parley/workflow")
 	e, err := workflow.Open(cfg)
 	if err != nil {

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -77,6 +78,10 @@ type Config struct {
 	// Context is the shared-context service; nil gives every step an
 	// empty $ctx.
 	Context SharedContext
+	// ContextOwner names the hosted agent that owns the workflows'
+	// contexts (the one NodeContext opens them as; "" is the default
+	// agent): a step that declares context keys must be requested as it.
+	ContextOwner string
 	// MaxRunning bounds the workflows running at once (default 16).
 	MaxRunning int
 	// MaxSteps bounds a workflow's steps (default 64).
@@ -226,6 +231,20 @@ func (e *Engine) Submit(ctx context.Context, file string, src []byte, input json
 	}
 	if len(spec.Steps) > e.cfg.MaxSteps {
 		return nil, ParseErrors{{File: file, Msg: fmt.Sprintf("%d steps, over the node's limit of %d", len(spec.Steps), e.cfg.MaxSteps)}}
+	}
+	if e.cfg.Context != nil {
+		var errs ParseErrors
+		for _, st := range spec.Steps {
+			for _, x := range []*Step{st, st.Compensate} {
+				if x != nil && x.Agent != "" && x.Agent != e.cfg.ContextOwner && len(x.Context.Reads)+len(x.Context.Writes) > 0 {
+					errs = append(errs, &ParseError{File: file, Line: x.Line, Msg: fmt.Sprintf(
+						"step %s: declares context keys but is requested as agent %q; the workflow's context belongs to %q", st.Name, x.Agent, cmp.Or(e.cfg.ContextOwner, "the default agent"))})
+				}
+			}
+		}
+		if len(errs) > 0 {
+			return nil, errs
+		}
 	}
 	in, err := e.checkInput(spec, input)
 	if err != nil {

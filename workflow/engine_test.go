@@ -581,7 +581,7 @@ func TestWorkflowBounds(t *testing.T) {
 	if _, err := e.Submit(context.Background(), "f.yaml", src, nil); !errors.Is(err, workflow.ErrBusy) {
 		t.Fatalf("second at once: %v, want ErrBusy", err)
 	}
-	if r := wait(t, e, first.ID); r.State != workflow.StateFailed || !strings.Contains(r.Steps[0].Error, "no contractor completed it") {
+	if r := wait(t, e, first.ID); r.State != workflow.StateFailed || !strings.Contains(r.Steps[0].Error, "no capable agent found") {
 		t.Fatalf("first: %s, step %+v", r.State, r.Steps[0])
 	}
 	second, err := e.Submit(context.Background(), "f.yaml", src, nil)
@@ -689,4 +689,80 @@ func TestWorkflowCancelCompensates(t *testing.T) {
 		t.Fatalf("second cancel: %v", err)
 	}
 	au.has(t, "workflow.compensation.done first", "workflow.done")
+}
+
+// A step that declares context keys must be requested as the context's
+// owner; another agent is refused before anything runs.
+func TestWorkflowContextOwner(t *testing.T) {
+	m := nodetest.NewMesh(t, 1)
+	owner, err := m.Nodes[0].Agent("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "w.db"), Node: m.Nodes[0],
+		Context: workflow.NodeContext(m.Nodes[0].SharedContext(), owner), ContextOwner: owner.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	src := "version: 1\nsteps:\n  a: {capability: x, agent: buyer, context: {reads: [stock]}}\n"
+	if _, err := e.Submit(context.Background(), "f.yaml", []byte(src), nil); !errors.Is(err, workflow.ErrInvalid) ||
+		!strings.Contains(err.Error(), `f.yaml:3: step a: declares context keys but is requested as agent "buyer"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// An engine closed during the compensations resumes them: a step already
+// compensated is not compensated again; the one in flight is requested
+// again.
+func TestWorkflowResumesCompensation(t *testing.T) {
+	hanging := make(chan struct{}, 1)
+	var undos atomic.Int32
+	u := &agent{name: "undoer", capability: "undo", node: 1, work: func(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
+		if undos.Add(1) == 2 { // a's first compensation: until the engine stops
+			hanging <- struct{}{}
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return json.RawMessage(`{"undone":true}`), nil
+	}}
+	d := &agent{name: "doer", capability: "do", node: 1}
+	f := &agent{name: "failer", capability: "fail", node: 1, work: func(context.Context, negotiation.Task) (json.RawMessage, error) {
+		return nil, errors.New("no")
+	}}
+	m := newMesh(t, 2, u, d, f)
+	path := filepath.Join(t.TempDir(), "w.db")
+	e := newEngine(t, m.Nodes[0], path, nil)
+	src := `version: 1
+steps:
+  a: {capability: do, bid_window: 100ms, compensate: {capability: undo, bid_window: 100ms, input: '{undo: "a"}'}}
+  b: {capability: do, bid_window: 100ms, needs: [a], compensate: {capability: undo, bid_window: 100ms, input: '{undo: "b"}'}}
+  c: {capability: fail, bid_window: 100ms, needs: [b]}
+`
+	r, err := e.Submit(context.Background(), "s.yaml", []byte(src), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a's compensation never started")
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = newEngine(t, m.Nodes[0], path, nil)
+	defer e.Close()
+	r = wait(t, e, r.ID)
+	in := u.inputs()
+	if r.State != workflow.StateFailed || r.Resumed != 1 || r.Steps[0].State != workflow.StepCompensated || r.Steps[1].State != workflow.StepCompensated ||
+		!slices.Equal(in, []string{`{"undo":"b"}`, `{"undo":"a"}`, `{"undo":"a"}`}) {
+		t.Fatalf("workflow %s (%s), resumed %d, steps %s %s, undo inputs %v", r.State, r.Error, r.Resumed, r.Steps[0].State, r.Steps[1].State, in)
+	}
+	if at := r.Steps[0].Compensation.Attempts; len(at) != 2 || at[0].State != "interrupted" {
+		t.Fatalf("a's compensation attempts %+v", at)
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -213,10 +214,11 @@ func flowFirstLine(s string) string {
 func (c *cli) flowShowCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "show ID",
-		Short:   "Print one workflow with each step's attempts, tasks, winners, prices and errors",
-		Example: "  parley flow show 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e\n  parley flow show 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e --json | jq .steps",
-		Args:    cobra.ExactArgs(1),
+		Use:               "show ID",
+		Short:             "Print one workflow with each step's attempts, tasks, winners, prices and errors",
+		Example:           "  parley flow show 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e\n  parley flow show 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e --json | jq .steps",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeWorkflows,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -261,10 +263,11 @@ func (c *cli) flowShowCmd() *cobra.Command {
 
 func (c *cli) flowCancelCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "cancel ID",
-		Short:   "Cancel a running workflow; its completed steps are compensated",
-		Example: "  parley flow cancel 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e",
-		Args:    cobra.ExactArgs(1),
+		Use:               "cancel ID",
+		Short:             "Cancel a running workflow; its completed steps are compensated",
+		Example:           "  parley flow cancel 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: c.completeWorkflows,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := c.client()
 			if err != nil {
@@ -278,4 +281,15 @@ func (c *cli) flowCancelCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func (c *cli) completeWorkflows(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+	return c.complete(func(ctx context.Context, cl *api.Client) ([]string, error) {
+		list, err := cl.Workflows(ctx)
+		var ids []string
+		for _, w := range list {
+			ids = append(ids, w.ID)
+		}
+		return ids, err
+	})(cmd, args, prefix)
 }

@@ -136,6 +136,9 @@ func TestFlowSurvivesKill9(t *testing.T) {
 	if in, _ := os.ReadFile(two + ".in"); !strings.Contains(string(in[strings.LastIndex(strings.TrimSpace(string(in)), "\n")+1:]), `"input":{"after":true,"made":1}`) {
 		t.Errorf("step two's last request: %s", in)
 	}
+	if comp, _, _ := parley(t, bin, "__complete", "flow", "show", "--home", a, run.ID[:4]); !strings.Contains(comp, run.ID) {
+		t.Errorf("completion of flow show %s…: %q", run.ID[:4], comp)
+	}
 	ls, _, code := parley(t, bin, "flow", "ls", "--home", a)
 	if code != 0 || !strings.Contains(ls, run.ID) || !strings.Contains(ls, "completed") {
 		t.Errorf("flow ls: %s", ls)

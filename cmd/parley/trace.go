@@ -119,6 +119,14 @@ func spanDetail(s tracing.Span) string {
 			parts = append(parts, fmt.Sprintf("audited %v in %vµs", e.Attributes["parley.audit_kind"], e.Attributes["parley.audit_us"]))
 			continue
 		}
+		if strings.HasPrefix(e.Name, "policy.") {
+			p := fmt.Sprintf("%s: %v", e.Name, e.Attributes["parley.verdict"])
+			if why, ok := e.Attributes["parley.reason"]; ok {
+				p += fmt.Sprintf(" (%v)", why)
+			}
+			parts = append(parts, p)
+			continue
+		}
 		name, _ := e.Attributes["parley.bidder_name"].(string)
 		parts = append(parts, fmt.Sprintf("%s from %s %v@%vms", e.Name, name, e.Attributes["parley.price"], e.Attributes["parley.eta_ms"]))
 	}

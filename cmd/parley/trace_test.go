@@ -95,8 +95,8 @@ func TestTraceAcrossDaemons(t *testing.T) {
 		}
 	}
 	for name, want := range map[string][]string{
-		req.peer:   {"negotiation.request", "negotiation.call", "intent.publish", "negotiation.award", "negotiation.commit", "negotiation.work", "negotiation.result", "event audit.append"},
-		cheap.peer: {"intent.validate", "negotiation.bid", "negotiation.commit", "negotiation.work", "negotiation.result", "event audit.append"},
+		req.peer:   {"negotiation.request", "negotiation.call", "intent.publish", "negotiation.award", "negotiation.commit", "negotiation.work", "negotiation.result", "event audit.append", "event policy.request", "event policy.award"},
+		cheap.peer: {"intent.validate", "negotiation.bid", "negotiation.commit", "negotiation.work", "negotiation.result", "event audit.append", "event policy.call", "event policy.commit"},
 		dear.peer:  {"intent.validate", "negotiation.bid"},
 	} {
 		for _, w := range want {

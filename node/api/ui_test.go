@@ -231,7 +231,7 @@ func TestUIDashboard(t *testing.T) {
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
 	t.Cleanup(free)
-	_, err = m.Nodes[1].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"echo", "slow"}}, negotiation.HandlerFuncs{
+	_, err = m.Nodes[1].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"echo", "slow"}}, accepting{negotiation.HandlerFuncs{
 		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
 			return negotiation.Bid{Price: 1, ETA: 10 * time.Millisecond, Rationale: "idle"}, nil
 		},
@@ -245,7 +245,7 @@ func TestUIDashboard(t *testing.T) {
 			}
 			return task.Input, nil
 		},
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +350,8 @@ func TestUIDashboard(t *testing.T) {
 		pctx, cancel := context.WithTimeout(bctx, timeout+5*time.Second)
 		defer cancel()
 		if _, err := chromedp.Run(pctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout), chromedp.WithPollingInterval(50*time.Millisecond))); err != nil {
-			t.Fatalf("the dashboard never showed %s: %v", what, err)
+			row, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`(document.querySelector("#tasks tr[data-task]") || {}).textContent || ""`))
+			t.Fatalf("the dashboard never showed %s: %v (first task row: %q)", what, err, row)
 		}
 	}
 	eval := func(expr string, v any) {
@@ -399,7 +400,9 @@ func TestUIDashboard(t *testing.T) {
 	go func() {
 		defer close(finished)
 		_, err := requester.Request(ctx, negotiation.Need{Capability: "slow", Input: json.RawMessage(`{"live":true}`)},
-			negotiation.WithBidWindow(100*time.Millisecond), negotiation.WithTimeout(15*time.Second))
+			// A window a loaded machine's bid and counter answer fit in.
+			negotiation.WithBidWindow(500*time.Millisecond), negotiation.WithEnoughBids(1), negotiation.WithTimeout(15*time.Second),
+			negotiation.WithStrategy(negotiation.CounterAt(0.5, nil)))
 		done <- err
 	}()
 	t.Cleanup(func() { free(); <-finished })
@@ -416,7 +419,11 @@ func TestUIDashboard(t *testing.T) {
 	}
 	poll("the live task", fmt.Sprintf(`!!document.querySelector('#tasks tr[data-task=%q]')`, live), 5*time.Second)
 	poll("the live task working", fmt.Sprintf(`(document.querySelector('#tasks tr[data-task=%q] .st-working') || {}).textContent === "working"`, live), 5*time.Second)
-	poll("the live task's diagram", fmt.Sprintf(`document.querySelector("#seq").dataset.task === %q && document.querySelectorAll("#seq g.arrow").length >= 1`, live), 5*time.Second)
+	// While it runs, the diagram already has the winner's bid and the
+	// award it is working on.
+	poll("the live task's diagram", fmt.Sprintf(`document.querySelector("#seq").dataset.task === %q &&
+		[...document.querySelectorAll("#seq g.arrow")].some(g => g.dataset.label.startsWith("propose 1 in")) &&
+		[...document.querySelectorAll("#seq g.arrow")].some(g => g.dataset.label === "commit")`, live), 5*time.Second)
 	free()
 	if err := <-done; err != nil {
 		t.Fatalf("the live negotiation: %v", err)
@@ -432,8 +439,10 @@ func TestUIDashboard(t *testing.T) {
 		Arrows: [...document.querySelectorAll("#seq g.arrow")].map(g => g.dataset.label),
 		Rationale: document.querySelector("#rationale").textContent})`, &diagram)
 	t.Logf("sequence diagram: lifelines %q, arrows %q; %s", diagram.Lifelines, diagram.Arrows, diagram.Rationale)
-	want := []string{"call for proposals #1", "propose 1 in 10ms", "accept", "commit", "task (input)", "progress", "result"}
-	if len(diagram.Arrows) < len(want) || !strings.HasPrefix(diagram.Arrows[2], "accept") || diagram.Arrows[len(diagram.Arrows)-1] != "result" ||
+	// The live task was bargained once: countered at half, accepted.
+	want := []string{"call for proposals #1", "propose 1 in 10ms", "counter 0.5 in 10ms", "accepted", "accept", "commit", "task (input)", "progress", "result"}
+	if len(diagram.Arrows) < len(want) || diagram.Arrows[1] != want[1] || !strings.HasPrefix(diagram.Arrows[2], want[2]) || diagram.Arrows[3] != want[3] ||
+		!strings.HasPrefix(diagram.Arrows[4], "accept") || diagram.Arrows[len(diagram.Arrows)-1] != "result" ||
 		!strings.Contains(diagram.Rationale, "worker") {
 		t.Errorf("diagram arrows %q, want like %q, and the winner's rationale", diagram.Arrows, want)
 	}
@@ -460,4 +469,11 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 		return d.Exception.Description
 	}
 	return ""
+}
+
+// accepting is a worker that accepts every counter-offer.
+type accepting struct{ negotiation.HandlerFuncs }
+
+func (accepting) Counter(_ context.Context, _ negotiation.Call, c negotiation.Counter) (negotiation.Bid, error) {
+	return negotiation.Bid{Price: c.Price, ETA: c.ETA, Rationale: "deal"}, nil
 }

@@ -160,7 +160,8 @@
   // --- the sequence diagram ---
   // The frames of one negotiation, rebuilt from its history and bids.
   function frames(info) {
-    const o = info.outcome || {};
+    // A running task has no outcome yet: its bids so far draw it.
+    const o = info.outcome || { bids: info.bids || [] };
     const me = info.agent_name || short(info.agent, 16);
     const lifelines = [{ key: "req", label: (info.role === "requester" ? me : info.peer_name || short(info.peer, 16)) + " (requester)" }];
     const arrows = [];
@@ -193,7 +194,18 @@
       for (const b of inCall) arrows.push({ from: "req", to: keyOf(b), label: `call for proposals #${c}` });
       for (const b of inCall) {
         if (b.status === "refused") arrows.push({ from: keyOf(b), to: "req", label: "refuse" + (b.note ? ": " + b.note : ""), neg: true });
-        else arrows.push({ from: keyOf(b), to: "req", label: `propose ${b.price} in ${b.eta}` + (b.status === "late" ? " (late)" : "") });
+        else {
+          // With counter-offers the first proposal is the first round's
+          // countered bid; each round is a counter and its answer.
+          const rounds = b.rounds || [];
+          const first = rounds.length && rounds[0].counter.bid ? rounds[0].counter.bid : b;
+          arrows.push({ from: keyOf(b), to: "req", label: `propose ${first.price} in ${first.eta}` + (b.status === "late" ? " (late)" : "") });
+          for (const rd of rounds) {
+            arrows.push({ from: "req", to: keyOf(b), label: `counter ${rd.counter.price} in ${rd.counter.eta}` + (rd.counter.terms ? ": " + rd.counter.terms : "") });
+            const bad = rd.reply === "refused" || rd.reply === "silent" || rd.reply === "failed";
+            arrows.push({ from: keyOf(b), to: "req", label: rd.reply + (rd.reply === "revised" ? ` to ${rd.bid.price} in ${rd.bid.eta}` : ""), neg: bad, dash: rd.reply === "silent" });
+          }
+        }
       }
       const ranked = inCall.filter((b) => b.status !== "refused").sort((a, b) => (a.rank || 99) - (b.rank || 99));
       for (const b of ranked) {
@@ -220,7 +232,7 @@
         }
       }
     }
-    if (!info.outcome) { // still running: the requester knows no bids yet
+    if (!info.outcome && !bids.length) { // still running, no bid yet
       arrows.push({ from: "req", to: "topic", label: "call for proposals (" + info.state + ")" });
     }
     return { lifelines, arrows };
