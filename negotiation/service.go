@@ -278,12 +278,12 @@ func (s *Service) refuseFrame(st network.Stream, err error) {
 	if reason == "" {
 		reason = "stream"
 	}
-	s.m.dropped.WithLabelValues(reason).Inc()
-	log.Debugw("negotiation frame refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", reason, "err", err)
-	_ = st.Reset()
 	if s.cfg.Forged != nil && identity.Forged(err) {
 		s.cfg.Forged(st.Conn().RemotePeer(), reason)
 	}
+	s.m.dropped.WithLabelValues(reason).Inc()
+	log.Debugw("negotiation frame refused; stream reset", "peer", st.Conn().RemotePeer(), "reason", reason, "err", err)
+	_ = st.Reset()
 }
 
 // handleStream serves a stream a peer opened: a bidder's proposal (we are

@@ -290,10 +290,11 @@ func (s *Service) serve(st network.Stream) {
 	stopRead()
 	switch {
 	case err != nil:
-		s.refuse(st, frame.Reason(err), err)
+		// The hook first: once the drop is counted, it has been heard.
 		if s.cfg.Forged != nil && identity.Forged(err) {
 			s.cfg.Forged(st.Conn().RemotePeer(), frame.Reason(err))
 		}
+		s.refuse(st, frame.Reason(err), err)
 		return
 	case m.Type != msgRequest:
 		s.refuse(st, "unexpected_type", fmt.Errorf("%s from %s, want %s", m.Type, m.From, msgRequest))

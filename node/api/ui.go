@@ -14,6 +14,7 @@ import (
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/workflow"
 )
 
 // The dashboard: a page the daemon serves at /ui, embedded in the binary
@@ -120,7 +121,8 @@ func uiRoute(pattern string) bool {
 	switch pattern {
 	case "GET " + PathUI, "GET " + PathUIScript, "GET " + PathUIStyle, "GET " + PathUIEvents,
 		"GET " + PathStatus, "GET " + PathNode, "GET " + PathPeers, "GET " + PathStats,
-		"GET " + PathTasks, "GET " + PathTask, "GET " + PathAgents, "GET " + PathApprovals, "GET " + PathAudit:
+		"GET " + PathTasks, "GET " + PathTask, "GET " + PathAgents, "GET " + PathApprovals, "GET " + PathAudit,
+		"GET " + PathWorkflows, "GET " + PathWorkflow:
 		return true
 	}
 	return false
@@ -185,7 +187,7 @@ func handleUIAsset(name, contentType string) http.HandlerFunc {
 // UIEvent is one event of the dashboard's stream; Type says which field
 // it carries, and the event is named after it. A list left out is empty.
 type UIEvent struct {
-	Type string `json:"type"` // tasks, peers, topics, status, stats, approvals, audit
+	Type string `json:"type"` // tasks, peers, topics, status, stats, approvals, workflows, audit
 	// Tasks are the tasks new or changed since the last tasks event, Gone
 	// those forgotten (the node keeps the newest KeepTasks). The first
 	// events after connecting carry them all, uiBatch at a time; the first
@@ -199,7 +201,9 @@ type UIEvent struct {
 	Status    *Status         `json:"status,omitempty"`
 	Stats     *node.Stats     `json:"stats,omitempty"`
 	Approvals []node.Approval `json:"approvals,omitempty"`
-	Audit     []audit.Record  `json:"audit,omitempty"` // the last records of the audit log, oldest first
+	// Workflows are the node's workflows, newest first (WithWorkflows).
+	Workflows []workflow.Summary `json:"workflows,omitempty"`
+	Audit     []audit.Record     `json:"audit,omitempty"` // the last records of the audit log, oldest first
 }
 
 // UITask is a task as the dashboard lists it; the page gets the rest
@@ -283,6 +287,11 @@ func (s *Server) uiChanges(wt *uiWatch) []UIEvent {
 	diff(UIEvent{Type: "peers", Peers: s.n.Peers()})
 	diff(UIEvent{Type: "stats", Stats: ptr(s.n.Stats())})
 	diff(UIEvent{Type: "approvals", Approvals: s.n.Approvals()})
+	if s.workflows != nil {
+		if wfs, err := s.workflows.List(); err == nil {
+			diff(UIEvent{Type: "workflows", Workflows: wfs})
+		}
+	}
 	if now := time.Now(); !now.Before(wt.statusNext) {
 		wt.statusNext = now.Add(uiStatusEvery)
 		st := s.Status()

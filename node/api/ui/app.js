@@ -7,7 +7,7 @@
   const PAGE = 50; // task rows drawn at a time, so 1,000 tasks draw fast
   const $ = (id) => document.getElementById(id);
   const tasks = new Map(); // by ID: UITask
-  const st = { peers: [], topics: [], status: null, stats: null, approvals: [], audit: [],
+  const st = { peers: [], topics: [], status: null, stats: null, approvals: [], workflows: [], audit: [],
     page: 0, filter: "", selected: "", followed: "", drawn: "", marks: 0, dirty: false };
 
   function short(s, n) { s = String(s || ""); n = n || 12; return s.length > n ? s.slice(0, n) + "…" : s; }
@@ -54,7 +54,7 @@
       for (const id of ev.gone || []) tasks.delete(id);
       changed();
     });
-    for (const type of ["peers", "topics", "approvals", "audit"]) {
+    for (const type of ["peers", "topics", "approvals", "workflows", "audit"]) {
       es.addEventListener(type, (e) => { st[type] = JSON.parse(e.data)[type] || []; changed(); });
     }
     for (const type of ["status", "stats"]) {
@@ -73,6 +73,7 @@
     renderNode();
     renderPeers();
     renderAudit();
+    renderWorkflows();
     renderTasks();
     renderCharts();
     follow();
@@ -100,6 +101,12 @@
     fill($("topics"), st.topics.map((t) => row([t.capability, String(t.peers)])));
     $("approvals-count").textContent = st.approvals.length;
     fill($("approvals"), st.approvals.map((a) => el("li", {}, `${a.id}: ${a.stage} of ${a.capability} at ${a.price} (rule ${a.rule}); answer with parley approvals`)));
+  }
+  function renderWorkflows() {
+    $("workflows-count").textContent = st.workflows.length;
+    fill($("workflows"), st.workflows.map((w) => row([new Date(w.created).toISOString().replace("T", " ").replace("Z", ""),
+      el("td", { class: "mono", title: w.id }, short(w.id, 16)), w.name || "", el("td", { class: "st-" + w.state }, w.state),
+      `${w.done} of ${w.steps}`, w.error || ""], { "data-workflow": w.id })));
   }
   function renderAudit() {
     $("audit-count").textContent = st.audit.length;
