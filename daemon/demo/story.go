@@ -55,7 +55,9 @@ func (s *show) call(order, step, capability, task string, window time.Duration) 
 	}
 	s.mu.Unlock()
 	msg := "call     for " + capability
-	if window > 0 {
+	if st := s.spec(step); st != nil && st.EnoughBids > 0 {
+		msg += fmt.Sprintf(", bids close at %d or in %s", st.EnoughBids, dur(st.BidWindow))
+	} else if window > 0 {
 		msg += ", bids close in " + dur(window)
 	}
 	if len(others) > 0 {
@@ -85,22 +87,28 @@ func (s *show) independent(a, b string) bool {
 	return found == 2
 }
 
-// attempts is how many attempts a step's retry rule allows.
-func (s *show) attempts(step string) int {
+// spec is a step of order.yaml; nil for what is not one.
+func (s *show) spec(step string) *workflow.Step {
 	for _, st := range s.flow.Steps {
 		if st.Name == step {
-			return st.Retry.Attempts
+			return st
 		}
+	}
+	return nil
+}
+
+// attempts is how many attempts a step's retry rule allows.
+func (s *show) attempts(step string) int {
+	if st := s.spec(step); st != nil {
+		return st.Retry.Attempts
 	}
 	return 1
 }
 
 // window is a step's bid window, as order.yaml says.
 func (s *show) window(step string) time.Duration {
-	for _, st := range s.flow.Steps {
-		if st.Name == step {
-			return st.BidWindow
-		}
+	if st := s.spec(step); st != nil {
+		return st.BidWindow
 	}
 	return 0
 }
@@ -369,7 +377,7 @@ func (t *teller) compensationEvent(sr workflow.StepRun) {
 	if c := sr.Compensation; c != nil && c.State != was.comp {
 		switch c.State {
 		case workflow.StepRunning:
-			t.step(t.order, "undo", "call     for %s: %s's compensation", c.Capability, sr.Name)
+			t.step(t.order, "undo", "call     for %s: %s's compensation; only the holder bids", c.Capability, sr.Name)
 		case workflow.StepCompleted:
 			t.res.compensated = true
 			t.step(t.order, "undo", "%s compensated by %s", sr.Name, t.winner(c.Attempts))
