@@ -434,6 +434,7 @@ func (s *show) table(sum Summary) {
 	fmt.Fprintf(w, "  approvals            %d (auto-approved by the demo; a person runs 'parley approvals approve ID')\n", sum.Approvals)
 	fmt.Fprintf(w, "  context entries      %d written by the agents, each signature checked\n", sum.Entries)
 	fmt.Fprintf(w, "  elapsed              %s\n", dur(sum.Elapsed))
+	fmt.Fprintf(w, "  the workflow         daemon/demo/order.yaml ('parley flow run FILE' runs one on any node)\n")
 }
 
 // dice is the demo's seeded randomness, safe for the handlers' goroutines.
