@@ -24,8 +24,8 @@ const (
 	EntryRPC       Entry = "rpc"
 	EntryCard      Entry = "card"
 	EntryAPI       Entry = "api"
-	EntryTrace     Entry = "trace" // /parley/trace/1.0.0: a peer reading this node's spans
-	EntryA2A       Entry = "a2a"   // the A2A gateway (interop/a2a): its token and bounds
+	EntryTrace     Entry = "trace"   // /parley/trace/1.0.0: a peer reading this node's spans
+	EntryA2A       Entry = "a2a"     // the A2A gateway (interop/a2a): its token and bounds
 	EntryConnect   Entry = "connect" // an inbound connection, before its handshake
 )
 
