@@ -24,8 +24,9 @@ const (
 	EntryRPC       Entry = "rpc"
 	EntryCard      Entry = "card"
 	EntryAPI       Entry = "api"
-	EntryTrace     Entry = "trace" // /parley/trace/1.0.0: a peer reading this node's spans
-	EntryA2A       Entry = "a2a"   // the A2A gateway (interop/a2a): its token and bounds
+	EntryTrace     Entry = "trace"   // /parley/trace/1.0.0: a peer reading this node's spans
+	EntryA2A       Entry = "a2a"     // the A2A gateway (interop/a2a): its token and bounds
+	EntryConnect   Entry = "connect" // an inbound connection, before its handshake
 )
 
 // ErrDenied is wrapped by every refusal; it is negotiation.ErrDenied, so a
@@ -75,6 +76,12 @@ type Limits struct {
 	// ContextsPerPeer is how often one peer may open shared context
 	// streams (/parley/context/1.0.0).
 	ContextsPerPeer Rate `yaml:"contexts_per_peer"`
+	// ConnectionsPerIP bounds the inbound connections one remote IP
+	// address may open, checked before their handshake: a banned peer that
+	// redials at once costs the node a key exchange each time, and a fresh
+	// key gets it one more. Honest nodes stay connected; many behind one
+	// NAT share the rate.
+	ConnectionsPerIP Rate `yaml:"connections_per_ip"`
 
 	// BidHandlers bounds the bid handlers running at once: in all, per
 	// local agent and per origin node of the calls.
@@ -113,6 +120,7 @@ func DefaultLimits() Limits {
 		TracesPerPeer:           Rate{PerSecond: 2, Burst: 10},
 		TraceSpans:              2000,
 		ContextsPerPeer:         Rate{PerSecond: 50, Burst: 100},
+		ConnectionsPerIP:        Rate{PerSecond: 32, Burst: 64},
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
 		BidHandlersPerOrigin:    8,
@@ -145,6 +153,7 @@ func (l Limits) withDefaults() Limits {
 	rate(&l.AsksPerPeer, d.AsksPerPeer)
 	rate(&l.TracesPerPeer, d.TracesPerPeer)
 	rate(&l.ContextsPerPeer, d.ContextsPerPeer)
+	rate(&l.ConnectionsPerIP, d.ConnectionsPerIP)
 	count := func(n *int, def int) {
 		if *n == 0 {
 			*n = def
@@ -197,6 +206,7 @@ type Layer struct {
 	forwarders, ownPasses, origins, agents, askers, tracers *buckets
 	relayed                                                 *buckets // one bucket, for the node
 	contexts                                                *buckets // context streams per peer
+	conns                                                   *buckets // inbound connections per remote IP
 	penalty                                                 *penalties
 	slots                                                   *slots
 	appr                                                    approvals
@@ -227,6 +237,7 @@ func New(cfg Config) (*Layer, error) {
 		askers:     newBuckets(lim.AsksPerPeer, lim.MaxKeys),
 		tracers:    newBuckets(lim.TracesPerPeer, lim.MaxKeys),
 		contexts:   newBuckets(lim.ContextsPerPeer, lim.MaxKeys),
+		conns:      newBuckets(lim.ConnectionsPerIP, lim.MaxKeys),
 		penalty:    newPenalties(lim.MaxKeys),
 		slots:      newSlots(),
 		denials:    newSummaries(lim.MaxKeys),

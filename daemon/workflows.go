@@ -23,6 +23,7 @@ func openWorkflows(h *home.Home, n *node.Node) (*workflow.Engine, error) {
 	cfg.Node = n
 	cfg.Audit = n.Audit
 	cfg.Tracer = n.Tracing().Tracer("parley/workflow")
+	cfg.Registerer = n.Registry()
 	owner, err := n.Agent("")
 	if err != nil {
 		return nil, err

@@ -17,7 +17,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/identity"
@@ -30,37 +29,22 @@ import (
 
 const benchInput = `{"sku":"bolt-m8","qty":500,"deliver_to":"warehouse-7"}`
 
-// loopbackNode starts a real node on 127.0.0.1 TCP.
+// loopbackNode is a real node on 127.0.0.1 TCP with tracing tc. One
+// agent calls as fast as the machine goes, past the default 500 calls a
+// second a node takes from one agent: the admission layer stays on, with
+// room for the benchmark.
 func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) *node.Node {
 	b.Helper()
-	agent, err := nodetest.NewAgent("requester")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg := node.DefaultConfig()
-	cfg.NodeKey = nodetest.Key(b)
-	cfg.Agents = []*identity.Agent{agent}
-	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-	cfg.Tracing = tc
-	// One agent calls as fast as the machine goes, past the default 500
-	// calls a second a node takes from one agent: the admission layer
-	// stays on, with room for the benchmark.
-	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
-	cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
+	var boot []*node.Node
 	if bootstrap != nil {
-		for _, a := range bootstrap.Addrs() {
-			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
-		}
+		boot = append(boot, bootstrap)
 	}
-	n, err := node.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = n.Close() })
-	return n
+	return nodetest.Loopback(b, func(c *node.Config) {
+		c.Tracing = tc
+		c.DHTMode = node.DefaultConfig().DHTMode // as the README's figures were measured
+		fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
+		c.Limits.IntentsPerForwarder, c.Limits.IntentsPerOrigin, c.Limits.IntentsPerAgent = fast, fast, fast
+	}, boot...)
 }
 
 var echo = negotiation.HandlerFuncs{

@@ -426,20 +426,24 @@ func (s *Service) endedLocked(task string) {
 	}
 }
 
-// addContractLocked adds a contract and forgets the oldest that are over
-// (ended, or standing by past their deadline) while there are more than
-// KeepTasks. It reports why it added nothing: MaxContracts are live, or
+// addContractLocked adds a contract and, once there are KeepTasks, forgets
+// the oldest that are over (ended, or standing by past their deadline)
+// down to nine tenths of KeepTasks: a sweep is a pass over the table, so a
+// full table pays it once every tenth of KeepTasks contracts, not on each
+// (at one per add, a node at its bound spent a fifth of a negotiation on
+// it). It reports why it added nothing: MaxContracts are live, or
 // MaxContractsPerOrigin from this requester's node. Call with s.mu held.
 func (s *Service) addContractLocked(k contractKey, c *contract) string {
 	now := time.Now()
 	if len(s.contracts) >= s.cfg.KeepTasks && !now.Before(s.sweepAfter) {
+		keep := s.cfg.KeepTasks - max(s.cfg.KeepTasks/10, 1)
 		kept := s.arrived[:0]
 		seen := make(map[contractKey]bool, len(s.arrived))
 		for _, ak := range s.arrived {
 			old, ok := s.contracts[ak]
 			switch {
 			case !ok || seen[ak]:
-			case len(s.contracts) >= s.cfg.KeepTasks && old.over(now):
+			case len(s.contracts) > keep && old.over(now):
 				delete(s.contracts, ak)
 			default:
 				seen[ak] = true

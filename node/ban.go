@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -52,6 +54,9 @@ type ban struct {
 type bans struct {
 	base time.Duration
 	now  func() time.Time
+	// accept admits an inbound connection from a remote IP before its
+	// handshake (admission's ConnectionsPerIP); nil admits all.
+	accept func(netip.Addr) bool
 
 	mu    sync.Mutex
 	peers map[peer.ID]ban
@@ -134,9 +139,16 @@ func (b *bans) forged(p peer.ID) bool {
 	return e.forged >= forgedStrikes
 }
 
-func (b *bans) InterceptPeerDial(p peer.ID) bool                                { return !b.banned(p) }
-func (b *bans) InterceptAddrDial(peer.ID, ma.Multiaddr) bool                    { return true }
-func (b *bans) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
+func (b *bans) InterceptPeerDial(p peer.ID) bool             { return !b.banned(p) }
+func (b *bans) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+func (b *bans) InterceptAccept(c network.ConnMultiaddrs) bool {
+	ip, err := manet.ToIP(c.RemoteMultiaddr())
+	if err != nil || b.accept == nil {
+		return true
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return !ok || b.accept(a.Unmap())
+}
 func (b *bans) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
 
 func (b *bans) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {

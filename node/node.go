@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -147,6 +148,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.router = newRouterTracer(n.metrics.lost, n.metrics.rejected)
 	n.bans = newBans(cfg.BanBackoff, n.metrics.registry)
+	n.bans.accept = func(ip netip.Addr) bool { return n.adm.Connection(ip) == nil }
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)

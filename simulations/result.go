@@ -88,6 +88,7 @@ type Result struct {
 	RSSMB           float64          `json:"rss_mb"`
 	Intents         IntentStats      `json:"intents"`
 	Negotiations    NegotiationStats `json:"negotiations"`
+	Workflows       *WorkflowStats   `json:"workflows,omitempty"`
 	MessagesPerNode float64          `json:"messages_per_node"` // verified intents received per node
 	BytesPerNode    float64          `json:"bytes_per_node"`    // their envelope bytes per node
 	// HealToFullS is, after a partition heals, how long until an intent

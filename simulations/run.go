@@ -50,6 +50,7 @@ type runner struct {
 	delivered   map[string]int
 	intentLat   []time.Duration
 	negLat      []time.Duration
+	flowLat     []time.Duration
 	deliveries  []Point
 	completions []Point
 	received    int
@@ -57,6 +58,7 @@ type runner struct {
 	unexpected  int
 	timeline    []Event
 	neg         NegotiationStats
+	flows       WorkflowStats
 	partitioned map[int]bool
 	healAt      time.Time
 	healToFull  *float64
@@ -112,7 +114,8 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 			}
 		}),
 	}
-	if sc.Tasks.Count == 0 {
+	negotiating := sc.Tasks.Count > 0 || sc.Workflows.Count > 0
+	if !negotiating {
 		// Gossip alone needs only the topology's links; negotiations need
 		// any contractor to reach any requester, so they keep them all.
 		opts = append(opts, nodetest.WithSparseLinks())
@@ -141,7 +144,7 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 		if err := r.subscribe(ctx, &wg, i, n); err != nil {
 			return nil, err
 		}
-		if sc.Tasks.Count > 0 {
+		if negotiating {
 			// Every node relays calls for proposals: GossipSub forwards a
 			// topic only among its subscribers, and a requester whose
 			// neighbours host no contractor would otherwise call into
@@ -153,7 +156,7 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 			}
 		}
 	}
-	if sc.Tasks.Count > 0 {
+	if negotiating {
 		for _, i := range r.perm(sc.Nodes)[:sc.Tasks.Contractors] {
 			if err := r.addContractor(i); err != nil {
 				return nil, err
@@ -169,10 +172,23 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	cpu0 := cpuSeconds()
 	r.flood(ctx, &wg)
 
+	var es *engines
+	if sc.Workflows.Count > 0 {
+		if es, err = newEngines(); err != nil {
+			return nil, err
+		}
+		defer func() { _ = es.close() }() // before the mesh closes
+	}
 	var work sync.WaitGroup
-	work.Add(2)
+	work.Add(3)
 	go func() { defer work.Done(); r.publishIntents(ctx) }()
 	go func() { defer work.Done(); r.requestTasks(ctx) }()
+	go func() {
+		defer work.Done()
+		if es != nil {
+			r.runWorkflows(ctx, es)
+		}
+	}()
 	faults := make(chan struct{})
 	go func() { defer close(faults); r.faults(ctx) }()
 	work.Wait()
@@ -221,7 +237,7 @@ func (r *runner) since() float64 { return time.Since(r.start).Seconds() }
 
 // step reports one more intent published or task requested.
 func (r *runner) step() {
-	r.progress(float64(r.steps.Add(1)) / float64(r.sc.Intents.Count+r.sc.Tasks.Count))
+	r.progress(float64(r.steps.Add(1)) / float64(r.sc.Intents.Count+r.sc.Tasks.Count+r.sc.Workflows.Count))
 }
 
 // countDown records how many nodes are down now; r.mu must be held.
@@ -506,7 +522,7 @@ func (r *runner) restart(i int) {
 	if err != nil {
 		return
 	}
-	if r.sc.Tasks.Count > 0 {
+	if r.sc.Tasks.Count > 0 || r.sc.Workflows.Count > 0 {
 		// As at the start: with negotiations, every pair is linked.
 		_ = r.m.Net.LinkAll()
 	}
@@ -696,6 +712,12 @@ func (r *runner) result() *Result {
 		res.Negotiations.SuccessRatio = float64(r.neg.Completed) / float64(r.neg.Requested)
 	}
 	res.Negotiations.LatencyMs = percentiles(append([]time.Duration(nil), r.negLat...))
+	if r.flows.Submitted > 0 {
+		w := r.flows
+		w.SuccessRatio = float64(w.Completed) / float64(w.Submitted)
+		w.CycleMs = percentiles(append([]time.Duration(nil), r.flowLat...))
+		res.Workflows = &w
+	}
 	res.MessagesPerNode = float64(r.received) / float64(r.sc.Nodes)
 	res.BytesPerNode = float64(r.bytes) / float64(r.sc.Nodes)
 	if !r.healAt.IsZero() && r.healToFull == nil {

@@ -43,6 +43,15 @@ type Scenario struct {
 		Timeout     time.Duration `yaml:"timeout" json:"timeout"`
 	} `yaml:"tasks" json:"tasks"`
 
+	// Workflows are Count three-step workflows (check, then price and
+	// ship in parallel, on the tasks' contractors), one every Every, each
+	// run by its requester's node with no coordinator. They need
+	// Tasks.Contractors.
+	Workflows struct {
+		Count int           `yaml:"count" json:"count"`
+		Every time.Duration `yaml:"every" json:"every"`
+	} `yaml:"workflows" json:"workflows"`
+
 	// Churn kills Fraction of the contractor nodes, one every Every, and
 	// restarts each after Downtime (0: never).
 	Churn struct {
@@ -74,11 +83,11 @@ type Scenario struct {
 
 // BuiltinNames names the built-in scenarios.
 func BuiltinNames() []string {
-	return []string{"gossip", "supply-chain", "churn", "partition", "hostile"}
+	return []string{"gossip", "supply-chain", "workflow", "churn", "partition", "hostile"}
 }
 
 // Builtin returns a built-in scenario by name: gossip, supply-chain,
-// churn, partition or hostile.
+// workflow, churn, partition or hostile.
 func Builtin(name string) (Scenario, error) {
 	var s Scenario
 	s.Name, s.Degree, s.Latency, s.Warmup, s.Seed = name, 6, 50*time.Millisecond, 3*time.Second, 1
@@ -90,6 +99,12 @@ func Builtin(name string) (Scenario, error) {
 		s.Nodes = 100
 		s.Tasks.Count, s.Tasks.Every, s.Tasks.Contractors = 50, 100*time.Millisecond, 20
 		s.Tasks.Work, s.Tasks.BidWindow, s.Tasks.Timeout = 200*time.Millisecond, 300*time.Millisecond, 10*time.Second
+		s.Churn.Fraction, s.Churn.Every, s.Churn.Downtime = 0.1, 500*time.Millisecond, 2*time.Second
+	case "workflow":
+		s.Nodes = 100
+		s.Tasks.Contractors = 20
+		s.Tasks.Work, s.Tasks.BidWindow, s.Tasks.Timeout = 100*time.Millisecond, 300*time.Millisecond, 10*time.Second
+		s.Workflows.Count, s.Workflows.Every = 30, 200*time.Millisecond
 		s.Churn.Fraction, s.Churn.Every, s.Churn.Downtime = 0.1, 500*time.Millisecond, 2*time.Second
 	case "churn":
 		s.Nodes = 100
@@ -108,7 +123,7 @@ func Builtin(name string) (Scenario, error) {
 		s.Tasks.Work, s.Tasks.BidWindow, s.Tasks.Timeout = 50*time.Millisecond, 300*time.Millisecond, 10*time.Second
 		s.Hostile.Fraction, s.Hostile.Rounds = 0.1, 100
 	default:
-		return Scenario{}, fmt.Errorf("unknown scenario %q: want gossip, supply-chain, churn, partition or hostile", name)
+		return Scenario{}, fmt.Errorf("unknown scenario %q: want gossip, supply-chain, workflow, churn, partition or hostile", name)
 	}
 	return s, s.Validate()
 }
@@ -146,7 +161,9 @@ func (s *Scenario) Validate() error {
 		return errors.New("latency, warmup and bandwidth must not be negative")
 	case s.Intents.Count < 0 || s.Tasks.Count < 0:
 		return errors.New("intents.count and tasks.count must not be negative")
-	case s.Tasks.Count > 0 && (s.Tasks.Contractors < 1 || s.Tasks.Contractors >= s.Nodes):
+	case s.Workflows.Count < 0:
+		return errors.New("workflows.count must not be negative")
+	case (s.Tasks.Count > 0 || s.Workflows.Count > 0) && (s.Tasks.Contractors < 1 || s.Tasks.Contractors >= s.Nodes):
 		return fmt.Errorf("tasks.contractors: want 1 to %d", s.Nodes-1)
 	case s.Churn.Fraction < 0 || s.Churn.Fraction > 1 || s.Partition.Fraction < 0 || s.Partition.Fraction >= 1 ||
 		s.Hostile.Fraction < 0 || s.Hostile.Fraction >= 1:
@@ -167,6 +184,9 @@ func (s *Scenario) Validate() error {
 	}
 	if s.Tasks.Every <= 0 {
 		s.Tasks.Every = 100 * time.Millisecond
+	}
+	if s.Workflows.Every <= 0 {
+		s.Workflows.Every = 100 * time.Millisecond
 	}
 	return nil
 }

@@ -123,3 +123,16 @@ func TestHostileIntentsNeverDelivered(t *testing.T) {
 		t.Fatalf("honest traffic under attack: intents %+v, negotiations %+v", res.Intents, res.Negotiations)
 	}
 }
+
+// Workflows run by their requesters' nodes complete while a tenth of the
+// contractors are killed and restarted: a step whose winner dies is
+// re-awarded or retried on another agent.
+func TestWorkflowScenarioUnderChurn(t *testing.T) {
+	sc := small(t, "workflow", 40)
+	sc.Tasks.Contractors, sc.Workflows.Count = 10, 10
+	res := run(t, sc)
+	w := res.Workflows
+	if w == nil || w.Submitted != sc.Workflows.Count || w.SuccessRatio < 0.99 || w.CycleMs.P50 <= 0 {
+		t.Fatalf("workflows %+v (timeline %v): want all %d completed, with cycle times", w, res.Timeline, sc.Workflows.Count)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	logging "github.com/ipfs/go-log/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/parleynet/parley/identity"
@@ -94,6 +95,10 @@ type Config struct {
 	KeepEnded int
 	// MaxStepDeadline clamps every step's deadline (default 10 min).
 	MaxStepDeadline time.Duration
+	// Registerer, if set, receives the engine's metrics:
+	// parley_workflows_total{state} and parley_workflow_duration_seconds;
+	// Close unregisters them.
+	Registerer prometheus.Registerer
 	// Tracer, if set, records a span per step attempt, the parent of its
 	// negotiation's spans (node.Tracing().Tracer(...)); nil records none.
 	Tracer trace.Tracer
@@ -146,6 +151,11 @@ type Engine struct {
 	closed  bool
 	runs    map[string]*runner // running here
 	changed chan struct{}      // closed and replaced on every change
+
+	// ended counts workflows by final state; cycle is how long those that
+	// completed took, from submission (across restarts) to the end.
+	ended *prometheus.CounterVec
+	cycle prometheus.Histogram
 }
 
 // Open opens (or creates) the store at cfg.Path. Nothing runs until Start.
@@ -158,7 +168,26 @@ func Open(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Engine{cfg: cfg, st: st, sv: newSaver(st), ctx: ctx, cancel: cancel, runs: map[string]*runner{}, changed: make(chan struct{})}, nil
+	e := &Engine{cfg: cfg, st: st, sv: newSaver(st), ctx: ctx, cancel: cancel, runs: map[string]*runner{}, changed: make(chan struct{}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_workflows_total",
+			Help: "Workflows ended, by final state (completed, failed, canceled): the success rate.",
+		}, []string{"state"}),
+		cycle: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "parley_workflow_duration_seconds",
+			Help:    "Completed workflows' cycle time, from submission to the end.",
+			Buckets: prometheus.ExponentialBuckets(0.1, 2, 14),
+		})}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{e.ended, e.cycle} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				_ = st.close()
+				cancel()
+				return nil, fmt.Errorf("workflow metrics: %w", err)
+			}
+		}
+	}
+	return e, nil
 }
 
 // Start resumes every workflow the store holds as running or
@@ -444,6 +473,10 @@ func (e *Engine) Close() error {
 	e.cancel()
 	e.wg.Wait()
 	e.sv.close()
+	if r := e.cfg.Registerer; r != nil {
+		r.Unregister(e.ended)
+		r.Unregister(e.cycle)
+	}
 	return e.st.close()
 }
 

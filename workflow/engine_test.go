@@ -137,7 +137,7 @@ func (a *audits) has(t *testing.T, want ...string) {
 
 func newEngine(t *testing.T, n *node.Node, path string, au *audits) *workflow.Engine {
 	t.Helper()
-	cfg := workflow.Config{Path: path, Node: n}
+	cfg := workflow.Config{Path: path, Node: n, Registerer: n.Registry()}
 	if au != nil {
 		cfg.Audit = au.record
 	}
@@ -764,5 +764,44 @@ steps:
 	}
 	if at := r.Steps[0].Compensation.Attempts; len(at) != 2 || at[0].State != "interrupted" {
 		t.Fatalf("a's compensation attempts %+v", at)
+	}
+}
+
+// The success metrics move when workflows end: one completed (its cycle
+// time observed), one failed.
+func TestWorkflowMetrics(t *testing.T) {
+	ok := &agent{name: "worker", capability: "work", node: 1}
+	bad := &agent{name: "failer", capability: "fail", node: 1, work: func(context.Context, negotiation.Task) (json.RawMessage, error) {
+		return nil, errors.New("broken")
+	}}
+	m := newMesh(t, 2, ok, bad)
+	e := newEngine(t, m.Nodes[0], filepath.Join(t.TempDir(), "workflows.db"), nil)
+	defer e.Close()
+	for _, c := range []string{"work", "fail"} {
+		src := "version: 1\nsteps:\n  s: {capability: " + c + ", bid_window: 2s, enough_bids: 1}\n"
+		r, err := e.Submit(context.Background(), "m.yaml", []byte(src), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait(t, e, r.ID)
+	}
+	mfs, err := m.Nodes[0].Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	var cycles uint64
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "parley_workflows_total":
+			for _, s := range mf.GetMetric() {
+				got[s.GetLabel()[0].GetValue()] = s.GetCounter().GetValue()
+			}
+		case "parley_workflow_duration_seconds":
+			cycles = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	if got["completed"] != 1 || got["failed"] != 1 || cycles != 1 {
+		t.Fatalf("parley_workflows_total %v, cycle times observed %d; want completed 1, failed 1, one cycle time", got, cycles)
 	}
 }

@@ -632,6 +632,10 @@ func (r *runner) finish(s State, why string, out json.RawMessage) {
 	if err := r.e.sv.wait(r.change(func(rec *Run) { rec.State, rec.Error, rec.Output = s, why, out })); err != nil {
 		log.Errorw("workflow end not saved", "workflow", r.rec.ID, "err", err)
 	}
+	r.e.ended.WithLabelValues(string(s)).Inc()
+	if s == StateCompleted {
+		r.e.cycle.Observe(time.Since(r.rec.Created).Seconds())
+	}
 	log.Infow("workflow ended", "workflow", r.rec.ID, "state", s, "err", why)
 }
 

@@ -284,6 +284,10 @@ func printSim(w io.Writer, r *simulations.Result) error {
 		fmt.Fprintf(&b, "negotiations: %d of %d completed (%.4f), with a live agent %d of %d; latency p50 %.1f ms, p99 %.1f\n",
 			n.Completed, n.Requested, n.SuccessRatio, n.CompletedWithLiveAgent, n.WithLiveAgent, n.LatencyMs.P50, n.LatencyMs.P99)
 	}
+	if w := r.Workflows; w != nil {
+		fmt.Fprintf(&b, "workflows:    %d of %d completed (%.4f); cycle time p50 %.1f ms, p99 %.1f\n",
+			w.Completed, w.Submitted, w.SuccessRatio, w.CycleMs.P50, w.CycleMs.P99)
+	}
 	if in.Published > 0 || in.Expected > 0 {
 		fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received\n", r.MessagesPerNode, r.BytesPerNode)
 		fmt.Fprintf(&b, "CPU:          %.1f s from the workload's start, %.0f µs per delivered intent\n", in.CPUSeconds, in.CPUPerDeliveryUs)

@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	ma "github.com/multiformats/go-multiaddr"
-
 	"github.com/parleynet/parley/admission"
-	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/interop/a2a"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
@@ -117,33 +114,16 @@ func newGatewayMesh(t *testing.T, mutate func(*a2a.Config)) *gatewayMesh {
 
 // loopbackNode is a started node on loopback TCP (no mDNS, no DHT),
 // joined to bootstrap if given, with room in the intent rates (a
-// benchmark's requester publishes back to back). It closes with the test.
+// benchmark's requester publishes back to back) and its spans in its ring.
 func loopbackNode(tb testing.TB, bootstrap *node.Node) *node.Node {
 	tb.Helper()
-	agent, err := nodetest.NewAgent("requester")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg := node.DefaultConfig()
-	cfg.NodeKey = nodetest.Key(tb)
-	cfg.Agents = []*identity.Agent{agent}
-	cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-	cfg.MDNS, cfg.DHTMode = false, "off"
-	cfg.Tracing.Enabled = true // spans in the ring, exported nowhere
-	fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
-	cfg.Limits.IntentsPerForwarder, cfg.Limits.IntentsPerOrigin, cfg.Limits.IntentsPerAgent = fast, fast, fast
+	var boot []*node.Node
 	if bootstrap != nil {
-		for _, a := range bootstrap.Addrs() {
-			cfg.Bootstrap = append(cfg.Bootstrap, a.String())
-		}
+		boot = append(boot, bootstrap)
 	}
-	n, err := node.New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = n.Close() })
-	return n
+	return nodetest.Loopback(tb, func(c *node.Config) {
+		c.Tracing.Enabled = true // spans in the ring, exported nowhere
+		fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
+		c.Limits.IntentsPerForwarder, c.Limits.IntentsPerOrigin, c.Limits.IntentsPerAgent = fast, fast, fast
+	}, boot...)
 }

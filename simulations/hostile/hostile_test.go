@@ -11,7 +11,6 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/intent"
@@ -83,28 +82,8 @@ func BenchmarkHostileFlood(b *testing.B) {
 func loopbackNodes(t testing.TB, n int) []*node.Node {
 	t.Helper()
 	var nodes []*node.Node
-	for i := range n {
-		agent, err := nodetest.NewAgent("agent")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := node.DefaultConfig()
-		cfg.NodeKey, cfg.Agents, cfg.DHTMode = nodetest.Key(t), []*identity.Agent{agent}, "off"
-		cfg.ListenAddrs = []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/0")}
-		for _, b := range nodes {
-			for _, a := range b.Addrs() {
-				cfg.Bootstrap = append(cfg.Bootstrap, a.String())
-			}
-		}
-		nd, err := node.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nd.Start(context.Background()); err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		t.Cleanup(func() { _ = nd.Close() })
-		nodes = append(nodes, nd)
+	for range n {
+		nodes = append(nodes, nodetest.Loopback(t, nil, nodes...))
 	}
 	for _, nd := range nodes {
 		for len(nd.Host().Network().Peers()) < n-1 {
