@@ -398,7 +398,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 		opts := []negotiation.RequestOption{
 			negotiation.WithCalls(1),
 			negotiation.WithTimeout(deadline),
-			negotiation.WithStrategy(avoid{strategy, bad}),
+			negotiation.WithStrategy(rankAvoiding(strategy, bad)),
 			negotiation.WithStarted(func(id string) {
 				task = id
 				at(func(a *Attempt) { a.Task, a.State = id, string(negotiation.StateNegotiating) })

@@ -562,6 +562,7 @@ func testBadInput(t *testing.T, bin string) {
 		{"agents add no daemon", []string{"agents", "add", "--home", good, "--name", "q", "--capability", "quote", "--exec", "true"}, good, []string{"no daemon running for home " + good}},
 		{"agents remove no daemon", []string{"agents", "remove", "--home", good, "q"}, good, []string{"no daemon running for home " + good}},
 		{"demo zero orders", []string{"demo", "--orders", "0"}, "", []string{"--orders 0"}},
+		{"demo too many orders", []string{"demo", "--orders", "10"}, "", []string{"--orders 10", "want 1 to 9"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
