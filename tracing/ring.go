@@ -140,8 +140,9 @@ func (r *Ring) each(f func(sdktrace.ReadOnlySpan)) {
 	}
 }
 
-// Lookup returns the spans of id, a trace ID or a parley task ID: every
-// span of each trace that is id or one of whose spans is about task id. At most limit spans (0: no limit) are returned, oldest first, and
+// Lookup returns the spans of id, a trace ID, a parley task ID or a
+// workflow ID: every span of each trace that is id or one of whose spans
+// is about task id or is a step of workflow id. At most limit spans (0: no limit) are returned, oldest first, and
 // the trace IDs they belong to. Traces lists the task IDs the spans are
 // about, so a caller can decide who may see them.
 func (r *Ring) Lookup(id string, limit int) Result {
@@ -151,7 +152,7 @@ func (r *Ring) Lookup(id string, limit int) Result {
 	traces := map[trace.TraceID]bool{}
 	tid, _ := trace.TraceIDFromHex(id)
 	r.each(func(s sdktrace.ReadOnlySpan) {
-		if t := s.SpanContext().TraceID(); (tid.IsValid() && t == tid) || taskOf(s) == id {
+		if t := s.SpanContext().TraceID(); (tid.IsValid() && t == tid) || taskOf(s) == id || attrOf(s, AttrWorkflow) == id {
 			traces[t] = true
 		}
 	})
@@ -191,9 +192,12 @@ func (r *Ring) All() []Span {
 }
 
 // taskOf is the span's parley task attribute, or "".
-func taskOf(s sdktrace.ReadOnlySpan) string {
+func taskOf(s sdktrace.ReadOnlySpan) string { return attrOf(s, AttrTask) }
+
+// attrOf is the span's string attribute k, or "".
+func attrOf(s sdktrace.ReadOnlySpan, k attribute.Key) string {
 	for _, kv := range s.Attributes() {
-		if kv.Key == AttrTask {
+		if kv.Key == k {
 			return kv.Value.AsString()
 		}
 	}

@@ -63,7 +63,7 @@ func TestOffAllocatesNothing(t *testing.T) {
 }
 
 func TestRingLookupAndBound(t *testing.T) {
-	tr, err := New(Config{Enabled: true, RingSize: 4}, Options{Node: "n1", Getenv: func(string) string { return "" }})
+	tr, err := New(Config{Enabled: true, RingSize: 5}, Options{Node: "n1", Getenv: func(string) string { return "" }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +85,14 @@ func TestRingLookupAndBound(t *testing.T) {
 	if res.Spans[2].ParentID != root.SpanContext().SpanID().String() || res.Spans[2].Node != "n1" {
 		t.Fatalf("joined span = %+v, want child of root on n1", res.Spans[2])
 	}
+	// A workflow's steps are traces of their own: its ID finds them all.
+	for _, task := range []string{"step-a", "step-b"} {
+		_, s := tracer.Start(context.Background(), "workflow.step", trace.WithAttributes(AttrWorkflow.String("wf-1"), AttrTask.String(task)))
+		s.End()
+	}
+	if got := tr.Ring().Lookup("wf-1", 0); len(got.Traces) != 2 || len(got.Tasks) != 2 {
+		t.Fatalf("Lookup(workflow) = traces %v, tasks %v; want both steps'", got.Traces, got.Tasks)
+	}
 	if got := tr.Ring().Lookup(res.Traces[0], 2); len(got.Spans) != 2 || !got.Truncated {
 		t.Fatalf("Lookup(trace, limit 2) = %d spans, truncated %v", len(got.Spans), got.Truncated)
 	}
@@ -92,8 +100,8 @@ func TestRingLookupAndBound(t *testing.T) {
 		_, s := tracer.Start(context.Background(), "filler")
 		s.End()
 	}
-	if n := tr.Ring().Len(); n != 4 {
-		t.Fatalf("ring holds %d spans, want its bound 4", n)
+	if n := tr.Ring().Len(); n != 5 {
+		t.Fatalf("ring holds %d spans, want its bound 5", n)
 	}
 	if got := tr.Ring().Lookup("task-1", 0); len(got.Spans) != 0 {
 		t.Fatalf("evicted spans still found: %+v", got)

@@ -421,7 +421,7 @@ func (r *runner) negotiate(ctx context.Context, st *Step, kind string, edit func
 		}
 		sctx, span := tracing.Start(ctx, r.e.cfg.Tracer, kind, trace.SpanKindInternal)
 		if span.IsRecording() {
-			span.SetAttributes(attribute.String("parley.workflow", wf), attribute.String("parley.step", st.Name),
+			span.SetAttributes(tracing.AttrWorkflow.String(wf), attribute.String("parley.step", st.Name),
 				attribute.Int("parley.attempt", n), attribute.String("parley.capability", st.Capability))
 		}
 		out, err := r.e.cfg.Node.Request(sctx, negotiation.Need{Capability: st.Capability, Summary: summary, Input: in, Budget: st.Budget}, opts...)
