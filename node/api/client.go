@@ -70,29 +70,21 @@ func NewClient(baseURL, token string) *Client {
 
 // Node returns the node's identity, addresses and agents.
 func (c *Client) Node(ctx context.Context) (*NodeInfo, error) {
-	var v NodeInfo
-	if err := c.do(ctx, http.MethodGet, PathNode, nil, http.StatusOK, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return doAs[NodeInfo](ctx, c, http.MethodGet, PathNode, http.StatusOK)
 }
 
 // Peers returns the peers the node is connected to.
 func (c *Client) Peers(ctx context.Context) ([]node.PeerInfo, error) {
-	var v []node.PeerInfo
-	if err := c.do(ctx, http.MethodGet, PathPeers, nil, http.StatusOK, &v); err != nil {
+	v, err := doAs[[]node.PeerInfo](ctx, c, http.MethodGet, PathPeers, http.StatusOK)
+	if err != nil {
 		return nil, err
 	}
-	return v, nil
+	return *v, nil
 }
 
 // Stats returns the node's intent counters.
 func (c *Client) Stats(ctx context.Context) (*node.Stats, error) {
-	var v node.Stats
-	if err := c.do(ctx, http.MethodGet, PathStats, nil, http.StatusOK, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return doAs[node.Stats](ctx, c, http.MethodGet, PathStats, http.StatusOK)
 }
 
 // Publish has the node sign and gossip an intent and returns it.
@@ -186,32 +178,24 @@ func (c *Client) Request(ctx context.Context, req RequestBody) (*negotiation.Out
 // Tasks lists the node's tasks, as requester and as contractor, newest
 // first.
 func (c *Client) Tasks(ctx context.Context) ([]negotiation.TaskInfo, error) {
-	var v []negotiation.TaskInfo
-	if err := c.do(ctx, http.MethodGet, PathTasks, nil, http.StatusOK, &v); err != nil {
+	v, err := doAs[[]negotiation.TaskInfo](ctx, c, http.MethodGet, PathTasks, http.StatusOK)
+	if err != nil {
 		return nil, err
 	}
-	return v, nil
+	return *v, nil
 }
 
 // Task returns one task with its state history. An unknown ID is an *Error
 // with Status 404.
 func (c *Client) Task(ctx context.Context, id string) (*negotiation.TaskInfo, error) {
-	var v negotiation.TaskInfo
-	if err := c.do(ctx, http.MethodGet, taskPath(id), nil, http.StatusOK, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return doAs[negotiation.TaskInfo](ctx, c, http.MethodGet, taskPath(id), http.StatusOK)
 }
 
 // CancelTask cancels a task and returns it as it was right after the
 // cancel, which may not have taken effect yet. An unknown ID is an *Error
 // with Status 404, a task that already ended one with Status 409.
 func (c *Client) CancelTask(ctx context.Context, id string) (*negotiation.TaskInfo, error) {
-	var v negotiation.TaskInfo
-	if err := c.do(ctx, http.MethodDelete, taskPath(id), nil, http.StatusAccepted, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return doAs[negotiation.TaskInfo](ctx, c, http.MethodDelete, taskPath(id), http.StatusAccepted)
 }
 
 // RegisterExternal registers an external agent (or registers it again,
@@ -258,6 +242,15 @@ func (c *Client) doJSON(ctx context.Context, method, path string, body any, want
 }
 
 // do sends a request and decodes a JSON response with status want into v.
+// doAs is do for a body-less request whose answer is one T.
+func doAs[T any](ctx context.Context, c *Client, method, path string, want int) (*T, error) {
+	var v T
+	if err := c.do(ctx, method, path, nil, want, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body []byte, want int, v any) error {
 	resp, err := c.send(ctx, method, path, body)
 	if err != nil {

@@ -206,29 +206,21 @@ func (c *Client) StartWorkflow(ctx context.Context, body WorkflowBody) (*workflo
 
 // Workflows lists the node's workflows, newest first.
 func (c *Client) Workflows(ctx context.Context) ([]workflow.Summary, error) {
-	var v []workflow.Summary
-	if err := c.do(ctx, http.MethodGet, PathWorkflows, nil, http.StatusOK, &v); err != nil {
+	v, err := doAs[[]workflow.Summary](ctx, c, http.MethodGet, PathWorkflows, http.StatusOK)
+	if err != nil {
 		return nil, err
 	}
-	return v, nil
+	return *v, nil
 }
 
 // Workflow returns one workflow with each step's history.
 func (c *Client) Workflow(ctx context.Context, id string) (*workflow.Run, error) {
-	var v workflow.Run
-	if err := c.do(ctx, http.MethodGet, workflowPath(id), nil, http.StatusOK, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return doAs[workflow.Run](ctx, c, http.MethodGet, workflowPath(id), http.StatusOK)
 }
 
 // CancelWorkflow cancels a running workflow.
 func (c *Client) CancelWorkflow(ctx context.Context, id string) (*workflow.Run, error) {
-	var v workflow.Run
-	if err := c.do(ctx, http.MethodDelete, workflowPath(id), nil, http.StatusAccepted, &v); err != nil {
-		return nil, err
-	}
-	return &v, nil
+	return doAs[workflow.Run](ctx, c, http.MethodDelete, workflowPath(id), http.StatusAccepted)
 }
 
 // FollowWorkflow calls fn with the workflow now and at each of its
