@@ -26,14 +26,14 @@ import (
 
 // Attribute keys parley's spans use.
 const (
-	AttrTask  = attribute.Key("parley.task")
+	AttrTask = attribute.Key("parley.task")
 	// AttrWorkflow is the workflow a step attempt's span belongs to:
 	// looking a workflow ID up finds every step's trace.
 	AttrWorkflow = attribute.Key("parley.workflow")
-	AttrNode  = attribute.Key("parley.node")
-	AttrAgent = attribute.Key("parley.agent")
-	AttrName  = attribute.Key("parley.agent_name")
-	AttrPeer  = attribute.Key("parley.peer")
+	AttrNode     = attribute.Key("parley.node")
+	AttrAgent    = attribute.Key("parley.agent")
+	AttrName     = attribute.Key("parley.agent_name")
+	AttrPeer     = attribute.Key("parley.peer")
 )
 
 // DefaultRingSize is how many recent spans a node keeps by default.
