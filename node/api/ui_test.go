@@ -28,7 +28,6 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
-	"github.com/parleynet/parley/workflow"
 )
 
 // auditLog starts an audit log in a fresh directory with records of the
@@ -292,14 +291,7 @@ func TestUIDashboard(t *testing.T) {
 		steady := s.uiChanges(wt)
 		t.Logf("stream: the first look %s (%d events), a steady one %s (%d events)", t1.Sub(t0).Round(time.Microsecond), len(first), time.Since(t1).Round(time.Microsecond), len(steady))
 	}
-	flows, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: requester})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flows.Close()
-	if err := flows.Start(); err != nil {
-		t.Fatal(err)
-	}
+	flows := workflowEngine(t, requester)
 	_, c := newTestServer(t, requester, WithAuditTail(auditLog(t, "award", "result")), WithWorkflows(flows))
 	link, err := c.UILoginLink(ctx)
 	if err != nil {
