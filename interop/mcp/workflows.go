@@ -131,7 +131,7 @@ func (t *tools) addWorkflows(s *sdk.Server) {
 			"with needs:, jq inputs, retries, approvals, compensations and a shared context. A bad file is a tool error listing " +
 			"file:line: reason. Answers with the workflow's ID once it started, or with wait, at its end (with its shared context), " +
 			"sending a progress notification per step change when the call has a progress token; a workflow that does not complete " +
-			"is then a tool error carrying it.",
+			"is then a tool error carrying it. Canceling the call ends the wait, not the workflow (cancel_workflow does).",
 		Annotations: &sdk.ToolAnnotations{OpenWorldHint: ptr(true), DestructiveHint: ptr(false)},
 	}, t.runWorkflow)
 	sdk.AddTool(s, &sdk.Tool{
