@@ -51,8 +51,9 @@ func (a *Agent) taskContext(ctx context.Context, t negotiation.Task, meta map[st
 	case err != nil:
 		return nil, fmt.Errorf("a2a agent %s: read its context: %w", a.cfg.Name, err)
 	}
-	// Plain JSON values, not RawMessage: a transport may convert the
-	// metadata (gRPC's Struct) rather than marshal it.
+	// Plain JSON values (any, []any), not RawMessage or []string: a
+	// transport may convert the metadata (gRPC's Struct) rather than
+	// marshal it.
 	reads := make(map[string]any, len(es))
 	for k, e := range es {
 		var v any
@@ -61,9 +62,13 @@ func (a *Agent) taskContext(ctx context.Context, t negotiation.Task, meta map[st
 		}
 		reads[k] = v
 	}
-	_, writes := cl.Granted()
+	_, granted := cl.Granted()
+	writes := make([]any, 0, len(granted))
+	for _, k := range granted {
+		writes = append(writes, k)
+	}
 	meta[MetaContext] = reads
-	meta[MetaContextWrites] = append([]string{}, writes...)
+	meta[MetaContextWrites] = writes
 	return cl, nil
 }
 
@@ -76,8 +81,8 @@ type contextWrites struct {
 
 // take adds the writes in one piece's metadata.
 func (w *contextWrites) take(meta map[string]any) {
-	raw, ok := meta[MetaContext]
-	if !ok || w.err != nil {
+	raw := meta[MetaContext]
+	if raw == nil || w.err != nil { // absent or null: nothing to write
 		return
 	}
 	obj, ok := raw.(map[string]any)

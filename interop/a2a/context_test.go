@@ -24,7 +24,8 @@ import (
 // metadata: skill "reserve" reads the order's qty from parley.context and
 // writes stock.reserved back in its artifact's metadata, its data saying
 // what it saw; "overreach" writes a key its step was not granted, "bloat"
-// a value over the node's limit.
+// a value over the node's limit, "garble" a parley.context that is no
+// object.
 type stocker struct{}
 
 func (stocker) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
@@ -45,6 +46,9 @@ func (stocker) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[
 		}
 		art := a2a.NewArtifactEvent(ec, a2a.NewDataPart(map[string]any{"saw": seen, "may_write": meta["parley.context_writes"]}))
 		art.Artifact.Metadata = map[string]any{"parley.context": writes}
+		if skill == "garble" {
+			art.Artifact.Metadata["parley.context"] = "stock.reserved=3"
+		}
 		if !yield(art, nil) {
 			return
 		}
@@ -63,9 +67,10 @@ func (stocker) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a
 // message's metadata, and the key it writes in its artifact's metadata
 // reaches the next step, signed by the hosted agent. Writes its step
 // was not granted, or over the limit, fail its task with the context's
-// error and leave the context as it was.
+// error and leave the context as it was; so does metadata that is no
+// object of writes, with an error naming the key.
 func TestA2AAgentSharedContext(t *testing.T) {
-	base := serveA2A(t, "Stocker", stocker{}, []a2a.AgentSkill{{ID: "reserve", Name: "Reserve"}, {ID: "overreach", Name: "Overreach"}, {ID: "bloat", Name: "Bloat"}})
+	base := serveA2A(t, "Stocker", stocker{}, []a2a.AgentSkill{{ID: "reserve", Name: "Reserve"}, {ID: "overreach", Name: "Overreach"}, {ID: "bloat", Name: "Bloat"}, {ID: "garble", Name: "Garble"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	requester := loopbackNode(t, nil)
@@ -141,6 +146,7 @@ output: '{reserved: $steps.check.output.reserved, saw: $steps.reserve.output}'
 	for _, tc := range []struct{ skill, key, want string }{
 		{"overreach", "price", sharedctx.ErrDenied.Error()},
 		{"bloat", "stock.note", sharedctx.ErrTooLarge.Error()},
+		{"garble", "stock.reserved", `metadata "parley.context" is a string, want an object`},
 	} {
 		out, err := requester.Request(step, negotiation.Need{Capability: tc.skill, Input: json.RawMessage(`{}`)},
 			negotiation.WithBidWindow(150*time.Millisecond), negotiation.WithCalls(1))
