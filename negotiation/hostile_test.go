@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/record"
 	"github.com/libp2p/go-msgio"
 
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/negotiation/frame"
+	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
 )
 
@@ -112,4 +115,84 @@ func TestBadFramesResetTheirStreamOnly(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestContractsPerOriginBound: a node bids on at most
+// MaxContractsPerOrigin live calls from one requester node at a time;
+// the next is dropped and counted, and another requester's call is still
+// taken. Ended contracts do not count.
+func TestContractsPerOriginBound(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	bids := map[peer.ID]int{}
+	worker := negotiation.HandlerFuncs{
+		BidFunc: func(ctx context.Context, call negotiation.Call) (negotiation.Bid, error) {
+			mu.Lock()
+			bids[call.RequesterPeer]++
+			mu.Unlock()
+			select { // a live contract until the test lets it go
+			case <-release:
+			case <-ctx.Done():
+			}
+			return negotiation.Bid{}, errors.New("busy")
+		},
+	}
+	m := nodetest.NewMesh(t, 3, nodetest.WithConfig(func(i int, c *node.Config) {
+		if i == 2 {
+			c.Negotiation.MaxContractsPerOrigin = 2
+		}
+	}))
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free()
+	if _, err := m.Nodes[2].AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"slow"}}, worker); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, n := range m.Nodes[:2] {
+		if err := n.WaitReady(ctx, "slow"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call := func(n *node.Node) {
+		go func() {
+			_, _ = n.Request(ctx, negotiation.Need{Capability: "slow"}, negotiation.WithBidWindow(5*time.Second))
+		}()
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("%s: bids %v, dropped %v", what, bids, m.Nodes[2].NegotiationDropped())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	bidsFrom := func(n *node.Node) int { mu.Lock(); defer mu.Unlock(); return bids[n.ID()] }
+	for range 3 {
+		call(m.Nodes[0])
+	}
+	waitFor("two calls taken from node 0, the third dropped", func() bool {
+		return bidsFrom(m.Nodes[0]) == 2 && m.Nodes[2].NegotiationDropped()["contracts_per_origin"] == 1
+	})
+	call(m.Nodes[1])
+	waitFor("node 1's call taken", func() bool { return bidsFrom(m.Nodes[1]) == 1 })
+	if got := bidsFrom(m.Nodes[0]); got != 2 {
+		t.Errorf("the worker bid on %d calls from node 0, want its bound of 2", got)
+	}
+	// Once the worker refuses them, node 0's contracts are over and no
+	// longer count against it.
+	free()
+	waitFor("node 0's contracts ended", func() bool {
+		ts := m.Nodes[2].Tasks()
+		for _, ti := range ts {
+			if !ti.State.Terminal() {
+				return false
+			}
+		}
+		return len(ts) == 3
+	})
+	call(m.Nodes[0])
+	waitFor("node 0's next call taken once its others ended", func() bool { return bidsFrom(m.Nodes[0]) == 3 })
 }

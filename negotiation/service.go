@@ -165,6 +165,12 @@ type Service struct {
 	contractors map[identity.AgentID]*contractor
 	finished    []string      // requested task IDs in the order they ended, for eviction
 	arrived     []contractKey // contracts in the order they arrived, for eviction
+	// byOrigin lists each requester node's contracts that were live when
+	// last counted, so that MaxContractsPerOrigin is checked against a
+	// node's own few rather than a walk of the whole table (which past
+	// KeepTasks holds a thousand ended ones). It is rebuilt at each sweep,
+	// so it never holds more than arrived.
+	byOrigin map[peer.ID][]contractKey
 	// sweepAfter holds off the next sweep for evictable contracts after
 	// one that found too few: under a flood of live contracts every
 	// insert would otherwise scan them all.
@@ -194,6 +200,7 @@ func New(h host.Host, cfg Config) *Service {
 		cancel:      cancel,
 		requests:    map[string]*request{},
 		contracts:   map[contractKey]*contract{},
+		byOrigin:    map[peer.ID][]contractKey{},
 		contractors: map[identity.AgentID]*contractor{},
 	}
 	h.SetStreamHandler(ProtocolID, s.handleStream)
@@ -452,6 +459,11 @@ func (s *Service) addContractLocked(k contractKey, c *contract) string {
 		}
 		clear(s.arrived[len(kept):])
 		s.arrived = kept
+		clear(s.byOrigin)
+		for _, ak := range kept {
+			o := s.contracts[ak].call.RequesterPeer
+			s.byOrigin[o] = append(s.byOrigin[o], ak)
+		}
 		if len(s.contracts) >= s.cfg.KeepTasks {
 			s.sweepAfter = now.Add(100 * time.Millisecond)
 		}
@@ -459,20 +471,39 @@ func (s *Service) addContractLocked(k contractKey, c *contract) string {
 	if len(s.contracts) >= s.cfg.MaxContracts {
 		return "contracts_full"
 	}
-	if len(s.contracts) >= s.cfg.MaxContractsPerOrigin {
-		n := 0
-		for _, old := range s.contracts {
-			if old.call.RequesterPeer == c.call.RequesterPeer && !old.over(now) {
-				n++
-			}
-		}
-		if n >= s.cfg.MaxContractsPerOrigin {
-			return "contracts_per_origin"
-		}
+	o := c.call.RequesterPeer
+	if s.liveFromLocked(o, now) >= s.cfg.MaxContractsPerOrigin {
+		return "contracts_per_origin"
+	}
+	if _, again := s.contracts[k]; again {
+		// A contract replaced under its key (contractor.go) is listed
+		// once, as the new one.
+		s.byOrigin[o] = slices.DeleteFunc(s.byOrigin[o], func(ok contractKey) bool { return ok == k })
 	}
 	s.contracts[k] = c
 	s.arrived = append(s.arrived, k)
+	s.byOrigin[o] = append(s.byOrigin[o], k)
 	return ""
+}
+
+// liveFromLocked counts origin's live contracts, forgetting those that
+// are over: a contract over stays over (ended, or past its deadline and
+// idle), so what is dropped need not be looked at again.
+func (s *Service) liveFromLocked(origin peer.ID, now time.Time) int {
+	ks := s.byOrigin[origin]
+	live := ks[:0]
+	for _, k := range ks {
+		if c, ok := s.contracts[k]; ok && c.call.RequesterPeer == origin && !c.over(now) {
+			live = append(live, k)
+		}
+	}
+	clear(ks[len(live):])
+	if len(live) == 0 {
+		delete(s.byOrigin, origin)
+	} else {
+		s.byOrigin[origin] = live
+	}
+	return len(live)
 }
 
 // history is a task's state and its transitions, safe for concurrent use.
