@@ -294,10 +294,12 @@ func (c *cli) tasksCmd() *cobra.Command {
 newest first: ID, role, capability, this node's agent, the other side (the
 winner or the requester), state and when it last changed. A contractor node
 lists a task once per agent of its that bid. 'parley tasks show ID' prints
-one task with its state history, 'parley tasks cancel ID' cancels it.`,
+one task with its state history, 'parley tasks cancel ID' cancels it,
+'parley tasks answer ID JSON' answers an input-required task's question.`,
 		Example: `  parley tasks
   parley tasks show 3b6f0c1d
   parley tasks cancel 3b6f0c1d
+  parley tasks answer 3b6f0c1d '"M"'
   parley tasks --json | jq '.[] | select(.state == "working")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -330,7 +332,7 @@ one task with its state history, 'parley tasks cancel ID' cancels it.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
-	cmd.AddCommand(c.taskShowCmd(), c.taskCancelCmd())
+	cmd.AddCommand(c.taskShowCmd(), c.taskCancelCmd(), c.taskAnswerCmd())
 	return cmd
 }
 
@@ -379,6 +381,7 @@ func printTask(w io.Writer, t *negotiation.TaskInfo) error {
 		}
 		b.WriteString("\n")
 	}
+	printQuestion(&b, t.Question)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}

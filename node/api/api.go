@@ -34,6 +34,9 @@
 //	GET    /v1/tasks/{id}                 negotiation.TaskInfo; 404 if unknown
 //	DELETE /v1/tasks/{id}                 cancels the task → 202 negotiation.TaskInfo;
 //	                                      404 if unknown, 409 if it has already ended
+//	POST   /v1/tasks/{id}/input           AnswerBody → 200 negotiation.TaskInfo: answers an
+//	                                      input-required task's question; 404 if unknown,
+//	                                      409 if it asks nothing now, 413 over the node's bound
 //	GET  /v1/approvals                    []node.Approval held for a human
 //	POST /v1/approvals/{id}               {"decision":"approve"|"deny"}; 404 if not pending
 //	GET  /v1/agents/find?capability=C     []discovery.SignedCard (verified, via the DHT)
