@@ -228,12 +228,14 @@ func (s *Service) Answer(ctx context.Context, id string, input json.RawMessage) 
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	// Working again before the answer leaves: the winner's next frames
+	// (progress, the result) must not come before this update.
+	r.hist.set(StateWorking, fmt.Sprintf("answered question %d", q.Ask))
+	r.update(Update{State: StateWorking, Note: fmt.Sprintf("answered question %d", q.Ask), Winner: b.info.Agent, WinnerName: b.info.Name})
 	_ = conn.Stream().SetWriteDeadline(deadline)
 	if err := conn.Send(msgAnswer, wireVersion, wire{Task: id, Input: input, Round: q.Ask}); err != nil {
 		return fmt.Errorf("task %q: could not send the answer to %s: %w", id, short(b.info.Agent), err)
 	}
-	r.hist.set(StateWorking, fmt.Sprintf("answered question %d", q.Ask))
-	r.update(Update{State: StateWorking, Note: fmt.Sprintf("answered question %d", q.Ask), Winner: b.info.Agent, WinnerName: b.info.Name})
 	return nil
 }
 

@@ -59,6 +59,7 @@ type request struct {
 	question *Question
 	askConn  *frame.Conn
 	umu      sync.Mutex // serializes Updates calls: Answer makes them too
+	quiet    bool       // umu's: Request has returned
 
 	// For the success metrics.
 	firstBidAt, firstAwardAt time.Time
@@ -137,6 +138,7 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	r.closeWindow()
 	r.rejectRest("task ended")
 	out := r.finish(ctx, reason)
+	r.hush()
 	s.mu.Lock()
 	s.endedLocked(r.id)
 	s.mu.Unlock()

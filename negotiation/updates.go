@@ -30,6 +30,14 @@ func WithUpdates(f func(Update)) RequestOption {
 	return func(o *RequestOptions) { o.Updates = f }
 }
 
+// hush stops the Updates hook: after Request returns, an Answer that
+// raced the task's end must not call it.
+func (r *request) hush() {
+	r.umu.Lock()
+	r.quiet = true
+	r.umu.Unlock()
+}
+
 // update tells the requester's Updates hook, if any.
 func (r *request) update(u Update) {
 	if r.opts.Updates == nil {
@@ -38,5 +46,8 @@ func (r *request) update(u Update) {
 	u.Task = r.id
 	r.umu.Lock()
 	defer r.umu.Unlock()
+	if r.quiet {
+		return // Request has returned: its caller hears no more
+	}
 	r.opts.Updates(u)
 }
