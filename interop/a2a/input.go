@@ -245,3 +245,40 @@ func (g *Gateway) finalize(id a2a.TaskID, out *negotiation.Outcome, err error) {
 		log.Debugw("a2a task end not stored", "task", id, "err", err)
 	}
 }
+
+// answerRemote is an A2A-backed contractor's side of a remote agent in
+// TASK_STATE_INPUT_REQUIRED: its status message is the question put to
+// the requester (Task.Ask), and the answer is the follow-up message to
+// the same remote task (a JSON string as a text part, other JSON as a
+// data part). The requester's node bounds the questions and the wait.
+func (a *Agent) answerRemote(ctx context.Context, t negotiation.Task, id a2a.TaskID, contextID string, st a2a.TaskStatus) (*a2a.SendMessageRequest, error) {
+	note := clip(textOf(st.Message), maxQuestion)
+	if t.Ask == nil {
+		return nil, fmt.Errorf("the A2A agent asks for more (%s) and the requester's node takes no questions", note)
+	}
+	if id == "" {
+		return nil, fmt.Errorf("the A2A agent asks for more (%s) outside a task", note)
+	}
+	if note == "" {
+		note = "the A2A agent asks for more input"
+	}
+	answer, err := t.Ask(ctx, note, nil)
+	if err != nil {
+		return nil, fmt.Errorf("the A2A agent asked %q; no answer from the requester: %w", note, err)
+	}
+	var v any
+	if err := json.Unmarshal(answer, &v); err != nil {
+		return nil, fmt.Errorf("the requester's answer: %w", err)
+	}
+	part := a2a.NewDataPart(v)
+	if s, ok := v.(string); ok {
+		part = a2a.NewTextPart(s)
+	}
+	msg := a2a.NewMessageForTask(a2a.MessageRoleUser, a2a.TaskInfo{TaskID: id, ContextID: contextID}, part)
+	msg.Metadata = map[string]any{MetaSkill: t.Capability, MetaTask: t.Task}
+	return &a2a.SendMessageRequest{Message: msg}, nil
+}
+
+// maxQuestion bounds a remote agent's question passed on to the
+// requester: under the requester's own bound (negotiation's default).
+const maxQuestion = negotiation.DefaultMaxQuestion - 16
