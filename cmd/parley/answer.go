@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/node/api"
 )
 
 // taskAnswerCmd answers the question of an input-required task.
@@ -49,4 +52,45 @@ func printQuestion(w io.Writer, q *negotiation.Question) {
 	if len(q.Schema) > 0 {
 		fmt.Fprintf(w, "answer schema: %s\n", q.Schema)
 	}
+}
+
+// watchQuestions tells w, once each, about the questions winners ask on
+// capability's requested tasks while a request waits, and how to answer
+// them, so that a request waiting for its requester says so instead of
+// hanging silently. Like watchApprovals it matches by capability: the
+// request's ID is not known until it ends. stop ends the watch and waits
+// for it.
+func watchQuestions(ctx context.Context, cl *api.Client, capability string, w io.Writer) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		seen := map[string]bool{}
+		tick := time.NewTicker(approvalPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tasks, err := cl.Tasks(ctx)
+			if err != nil {
+				continue // the request's own answer says what went wrong
+			}
+			for _, t := range tasks {
+				q := t.Question
+				if t.Role != negotiation.RoleRequester || t.Capability != capability || q == nil {
+					continue
+				}
+				key := fmt.Sprintf("%s/%d", t.Task, q.Ask)
+				if seen[key] {
+					continue
+				}
+				seen[key] = true
+				fmt.Fprintf(w, "task %s asks (question %d): %s — answer with: parley tasks answer %s JSON\n", t.Task, q.Ask, q.Note, t.Task)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -38,7 +38,8 @@ capability, take bids for the bid window, award the task to the best bid and
 send the input to that contractor only, then wait for the result, moving on
 to the next bid or calling again if a contractor fails. It prints the bids,
 the winner, the result and the timings, and exits 0 only if the task
-completed. Interrupting it cancels the task.
+completed. Interrupting it cancels the task. A winner's question (the task
+is input-required) is printed on stderr with how to answer it.
 
 The summary is the public part of the call that every bidder sees; the input
 goes to the winner alone.`,
@@ -58,8 +59,10 @@ goes to the winner alone.`,
 			}
 			// No client timeout: the task's own timeout bounds the call.
 			stop := watchApprovals(cmd.Context(), cl, f.capability, cmd.ErrOrStderr())
+			stopQ := watchQuestions(cmd.Context(), cl, f.capability, cmd.ErrOrStderr())
 			out, err := cl.Request(cmd.Context(), req)
 			stop()
+			stopQ()
 			if out == nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("interrupted: the daemon cancels the task")
