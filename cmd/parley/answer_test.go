@@ -25,7 +25,9 @@ import (
 func TestRequestAsksAndTasksAnswer(t *testing.T) {
 	m := nodetest.NewMesh(t, 2)
 	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "sizer", Capabilities: []string{"size"}}, negotiation.HandlerFuncs{
-		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) { return negotiation.Bid{Price: 1}, nil },
+		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
+			return negotiation.Bid{Price: 1}, nil
+		},
 		WorkFunc: func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
 			a, err := task.Ask(ctx, "which size?", json.RawMessage(`{"enum":["S","M"]}`))
 			if err != nil {
