@@ -56,13 +56,13 @@ func newAsker(c *contract, wctx context.Context, send func(string, wire) error) 
 func checkQuestion(note string, schema json.RawMessage, limit int) error {
 	switch {
 	case note == "":
-		return errors.New("a question needs a note")
+		return fmt.Errorf("%w: a question needs a note", ErrBadQuestion)
 	case !utf8.ValidString(note):
-		return errors.New("the question's note is not UTF-8")
+		return fmt.Errorf("%w: the note is not UTF-8", ErrBadQuestion)
 	case len(note)+len(schema) > limit:
 		return fmt.Errorf("question of %d bytes (note and schema), limit %d: %w", len(note)+len(schema), limit, ErrTooLarge)
 	case len(schema) > 0 && !json.Valid(schema):
-		return errors.New("the question's schema is not valid JSON")
+		return fmt.Errorf("%w: the schema is not valid JSON", ErrBadQuestion)
 	}
 	return nil
 }
@@ -239,5 +239,10 @@ func (s *Service) Answer(ctx context.Context, id string, input json.RawMessage) 
 	return nil
 }
 
-// ErrBadAnswer is wrapped by Answer for an answer that is not JSON.
-var ErrBadAnswer = errors.New("bad answer")
+// ErrBadAnswer is wrapped by Answer for an answer that is not JSON;
+// ErrBadQuestion by Task.Ask for a question without a note, not UTF-8, or
+// with a schema that is not JSON.
+var (
+	ErrBadAnswer   = errors.New("bad answer")
+	ErrBadQuestion = errors.New("bad question")
+)

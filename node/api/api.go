@@ -54,6 +54,10 @@
 //	                                      409 if the task is not open for its bid
 //	POST /v1/external/progress|result|failure
 //	                                      {"agent","task",…}; 409 if the agent holds no such task
+//	POST /v1/external/ask                 {"agent","task","note","schema"} → {"task","answer"}: asks the
+//	                                      task's requester and waits for its answer (the task's
+//	                                      deadline bounds it); 409 if the agent holds no such task,
+//	                                      its requester takes no questions, or past the node's bound
 //	POST /v1/ui/login-links               → 201 UILoginLink: a one-time link to the dashboard (ui.go)
 //	GET  /ui/login?code=C                 no token: the code for a session cookie, 303 to /ui
 //	GET  /ui, /ui/app.js, /ui/app.css     the dashboard (a session or the operator token)
