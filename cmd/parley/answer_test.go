@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -86,5 +87,67 @@ func TestRequestAsksAndTasksAnswer(t *testing.T) {
 	var again, againErr syncBuffer
 	if err := run(&again, &againErr, "tasks", "answer", id, `"S"`); err == nil || !strings.Contains(err.Error(), "asks no question") {
 		t.Errorf("a second answer: %v, want the daemon's 409 saying the task asks no question", err)
+	}
+}
+
+// The Python SDK's task.ask: an external agent in Python (the parley
+// package in sdk/python) asks the requester which size; the requester's
+// node shows the question, its answer is what ask returns, and the
+// result uses it. Real nodes (mocknet), a real API, a real interpreter.
+func TestPythonAgentAsks(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 is needed to run the Python SDK (sdk/python): %v", err)
+	}
+	src, err := filepath.Abs("../../sdk/python/src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nodetest.NewMesh(t, 2)
+	const token = "test-token-0123456789abcdef"
+	ts := httptest.NewServer(api.NewServer(m.Nodes[1], token))
+	t.Cleanup(ts.Close)
+	const script = `
+import os, parley
+agent = parley.Agent("pysizer", ["pysize"], url=os.environ["URL"], token=os.environ["TOKEN"],
+                     backoff=parley.Backoff(initial=0.02, maximum=0.1, jitter=0))
+@agent.on_call
+def bid(call):
+    return agent.bid(price=1)
+@agent.on_task
+def work(task):
+    return {"input": task.input, "size": task.ask("which size?", {"enum": ["S", "M"]})}
+agent.run()
+`
+	cmd := exec.Command(py, "-c", script)
+	cmd.Env = append(testEnv(), "PYTHONPATH="+src, "PYTHONDONTWRITEBYTECODE=1", "URL="+ts.URL, "TOKEN="+token)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	nodetest.WaitTopic(t, context.Background(), "pysize", m.Nodes[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var question *negotiation.Question
+	out, err := m.Nodes[0].Request(ctx, negotiation.Need{Capability: "pysize", Input: json.RawMessage(`{"item":"shirt"}`)},
+		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithUpdates(func(u negotiation.Update) {
+			if u.State == negotiation.StateInputRequired {
+				question = u.Question
+				go func() { _ = m.Nodes[0].AnswerTask(ctx, u.Task, json.RawMessage(`"M"`)) }()
+			}
+		}))
+	if err != nil {
+		t.Fatalf("Request: %v; the agent's stderr: %s", err, stderr.String())
+	}
+	if question == nil || question.Note != "which size?" || string(question.Schema) != `{"enum": ["S", "M"]}` && string(question.Schema) != `{"enum":["S","M"]}` {
+		t.Errorf("question %+v, want which size? with its schema", question)
+	}
+	if string(out.Result) != `{"input":{"item":"shirt"},"size":"M"}` {
+		t.Errorf("result %s, want the input and the answer", out.Result)
 	}
 }
