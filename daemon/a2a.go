@@ -180,7 +180,7 @@ func (d *Daemon) hostA2A(n *node.Node, h *home.Home, ac home.AgentConfig) error 
 	ctx, cancel := context.WithTimeout(context.Background(), a2aCardWait)
 	defer cancel()
 	ag, err := interopa2a.NewAgent(ctx, interopa2a.AgentConfig{Name: ac.Name, URL: ac.A2A, Capabilities: ac.Capabilities,
-		Price: ac.Price, ETA: ac.ETA, Token: token, Timeout: ac.Timeout})
+		Price: ac.Price, ETA: ac.ETA, Token: token, Timeout: ac.Timeout, Context: n.TaskContext})
 	if err != nil {
 		return fmt.Errorf("%s: line %d: agents: %w", h.ConfigPath(), ac.Line, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,10 +25,12 @@ import (
 	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/daemon/home"
 	"github.com/parleynet/parley/node/api"
+	"github.com/parleynet/parley/workflow"
 )
 
 // shouter is an A2A agent on a2a-go's server: skill "shout" upper-cases
-// {"text": …} after a status note.
+// {"text": …} after a status note, and writes it to the shared context as
+// "shouted" when its step may write that key.
 type shouter struct{}
 
 func (shouter) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
@@ -38,7 +41,11 @@ func (shouter) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[
 		}
 		in, _ := ec.Message.Parts[0].Data().(map[string]any)
 		text, _ := in["text"].(string)
-		if !yield(a2a.NewArtifactEvent(ec, a2a.NewDataPart(map[string]any{"text": strings.ToUpper(text)})), nil) {
+		art := a2a.NewArtifactEvent(ec, a2a.NewDataPart(map[string]any{"text": strings.ToUpper(text)}))
+		if writes, _ := ec.Message.Metadata["parley.context_writes"].([]any); slices.Contains(writes, any("shouted")) {
+			art.Artifact.Metadata = map[string]any{"parley.context": map[string]any{"shouted": strings.ToUpper(text)}}
+		}
+		if !yield(art, nil) {
 			return
 		}
 		yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateCompleted, nil), nil)
@@ -193,6 +200,30 @@ func TestA2AGatewayToA2AContractorAcrossDaemons(t *testing.T) {
 	}
 	if calls == 0 {
 		t.Errorf("the gateway's audit log has no a2a.call record among %d", len(recs))
+	}
+
+	// A workflow step the A2A agent wins: its write comes back through
+	// its daemon into the requester's context, signed as the agent.
+	wc := gwd.Client()
+	run, err := wc.StartWorkflow(ctx, api.WorkflowBody{File: "shout.yaml",
+		Source: "version: 1\nsteps:\n  shout: {capability: shout, bid_window: 200ms, input: '{text: \"wf\"}', context: {writes: [shouted]}}\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ended *workflow.Run
+	if err := wc.FollowWorkflow(ctx, run.ID, func(r *workflow.Run) error { ended = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if ended.State != workflow.StateCompleted {
+		t.Fatalf("workflow %s: %s", ended.State, ended.Error)
+	}
+	shared, err := wc.WorkflowContext(ctx, run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(shared.Entries) != 1 || shared.Entries[0].Key != "shouted" || string(shared.Entries[0].Value) != `"WF"` ||
+		shared.Entries[0].WriterName != "shouter" || !shared.Entries[0].Verified {
+		t.Fatalf("the workflow's context %+v; want shouted = WF by the shouter, verified", shared.Entries)
 	}
 }
 

@@ -91,8 +91,13 @@ func TestMeshIntentsOnTwoCapabilities(t *testing.T) {
 	waitWeather(w1, w2)
 	waitPricing(p1)
 
-	if got := m.Nodes[5].Stats().Received; got < 2 {
-		t.Errorf("node 5 counted %d received intents, want >= 2", got)
+	st := m.Nodes[5].Stats()
+	if st.Received < 2 {
+		t.Errorf("node 5 counted %d received intents, want >= 2", st.Received)
+	}
+	// The wire counters hold at least the two intents' RPCs and bytes.
+	if min := uint64(len(w1.Raw) + len(w2.Raw)); st.RPCs < 2 || st.RPCBytes < min {
+		t.Errorf("node 5 counted %d gossip RPCs of %d bytes, want >= 2 RPCs and >= %d bytes", st.RPCs, st.RPCBytes, min)
 	}
 	for i, nd := range m.Nodes {
 		for reason, c := range nd.Stats().Dropped {

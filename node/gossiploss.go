@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 )
 
 // Why GossipSub itself lost an intent, beside the validator's drops: these
@@ -46,6 +47,9 @@ type routerTracer struct {
 	lost     *prometheus.CounterVec
 	rejected *prometheus.CounterVec // by routerRejections' reasons
 	reasons  map[string]string      // routerRejections()
+	// rpcs and rpcBytes count every RPC received and its protobuf size,
+	// control included: what gossip costs a node on the wire.
+	rpcs, rpcBytes prometheus.Counter
 
 	mu sync.Mutex
 	// sending are the peers GossipSub has an outbound stream to. A peer's
@@ -56,8 +60,9 @@ type routerTracer struct {
 	opened  chan struct{} // closed and replaced when a stream opens
 }
 
-func newRouterTracer(lost, rejected *prometheus.CounterVec) *routerTracer {
-	return &routerTracer{lost: lost, rejected: rejected, reasons: routerRejections(), sending: map[peer.ID]struct{}{}, opened: make(chan struct{})}
+func newRouterTracer(m *metrics) *routerTracer {
+	return &routerTracer{lost: m.lost, rejected: m.rejected, rpcs: m.rpcs, rpcBytes: m.rpcBytes,
+		reasons: routerRejections(), sending: map[peer.ID]struct{}{}, opened: make(chan struct{})}
 }
 
 var _ pubsub.RawTracer = (*routerTracer)(nil)
@@ -114,6 +119,11 @@ func (t *routerTracer) RejectMessage(_ *pubsub.Message, reason string) {
 	}
 }
 
+func (t *routerTracer) RecvRPC(rpc *pubsub.RPC) {
+	t.rpcs.Inc()
+	t.rpcBytes.Add(float64(proto.Size(&rpc.RPC)))
+}
+
 func (*routerTracer) Join(string)                                          {}
 func (*routerTracer) Leave(string)                                         {}
 func (*routerTracer) Graft(peer.ID, string)                                {}
@@ -122,6 +132,5 @@ func (*routerTracer) ValidateMessage(*pubsub.Message)                      {}
 func (*routerTracer) DeliverMessage(*pubsub.Message)                       {}
 func (*routerTracer) DuplicateMessage(*pubsub.Message)                     {}
 func (*routerTracer) ThrottlePeer(peer.ID)                                 {}
-func (*routerTracer) RecvRPC(*pubsub.RPC)                                  {}
 func (*routerTracer) SendRPC(*pubsub.RPC, peer.ID)                         {}
 func (*routerTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}

@@ -21,6 +21,9 @@ type metrics struct {
 	// notRelayed counts intents delivered here but not handed on, past
 	// the node's relay rate.
 	notRelayed prometheus.Counter
+	// rpcs and rpcBytes count the GossipSub RPCs received, control
+	// included, and their bytes.
+	rpcs, rpcBytes prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -50,6 +53,14 @@ func newMetrics() *metrics {
 			Name: "parley_gossip_rejected_total",
 			Help: "Messages GossipSub rejected before parley's validator saw them (a signature where none belongs, a blacklisted peer…), by reason.",
 		}, []string{"reason"}),
+		rpcs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_gossip_received_rpcs_total",
+			Help: "GossipSub RPCs received from peers, control messages and duplicates included.",
+		}),
+		rpcBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_gossip_received_bytes_total",
+			Help: "Bytes of the GossipSub RPCs received from peers (their protobuf size, without stream framing).",
+		}),
 	}
 	for _, r := range routerRejections() {
 		m.rejected.WithLabelValues(r)
@@ -60,7 +71,7 @@ func newMetrics() *metrics {
 	for _, r := range lostReasons() {
 		m.lost.WithLabelValues(r)
 	}
-	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.rejected, m.notRelayed)
+	m.registry.MustRegister(m.published, m.received, m.dropped, m.lost, m.rejected, m.notRelayed, m.rpcs, m.rpcBytes)
 	return m
 }
 
@@ -75,6 +86,11 @@ type Stats struct {
 	// NotRelayed counts the intents delivered here but not handed on,
 	// past the node's relay rate.
 	NotRelayed uint64 `json:"not_relayed"`
+	// RPCs and RPCBytes count the GossipSub RPCs received from peers,
+	// control and duplicates included, and their bytes: gossip's cost on
+	// the wire.
+	RPCs     uint64 `json:"rpcs"`
+	RPCBytes uint64 `json:"rpc_bytes"`
 }
 
 // Stats returns the node's intent counters.
@@ -86,6 +102,8 @@ func (n *Node) Stats() Stats {
 		Dropped:    map[string]uint64{},
 		Lost:       map[string]uint64{},
 		NotRelayed: promcount.Value(m.notRelayed),
+		RPCs:       promcount.Value(m.rpcs),
+		RPCBytes:   promcount.Value(m.rpcBytes),
 	}
 	for _, r := range intent.DropReasons() {
 		s.Dropped[r] = promcount.Value(m.dropped.WithLabelValues(r))

@@ -146,7 +146,7 @@ func New(cfg Config) (*Node, error) {
 		bootstrap:   boot,
 		relays:      relays,
 	}
-	n.router = newRouterTracer(n.metrics.lost, n.metrics.rejected)
+	n.router = newRouterTracer(n.metrics)
 	n.bans = newBans(cfg.BanBackoff, n.metrics.registry)
 	n.bans.accept = func(ip netip.Addr) bool { return n.adm.Connection(ip) == nil }
 	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})

@@ -52,6 +52,12 @@ func peerScoreParams(app func(peer.ID) float64) (*pubsub.PeerScoreParams, *pubsu
 func gossipParams() pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
 	p.IDontWantMessageThreshold = 8 << 10
+	// Connectors dial the peers a PRUNE's peer exchange names. parley
+	// does not send PX and takes it only from well-scored peers, rarely:
+	// one goroutine serves, where the default's eight idle ones cost
+	// every node their stacks (a third of its goroutines that do not
+	// grow with its peers).
+	p.Connectors = 1
 	return p
 }
 

@@ -298,6 +298,28 @@ func TestSnapshotRestore(t *testing.T) {
 	if err := r4.Restore(snap); err == nil {
 		t.Fatal("snapshot of another workflow restored")
 	}
+
+	// ReadSnapshot shows a snapshot no replica holds: every entry, each
+	// checked again; the tampered one shown with its error, not dropped.
+	for _, tc := range []struct {
+		name string
+		snap []byte
+		bad  int // index of the entry that must not verify, or -1
+	}{{"kept", snap, -1}, {"tampered", bad, 1}} {
+		wf, es, err := sharedctx.ReadSnapshot(tc.snap)
+		if err != nil || wf != "wf-1" || len(es) != 3 {
+			t.Fatalf("%s: ReadSnapshot: %q, %d entries, %v", tc.name, wf, len(es), err)
+		}
+		for i, e := range es {
+			if wantBad := i == tc.bad; (e.Err != nil) != wantBad || wantBad && !errors.Is(e.Err, sharedctx.ErrBadEntry) ||
+				e.Key != []string{"eta", "price", "stock"}[i] || e.Writer != owner.ID {
+				t.Errorf("%s: entry %d: %s by %s, err %v; want verified %v", tc.name, i, e.Key, e.Writer, e.Err, !wantBad)
+			}
+		}
+	}
+	if _, _, err := sharedctx.ReadSnapshot([]byte(`{"v":2}`)); err == nil {
+		t.Error("ReadSnapshot took a snapshot of version 2")
+	}
 }
 
 // TestClock: readings only grow, follow observed timestamps, and a

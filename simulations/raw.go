@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,7 +16,9 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/parleynet/parley/node/nodetest"
 )
@@ -35,6 +38,7 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	topics := make([]*pubsub.Topic, sc.Nodes)
+	tracers := make([]rpcCounter, sc.Nodes)
 	ids := make([]peer.ID, sc.Nodes)
 	var (
 		mu        sync.Mutex
@@ -53,7 +57,7 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 			return nil, err
 		}
 		ids[i] = h.ID()
-		ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true),
+		ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithFloodPublish(true), pubsub.WithRawTracer(&tracers[i]),
 			pubsub.WithMessageIdFn(func(m *pb.Message) string { s := sha256.Sum256(m.Data); return string(s[:]) }))
 		if err != nil {
 			return nil, err
@@ -97,7 +101,7 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 		}
 	}
 	sleep(ctx, sc.Warmup)
-	cpu0 := cpuSeconds()
+	cpu0, wire0 := cpuSeconds(), sumWire(tracers)
 	rng := rand.New(rand.NewPCG(sc.Seed, sc.Seed^0x5eed))
 	for k := range sc.Intents.Count {
 		msg := make([]byte, 8, 64)
@@ -118,7 +122,46 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 	}
 	st.LatencyMs = percentiles(lat)
 	st.setCPU(cpu0)
+	st.setWire(sumWire(tracers).minus(wire0), sc.Nodes)
 	return st, nil
+}
+
+// rpcCounter counts the RPCs a raw node received as parley's nodes do
+// (node.Stats RPCs and RPCBytes): every one, and its protobuf size.
+type rpcCounter struct {
+	rpcs, bytes atomic.Uint64
+}
+
+func (c *rpcCounter) RecvRPC(rpc *pubsub.RPC) {
+	c.rpcs.Add(1)
+	c.bytes.Add(uint64(proto.Size(&rpc.RPC)))
+}
+
+func (*rpcCounter) AddPeer(peer.ID, protocol.ID)                         {}
+func (*rpcCounter) RemovePeer(peer.ID)                                   {}
+func (*rpcCounter) Join(string)                                          {}
+func (*rpcCounter) Leave(string)                                         {}
+func (*rpcCounter) Graft(peer.ID, string)                                {}
+func (*rpcCounter) Prune(peer.ID, string)                                {}
+func (*rpcCounter) ValidateMessage(*pubsub.Message)                      {}
+func (*rpcCounter) DeliverMessage(*pubsub.Message)                       {}
+func (*rpcCounter) RejectMessage(*pubsub.Message, string)                {}
+func (*rpcCounter) DuplicateMessage(*pubsub.Message)                     {}
+func (*rpcCounter) ThrottlePeer(peer.ID)                                 {}
+func (*rpcCounter) SendRPC(*pubsub.RPC, peer.ID)                         {}
+func (*rpcCounter) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (*rpcCounter) UndeliverableMessage(*pubsub.Message)                 {}
+func (*rpcCounter) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (*rpcCounter) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (*rpcCounter) OnClosedOutboundStream(peer.ID)                       {}
+
+func sumWire(cs []rpcCounter) wire {
+	var w wire
+	for i := range cs {
+		w.rpcs += cs[i].rpcs.Load()
+		w.bytes += cs[i].bytes.Load()
+	}
+	return w
 }
 
 // RunRawVirtual is RunRaw in a synctest bubble; like RunVirtual it does

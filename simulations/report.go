@@ -175,7 +175,9 @@ func details(r *Result) []detail {
 		ds = append(ds,
 			detail{"intents", fmt.Sprintf("%d published, %d of %d deliveries (%.4f), %.4f within 1 s", in.Published, in.Delivered, in.Expected, in.DeliveryRatio, in.OnTimeRatio)},
 			detail{"propagation", fmt.Sprintf("p50 %g ms, p90 %g, p99 %g, max %g", in.LatencyMs.P50, in.LatencyMs.P90, in.LatencyMs.P99, in.LatencyMs.Max)},
-			detail{"received per node", fmt.Sprintf("%.1f intents, %.0f bytes", r.MessagesPerNode, r.BytesPerNode)})
+			detail{"received per node", fmt.Sprintf("%.1f intents, %.0f bytes", r.MessagesPerNode, r.BytesPerNode)},
+			detail{"on the wire per node per intent", fmt.Sprintf("%.1f GossipSub RPCs, %.0f bytes (control and duplicates included)",
+				in.PerIntent(in.RPCsPerNode), in.PerIntent(in.RPCBytesPerNode))})
 	}
 	if neg.Requested > 0 {
 		ds = append(ds, detail{"negotiations", fmt.Sprintf("%d of %d completed (%.4f); with a live agent %d of %d",
@@ -203,8 +205,8 @@ func details(r *Result) []detail {
 		}
 	}
 	if b := r.Baseline; b != nil {
-		ds = append(ds, detail{"raw GossipSub baseline", fmt.Sprintf("delivery %.4f, p99 %g ms, wall %.1f s, RSS %.0f MB",
-			b.Intents.DeliveryRatio, b.Intents.LatencyMs.P99, b.WallS, b.RSSMB)})
+		ds = append(ds, detail{"raw GossipSub baseline", fmt.Sprintf("delivery %.4f, p99 %g ms, %.1f RPCs and %.0f bytes per node per intent, wall %.1f s, RSS %.0f MB",
+			b.Intents.DeliveryRatio, b.Intents.LatencyMs.P99, b.Intents.PerIntent(b.Intents.RPCsPerNode), b.Intents.PerIntent(b.Intents.RPCBytesPerNode), b.WallS, b.RSSMB)})
 	}
 	return ds
 }

@@ -48,6 +48,31 @@ type IntentStats struct {
 	// clock it is still real CPU.
 	CPUSeconds       float64 `json:"cpu_s"`
 	CPUPerDeliveryUs float64 `json:"cpu_us_per_delivery"`
+	// RPCsPerNode and RPCBytesPerNode are the GossipSub RPCs a node
+	// received from the workload's start to the end of the run, control
+	// and duplicates included, and their bytes: gossip's cost on the
+	// wire, counted the same way for parley and the raw baseline.
+	RPCsPerNode     float64 `json:"rpcs_per_node"`
+	RPCBytesPerNode float64 `json:"rpc_bytes_per_node"`
+}
+
+// PerIntent divides a per-node figure of st by the intents published.
+func (st IntentStats) PerIntent(v float64) float64 {
+	if st.Published == 0 {
+		return 0
+	}
+	return v / float64(st.Published)
+}
+
+// wire counts GossipSub RPCs received and their bytes.
+type wire struct{ rpcs, bytes uint64 }
+
+func (w wire) minus(v wire) wire { return wire{w.rpcs - v.rpcs, w.bytes - v.bytes} }
+
+// setWire fills the wire figures of st from what nodes received.
+func (st *IntentStats) setWire(w wire, nodes int) {
+	st.RPCsPerNode = float64(w.rpcs) / float64(nodes)
+	st.RPCBytesPerNode = float64(w.bytes) / float64(nodes)
 }
 
 // NegotiationStats are the negotiation results.

@@ -55,6 +55,8 @@ type runner struct {
 	completions []Point
 	received    int
 	bytes       int
+	// wireGone is what the nodes churn replaced had received.
+	wireGone    wire
 	unexpected  int
 	timeline    []Event
 	neg         NegotiationStats
@@ -169,7 +171,7 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	sleep(ctx, sc.Warmup)
 	// Every event is timed from here, so none may be logged before.
 	r.start = time.Now()
-	cpu0 := cpuSeconds()
+	cpu0, wire0 := cpuSeconds(), r.wire()
 	r.flood(ctx, &wg)
 
 	var es *engines
@@ -200,7 +202,21 @@ func Run(ctx context.Context, sc Scenario, progress Progress) (*Result, error) {
 	res := r.result()
 	res.Setup = setup
 	res.Intents.setCPU(cpu0)
+	res.Intents.setWire(r.wire().minus(wire0), sc.Nodes)
 	return res, nil
+}
+
+// wire sums the GossipSub RPCs every node, live or gone, received.
+func (r *runner) wire() wire {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.wireGone
+	for _, n := range r.m.Nodes {
+		st := n.Stats()
+		w.rpcs += st.RPCs
+		w.bytes += st.RPCBytes
+	}
+	return w
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -543,6 +559,9 @@ func (r *runner) restart(i int) {
 			peers = append(peers, r.m.Nodes[j].ID())
 		}
 	}
+	st := old.Stats()
+	r.wireGone.rpcs += st.RPCs
+	r.wireGone.bytes += st.RPCBytes
 	r.m.Nodes[i] = n
 	r.mu.Unlock()
 	for _, p := range peers {

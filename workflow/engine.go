@@ -376,6 +376,27 @@ func (e *Engine) Get(id string) (*Run, error) {
 	return e.st.get(id)
 }
 
+// Context returns a Snapshot of workflow id's shared context (read it
+// with sharedctx.ReadSnapshot): the live one while the workflow runs, the
+// one kept with it once it ended; nil when it has none.
+func (e *Engine) Context(id string) ([]byte, error) {
+	e.mu.Lock()
+	rn := e.runs[id]
+	e.mu.Unlock()
+	if rn != nil {
+		rn.mu.Lock()
+		rep := rn.rep
+		rn.mu.Unlock()
+		if rep != nil {
+			return rep.Snapshot()
+		}
+	}
+	if _, err := e.st.get(id); err != nil {
+		return nil, err
+	}
+	return e.st.context(id)
+}
+
 // List returns every workflow kept, newest first.
 func (e *Engine) List() ([]Summary, error) {
 	runs, err := e.st.all()

@@ -83,7 +83,9 @@ func (r *runner) run(ctx context.Context) {
 				log.Warnw("shared context not restored", "workflow", id, "err", err)
 			}
 		}
+		r.mu.Lock() // Engine.Context reads it from other goroutines
 		r.rep = rep
+		r.mu.Unlock()
 	}
 	if d := r.rec.Deadline; d != nil {
 		var cancel context.CancelFunc

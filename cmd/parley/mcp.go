@@ -20,7 +20,9 @@ func (c *cli) mcpCmd() *cobra.Command {
 host, an IDE, the MCP inspector) that starts it as a command. Its tools call
 the daemon running for the home through its local API, like the other
 commands: find_agents, request (a negotiation in the mesh, with progress
-notifications), publish, tasks, task and cancel_task. Logs go to stderr.
+notifications), publish, tasks, task, cancel_task, and for workflows
+run_workflow, workflows, workflow (with its shared context) and
+cancel_workflow. Logs go to stderr.
 
 The daemon serves the same tools over Streamable HTTP at /mcp on its API,
 behind its token.`,

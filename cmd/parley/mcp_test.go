@@ -46,7 +46,9 @@ func mcpClients(t *testing.T) (nodeBin, dir string) {
 // HTTP (the daemon's /mcp), and the MCP inspector's CLI over both — list
 // the tools and hire the exec agent of a second daemon with the request
 // tool, receiving progress notifications and the result; bad input gets
-// the protocol's error and changes nothing.
+// the protocol's error and changes nothing. Over HTTP the TypeScript SDK
+// also runs a two-step workflow with the workflow tools, whose second
+// step's exec agent writes the shared context.
 func TestMCPClients(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the parley binary and Node.js clients")
@@ -57,6 +59,10 @@ func TestMCPClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stock, err := filepath.Abs("../../examples/shell/stock.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
 	homes := t.TempDir()
 	a, b := filepath.Join(homes, "a"), filepath.Join(homes, "b")
 	for _, h := range []string{a, b} {
@@ -64,7 +70,8 @@ func TestMCPClients(t *testing.T) {
 			t.Fatalf("init: %s", stderr)
 		}
 	}
-	cfg := "agents:\n  - name: default\n  - name: quoter\n    capabilities: [quote]\n    exec: [sh, " + script + "]\n"
+	cfg := "agents:\n  - name: default\n  - name: quoter\n    capabilities: [quote]\n    exec: [sh, " + script + "]\n" +
+		"  - name: stocker\n    capabilities: [stock]\n    exec: [sh, " + stock + "]\n"
 	if err := os.WriteFile(filepath.Join(b, "config.yaml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -81,13 +88,15 @@ func TestMCPClients(t *testing.T) {
 	c := api.NewClient(url, token)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for deadline := time.Now().Add(20 * time.Second); ; { // until the quoter's subscription has reached a
-		_, err := c.Request(ctx, api.RequestBody{Capability: "quote", BidWindow: "300ms", Timeout: "5s"})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the quoter never won a request: %v", err)
+	for _, capability := range []string{"quote", "stock"} {
+		for deadline := time.Now().Add(20 * time.Second); ; { // until the agent's subscription has reached a
+			o, err := c.Request(ctx, api.RequestBody{Capability: capability, BidWindow: "300ms", Timeout: "5s"})
+			if err == nil || o != nil && len(o.Bids) > 0 { // the stocker bids, then fails a task with no context
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nobody ever won a request for %s: %v", capability, err)
+			}
 		}
 	}
 
@@ -107,16 +116,24 @@ func TestMCPClients(t *testing.T) {
 	for _, tc := range []struct {
 		name, mode, x, y string
 		badCalls         bool // the call nobody wins costs the node's 2 s publish wait: once is enough
+		workflow         bool // and one transport is enough for the workflow tools
 	}{
-		{"typescript sdk over stdio", "stdio", bin, a, true},
-		{"typescript sdk over streamable http", "http", url + api.PathMCP, token, false},
+		{"typescript sdk over stdio", "stdio", bin, a, true, false},
+		{"typescript sdk over streamable http", "http", url + api.PathMCP, token, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := []string{"client.mjs", tc.mode, tc.x, tc.y, "quote"}
 			if !tc.badCalls {
 				args = append(args, "--no-bad-calls")
 			}
-			taskID = checkTSClient(t, node(t, args...), tc.badCalls)
+			if tc.workflow {
+				args = append(args, "--workflow")
+			}
+			out := node(t, args...)
+			taskID = checkTSClient(t, out, tc.badCalls)
+			if tc.workflow {
+				checkTSWorkflow(t, out)
+			}
 		})
 	}
 
@@ -141,8 +158,8 @@ func TestMCPClients(t *testing.T) {
 				OutputSchema map[string]any `json:"outputSchema"`
 			} `json:"tools"`
 		}
-		if err := json.Unmarshal(out, &list); err != nil || len(list.Tools) != 6 {
-			t.Fatalf("tools/list: %s (%v); want the six tools", out, err)
+		if err := json.Unmarshal(out, &list); err != nil || len(list.Tools) != 10 {
+			t.Fatalf("tools/list: %s (%v); want the ten tools", out, err)
 		}
 	})
 	t.Run("inspector cli over http: tools/call task", func(t *testing.T) {
@@ -232,8 +249,8 @@ func checkTSClient(t *testing.T, out []byte, badCalls bool) string {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("client output %s: %v", out, err)
 	}
-	if got.Server.Name != "parley" || len(got.Tools) != 6 {
-		t.Fatalf("server %q with tools %+v; want parley's six", got.Server.Name, got.Tools)
+	if got.Server.Name != "parley" || len(got.Tools) != 10 {
+		t.Fatalf("server %q with tools %+v; want parley's ten", got.Server.Name, got.Tools)
 	}
 	for _, tool := range got.Tools {
 		if tool.Input != "object" || tool.Output != "object" {
@@ -259,6 +276,86 @@ func checkTSClient(t *testing.T, out []byte, badCalls bool) string {
 		t.Fatalf("unknown tool: %+v; want JSON-RPC error -32602 naming it", got.UnknownTool)
 	}
 	return r.Structured.Task
+}
+
+// checkTSWorkflow checks what client.mjs --workflow saw: the workflow
+// completed with a notification per step change, the workflow tool shows
+// its steps and the stocker's context entry (signed, verified), the list
+// has it, and the bad calls are tool errors naming their input.
+func checkTSWorkflow(t *testing.T, out []byte) {
+	t.Helper()
+	type result struct {
+		IsError    bool   `json:"isError"`
+		Text       string `json:"text"`
+		Structured struct {
+			ID     string `json:"id"`
+			State  string `json:"state"`
+			Output struct {
+				Quote int `json:"quote"`
+			} `json:"output"`
+			Steps []struct {
+				Name     string `json:"name"`
+				State    string `json:"state"`
+				Attempts []struct {
+					WinnerName string `json:"winner_name"`
+				} `json:"attempts"`
+			} `json:"steps"`
+			Context []struct {
+				Key        string `json:"key"`
+				Value      any    `json:"value"`
+				WriterName string `json:"writer_name"`
+				Step       string `json:"step"`
+				Writer     string `json:"writer"`
+				Verified   bool   `json:"verified"`
+			} `json:"context"`
+			Workflows []struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"workflows"`
+		} `json:"structured"`
+		Progress []struct {
+			Message string `json:"message"`
+		} `json:"progress"`
+	}
+	var got struct {
+		Run       result `json:"runWorkflow"`
+		Show      result `json:"workflow"`
+		List      result `json:"workflows"`
+		Bad       result `json:"badWorkflow"`
+		CancelEnd result `json:"cancelEnded"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("client output %s: %v", out, err)
+	}
+	run := got.Run.Structured
+	if got.Run.IsError || run.State != "completed" || run.Output.Quote != 42 || len(run.Steps) != 2 {
+		t.Fatalf("run_workflow: %+v; want completed with the quote", got.Run)
+	}
+	var notes []string
+	for _, p := range got.Run.Progress {
+		notes = append(notes, p.Message)
+	}
+	if all := strings.Join(notes, "\n"); !strings.Contains(all, "step quote completed") || !strings.Contains(all, "step stock completed (attempt 1: completed, stocker)") ||
+		!strings.HasSuffix(all, "workflow "+run.ID+" completed") {
+		t.Fatalf("run_workflow's progress:\n%s\nwant each step's end, then the workflow's", all)
+	}
+	show := got.Show.Structured
+	if got.Show.IsError || show.ID != run.ID || show.Steps[1].Attempts[0].WinnerName != "stocker" || len(show.Context) != 1 {
+		t.Fatalf("workflow: %+v; want the run with the stocker's one context entry", got.Show)
+	}
+	if e := show.Context[0]; e.Key != "stock.level" || e.Value != 7.0 || e.WriterName != "stocker" || e.Step != "stock" ||
+		!strings.HasPrefix(e.Writer, "did:key:") || !e.Verified {
+		t.Fatalf("context entry %+v; want stock.level = 7 by the stocker in step stock, verified", e)
+	}
+	if l := got.List.Structured.Workflows; got.List.IsError || len(l) == 0 || l[0].ID != run.ID || l[0].State != "completed" {
+		t.Fatalf("workflows: %+v; want the run first", got.List)
+	}
+	if !got.Bad.IsError || !strings.Contains(got.Bad.Text, `bad.yaml:3: step a: needs unknown step "b"`) {
+		t.Fatalf("a bad workflow file: %+v; want a tool error with its file:line", got.Bad)
+	}
+	if !got.CancelEnd.IsError || !strings.Contains(got.CancelEnd.Text, "already ended") {
+		t.Fatalf("cancel of an ended workflow: %+v; want a tool error saying so", got.CancelEnd)
+	}
 }
 
 // mcpBadInput sends /mcp what no client should: each gets the protocol's

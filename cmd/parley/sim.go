@@ -30,6 +30,8 @@ type simFlags struct {
 	bare     bool
 	// memprofile is where the heap profile goes.
 	memprofile string
+	// sizes, when set, runs the scenario once at each size.
+	sizes []int
 }
 
 func (c *cli) simCmd() *cobra.Command {
@@ -46,7 +48,8 @@ raw runs the same topology and intents on raw GossipSub in a second
 process, on the same clock, and prints both.`,
 		Example: `  parley sim gossip --nodes 200
   parley sim partition --report partition.html
-  parley sim gossip --nodes 1000 --clock real --baseline raw --json`,
+  parley sim gossip --nodes 1000 --clock real --baseline raw --json
+  parley sim gossip --sizes 1000,2000,5000,10000 --report scaling.html`,
 		Args:      cobra.MaximumNArgs(1),
 		ValidArgs: simulations.BuiltinNames(),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -69,6 +72,7 @@ process, on the same clock, and prints both.`,
 	fl.StringVar(&f.baseline, "baseline", "", "raw: also run the topology and intents on raw GossipSub")
 	fl.StringVar(&f.memprofile, "memprofile", "", "write a heap profile (go tool pprof) to this file at the end of the workload, every node still up")
 	fl.BoolVar(&f.bare, "bare", false, "run the nodes without the audit log a daemon keeps (lighter than what ships)")
+	fl.IntSliceVar(&f.sizes, "sizes", nil, "run at each of these numbers of nodes (e.g. 1000,2000,5000), each beside its raw baseline, and print how the cost grows")
 	fl.BoolVar(&f.rawOnly, "raw-only", false, "run only the raw baseline and print it as JSON (used by --baseline)")
 	_ = fl.MarkHidden("raw-only")
 	return cmd
@@ -91,6 +95,9 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 	}
 	if err != nil {
 		return err
+	}
+	if len(f.sizes) > 0 {
+		return c.simSizes(cmd, args, f)
 	}
 	if cmd.Flags().Changed("nodes") {
 		if f.nodes < 2 {
@@ -217,6 +224,99 @@ func (c *cli) simOutput(res *simulations.Result, f simFlags) error {
 	return nil
 }
 
+// simSizes runs the scenario at each of f.sizes, each run (and its raw
+// baseline) in a process of its own, so that each run's wall time and
+// RSS are its own, and prints how the figures grow.
+func (c *cli) simSizes(cmd *cobra.Command, args []string, f simFlags) error {
+	switch {
+	case cmd.Flags().Changed("nodes"):
+		return fmt.Errorf("--sizes sets the number of nodes of each run: give it or --nodes, not both")
+	case f.memprofile != "":
+		return fmt.Errorf("--sizes runs several processes: --memprofile is for one run")
+	case f.baseline != "" && f.baseline != "raw":
+		return fmt.Errorf("--baseline %q: the only baseline is raw", f.baseline)
+	case len(f.sizes) < 2:
+		return fmt.Errorf("--sizes %v: want two sizes or more to see growth", f.sizes)
+	}
+	for i, n := range f.sizes {
+		if n < 2 {
+			return fmt.Errorf("--sizes: %d nodes: want at least 2", n)
+		}
+		if slices.Contains(f.sizes[:i], n) {
+			return fmt.Errorf("--sizes: %d is there twice", n)
+		}
+	}
+	if f.clock != "virtual" && f.clock != "real" {
+		return fmt.Errorf("--clock %q: want virtual or real", f.clock)
+	}
+	if f.report != "" {
+		fh, err := os.Create(f.report)
+		if err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		fh.Close()
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	base := []string{"sim", "--clock", f.clock, "--json", "--baseline", "raw"}
+	if f.scenario != "" {
+		base = append(base, "--scenario", f.scenario)
+	}
+	if cmd.Flags().Changed("seed") {
+		base = append(base, "--seed", fmt.Sprint(f.seed))
+	}
+	if f.bare {
+		base = append(base, "--bare")
+	}
+	base = append(base, args...)
+	var runs []*simulations.Result
+	for _, n := range f.sizes {
+		child := exec.CommandContext(cmd.Context(), self, append(base, "--nodes", fmt.Sprint(n))...)
+		var out bytes.Buffer
+		child.Stdout, child.Stderr = &out, os.Stderr
+		if err := child.Run(); err != nil {
+			return fmt.Errorf("the run at %d nodes: %w", n, err)
+		}
+		var res simulations.Result
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+			return fmt.Errorf("the run at %d nodes printed: %w", n, err)
+		}
+		runs = append(runs, &res)
+		if isTerminal(os.Stderr) {
+			fmt.Fprintf(os.Stderr, "%d nodes: delivery %.4f, wall %.1f s, RSS %.0f MB\n", n, res.Intents.DeliveryRatio, res.WallS, res.RSSMB)
+		}
+	}
+	sc, err := simulations.NewScaling(runs)
+	if err != nil {
+		return err
+	}
+	if f.report != "" {
+		fh, err := os.Create(f.report)
+		if err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		if err := errors.Join(simulations.WriteScalingReport(fh, sc), fh.Close()); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+	}
+	if f.json {
+		enc := json.NewEncoder(c.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sc)
+	}
+	fmt.Fprintf(c.out, "scenario %s, %s clock, parley / raw GossipSub at each size:\n\n", sc.Scenario, sc.Clock)
+	if err := sc.WriteTable(c.out); err != nil {
+		return err
+	}
+	if f.report != "" {
+		_, err := fmt.Fprintf(c.out, "\nreport:       %s\n", f.report)
+		return err
+	}
+	return nil
+}
+
 // rawBaseline runs the baseline in a child process, so its wall time and
 // peak RSS are its own, on the same clock as the run it is compared with.
 func rawBaseline(cmd *cobra.Command, sc simulations.Scenario, clock string) (*simulations.Baseline, error) {
@@ -289,7 +389,8 @@ func printSim(w io.Writer, r *simulations.Result) error {
 			w.Completed, w.Submitted, w.SuccessRatio, w.CycleMs.P50, w.CycleMs.P99)
 	}
 	if in.Published > 0 || in.Expected > 0 {
-		fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received\n", r.MessagesPerNode, r.BytesPerNode)
+		fmt.Fprintf(&b, "per node:     %.1f intents, %.0f bytes received; on the wire %.1f GossipSub RPCs, %.0f bytes per intent published\n",
+			r.MessagesPerNode, r.BytesPerNode, in.PerIntent(in.RPCsPerNode), in.PerIntent(in.RPCBytesPerNode))
 		fmt.Fprintf(&b, "CPU:          %.1f s from the workload's start, %.0f µs per delivered intent\n", in.CPUSeconds, in.CPUPerDeliveryUs)
 	}
 	if h := r.HealToFullS; h != nil && *h >= 0 {
@@ -302,11 +403,11 @@ func printSim(w io.Writer, r *simulations.Result) error {
 	}
 	if bl := r.Baseline; bl != nil {
 		bi := bl.Intents
-		fmt.Fprintf(&b, "raw baseline: delivery %.4f, p50 %.1f ms, p99 %.1f ms, CPU %.0f µs per delivery, wall %.1f s, RSS %.0f MB\n",
-			bi.DeliveryRatio, bi.LatencyMs.P50, bi.LatencyMs.P99, bi.CPUPerDeliveryUs, bl.WallS, bl.RSSMB)
-		fmt.Fprintf(&b, "parley/raw:   p50 %.2fx, p99 %.2fx, CPU per delivery %.2fx, wall %.2fx, RSS %.2fx\n",
+		fmt.Fprintf(&b, "raw baseline: delivery %.4f, p50 %.1f ms, p99 %.1f ms, CPU %.0f µs per delivery, %.0f wire bytes per node per intent, wall %.1f s, RSS %.0f MB\n",
+			bi.DeliveryRatio, bi.LatencyMs.P50, bi.LatencyMs.P99, bi.CPUPerDeliveryUs, bi.PerIntent(bi.RPCBytesPerNode), bl.WallS, bl.RSSMB)
+		fmt.Fprintf(&b, "parley/raw:   p50 %.2fx, p99 %.2fx, CPU per delivery %.2fx, wire bytes %.2fx, wall %.2fx, RSS %.2fx\n",
 			ratio(in.LatencyMs.P50, bi.LatencyMs.P50), ratio(in.LatencyMs.P99, bi.LatencyMs.P99),
-			ratio(in.CPUPerDeliveryUs, bi.CPUPerDeliveryUs), r.WallS/bl.WallS, r.RSSMB/bl.RSSMB)
+			ratio(in.CPUPerDeliveryUs, bi.CPUPerDeliveryUs), ratio(in.RPCBytesPerNode, bi.RPCBytesPerNode), r.WallS/bl.WallS, r.RSSMB/bl.RSSMB)
 	}
 	for _, e := range slices.Clone(r.Timeline) {
 		fmt.Fprintf(&b, "  at %6.2f s  %s\n", e.AtS, e.What)

@@ -125,3 +125,68 @@ func TestSimStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestSimSizes runs the scenario at two sizes as a user measuring growth
+// would: each run beside its raw baseline, the wire counted for both,
+// fits and a report; and the sizes that cannot make a curve.
+func TestSimSizes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the parley binary")
+	}
+	bin := parleyBinary(t)
+	report := filepath.Join(t.TempDir(), "scaling.html")
+	out, err := exec.Command(bin, "sim", "gossip", "--sizes", "24,12", "--json", "--report", report).Output()
+	if err != nil {
+		t.Fatalf("parley sim --sizes: %v", err)
+	}
+	var sc struct {
+		Runs []struct {
+			Nodes   int `json:"nodes"`
+			Intents struct {
+				DeliveryRatio   float64 `json:"delivery_ratio"`
+				RPCBytesPerNode float64 `json:"rpc_bytes_per_node"`
+			} `json:"intents"`
+			Baseline *struct {
+				Intents struct {
+					RPCBytesPerNode float64 `json:"rpc_bytes_per_node"`
+				} `json:"intents"`
+			} `json:"baseline"`
+		} `json:"runs"`
+		Fits []struct {
+			Figure, Of string
+		} `json:"fits"`
+	}
+	if err := json.Unmarshal(out, &sc); err != nil {
+		t.Fatalf("sim --sizes --json printed %q: %v", out, err)
+	}
+	if len(sc.Runs) != 2 || sc.Runs[0].Nodes != 12 || sc.Runs[1].Nodes != 24 {
+		t.Fatalf("runs %+v, want 12 and 24 nodes in order", sc.Runs)
+	}
+	for _, r := range sc.Runs {
+		if r.Intents.DeliveryRatio != 1 || r.Intents.RPCBytesPerNode <= 0 || r.Baseline == nil || r.Baseline.Intents.RPCBytesPerNode <= 0 {
+			t.Errorf("run at %d nodes: %+v, want full delivery and wire bytes for parley and raw", r.Nodes, r)
+		}
+	}
+	if len(sc.Fits) == 0 || len(sc.Fits)%2 != 0 {
+		t.Errorf("fits %+v, want one per figure for parley and for raw", sc.Fits)
+	}
+	html, err := os.ReadFile(report)
+	if n := strings.Count(string(html), "<svg"); err != nil || n != len(sc.Fits)/2 {
+		t.Errorf("report: %v, %d plots; want one per figure (%d)", err, n, len(sc.Fits)/2)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sizes", "12"}, "two sizes"},
+		{[]string{"--sizes", "12,12"}, "twice"},
+		{[]string{"--sizes", "1,12"}, "at least 2"},
+		{[]string{"--sizes", "12,24", "--nodes", "5"}, "not both"},
+	} {
+		msg, err := exec.Command(bin, append([]string{"sim", "gossip"}, tc.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(msg), tc.want) {
+			t.Errorf("sim %v: %v, %q; want an error saying %q", tc.args, err, msg, tc.want)
+		}
+	}
+}

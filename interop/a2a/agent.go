@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleynet/parley/intent"
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/sharedctx"
 )
 
 // ErrBadCard is wrapped by NewAgent's errors about the remote agent's
@@ -52,6 +53,12 @@ type AgentConfig struct {
 	// HTTPClient carries the calls (default: a client of its own, closed
 	// by Close).
 	HTTPClient *http.Client
+	// Context, when set, gives each task's remote agent its workflow's
+	// shared context: the keys its step may read go in the message's
+	// metadata (MetaContext, MetaContextWrites), and a MetaContext object
+	// in its answer's metadata is written back, signed as the agent,
+	// before the result goes to the requester (node.TaskContext).
+	Context func(negotiation.Task) (*sharedctx.Client, error)
 }
 
 // Agent is a negotiation.Handler that bids by its price rule and hands
@@ -199,8 +206,9 @@ func (a *Agent) Bid(_ context.Context, call negotiation.Call) (negotiation.Bid, 
 // Work implements negotiation.Handler: the task's input goes to the
 // remote agent as a data part naming the skill; its status updates are
 // progress, its artifact (or reply) the result, a failed or canceled
-// end an error. Its input-required status is a question to the requester
-// (Task.Ask), whose answer goes back to the same remote task.
+// end an error. With Context, the shared context goes in and out in the
+// metadata (context.go). Its input-required status is a question to the
+// requester (Task.Ask), whose answer goes back to the same remote task.
 func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
@@ -215,6 +223,11 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 	}
 	msg := a2a.NewMessage(a2a.MessageRoleUser, a2a.NewDataPart(input))
 	msg.Metadata = map[string]any{MetaSkill: t.Capability, MetaTask: t.Task}
+	cl, cerr := a.taskContext(ctx, t, msg.Metadata)
+	if cerr != nil {
+		return nil, cerr
+	}
+	var writes contextWrites
 	req := &a2a.SendMessageRequest{Message: msg}
 
 	var result json.RawMessage
@@ -244,10 +257,13 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 	handle := func(ev a2a.Event) (done bool, err error) {
 		switch e := ev.(type) {
 		case *a2a.Message:
+			writes.take(e.Metadata)
 			return true, take(e.Parts)
 		case *a2a.Task:
 			taskID, contextID = e.ID, e.ContextID
+			writes.take(e.Metadata)
 			for _, art := range e.Artifacts {
+				writes.take(art.Metadata)
 				if err := take(art.Parts); err != nil {
 					return true, err
 				}
@@ -266,6 +282,7 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 			}
 		case *a2a.TaskArtifactUpdateEvent:
 			taskID = e.TaskID
+			writes.take(e.Artifact.Metadata)
 			return false, take(e.Artifact.Parts)
 		}
 		return false, nil
@@ -294,7 +311,7 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 		}
 		// The remote agent asked: the requester answers, and the answer
 		// goes to the same remote task as a follow-up (input.go).
-		if req, err = a.answerRemote(ctx, t, taskID, contextID, *question); err != nil {
+		if req, err = a.answerRemote(ctx, t, taskID, contextID, msg.Metadata, *question); err != nil {
 			break
 		}
 		question, done = nil, false
@@ -314,6 +331,9 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 		return nil, fmt.Errorf("a2a agent %s: the A2A agent's stream ended before its task did", a.cfg.Name)
 	case result == nil:
 		return nil, fmt.Errorf("a2a agent %s: the A2A agent completed with no artifact", a.cfg.Name)
+	}
+	if err := writes.put(ctx, cl, t.Task); err != nil {
+		return nil, fmt.Errorf("a2a agent %s: %w", a.cfg.Name, err)
 	}
 	return result, nil
 }

@@ -68,18 +68,26 @@ func (shouter) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a
 // well-known path. It returns the base URL.
 func startShouter(t *testing.T) string {
 	t.Helper()
+	return serveA2A(t, "Shouter", shouter{}, []a2a.AgentSkill{{ID: "shout", Name: "Shout"}, {ID: "fail", Name: "Fail"}, {ID: "ask", Name: "Ask"}, {ID: "Not A Capability!", Name: "x"}})
+}
+
+// serveA2A serves exec as an A2A agent on a2a-go's server on loopback,
+// streaming, with skills on its card: JSON-RPC at /, its card at the
+// well-known path. It returns the base URL.
+func serveA2A(t *testing.T, name string, exec a2asrv.AgentExecutor, skills []a2a.AgentSkill) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := "http://" + ln.Addr().String()
-	card := &a2a.AgentCard{Name: "Shouter", Description: "shouts", Version: "1",
+	card := &a2a.AgentCard{Name: name, Description: name, Version: "1",
 		SupportedInterfaces: []*a2a.AgentInterface{a2a.NewAgentInterface(base+"/", a2a.TransportProtocolJSONRPC)},
 		Capabilities:        a2a.AgentCapabilities{Streaming: true},
 		DefaultInputModes:   []string{"application/json"}, DefaultOutputModes: []string{"application/json"},
-		Skills: []a2a.AgentSkill{{ID: "shout", Name: "Shout"}, {ID: "fail", Name: "Fail"}, {ID: "ask", Name: "Ask"}, {ID: "Not A Capability!", Name: "x"}}}
+		Skills: skills}
 	mux := http.NewServeMux()
-	mux.Handle("/", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(shouter{})))
+	mux.Handle("/", a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(exec)))
 	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()

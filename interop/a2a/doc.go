@@ -14,6 +14,17 @@
 // agent, so an existing A2A agent bids (at a configured price) and works
 // in the mesh through a2a-go's client.
 //
+// When such an agent wins a workflow step with a shared context
+// (AgentConfig.Context), the message it receives carries two metadata
+// keys: "parley.context", an object of the keys its step may read (key →
+// JSON value), and "parley.context_writes", the keys it may write (a
+// trailing * is a prefix). It writes by putting a "parley.context" object
+// (key → JSON value) in the metadata of its artifact, its reply message or
+// its task; the writes are signed as the hosted agent and written on the
+// requester's node before the result goes back, and one the context
+// refuses (a key not granted, over its limits) fails the task with that
+// error.
+//
 // It does not own the A2A protocol itself (a2a-go does), negotiation, or
 // where its config comes from (daemon/home, daemon).
 package a2a

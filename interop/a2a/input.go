@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -250,8 +251,9 @@ func (g *Gateway) finalize(id a2a.TaskID, out *negotiation.Outcome, err error) {
 // TASK_STATE_INPUT_REQUIRED: its status message is the question put to
 // the requester (Task.Ask), and the answer is the follow-up message to
 // the same remote task (a JSON string as a text part, other JSON as a
-// data part). The requester's node bounds the questions and the wait.
-func (a *Agent) answerRemote(ctx context.Context, t negotiation.Task, id a2a.TaskID, contextID string, st a2a.TaskStatus) (*a2a.SendMessageRequest, error) {
+// data part) with the first message's metadata. The requester's node
+// bounds the questions and the wait.
+func (a *Agent) answerRemote(ctx context.Context, t negotiation.Task, id a2a.TaskID, contextID string, meta map[string]any, st a2a.TaskStatus) (*a2a.SendMessageRequest, error) {
 	note := clip(textOf(st.Message), maxQuestion)
 	if t.Ask == nil {
 		return nil, fmt.Errorf("the A2A agent asks for more (%s) and the requester's node takes no questions", note)
@@ -275,7 +277,7 @@ func (a *Agent) answerRemote(ctx context.Context, t negotiation.Task, id a2a.Tas
 		part = a2a.NewTextPart(s)
 	}
 	msg := a2a.NewMessageForTask(a2a.MessageRoleUser, a2a.TaskInfo{TaskID: id, ContextID: contextID}, part)
-	msg.Metadata = map[string]any{MetaSkill: t.Capability, MetaTask: t.Task}
+	msg.Metadata = maps.Clone(meta) // the first message's: the skill, the task, its context
 	return &a2a.SendMessageRequest{Message: msg}, nil
 }
 

@@ -1,6 +1,7 @@
 // Package mcp owns parley's Model Context Protocol server: the tools an
 // MCP client (an LLM host, the inspector) uses to find agents in the mesh,
-// hire them, publish intents and follow tasks, served over stdio
+// hire them, publish intents, follow tasks and run workflows (with their
+// shared context), served over stdio
 // (`parley mcp`) or Streamable HTTP (the daemon API's /mcp).
 //
 // It is built on the official SDK (github.com/modelcontextprotocol/go-sdk),
@@ -51,7 +52,8 @@ func NewServer(client ClientFunc, cfg Config) *sdk.Server {
 	s := sdk.NewServer(&sdk.Implementation{Name: Name, Title: "parley mesh", Version: cfg.Version}, &sdk.ServerOptions{
 		Instructions: "Tools of a parley node: find agents in its peer-to-peer mesh by capability (find_agents), " +
 			"hire one through a negotiation among the agents that bid (request: bids, winner, result, with progress), " +
-			"publish signed intents (publish), and follow or cancel the node's tasks (tasks, task, cancel_task).",
+			"publish signed intents (publish), follow or cancel the node's tasks (tasks, task, cancel_task), " +
+			"and run multi-step workflows and read their shared context (run_workflow, workflows, workflow, cancel_workflow).",
 		Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{}},
 	})
 	t := &tools{client: client}

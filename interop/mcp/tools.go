@@ -205,6 +205,7 @@ func (t *tools) add(s *sdk.Server) {
 		Description: "Cancel a running task; the answer is the task right after the cancel was sent, which may not have taken effect yet.",
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true},
 	}, t.cancelTask)
+	t.addWorkflows(s) // workflows.go
 }
 
 func ptr[T any](v T) *T { return &v }

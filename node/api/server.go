@@ -170,6 +170,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathWorkflow, s.handleWorkflow},
 		{"DELETE " + PathWorkflow, s.handleCancelWorkflow},
 		{"GET " + PathWorkflowEvents, s.handleWorkflowEvents},
+		{"GET " + PathWorkflowContext, s.handleWorkflowContext},
 		{"GET " + PathExternalContext, s.handleExternalContext},
 		{"GET " + PathExternalContextKey, s.handleExternalContext},
 		{"PUT " + PathExternalContextKey, s.handleExternalContextPut},

@@ -19,6 +19,9 @@ const (
 	PathWorkflows      = "/v1/workflows"
 	PathWorkflow       = "/v1/workflows/{id}"
 	PathWorkflowEvents = "/v1/workflows/{id}/events"
+	// PathWorkflowContext is a workflow's shared context (GET), every
+	// entry checked again (workflowcontext.go).
+	PathWorkflowContext = "/v1/workflows/{id}/context"
 )
 
 // Workflows is the node's workflow engine, as the API uses it
@@ -30,6 +33,9 @@ type Workflows interface {
 	Cancel(id string) error
 	// Changes returns a channel closed at the next change of any workflow.
 	Changes() <-chan struct{}
+	// Context returns a snapshot of a workflow's shared context (nil: it
+	// has none).
+	Context(id string) ([]byte, error)
 }
 
 // WithWorkflows serves w on /v1/workflows; without it those routes answer

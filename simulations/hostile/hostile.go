@@ -179,19 +179,31 @@ func (a *Attacker) Intents(i int, capability, victim string, replay []byte) [][]
 }
 
 // FloodIntents publishes n rounds of bad intents on capability's topic,
-// as fast as the router takes them. They are all signed before the first
-// is sent, as an attacker would: what the flood costs its victims is then
-// theirs alone, not the attacker's signing on the same cores.
+// as fast as the router takes them, all signed before the first is sent.
 func (a *Attacker) FloodIntents(ctx context.Context, capability, victim string, replay []byte, n int) error {
+	return a.Publish(ctx, capability, a.IntentFlood(capability, victim, replay, n))
+}
+
+// IntentFlood signs n rounds of bad intents for Publish. An attacker
+// signs ahead, on machines of its own: a benchmark that shares its cores
+// with the victims signs before it starts the clock, so that what the
+// flood costs them is theirs alone.
+func (a *Attacker) IntentFlood(capability, victim string, replay []byte, n int) [][]byte {
+	var flood [][]byte
+	for i := range n {
+		flood = append(flood, a.Intents(i, capability, victim, replay)...)
+	}
+	return flood
+}
+
+// Publish publishes flood on capability's topic as fast as the router
+// takes it.
+func (a *Attacker) Publish(ctx context.Context, capability string, flood [][]byte) error {
 	t, err := a.ps.Join(topicPrefix + capability)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	var flood [][]byte
-	for i := range n {
-		flood = append(flood, a.Intents(i, capability, victim, replay)...)
-	}
 	for _, m := range flood {
 		if ctx.Err() != nil {
 			return ctx.Err()

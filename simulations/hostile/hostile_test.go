@@ -165,11 +165,12 @@ func harness(t testing.TB, rounds int) (calm, flooded []time.Duration) {
 	mu.Lock()
 	replay := captured
 	mu.Unlock()
+	flood := attacker.IntentFlood("work", string(reqAgent.ID), replay, 1300)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := attacker.FloodIntents(ctx, "work", string(reqAgent.ID), replay, 1300); err != nil && ctx.Err() == nil {
+		if err := attacker.Publish(ctx, "work", flood); err != nil && ctx.Err() == nil {
 			t.Errorf("flood: %v", err)
 		}
 	}()
