@@ -515,7 +515,7 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 			case msgAnswer:
 				if !ask.deliver(in) {
 					c.s.refuseFrame(conn.Stream(), fmt.Errorf("%w: an answer to no open question, or over %d bytes", frame.ErrBadBody, c.s.cfg.MaxAnswer))
-					cancelCause(errors.New("the requester broke the protocol: " + "an answer to no open question"))
+					cancelCause(errors.New("the requester broke the protocol: an answer to no open question"))
 					return
 				}
 			case msgAck:
