@@ -13,7 +13,7 @@ import (
 )
 
 // TestAnswerTask: a winner's question makes the task input-required with
-// the question in GET /v1/tasks/{id}; POST /v1/tasks/{id}/input answers
+// the question in a streamed request's update and in GET /v1/tasks/{id}; POST /v1/tasks/{id}/input answers
 // it (the winner's result uses the answer), and the wrong asks get 400,
 // 404, 409 and 413. The contract checks every answer.
 func TestAnswerTask(t *testing.T) {
@@ -34,10 +34,24 @@ func TestAnswerTask(t *testing.T) {
 		err error
 	}
 	res := make(chan result, 1)
-	go func() {
-		out, err := c.Request(ctx, echoBody())
+	asked := make(chan negotiation.Update, 1)
+	go func() { // streamed: the contract checks the update that carries the question
+		out, err := c.RequestStream(ctx, echoBody(), func(u negotiation.Update) error {
+			if u.State == negotiation.StateInputRequired {
+				asked <- u
+			}
+			return nil
+		})
 		res <- result{out, err}
 	}()
+	select {
+	case u := <-asked:
+		if u.Question == nil || u.Question.Note != "which size?" || u.Question.Ask != 1 {
+			t.Fatalf("the streamed input-required update %+v, want the question", u)
+		}
+	case r := <-res:
+		t.Fatalf("the task ended before its winner asked: %v %+v", r.err, r.out)
+	}
 	ti := waitState(t, c, negotiation.RoleRequester, negotiation.StateInputRequired)
 	got, err := c.Task(ctx, ti.Task)
 	if err != nil || got.Question == nil || got.Question.Note != "which size?" || string(got.Question.Schema) != `{"enum":["S","M"]}` {
