@@ -65,9 +65,9 @@ func statusText(s a2a.TaskStatus) string {
 // A parley task whose winner asks is an A2A task in input-required with
 // the question as its status message (streamed to the client); the
 // client's next message on the task answers it (a text part is a JSON
-// string) and the task completes with the answer used. A file part is no
-// answer: the task stays input-required and says why. Cancel still ends
-// a task that waits, on the mesh too.
+// string, a data part its data) and the task completes with the answer
+// used. A file part is no answer: the task stays input-required and says
+// why. Cancel still ends a task that waits, on the mesh too.
 func TestGatewayInputRequired(t *testing.T) {
 	gm := newGatewayMesh(t, func(c *parleya2a.Config) { c.Export = append(c.Export, "size") })
 	asked := addSizer(t, gm)
@@ -131,7 +131,7 @@ func TestGatewayInputRequired(t *testing.T) {
 		t.Errorf("the winner's Ask: %v", err)
 	}
 
-	// A second task: a file is no answer; cancel ends the wait.
+	// A second task: a file is no answer.
 	res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("size", map[string]any{"item": "hat"})})
 	if err != nil {
 		t.Fatalf("SendMessage: %v", err)
@@ -149,7 +149,29 @@ func TestGatewayInputRequired(t *testing.T) {
 		!strings.Contains(statusText(st.Status), "which size?") {
 		t.Fatalf("after a file as the answer: %+v, want input-required saying the answer was not taken and asking again", res)
 	}
-	canceled, err := c.CancelTask(actx, &a2a.CancelTaskRequest{ID: second.ID})
+	// A data part's data is the answer as it is.
+	res, err = c.SendMessage(actx, &a2a.SendMessageRequest{Message: a2a.NewMessageForTask(a2a.MessageRoleUser, second, a2a.NewDataPart(map[string]any{"size": "L", "fit": "slim"}))})
+	if err != nil {
+		t.Fatalf("SendMessage with a data part: %v", err)
+	}
+	if done, ok := res.(*a2a.Task); !ok || done.Status.State != a2a.TaskStateCompleted || len(done.Artifacts) != 1 ||
+		fmt.Sprint(done.Artifacts[0].Parts[0].Data()) != "map[input:map[item:hat] size:map[fit:slim size:L]]" {
+		t.Fatalf("after a data part as the answer: %+v, want completed with the data as the answer", res)
+	}
+	if err := <-asked; err != nil {
+		t.Errorf("the second winner's Ask: %v", err)
+	}
+
+	// A third task: cancel ends the wait.
+	res, err = c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("size", map[string]any{"item": "scarf"})})
+	if err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	third, ok := res.(*a2a.Task)
+	if !ok || third.Status.State != a2a.TaskStateInputRequired {
+		t.Fatalf("SendMessage = %+v, want a task in input-required", res)
+	}
+	canceled, err := c.CancelTask(actx, &a2a.CancelTaskRequest{ID: third.ID})
 	if err != nil || canceled.Status.State != a2a.TaskStateCanceled {
 		t.Fatalf("CancelTask: %+v, %v; want canceled", canceled, err)
 	}
@@ -162,7 +184,7 @@ func TestGatewayInputRequired(t *testing.T) {
 		t.Fatal("the canceled task's Ask never returned")
 	}
 	waitFor(t, ctx, "the parley task to end canceled", func() bool {
-		ti, err := gm.nodes[0].Task(second.Metadata[parleya2a.MetaTask].(string))
+		ti, err := gm.nodes[0].Task(third.Metadata[parleya2a.MetaTask].(string))
 		return err == nil && ti.State == negotiation.StateCanceled
 	})
 }
