@@ -133,7 +133,9 @@ func (s *Service) handleCall(in *intent.Intent, keys bool) []contractKey {
 	}
 	var started []contractKey
 	for _, con := range bidders {
-		if s.goroutine(func() { s.bid(con, call, progress, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace) }) && keys {
+		if s.goroutine(func() {
+			s.bid(con, call, progress, c.Asks, peer.AddrInfo{ID: call.RequesterPeer, Addrs: addrs}, in.Trace)
+		}) && keys {
 			started = append(started, contractKey{call.Requester, call.Task, con.agent.ID})
 		}
 	}
@@ -148,6 +150,7 @@ type contract struct {
 	call     Call
 	bid      Bid
 	progress time.Duration
+	asks     bool // the requester's node answers questions (cfp.Asks)
 	hist     history
 
 	mu       sync.Mutex
@@ -156,18 +159,19 @@ type contract struct {
 	result   json.RawMessage
 	cancelF  context.CancelCauseFunc
 	canceled bool
+	question *Question // open while the work waits for an answer (ask.go)
 }
 
 // bid asks the handler about a call and, if it bids, proposes on a stream
 // to the requester and waits there for the verdict.
-func (s *Service) bid(con *contractor, call Call, progress time.Duration, requester peer.AddrInfo, traceparent string) {
+func (s *Service) bid(con *contractor, call Call, progress time.Duration, asks bool, requester peer.AddrInfo, traceparent string) {
 	key := contractKey{call.Requester, call.Task, con.agent.ID}
 	s.mu.Lock()
 	if old := s.contracts[key]; old != nil && old.holding() {
 		s.mu.Unlock()
 		return // a re-issued call for a task we already hold
 	}
-	c := &contract{s: s, agent: con.agent, con: con, call: call, progress: progress}
+	c := &contract{s: s, agent: con.agent, con: con, call: call, progress: progress, asks: asks && s.cfg.MaxAsks > 0}
 	if why := s.addContractLocked(key, c); why != "" {
 		s.mu.Unlock()
 		s.m.dropped.WithLabelValues(why).Inc()
@@ -482,8 +486,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 		_ = conn.Stream().SetWriteDeadline(time.Now().Add(c.s.cfg.CommitTimeout))
 		return conn.Send(typ, wireVersion, w)
 	}
-	// The reader hears cancel and ack while the work runs; a lost stream
-	// cancels the work, since nobody is waiting for its result.
+	ask := newAsker(c, wctx, send)
+	// The reader hears cancel, answers and ack while the work runs; a
+	// lost stream cancels the work, since nobody is waiting for its result.
 	acked := make(chan struct{})
 	var readers sync.WaitGroup
 	readers.Add(1)
@@ -507,6 +512,12 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 					why += ": " + in.Reason
 				}
 				cancelCause(errors.New(why))
+			case msgAnswer:
+				if !ask.deliver(in) {
+					c.s.refuseFrame(conn.Stream(), fmt.Errorf("%w: an answer to no open question, or over %d bytes", frame.ErrBadBody, c.s.cfg.MaxAnswer))
+					cancelCause(errors.New("the requester broke the protocol: an answer to no open question"))
+					return
+				}
 			case msgAck:
 				close(acked)
 				return
@@ -535,6 +546,9 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 	task := Task{Call: c.call, Bid: bid, Input: w.Input, Progress: func(f float64, note string) {
 		_ = send(msgProgress, wire{Task: c.call.Task, Fraction: f, Note: note})
 	}}
+	if c.asks {
+		task.Ask = ask.ask
+	}
 	out, werr := safeWork(wctx, c.con.h, task)
 	close(stopKeepalive)
 
@@ -605,8 +619,11 @@ func (c *contract) serveAward(ctx context.Context, conn *frame.Conn, accept wire
 
 func (c *contract) info() TaskInfo {
 	st, steps, updated := c.hist.get()
+	c.mu.Lock()
+	q := c.question
+	c.mu.Unlock()
 	return TaskInfo{Task: c.call.Task, Role: RoleContractor, Capability: c.call.Capability, Agent: c.agent.ID,
-		AgentName: c.agent.Name, Peer: c.call.Requester, PeerName: c.call.RequesterName, State: st, Updated: updated, History: steps}
+		AgentName: c.agent.Name, Peer: c.call.Requester, PeerName: c.call.RequesterName, State: st, Updated: updated, History: steps, Question: q}
 }
 
 // revive moves a contract out of "rejected" when a stand-by bid is

@@ -52,7 +52,7 @@ type Hold interface {
 
 // Event is one auditable step of a negotiation.
 type Event struct {
-	Kind       string // call, proposal, refusal, award, reject, commit, decline, task, result, failure, cancel, policy
+	Kind       string // call, proposal, refusal, award, reject, commit, decline, task, ask, answer, result, failure, cancel, policy
 	Role       Role
 	Task       string
 	Capability string

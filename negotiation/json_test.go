@@ -71,7 +71,7 @@ func TestJSONMirrorsComplete(t *testing.T) {
 		{Bid{}, bidJSON{}, 0},
 		{BidInfo{}, bidInfoJSON{}, 0},
 		{Call{}, callJSON{}, 0},
-		{Task{}, taskJSON{}, 1}, // Progress is not JSON
+		{Task{}, taskJSON{}, 2}, // Progress and Ask are not JSON
 		{Timings{}, timingsJSON{}, 0},
 		{Counter{}, counterJSON{}, 0},
 	} {

@@ -41,6 +41,8 @@ const (
 	msgFailure  = "failure"  // contractor → requester: could not do it
 	msgCancel   = "cancel"   // either side: stop
 	msgAck      = "ack"      // requester → contractor: result received
+	msgAsk      = "ask"      // contractor → requester: a question while working (ask.go)
+	msgAnswer   = "answer"   // requester → contractor: the answer to the open question
 )
 
 // wire is the JSON body of every negotiation frame; each message uses the
@@ -70,6 +72,8 @@ type wire struct {
 	// other side's spans join the task's trace. Untrusted: parsed
 	// strictly, and it never makes this node record more.
 	Trace string `json:"trace,omitempty"`
+	// Schema is an ask's hint of the answer's shape (any JSON).
+	Schema json.RawMessage `json:"schema,omitempty"`
 }
 
 func (w wire) bid() Bid {
@@ -89,6 +93,9 @@ type cfp struct {
 	ProgressMillis int64 `json:"progress_ms,omitempty"`
 	// Name is the requesting agent's display name (not authenticated).
 	Name string `json:"name,omitempty"`
+	// Asks says the requester's node answers a winner's questions (ask
+	// and answer frames); a node that does not set it has none asked.
+	Asks bool `json:"asks,omitempty"`
 }
 
 // displayName returns a remote agent's self-declared name if it is a

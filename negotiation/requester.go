@@ -53,6 +53,13 @@ type request struct {
 	callSpan trace.Span    // the open call's span, for bid events
 	commitAt time.Time
 	outcome  *Outcome
+	// The winner's questions (ask.go): how many it asked, the open one
+	// and the stream to answer it on.
+	asks     int
+	question *Question
+	askConn  *frame.Conn
+	umu      sync.Mutex // serializes Updates calls: Answer makes them too
+	quiet    bool       // umu's: Request has returned
 
 	// For the success metrics.
 	firstBidAt, firstAwardAt time.Time
@@ -131,6 +138,7 @@ func (s *Service) Request(ctx context.Context, agent *identity.Agent, need Need,
 	r.closeWindow()
 	r.rejectRest("task ended")
 	out := r.finish(ctx, reason)
+	r.hush()
 	s.mu.Lock()
 	s.endedLocked(r.id)
 	s.mu.Unlock()
@@ -333,7 +341,8 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 	if span.IsRecording() {
 		span.SetAttributes(attribute.Int("parley.call", n), attribute.String("parley.bid_window", r.opts.BidWindow.String()))
 	}
-	payload, err := json.Marshal(cfp{Task: r.id, Summary: r.need.Summary, ProgressMillis: r.opts.ProgressTimeout.Milliseconds(), Name: r.agent.Name})
+	payload, err := json.Marshal(cfp{Task: r.id, Summary: r.need.Summary, ProgressMillis: r.opts.ProgressTimeout.Milliseconds(), Name: r.agent.Name,
+		Asks: r.s.cfg.MaxAsks > 0})
 	if err != nil {
 		return nil, fmt.Errorf("marshal call: %w", err)
 	}
@@ -602,6 +611,7 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 		r.setStatus(b, "failed", err.Error())
 		return false, "could not be sent the task"
 	}
+	defer r.endAsks()
 	for {
 		conn.SetReadTimeout(r.opts.ProgressTimeout)
 		in = wire{} // a keepalive must not repeat the last progress note
@@ -612,9 +622,13 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 		switch m.Type {
 		case msgProgress:
 			if in.Note != "" || in.Fraction != 0 {
-				r.update(Update{State: StateWorking, Progress: true, Fraction: in.Fraction, Note: in.Note, Winner: b.info.Agent, WinnerName: b.info.Name})
+				r.update(Update{State: r.hist.current(), Progress: true, Fraction: in.Fraction, Note: in.Note, Winner: b.info.Agent, WinnerName: b.info.Name})
 			}
 		case msgCommit: // alive; a repeated commit changes nothing
+		case msgAsk:
+			if why := r.asked(conn, b, in, ev); why != "" {
+				return false, why
+			}
 		case msgResult:
 			wspan.End()
 			rctx, rspan := r.s.span(ctx, spanResult, trace.SpanKindInternal, r.id)
@@ -774,6 +788,7 @@ func (r *request) info() TaskInfo {
 	if r.winner != nil {
 		ti.Peer, ti.PeerName = r.winner.info.Agent, r.winner.info.Name
 	}
+	ti.Question = r.question
 	ti.Outcome = r.outcome
 	if r.outcome == nil {
 		for _, b := range r.all {

@@ -92,6 +92,11 @@ type Config struct {
 	// (default 3; negative: none). A requester's strategy makes at most
 	// this many; a contractor resets a stream that brings more.
 	MaxCounterRounds int
+	// MaxAsks bounds a winner's questions to its requester per task, on
+	// both sides (default 3; negative: none, and this node's calls say it
+	// answers none). MaxQuestion bounds a question's note and schema in
+	// bytes (default 4 KiB), MaxAnswer an answer (default 64 KiB).
+	MaxAsks, MaxQuestion, MaxAnswer int
 	// Reach, if set, says how many peers a call on capability would reach
 	// now; a call that gets no bid says so ("no capable agent found").
 	Reach func(capability string) int
@@ -142,6 +147,18 @@ func (c *Config) setDefaults() {
 		c.MaxCounterRounds = 3
 	case c.MaxCounterRounds < 0:
 		c.MaxCounterRounds = 0
+	}
+	switch {
+	case c.MaxAsks == 0:
+		c.MaxAsks = DefaultMaxAsks
+	case c.MaxAsks < 0:
+		c.MaxAsks = 0
+	}
+	if c.MaxQuestion <= 0 {
+		c.MaxQuestion = DefaultMaxQuestion
+	}
+	if c.MaxAnswer <= 0 {
+		c.MaxAnswer = DefaultMaxAnswer
 	}
 	if c.StandbyWait <= 0 {
 		c.StandbyWait = 30 * time.Second

@@ -19,10 +19,13 @@ const (
 	StateSubmitted   State = "submitted"   // created, call not yet out
 	StateNegotiating State = "negotiating" // call out, taking bids or awarding
 	StateWorking     State = "working"     // a contractor committed and works
-	StateCompleted   State = "completed"   // a result arrived and was acked
-	StateFailed      State = "failed"      // no contractor could do it within the budget
-	StateCanceled    State = "canceled"    // either side canceled
-	StateRejected    State = "rejected"    // this node's agent refused or lost the task (contractor view)
+	// StateInputRequired: the winner asked its requester a question
+	// (Task.Ask) and waits for the answer (Service.Answer).
+	StateInputRequired State = "input-required"
+	StateCompleted     State = "completed" // a result arrived and was acked
+	StateFailed        State = "failed"    // no contractor could do it within the budget
+	StateCanceled      State = "canceled"  // either side canceled
+	StateRejected      State = "rejected"  // this node's agent refused or lost the task (contractor view)
 )
 
 // Terminal reports whether no transition leaves s.
@@ -57,6 +60,13 @@ var (
 	ErrUnknownTask = errors.New("unknown task")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("negotiation service closed")
+	// ErrNoQuestion is returned by Answer for a task whose winner asks
+	// nothing now.
+	ErrNoQuestion = errors.New("task asks no question")
+	// ErrTooManyAsks is returned by Task.Ask past MaxAsks in one task.
+	ErrTooManyAsks = errors.New("too many questions for one task")
+	// ErrTooLarge is returned for a question or an answer over its bound.
+	ErrTooLarge = errors.New("too large")
 )
 
 // Need is what a requester wants done.
@@ -105,6 +115,22 @@ type Task struct {
 	// Progress reports progress to the requester (0..1, a short note). It
 	// never blocks the work for long; the service also sends keepalives.
 	Progress func(fraction float64, note string) `json:"-"`
+	// Ask puts a question (note, and an optional JSON schema hint for the
+	// answer) to the requester and waits for its answer, at most until
+	// the task's deadline (ask.go). It is nil when the requester's side
+	// cannot answer (an older node): a handler checks before it asks.
+	Ask func(ctx context.Context, note string, schema json.RawMessage) (json.RawMessage, error) `json:"-"`
+}
+
+// Question is what a winner asked its requester, while it waits.
+type Question struct {
+	Note string `json:"note"`
+	// Schema is the asker's hint of the answer's shape (a JSON schema, or
+	// any JSON); parley does not check the answer against it.
+	Schema json.RawMessage `json:"schema,omitempty"`
+	// Ask counts the task's questions: 1 for the first.
+	Ask int       `json:"ask"`
+	At  time.Time `json:"at"`
 }
 
 // Handler is a contractor agent's behaviour: whether and what to bid, and
@@ -206,4 +232,7 @@ type TaskInfo struct {
 	Bids []BidInfo `json:"bids,omitempty"`
 	// Outcome is set for requester tasks once they end.
 	Outcome *Outcome `json:"outcome,omitempty"`
+	// Question is the winner's open question while the task is
+	// input-required (on both sides).
+	Question *Question `json:"question,omitempty"`
 }

@@ -115,7 +115,8 @@ type Config struct {
 	// Negotiation bounds what remote requesters may choose and what the
 	// negotiation keeps: MaxBidWindow, MaxTaskDuration,
 	// MaxProgressTimeout, MaxBidsPerCall, MaxContracts,
-	// MaxContractsPerOrigin, StandbyWait, MaxCounterRounds and KeepTasks of
+	// MaxContractsPerOrigin, StandbyWait, MaxCounterRounds, MaxAsks,
+	// MaxQuestion, MaxAnswer and KeepTasks of
 	// negotiation.Config (zero fields take its defaults; other fields are
 	// ignored).
 	Negotiation negotiation.Config

@@ -524,6 +524,8 @@ func testBadInput(t *testing.T, bin string) {
 		{"request bad timeout", []string{"request", "--home", good, "--capability", "echo", "--input", "1", "--timeout", "soon"}, good, []string{"--timeout", "soon"}},
 		{"request no daemon", []string{"request", "--home", good, "--capability", "echo", "--input", "1"}, good, []string{"no daemon running for home " + good}},
 		{"tasks no daemon", []string{"tasks", "--home", good}, good, []string{"no daemon running for home " + good}},
+		{"answer not JSON", []string{"tasks", "answer", "--home", good, "3b6f0c1d", "{oops"}, good, []string{"the answer", "{oops"}},
+		{"answer no daemon", []string{"tasks", "answer", "--home", good, "3b6f0c1d", `"M"`}, good, []string{"no daemon running for home " + good}},
 		{"bad announce", []string{"run", "--home", good, "--announce", "/ip4/203.0.113.7/tcp/4001", "--announce", "203.0.113.7:4001"}, good, []string{"--announce", "203.0.113.7:4001"}},
 		{"bad dht mode", []string{"run", "--home", good, "--dht-mode", "sometimes"}, good, []string{"--dht-mode", "sometimes", "server, client, auto or off"}},
 		{"agents find bad capability", []string{"agents", "find", "--home", good, "--capability", "Bad Cap"}, good, []string{"--capability", "Bad Cap"}},

@@ -20,7 +20,8 @@ func (c *cli) mcpCmd() *cobra.Command {
 host, an IDE, the MCP inspector) that starts it as a command. Its tools call
 the daemon running for the home through its local API, like the other
 commands: find_agents, request (a negotiation in the mesh, with progress
-notifications), publish, tasks, task, cancel_task, and for workflows
+notifications), publish, tasks, task, cancel_task, answer_task (a winner's
+question), and for workflows
 run_workflow, workflows, workflow (with its shared context) and
 cancel_workflow. Logs go to stderr.
 

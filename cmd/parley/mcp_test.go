@@ -158,8 +158,8 @@ func TestMCPClients(t *testing.T) {
 				OutputSchema map[string]any `json:"outputSchema"`
 			} `json:"tools"`
 		}
-		if err := json.Unmarshal(out, &list); err != nil || len(list.Tools) != 10 {
-			t.Fatalf("tools/list: %s (%v); want the ten tools", out, err)
+		if err := json.Unmarshal(out, &list); err != nil || len(list.Tools) != 11 {
+			t.Fatalf("tools/list: %s (%v); want the eleven tools", out, err)
 		}
 	})
 	t.Run("inspector cli over http: tools/call task", func(t *testing.T) {
@@ -249,8 +249,8 @@ func checkTSClient(t *testing.T, out []byte, badCalls bool) string {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("client output %s: %v", out, err)
 	}
-	if got.Server.Name != "parley" || len(got.Tools) != 10 {
-		t.Fatalf("server %q with tools %+v; want parley's ten", got.Server.Name, got.Tools)
+	if got.Server.Name != "parley" || len(got.Tools) != 11 {
+		t.Fatalf("server %q with tools %+v; want parley's eleven", got.Server.Name, got.Tools)
 	}
 	for _, tool := range got.Tools {
 		if tool.Input != "object" || tool.Output != "object" {

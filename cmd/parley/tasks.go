@@ -38,7 +38,8 @@ capability, take bids for the bid window, award the task to the best bid and
 send the input to that contractor only, then wait for the result, moving on
 to the next bid or calling again if a contractor fails. It prints the bids,
 the winner, the result and the timings, and exits 0 only if the task
-completed. Interrupting it cancels the task.
+completed. Interrupting it cancels the task. A winner's question (the task
+is input-required) is printed on stderr with how to answer it.
 
 The summary is the public part of the call that every bidder sees; the input
 goes to the winner alone.`,
@@ -58,8 +59,10 @@ goes to the winner alone.`,
 			}
 			// No client timeout: the task's own timeout bounds the call.
 			stop := watchApprovals(cmd.Context(), cl, f.capability, cmd.ErrOrStderr())
+			stopQ := watchQuestions(cmd.Context(), cl, f.capability, cmd.ErrOrStderr())
 			out, err := cl.Request(cmd.Context(), req)
 			stop()
+			stopQ()
 			if out == nil {
 				if cmd.Context().Err() != nil {
 					return errors.New("interrupted: the daemon cancels the task")
@@ -294,10 +297,12 @@ func (c *cli) tasksCmd() *cobra.Command {
 newest first: ID, role, capability, this node's agent, the other side (the
 winner or the requester), state and when it last changed. A contractor node
 lists a task once per agent of its that bid. 'parley tasks show ID' prints
-one task with its state history, 'parley tasks cancel ID' cancels it.`,
+one task with its state history, 'parley tasks cancel ID' cancels it,
+'parley tasks answer ID JSON' answers an input-required task's question.`,
 		Example: `  parley tasks
   parley tasks show 3b6f0c1d
   parley tasks cancel 3b6f0c1d
+  parley tasks answer 3b6f0c1d '"M"'
   parley tasks --json | jq '.[] | select(.state == "working")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -330,7 +335,7 @@ one task with its state history, 'parley tasks cancel ID' cancels it.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
-	cmd.AddCommand(c.taskShowCmd(), c.taskCancelCmd())
+	cmd.AddCommand(c.taskShowCmd(), c.taskCancelCmd(), c.taskAnswerCmd())
 	return cmd
 }
 
@@ -379,6 +384,7 @@ func printTask(w io.Writer, t *negotiation.TaskInfo) error {
 		}
 		b.WriteString("\n")
 	}
+	printQuestion(&b, t.Question)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}

@@ -207,7 +207,8 @@ func (a *Agent) Bid(_ context.Context, call negotiation.Call) (negotiation.Bid, 
 // remote agent as a data part naming the skill; its status updates are
 // progress, its artifact (or reply) the result, a failed or canceled
 // end an error. With Context, the shared context goes in and out in the
-// metadata (context.go).
+// metadata (context.go). Its input-required status is a question to the
+// requester (Task.Ask), whose answer goes back to the same remote task.
 func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
@@ -231,14 +232,18 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 
 	var result json.RawMessage
 	var taskID a2a.TaskID
+	var contextID string
+	var question *a2a.TaskStatus // set when the remote agent asks for input
 	finish := func(st a2a.TaskStatus) error {
 		switch st.State {
 		case a2a.TaskStateCompleted:
 			return nil
 		case a2a.TaskStateFailed, a2a.TaskStateRejected, a2a.TaskStateCanceled:
 			return fmt.Errorf("the A2A agent %s: %s", strings.TrimPrefix(string(st.State), "TASK_STATE_"), textOf(st.Message))
-		case a2a.TaskStateInputRequired, a2a.TaskStateAuthRequired:
-			return fmt.Errorf("the A2A agent asks for more (%s: %s); a parley task carries its whole input", st.State, textOf(st.Message))
+		case a2a.TaskStateInputRequired:
+			question = &st
+		case a2a.TaskStateAuthRequired:
+			return fmt.Errorf("the A2A agent asks for more (%s: %s); parley cannot authenticate for the requester", st.State, textOf(st.Message))
 		}
 		return nil
 	}
@@ -255,7 +260,7 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 			writes.take(e.Metadata)
 			return true, take(e.Parts)
 		case *a2a.Task:
-			taskID = e.ID
+			taskID, contextID = e.ID, e.ContextID
 			writes.take(e.Metadata)
 			for _, art := range e.Artifacts {
 				writes.take(art.Metadata)
@@ -267,7 +272,7 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 				return true, finish(e.Status)
 			}
 		case *a2a.TaskStatusUpdateEvent:
-			taskID = e.TaskID
+			taskID, contextID = e.TaskID, e.ContextID
 			if e.Status.State.Terminal() || e.Status.State == a2a.TaskStateInputRequired || e.Status.State == a2a.TaskStateAuthRequired {
 				return true, finish(e.Status)
 			}
@@ -284,21 +289,32 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 	}
 	var err error
 	done := false
-	if a.card.Capabilities.Streaming {
-		for ev, serr := range a.client.SendStreamingMessage(ctx, req) {
-			if serr != nil {
-				err = serr
-				break
+	for {
+		if a.card.Capabilities.Streaming {
+			for ev, serr := range a.client.SendStreamingMessage(ctx, req) {
+				if serr != nil {
+					err = serr
+					break
+				}
+				if done, err = handle(ev); done || err != nil {
+					break
+				}
 			}
-			if done, err = handle(ev); done || err != nil {
-				break
+		} else {
+			var res a2a.SendMessageResult
+			if res, err = a.client.SendMessage(ctx, req); err == nil {
+				done, err = handle(res)
 			}
 		}
-	} else {
-		var res a2a.SendMessageResult
-		if res, err = a.client.SendMessage(ctx, req); err == nil {
-			done, err = handle(res)
+		if err != nil || question == nil {
+			break
 		}
+		// The remote agent asked: the requester answers, and the answer
+		// goes to the same remote task as a follow-up (input.go).
+		if req, err = a.answerRemote(ctx, t, taskID, contextID, msg.Metadata, *question); err != nil {
+			break
+		}
+		question, done = nil, false
 	}
 	if ctx.Err() != nil && taskID != "" {
 		// Canceled here (the requester, the deadline): tell the remote.

@@ -20,15 +20,28 @@ import (
 )
 
 // shouter is an A2A agent built on a2a-go's server: skill "shout" upper-
-// cases {"text":…} after a status update; skill "fail" fails.
+// cases {"text":…} after a status update; skill "fail" fails; skill "ask"
+// asks "how loud?" (input-required) and shouts the text of the answer.
 type shouter struct{}
 
 func (shouter) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
 	return func(yield func(a2a.Event, error) bool) {
+		if ec.StoredTask != nil { // the answer to "how loud?"
+			loud := ec.Message.Parts[0].Text()
+			if !yield(a2a.NewArtifactEvent(ec, a2a.NewDataPart(map[string]any{"text": strings.ToUpper(loud) + "!"})), nil) {
+				return
+			}
+			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateCompleted, nil), nil)
+			return
+		}
 		if !yield(a2a.NewSubmittedTask(ec, ec.Message), nil) {
 			return
 		}
 		skill, _ := ec.Message.Metadata["skill"].(string)
+		if skill == "ask" {
+			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateInputRequired, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart("how loud?"))), nil)
+			return
+		}
 		if skill == "fail" {
 			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateFailed, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart("no voice left"))), nil)
 			return
@@ -55,7 +68,7 @@ func (shouter) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a
 // well-known path. It returns the base URL.
 func startShouter(t *testing.T) string {
 	t.Helper()
-	return serveA2A(t, "Shouter", shouter{}, []a2a.AgentSkill{{ID: "shout", Name: "Shout"}, {ID: "fail", Name: "Fail"}, {ID: "Not A Capability!", Name: "x"}})
+	return serveA2A(t, "Shouter", shouter{}, []a2a.AgentSkill{{ID: "shout", Name: "Shout"}, {ID: "fail", Name: "Fail"}, {ID: "ask", Name: "Ask"}, {ID: "Not A Capability!", Name: "x"}})
 }
 
 // serveA2A serves exec as an A2A agent on a2a-go's server on loopback,
@@ -98,8 +111,8 @@ func TestA2AAgentWinsANegotiation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ag.Close()
-	if got := strings.Join(ag.Capabilities(), ","); got != "shout,fail" {
-		t.Fatalf("capabilities from the card: %s, want shout,fail (the skill that is no capability name left out)", got)
+	if got := strings.Join(ag.Capabilities(), ","); got != "shout,fail,ask" {
+		t.Fatalf("capabilities from the card: %s, want shout,fail,ask (the skill that is no capability name left out)", got)
 	}
 	requester := loopbackNode(t, nil)
 	contractor := loopbackNode(t, requester)
@@ -177,5 +190,43 @@ func TestNewAgentChecksTheCard(t *testing.T) {
 				t.Fatalf("NewAgent: %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A remote A2A agent that answers TASK_STATE_INPUT_REQUIRED asks the
+// requester through the mesh: its status message is the question, the
+// requester's answer goes to the same remote task, and its end is the
+// task's.
+func TestA2AAgentAsksTheRequester(t *testing.T) {
+	base := startShouter(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ag, err := parleya2a.NewAgent(ctx, parleya2a.AgentConfig{Name: "shouter", URL: base, Price: 2, Capabilities: []string{"ask"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	requester := loopbackNode(t, nil)
+	contractor := loopbackNode(t, requester)
+	if _, err := contractor.AddAgent(node.AgentCard{Name: "shouter", Capabilities: ag.Capabilities()}, ag); err != nil {
+		t.Fatal(err)
+	}
+	if err := requester.WaitReady(ctx, "ask"); err != nil {
+		t.Fatal(err)
+	}
+	var question string
+	out, err := requester.Request(ctx, negotiation.Need{Capability: "ask", Input: json.RawMessage(`{}`)},
+		negotiation.WithBidWindow(200*time.Millisecond),
+		negotiation.WithUpdates(func(u negotiation.Update) {
+			if u.State == negotiation.StateInputRequired {
+				question = u.Question.Note
+				go func() { _ = requester.AnswerTask(ctx, u.Task, json.RawMessage(`"very"`)) }()
+			}
+		}))
+	if err != nil {
+		t.Fatalf("Request: %v", err)
+	}
+	if question != "how loud?" || string(out.Result) != `{"text":"VERY!"}` {
+		t.Errorf("question %q, result %s; want how loud? and the answer shouted", question, out.Result)
 	}
 }

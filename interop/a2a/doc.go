@@ -7,8 +7,10 @@
 // naming a skill becomes node.Request — the same path as POST /v1/tasks,
 // so admission, policy and the audit log decide and record it — and the
 // negotiation's states and the winner's progress come back as A2A status
-// updates, its result as an artifact. The bearer token, the bounds on
-// bodies and tasks, and the audit record of every call are the gateway's.
+// updates, its result as an artifact. A winner's question makes the task
+// input-required until the client's next message on it answers
+// (input.go). The bearer token, the bounds on bodies and tasks, and the
+// audit record of every call are the gateway's.
 //
 // Agent is the other way: a negotiation.Handler backed by a remote A2A
 // agent, so an existing A2A agent bids (at a configured price) and works

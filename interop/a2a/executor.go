@@ -41,9 +41,12 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 		g.mu.Unlock()
 		defer g.wg.Done()
 		if ec.StoredTask != nil {
-			// A follow-up message to a task: parley's tasks take their
+			// A follow-up message to a task: the answer to its winner's
+			// question (input.go). Otherwise parley's tasks take their
 			// whole input up front.
-			yield(nil, a2a.NewError(a2a.ErrUnsupportedOperation, "task "+string(ec.TaskID)+" already has its input; send a new message (no taskId) for new work"))
+			if !g.resume(ctx, ec, yield) {
+				yield(nil, a2a.NewError(a2a.ErrUnsupportedOperation, "task "+string(ec.TaskID)+" asks for no input; send a new message (no taskId) for new work"))
+			}
 			return
 		}
 		need, opts, err := g.need(ec)
@@ -54,9 +57,6 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 		if !yield(a2a.NewSubmittedTask(ec, ec.Message), nil) {
 			return
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		defer context.AfterFunc(g.ctx, cancel)()
 		// The client's W3C trace context (its traceparent header or gRPC
 		// metadata) makes the negotiation part of the client's trace.
 		if ec.ServiceParams != nil {
@@ -64,78 +64,70 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 				ctx = tracing.Extract(ctx, g.n.Tracing().Tracer("parley/a2a"), tp[0])
 			}
 		}
-		updates := make(chan negotiation.Update, updateBuffer)
-		type result struct {
-			out *negotiation.Outcome
-			err error
-		}
-		done := make(chan result, 1)
-		opts = append(opts, negotiation.WithUpdates(func(u negotiation.Update) {
-			if u.Progress {
-				select {
-				case updates <- u:
-				default: // a slow client loses progress notes, not the task
-				}
-				return
-			}
-			select {
-			case updates <- u:
-			case <-ctx.Done():
-			}
-		}))
-		go func() {
-			out, err := g.n.Request(ctx, need, opts...)
-			close(updates)
-			done <- result{out, err}
-		}()
-		defer func() {
-			g.mu.Lock()
-			delete(g.live, ec.TaskID)
-			g.mu.Unlock()
-		}()
-		open := true
-		for u := range updates {
-			if u.State == negotiation.StateSubmitted {
-				g.mu.Lock()
-				g.live[ec.TaskID] = u.Task // for Cancel
-				g.mu.Unlock()
-				continue // the task itself, yielded above, says it is submitted
-			}
-			if open && !yield(statusOf(ec, u), nil) {
-				open = false
-				cancel() // the client or the server is gone; so is the task
-			}
-		}
-		res := <-done
-		if !open {
+		r, err := g.start(ctx, ec.TaskID, need, opts)
+		if err != nil {
+			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateFailed, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(err.Error()))), nil)
 			return
 		}
-		out := res.out
-		if out == nil {
-			// Refused before any call went out: the policy or the
-			// admission layer said no, or the node is closing.
-			text := "refused: " + res.err.Error()
-			if !errors.Is(res.err, admission.ErrDenied) {
-				text = "the node could not run the request: " + res.err.Error()
-			}
-			ev := a2a.NewStatusUpdateEvent(ec, a2a.TaskStateRejected, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(text)))
-			if !errors.Is(res.err, admission.ErrDenied) {
-				ev.Status.State = a2a.TaskStateFailed
-			}
-			yield(ev, nil)
-			return
-		}
-		if out.State == negotiation.StateCompleted {
-			art := a2a.NewArtifactEvent(ec, resultPart(out.Result))
-			art.Artifact.Name = "result"
-			art.Artifact.Description = fmt.Sprintf("%s's result for %s", displayName(out), out.Capability)
-			art.Artifact.Metadata = outcomeMeta(out)
-			if !yield(art, nil) {
-				return
-			}
-		}
-		yield(finalStatus(ec, out), nil)
+		g.follow(ec, r, yield)
 	}
+}
+
+// follow streams a run's updates to the execution: until the task ends,
+// or until its winner asks a question, when the execution ends in
+// input-required and the run waits, detached, for the client's answer.
+func (g *Gateway) follow(ec *a2asrv.ExecutorContext, r *run, yield func(a2a.Event, error) bool) {
+	open := true
+	for u := range r.updates {
+		if u.State == negotiation.StateSubmitted {
+			continue // the task itself, yielded before, says it is submitted
+		}
+		if u.State == negotiation.StateInputRequired && open && g.detach(ec.TaskID, r, u) {
+			yield(inputRequired(ec, u, ""), nil)
+			return
+		}
+		if open && !yield(statusOf(ec, u), nil) {
+			open = false
+			r.cancel() // the client or the server is gone; so is the task
+		}
+	}
+	res := <-r.done
+	g.mu.Lock()
+	delete(g.live, ec.TaskID)
+	g.mu.Unlock()
+	if !open {
+		return
+	}
+	out := res.out
+	if out == nil {
+		// Refused before any call went out: the policy or the
+		// admission layer said no, or the node is closing.
+		text := "refused: " + res.err.Error()
+		if !errors.Is(res.err, admission.ErrDenied) {
+			text = "the node could not run the request: " + res.err.Error()
+		}
+		ev := a2a.NewStatusUpdateEvent(ec, a2a.TaskStateRejected, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(text)))
+		if !errors.Is(res.err, admission.ErrDenied) {
+			ev.Status.State = a2a.TaskStateFailed
+		}
+		yield(ev, nil)
+		return
+	}
+	if out.State == negotiation.StateCompleted {
+		if !yield(artifactOf(ec, out), nil) {
+			return
+		}
+	}
+	yield(finalStatus(ec, out), nil)
+}
+
+// artifactOf is a completed outcome's result as an artifact.
+func artifactOf(ec a2a.TaskInfoProvider, out *negotiation.Outcome) *a2a.TaskArtifactUpdateEvent {
+	art := a2a.NewArtifactEvent(ec, resultPart(out.Result))
+	art.Artifact.Name = "result"
+	art.Artifact.Description = fmt.Sprintf("%s's result for %s", displayName(out), out.Capability)
+	art.Artifact.Metadata = outcomeMeta(out)
+	return art
 }
 
 // Cancel ends the parley task; the execution's own context is canceled
@@ -144,7 +136,10 @@ func (e *executor) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Se
 	return func(yield func(a2a.Event, error) bool) {
 		g := e.g
 		g.mu.Lock()
-		id := g.live[ec.TaskID]
+		id := ""
+		if r := g.live[ec.TaskID]; r != nil {
+			id = r.task
+		}
 		g.mu.Unlock()
 		if id != "" {
 			if err := g.n.CancelTask(id); err != nil && !errors.Is(err, negotiation.ErrAlreadyEnded) {
@@ -327,6 +322,9 @@ func statusOf(ec *a2asrv.ExecutorContext, u negotiation.Update) *a2a.TaskStatusU
 		meta["winner"] = string(u.Winner)
 	default:
 		text = fmt.Sprintf("%s won and is working", nameOr(u.WinnerName, string(u.Winner)))
+		if strings.HasPrefix(u.Note, "answered") { // Answer's update (input.go)
+			text = fmt.Sprintf("%s works on: %s", nameOr(u.WinnerName, string(u.Winner)), u.Note)
+		}
 		meta["winner"] = string(u.Winner)
 	}
 	ev := a2a.NewStatusUpdateEvent(ec, a2a.TaskStateWorking, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(text)))
@@ -335,7 +333,7 @@ func statusOf(ec *a2asrv.ExecutorContext, u negotiation.Update) *a2a.TaskStatusU
 }
 
 // finalStatus is the outcome's terminal A2A status.
-func finalStatus(ec *a2asrv.ExecutorContext, out *negotiation.Outcome) *a2a.TaskStatusUpdateEvent {
+func finalStatus(ec a2a.TaskInfoProvider, out *negotiation.Outcome) *a2a.TaskStatusUpdateEvent {
 	state, text := a2a.TaskStateFailed, out.Reason
 	switch out.State {
 	case negotiation.StateCompleted:

@@ -137,7 +137,8 @@ type Gateway struct {
 	srv    *http.Server
 	grpc   *grpc.Server
 	closed bool
-	live   map[a2a.TaskID]string // A2A task → parley task, while it runs
+	live   map[a2a.TaskID]*run // A2A task → its parley request, while it runs (input.go)
+	store  *store
 }
 
 // New checks cfg and builds a gateway; it opens nothing.
@@ -179,10 +180,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Agents == nil {
 		cfg.Agents = func() []HostedAgent { return nil }
 	}
-	g := &Gateway{cfg: cfg, n: cfg.Node, live: map[a2a.TaskID]string{}}
+	g := &Gateway{cfg: cfg, n: cfg.Node, live: map[a2a.TaskID]*run{}, store: newStore(cfg.MaxTasks)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.handler = a2asrv.NewHandler(&executor{g: g},
-		a2asrv.WithTaskStore(newStore(cfg.MaxTasks)),
+		a2asrv.WithTaskStore(g.store),
 		a2asrv.WithConcurrencyConfig(limiter.ConcurrencyConfig{MaxExecutions: cfg.MaxLive}),
 		a2asrv.WithCallInterceptors(&guard{g: g}),
 		a2asrv.WithCapabilityChecks(&a2a.AgentCapabilities{Streaming: true}),

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	parleya2a "github.com/parleynet/parley/interop/a2a"
 )
 
 // jsClient starts testdata/client.mjs (the JS A2A SDK) against base. It
@@ -55,9 +57,11 @@ func jsClient(t *testing.T, ctx context.Context, base, token string) (*exec.Cmd,
 
 // The JS A2A SDK over JSON-RPC: it fetches the card, is refused without
 // the token, streams a task a mesh agent wins and completes, reads it
-// back, and cancels a second task while its contractor works.
+// back, cancels a second task while its contractor works, and answers a
+// third whose winner asks (input-required).
 func TestGatewayWithJSClient(t *testing.T) {
-	gm := newGatewayMesh(t, nil)
+	gm := newGatewayMesh(t, func(c *parleya2a.Config) { c.Export = append(c.Export, "size") })
+	addSizer(t, gm)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel) // after the client has exited (cleanups run last first)
 	_, lines, tell := jsClient(t, ctx, gm.url, testToken)
@@ -81,7 +85,7 @@ func TestGatewayWithJSClient(t *testing.T) {
 		} `json:"card"`
 	}
 	next(&card)
-	if c := card.Card; !slices.Equal(c.Skills, []string{"quote", "slow"}) || !slices.Equal(c.Interfaces, []string{"JSONRPC", "HTTP+JSON"}) || !slices.Equal(c.Schemes, []string{"bearer"}) {
+	if c := card.Card; !slices.Equal(c.Skills, []string{"quote", "size", "slow"}) || !slices.Equal(c.Interfaces, []string{"JSONRPC", "HTTP+JSON"}) || !slices.Equal(c.Schemes, []string{"bearer"}) {
 		t.Errorf("card as the JS SDK read it: %+v", c)
 	}
 
@@ -145,5 +149,26 @@ func TestGatewayWithJSClient(t *testing.T) {
 	next(&canceled)
 	if canceled.Cancel != "TASK_STATE_CANCELED" {
 		t.Errorf("cancelTask: %s, want canceled", canceled.Cancel)
+	}
+
+	var asked struct {
+		InputRequired struct {
+			State string `json:"state"`
+			Text  string `json:"text"`
+		} `json:"inputRequired"`
+	}
+	next(&asked)
+	if a := asked.InputRequired; a.State != "TASK_STATE_INPUT_REQUIRED" || a.Text != "which size?" {
+		t.Errorf("the asking task's stream ended %+v, want input-required asking which size?", a)
+	}
+	var answered struct {
+		Answered struct {
+			State string         `json:"state"`
+			Data  map[string]any `json:"data"`
+		} `json:"answered"`
+	}
+	next(&answered)
+	if a := answered.Answered; a.State != "TASK_STATE_COMPLETED" || a.Data["size"] != "M" {
+		t.Errorf("after the answer: %+v, want completed with size M", a)
 	}
 }

@@ -53,6 +53,7 @@ func NewServer(client ClientFunc, cfg Config) *sdk.Server {
 		Instructions: "Tools of a parley node: find agents in its peer-to-peer mesh by capability (find_agents), " +
 			"hire one through a negotiation among the agents that bid (request: bids, winner, result, with progress), " +
 			"publish signed intents (publish), follow or cancel the node's tasks (tasks, task, cancel_task), " +
+			"answer a winner's question when a task is input-required (answer_task), " +
 			"and run multi-step workflows and read their shared context (run_workflow, workflows, workflow, cancel_workflow).",
 		Capabilities: &sdk.ServerCapabilities{Tools: &sdk.ToolCapabilities{}},
 	})

@@ -130,7 +130,7 @@ func TestTools(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"cancel_task", "cancel_workflow", "find_agents", "publish", "request", "run_workflow", "task", "tasks", "workflow", "workflows"}; !slices.Equal(names, want) {
+	if want := []string{"answer_task", "cancel_task", "cancel_workflow", "find_agents", "publish", "request", "run_workflow", "task", "tasks", "workflow", "workflows"}; !slices.Equal(names, want) {
 		t.Fatalf("tools = %v, want %v", names, want)
 	}
 }

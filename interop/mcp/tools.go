@@ -160,6 +160,7 @@ type Task struct {
 	Updated    time.Time    `json:"updated"`
 	History    []Transition `json:"history"`
 	Outcome    *Outcome     `json:"outcome,omitempty" jsonschema:"a requester's task's outcome, once it ended"`
+	Question   *Question    `json:"question,omitempty" jsonschema:"the winner's open question while the task is input-required (answer_task answers it)"`
 }
 
 // tools are the server's tools; client gives each call its API client.
@@ -206,6 +207,7 @@ func (t *tools) add(s *sdk.Server) {
 		Annotations: &sdk.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true},
 	}, t.cancelTask)
 	t.addWorkflows(s) // workflows.go
+	t.addAnswer(s)    // answer.go
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -419,6 +421,9 @@ func taskOf(ti negotiation.TaskInfo) Task {
 	if ti.Outcome != nil {
 		o := outcomeOf(ti.Outcome)
 		t.Outcome = &o
+	}
+	if q := ti.Question; q != nil {
+		t.Question = &Question{Note: q.Note, Schema: jsonValue(q.Schema), Ask: q.Ask}
 	}
 	return t
 }

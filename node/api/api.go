@@ -34,6 +34,9 @@
 //	GET    /v1/tasks/{id}                 negotiation.TaskInfo; 404 if unknown
 //	DELETE /v1/tasks/{id}                 cancels the task → 202 negotiation.TaskInfo;
 //	                                      404 if unknown, 409 if it has already ended
+//	POST   /v1/tasks/{id}/input           AnswerBody → 200 negotiation.TaskInfo: answers an
+//	                                      input-required task's question; 404 if unknown,
+//	                                      409 if it asks nothing now, 413 over the node's bound
 //	GET  /v1/approvals                    []node.Approval held for a human
 //	POST /v1/approvals/{id}               {"decision":"approve"|"deny"}; 404 if not pending
 //	GET  /v1/agents/find?capability=C     []discovery.SignedCard (verified, via the DHT)
@@ -51,6 +54,10 @@
 //	                                      409 if the task is not open for its bid
 //	POST /v1/external/progress|result|failure
 //	                                      {"agent","task",…}; 409 if the agent holds no such task
+//	POST /v1/external/ask                 {"agent","task","note","schema"} → {"task","answer"}: asks the
+//	                                      task's requester and waits for its answer (the task's
+//	                                      deadline bounds it); 409 if the agent holds no such task,
+//	                                      its requester takes no questions, or past the node's bound
 //	POST /v1/ui/login-links               → 201 UILoginLink: a one-time link to the dashboard (ui.go)
 //	GET  /ui/login?code=C                 no token: the code for a session cookie, 303 to /ui
 //	GET  /ui, /ui/app.js, /ui/app.css     the dashboard (a session or the operator token)

@@ -96,7 +96,7 @@ func (p principal) may(r *http.Request, pattern string) (string, bool) {
 // agentPath reports whether an agent token may call path.
 func agentPath(path string) bool {
 	switch path {
-	case PathExternalEvents, PathExternalBid, PathExternalProgress, PathExternalResult, PathExternalFailure:
+	case PathExternalEvents, PathExternalBid, PathExternalProgress, PathExternalResult, PathExternalFailure, PathExternalAsk:
 		return true
 	}
 	return strings.HasPrefix(path, pathExternalContextPrefix)

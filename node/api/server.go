@@ -149,6 +149,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"GET " + PathTasks, s.handleTasks},
 		{"GET " + PathTask, s.handleTask},
 		{"DELETE " + PathTask, s.handleCancel},
+		{"POST " + PathTaskInput, s.handleAnswer}, // answer.go
 		{"GET " + PathTrace, s.handleTrace},
 		{"GET " + PathApprovals, s.handleApprovals},
 		{"POST " + PathApproval, s.handleDecide},
@@ -163,6 +164,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		{"POST " + PathExternalProgress, s.handleExternalReply("progress")},
 		{"POST " + PathExternalResult, s.handleExternalReply("result")},
 		{"POST " + PathExternalFailure, s.handleExternalReply("failure")},
+		{"POST " + PathExternalAsk, s.handleExternalAsk}, // externalask.go
 		{"POST " + PathWorkflows, s.handleStartWorkflow},
 		{"GET " + PathWorkflows, s.handleWorkflows},
 		{"GET " + PathWorkflow, s.handleWorkflow},

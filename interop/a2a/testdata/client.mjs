@@ -64,4 +64,23 @@ const slowTask = res.id; // a Task: sendMessage unwraps the response
 await new Promise((resolve) => process.stdin.once("data", resolve));
 const canceled = await client.cancelTask({ id: slowTask, tenant: "", metadata: undefined }, auth);
 out({ cancel: taskStateToJSON(canceled.status.state), task: slowTask });
+
+// A task whose winner asks: the stream ends in input-required with the
+// question; a follow-up message on the task (A2A's way) answers it.
+let asked = null;
+for await (const ev of client.sendMessageStream(message("size", { item: "shirt" }), auth)) {
+  const p = ev.payload;
+  if (p?.$case === "task") asked = { task: p.value.id, contextId: p.value.contextId };
+  if (p?.$case === "statusUpdate") {
+    asked.state = taskStateToJSON(p.value.status.state);
+    asked.text = p.value.status.message?.parts?.[0]?.content?.value ?? "";
+  }
+}
+out({ inputRequired: asked });
+const answer = message("size", {});
+answer.message.taskId = asked.task;
+answer.message.contextId = asked.contextId;
+answer.message.parts = [{ content: { $case: "text", value: "M" }, metadata: undefined, filename: "", mediaType: "text/plain" }];
+const done = await client.sendMessage(answer, auth);
+out({ answered: { state: taskStateToJSON(done.status.state), data: done.artifacts?.[0]?.parts?.[0]?.content?.value ?? null } });
 process.exit(0);

@@ -174,6 +174,14 @@
     const arrows = [];
     const states = info.history || [];
     const has = (s) => states.some((h) => h.state === s);
+    // The winner's questions: each input-required step, then its answer.
+    const asks = (from, to) => {
+      states.forEach((h, i) => {
+        if (h.state !== "input-required") return;
+        arrows.push({ from, to, label: (h.note || "ask").replace(/^asked: /, "ask: ") });
+        if (states.slice(i + 1).some((n) => n.state === "working" && /^answer/.test(n.note || ""))) arrows.push({ from: to, to: from, label: "answer" });
+      });
+    };
     if (info.role === "contractor") {
       lifelines.push({ key: "me", label: me + " (this node's bidder)" });
       arrows.push({ from: "req", to: "me", label: "call for proposals" });
@@ -182,6 +190,7 @@
         arrows.push({ from: "req", to: "me", label: "accept" });
         arrows.push({ from: "me", to: "req", label: "commit" });
         arrows.push({ from: "req", to: "me", label: "task (input)" });
+        asks("me", "req");
         arrows.push({ from: "me", to: "req", label: "progress", dash: true });
       }
       if (info.state === "completed") arrows.push({ from: "me", to: "req", label: "result" });
@@ -232,6 +241,7 @@
             arrows.push({ from: "req", to: k, label: "accept" + (o.rationale && b.agent === o.winner ? ": " + o.rationale : "") });
             arrows.push({ from: k, to: "req", label: "commit" });
             arrows.push({ from: "req", to: k, label: "task (input)" });
+            if (b.status === "completed" || b.status === "awarded") asks(k, "req");
             if (b.status !== "awarded" || info.state === "working") arrows.push({ from: k, to: "req", label: "progress", dash: true });
             if (b.status === "completed") arrows.push({ from: k, to: "req", label: "result" });
             if (b.status === "failed") arrows.push({ from: k, to: "req", label: "failure" + (b.note ? ": " + b.note : ""), neg: true });
@@ -310,7 +320,7 @@
     box.replaceChildren(...kids);
   }
   function renderCharts() {
-    const colors = { completed: "#1a7f37", failed: "#cf222e", canceled: "#8c959f", working: "#9a6700", negotiating: "#bf8700", submitted: "#d4a72c", awaiting_approval: "#8250df" };
+    const colors = { completed: "#1a7f37", failed: "#cf222e", canceled: "#8c959f", working: "#9a6700", "input-required": "#0969da", negotiating: "#bf8700", submitted: "#d4a72c", awaiting_approval: "#8250df" };
     const counts = {};
     const done = [];
     for (const t of tasks.values()) {

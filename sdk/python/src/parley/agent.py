@@ -49,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from . import durations
 from .client import (
+    PATH_ASK,
     PATH_BID,
     PATH_FAILURE,
     PATH_PROGRESS,
@@ -247,6 +248,29 @@ class Task:
             raise InvalidInput("progress %r: want a fraction from 0 to 1" % (fraction,))
         return self._agent._post(PATH_PROGRESS, {"task": self.id, "fraction": float(fraction), "note": note},
                                  "progress on %s" % self.id)
+
+    def ask(self, note: str, schema: Any = None) -> Any:
+        """Ask the requester a question (``note``; ``schema``, any JSON, hints
+        at the answer's shape) and wait for its answer, which is returned
+        (any JSON value). The task is input-required at the requester
+        until it answers; the wait ends at the task's deadline at the
+        latest. Raises Conflict when the requester's node takes no
+        questions, the task has asked its 3 or ended first; InvalidInput for
+        an empty note or one the daemon refuses."""
+        if not isinstance(note, str) or not note:
+            raise InvalidInput("ask %r: want the question, a non-empty string" % (note,))
+        token = self._agent._agent_token
+        if token is None:
+            raise Conflict("ask on %s: agent %s is not registered" % (self.id, self._agent.name))
+        body: Dict[str, Any] = {"agent": self._agent.name, "task": self.id, "note": note}
+        if schema is not None:
+            body["schema"] = schema
+        timeout = None  # the client's default; the node gives every task a deadline
+        if self.call.deadline is not None:
+            timeout = max((self.call.deadline - datetime.now(self.call.deadline.tzinfo)).total_seconds(), 0) + 10
+        doc = self._agent.client.call("POST", PATH_ASK, body, token=token, what="question on %s" % self.id,
+                                      timeout=timeout)
+        return doc.get("answer") if isinstance(doc, dict) else None
 
     def result(self, value: Any) -> bool:
         """Deliver the result (any JSON value) now, rather than by returning

@@ -42,6 +42,7 @@ PATH_BID = "/v1/external/bid"
 PATH_PROGRESS = "/v1/external/progress"
 PATH_RESULT = "/v1/external/result"
 PATH_FAILURE = "/v1/external/failure"
+PATH_ASK = "/v1/external/ask"
 
 #: The longest line of an event stream this package reads (as the Go client).
 MAX_EVENT_BYTES = 8 << 20
