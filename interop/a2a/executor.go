@@ -131,7 +131,10 @@ func artifactOf(ec a2a.TaskInfoProvider, out *negotiation.Outcome) *a2a.TaskArti
 }
 
 // Cancel ends the parley task; the execution's own context is canceled
-// by a2a-go once the canceled status is in.
+// by a2a-go once the canceled status is in. The status goes first: with
+// an execution running, a2a-go sends it on that execution's queue, and
+// the parley task ended first would end the execution, and close the
+// queue, before the status got there.
 func (e *executor) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
 	return func(yield func(a2a.Event, error) bool) {
 		g := e.g
@@ -141,17 +144,17 @@ func (e *executor) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Se
 			id = r.task
 		}
 		g.mu.Unlock()
-		if id != "" {
-			if err := g.n.CancelTask(id); err != nil && !errors.Is(err, negotiation.ErrAlreadyEnded) {
-				log.Debugw("cancel", "task", id, "err", err)
-			}
-		}
 		msg := a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart("canceled by the A2A client"))
 		ev := a2a.NewStatusUpdateEvent(ec, a2a.TaskStateCanceled, msg)
 		if id != "" {
 			ev.Metadata = map[string]any{MetaTask: id}
 		}
 		yield(ev, nil)
+		if id != "" {
+			if err := g.n.CancelTask(id); err != nil && !errors.Is(err, negotiation.ErrAlreadyEnded) {
+				log.Debugw("cancel", "task", id, "err", err)
+			}
+		}
 	}
 }
 

@@ -189,6 +189,11 @@ func New(cfg Config) (*Gateway, error) {
 		a2asrv.WithCapabilityChecks(&a2a.AgentCapabilities{Streaming: true}),
 		a2asrv.WithLogger(sdkLogger()),
 	)
+	ih, ok := g.handler.(*a2asrv.InterceptedHandler)
+	if !ok {
+		return nil, fmt.Errorf("a2a gateway: a2a-go's handler is a %T, not the intercepted handler this gateway wraps", g.handler)
+	}
+	ih.Handler = cancelWaiting{RequestHandler: ih.Handler, g: g}
 	mux := http.NewServeMux()
 	mux.Handle("GET "+CardPath, a2asrv.NewAgentCardHandler(a2asrv.AgentCardProducerFn(func(context.Context) (*a2a.AgentCard, error) {
 		return g.Card(), nil

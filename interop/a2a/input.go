@@ -41,6 +41,7 @@ type result struct {
 type run struct {
 	updates chan negotiation.Update // closed when the request returns
 	done    chan result             // the request's end, once
+	ended   chan struct{}           // closed once the run is over, its end stored if detached
 	cancel  context.CancelFunc
 
 	task     string              // the parley task, once made
@@ -54,7 +55,7 @@ type run struct {
 // MaxLive.
 func (g *Gateway) start(ctx context.Context, id a2a.TaskID, need negotiation.Need, opts []negotiation.RequestOption) (*run, error) {
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx)) // the trace, not the execution's end
-	r := &run{updates: make(chan negotiation.Update, updateBuffer), done: make(chan result, 1), cancel: cancel, attached: true}
+	r := &run{updates: make(chan negotiation.Update, updateBuffer), done: make(chan result, 1), ended: make(chan struct{}), cancel: cancel, attached: true}
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
@@ -94,6 +95,7 @@ func (g *Gateway) start(ctx context.Context, id a2a.TaskID, need negotiation.Nee
 	}))
 	go func() {
 		defer g.wg.Done()
+		defer close(r.ended)
 		defer stop()
 		defer cancel()
 		out, err := g.n.Request(rctx, need, opts...)
@@ -111,6 +113,45 @@ func (g *Gateway) start(ctx context.Context, id a2a.TaskID, need negotiation.Nee
 		}
 	}()
 	return r, nil
+}
+
+// cancelWaiting is the gateway's RequestHandler below a2a-go's call
+// interceptors (so the guard still admits and audits every call): it
+// cancels a task that waits for an answer itself. No execution follows
+// such a task, but a2a-go may still be cleaning up the one that ended at
+// the question, and would then send the cancel to that execution and
+// fail it as not cancelable (a2a-go's own TODO in its task executor).
+type cancelWaiting struct {
+	a2asrv.RequestHandler
+	g *Gateway
+}
+
+func (h cancelWaiting) CancelTask(ctx context.Context, req *a2a.CancelTaskRequest) (*a2a.Task, error) {
+	g := h.g
+	g.mu.Lock()
+	r := g.live[req.ID]
+	waiting := r != nil && !r.attached && r.question != nil
+	task := ""
+	if waiting {
+		task = r.task
+	}
+	g.mu.Unlock()
+	if !waiting {
+		return h.RequestHandler.CancelTask(ctx, req)
+	}
+	if err := g.n.CancelTask(task); err != nil && !errors.Is(err, negotiation.ErrAlreadyEnded) {
+		return nil, a2a.NewError(a2a.ErrServerError, "cancel: "+err.Error())
+	}
+	select { // the run stores its end (finalize), or an answer took it on
+	case <-r.ended:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	st, err := g.store.Get(ctx, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	return st.Task, nil
 }
 
 // detach lets an execution end at a question: the run waits for the
