@@ -139,7 +139,11 @@ func (n *Node) publishIn(ctx context.Context, a *identity.Agent, body intent.Bod
 	if err := n.recordPeer("intent.published", "", string(a.ID), "", string(body.Kind)+" on "+body.Capability, intentDetail(in)); err != nil {
 		return nil, err
 	}
-	if err := t.Publish(ctx, in.Raw); err != nil {
+	id := messageID(&pb.Message{Data: in.Raw})
+	n.publishing.Store(id, in)
+	err = t.Publish(ctx, in.Raw)
+	n.publishing.Delete(id)
+	if err != nil {
 		return nil, fmt.Errorf("publish intent on %s: %w", intent.Topic(body.Capability), err)
 	}
 	n.metrics.published.Inc()
@@ -272,12 +276,18 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 		}
 		// The forwarder's rate was applied to the RPC (forwarders.go).
 		remote := from != self
-		in, err := intent.Open(msg.Data, capability, intent.OpenOptions{
-			OpenOptions: identity.OpenOptions{MaxSize: n.cfg.MaxIntentSize},
-			Delegations: n.delegations,
-		})
-		if err != nil {
-			return n.drop(from, nil, intent.DropReason(err), err)
+		var in *intent.Intent
+		if v, ok := n.publishing.Load(msg.ID); ok && !remote {
+			in = v.(*intent.Intent) // sealed here a moment ago
+		} else {
+			var err error
+			in, err = intent.Open(msg.Data, capability, intent.OpenOptions{
+				OpenOptions: identity.OpenOptions{MaxSize: n.cfg.MaxIntentSize},
+				Delegations: n.delegations,
+			})
+			if err != nil {
+				return n.drop(from, nil, intent.DropReason(err), err)
+			}
 		}
 		if remote {
 			if reason := n.adm.Intent(in, from); reason != "" {

@@ -104,6 +104,10 @@ type Node struct {
 	// node's delegation of each agent it hosts, re-signed before expiry.
 	delegations *identity.DelegationCache
 	own         map[identity.AgentID]delegation
+	// publishing holds this node's own intents while GossipSub validates
+	// them in Publish, by message ID, so that the validator takes the
+	// intent as sealed instead of verifying the signature just made.
+	publishing  sync.Map // string → *intent.Intent
 	auditBroken brokenWarning
 	// tracing records spans when configured; nil is off.
 	tracing *tracing.Tracing
