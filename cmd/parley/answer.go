@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -61,36 +60,14 @@ func printQuestion(w io.Writer, q *negotiation.Question) {
 // request's ID is not known until it ends. stop ends the watch and waits
 // for it.
 func watchQuestions(ctx context.Context, cl *api.Client, capability string, w io.Writer) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		seen := map[string]bool{}
-		tick := time.NewTicker(approvalPoll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			tasks, err := cl.Tasks(ctx)
-			if err != nil {
-				continue // the request's own answer says what went wrong
-			}
-			for _, t := range tasks {
-				q := t.Question
-				if t.Role != negotiation.RoleRequester || t.Capability != capability || q == nil {
-					continue
-				}
-				key := fmt.Sprintf("%s/%d", t.Task, q.Ask)
-				if seen[key] {
-					continue
-				}
-				seen[key] = true
-				fmt.Fprintf(w, "task %s asks (question %d): %s — answer with: parley tasks answer %s JSON\n", t.Task, q.Ask, q.Note, t.Task)
+	return pollNews(ctx, func(ctx context.Context, news func(key, line string)) error {
+		tasks, err := cl.Tasks(ctx)
+		for _, t := range tasks {
+			if q := t.Question; t.Role == negotiation.RoleRequester && t.Capability == capability && q != nil {
+				news(fmt.Sprintf("%s/%d", t.Task, q.Ask),
+					fmt.Sprintf("task %s asks (question %d): %s — answer with: parley tasks answer %s JSON", t.Task, q.Ask, q.Note, t.Task))
 			}
 		}
-	}()
-	return func() { cancel(); <-done }
+		return err
+	}, w)
 }

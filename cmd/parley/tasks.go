@@ -111,11 +111,33 @@ const approvalPoll = 500 * time.Millisecond
 // ends, so an approval is matched by capability. stop ends the watch and
 // waits for it.
 func watchApprovals(ctx context.Context, cl *api.Client, capability string, w io.Writer) (stop func()) {
+	return pollNews(ctx, func(ctx context.Context, news func(key, line string)) error {
+		list, err := cl.Approvals(ctx)
+		for _, a := range list {
+			if a.Capability == capability {
+				news(a.ID, fmt.Sprintf("waiting for approval %s (%s at price %g, rule %s): parley approvals approve %s — denied at %s if nobody answers",
+					a.ID, a.Stage, a.Price, a.Rule, a.ID, a.Deadline.Local().Format(time.TimeOnly)))
+			}
+		}
+		return err
+	}, w)
+}
+
+// pollNews calls look every approvalPoll until stop, and prints each line
+// it reports once, by key. A failed look is skipped: the request's own
+// answer says what went wrong.
+func pollNews(ctx context.Context, look func(ctx context.Context, news func(key, line string)) error, w io.Writer) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		seen := map[string]bool{}
+		news := func(key, line string) {
+			if !seen[key] {
+				seen[key] = true
+				fmt.Fprintln(w, line)
+			}
+		}
 		tick := time.NewTicker(approvalPoll)
 		defer tick.Stop()
 		for {
@@ -124,18 +146,7 @@ func watchApprovals(ctx context.Context, cl *api.Client, capability string, w io
 				return
 			case <-tick.C:
 			}
-			list, err := cl.Approvals(ctx)
-			if err != nil {
-				continue // the request's own answer says what went wrong
-			}
-			for _, a := range list {
-				if a.Capability != capability || seen[a.ID] {
-					continue
-				}
-				seen[a.ID] = true
-				fmt.Fprintf(w, "waiting for approval %s (%s at price %g, rule %s): parley approvals approve %s — denied at %s if nobody answers\n",
-					a.ID, a.Stage, a.Price, a.Rule, a.ID, a.Deadline.Local().Format(time.TimeOnly))
-			}
+			_ = look(ctx, news)
 		}
 	}()
 	return func() { cancel(); <-done }

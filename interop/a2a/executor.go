@@ -267,6 +267,13 @@ func capabilityOf(p *a2a.SendMessageRequest) string {
 // (itself if it is JSON, else as a JSON string). Files are refused: a
 // parley input is JSON.
 func inputOf(parts a2a.ContentParts) (json.RawMessage, error) {
+	return jsonOf(parts, "input", "the task's input", true)
+}
+
+// jsonOf is the JSON a message's parts carry: the first data part's
+// data, else the text, as it is if jsonText and it is JSON, else as a
+// JSON string. what and whole name the value in errors.
+func jsonOf(parts a2a.ContentParts, what, whole string, jsonText bool) (json.RawMessage, error) {
 	var texts []string
 	for i, p := range parts {
 		if p == nil {
@@ -282,18 +289,17 @@ func inputOf(parts a2a.ContentParts) (json.RawMessage, error) {
 		case a2a.Text:
 			texts = append(texts, string(c))
 		default:
-			return nil, fmt.Errorf("part %d is a file (%T): send the input as a data or text part", i, c)
+			return nil, fmt.Errorf("part %d is a file (%T): send the %s as a data or text part", i, c, what)
 		}
 	}
 	if len(texts) == 0 {
-		return nil, errors.New("no data or text part: the task's input goes in one")
+		return nil, fmt.Errorf("no data or text part: %s goes in one", whole)
 	}
 	text := strings.Join(texts, "\n")
-	if json.Valid([]byte(text)) {
+	if jsonText && json.Valid([]byte(text)) {
 		return json.RawMessage(text), nil
 	}
-	b, _ := json.Marshal(text)
-	return b, nil
+	return json.Marshal(text)
 }
 
 // resultPart is a result as an artifact part: JSON as data, a JSON

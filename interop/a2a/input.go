@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/a2aproject/a2a-go/v2/a2a"
@@ -216,28 +215,7 @@ func (g *Gateway) resume(ctx context.Context, ec *a2asrv.ExecutorContext, yield 
 // part's data, else the text as a JSON string (an answer to a question is
 // what the person typed, not a JSON document).
 func answerOf(parts a2a.ContentParts) (json.RawMessage, error) {
-	var texts []string
-	for i, p := range parts {
-		if p == nil {
-			continue
-		}
-		switch c := p.Content.(type) {
-		case a2a.Data:
-			b, err := json.Marshal(c.Value)
-			if err != nil {
-				return nil, fmt.Errorf("part %d: %v", i, err)
-			}
-			return b, nil
-		case a2a.Text:
-			texts = append(texts, string(c))
-		default:
-			return nil, fmt.Errorf("part %d is a file (%T): send the answer as a data or text part", i, c)
-		}
-	}
-	if len(texts) == 0 {
-		return nil, errors.New("no data or text part: the answer goes in one")
-	}
-	return json.Marshal(strings.Join(texts, "\n"))
+	return jsonOf(parts, "answer", "the answer", false)
 }
 
 // inputRequired is the A2A status of a task whose winner asks: the
