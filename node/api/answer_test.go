@@ -83,8 +83,9 @@ func TestAnswerTask(t *testing.T) {
 		}
 	}
 	after, err := c.AnswerTask(ctx, ti.Task, json.RawMessage(`"M"`))
-	if err != nil || after.State != negotiation.StateWorking {
-		t.Fatalf("AnswerTask: %+v, %v; want the task working", after, err)
+	// Read after the answer went: the winner may have finished already.
+	if err != nil || after.State != negotiation.StateWorking && after.State != negotiation.StateCompleted {
+		t.Fatalf("AnswerTask: %+v, %v; want the task working (or done)", after, err)
 	}
 	if _, err := c.AnswerTask(ctx, ti.Task, json.RawMessage(`"S"`)); status(err) != http.StatusConflict {
 		t.Errorf("a second answer: %v, want 409", err)
