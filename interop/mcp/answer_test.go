@@ -81,8 +81,9 @@ func TestAnswerTask(t *testing.T) {
 	if err != nil || res.IsError {
 		t.Fatalf("answer_task: %v %s", err, text(res))
 	}
-	if got := structured[mcp.Task](t, res); got.State != "working" {
-		t.Errorf("after answer_task: %s, want working", got.State)
+	// Read after the answer went: the winner may have finished already.
+	if got := structured[mcp.Task](t, res); got.State != "working" && got.State != "completed" {
+		t.Errorf("after answer_task: %s, want working (or done)", got.State)
 	}
 	a := <-done
 	if a.err != nil || a.res.IsError {
