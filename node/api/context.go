@@ -40,13 +40,7 @@ type ContextWrite struct {
 // agent named by the request holds, or answers the error.
 func (s *Server) contextClient(w http.ResponseWriter, r *http.Request) (*sharedctx.Client, bool) {
 	name := r.URL.Query().Get("agent")
-	if p := principalOf(r); name == "" && p.agent != "" {
-		name = p.agent
-	}
-	if !s.actFor(w, r, name) {
-		return nil, false
-	}
-	e := s.external(w, name)
+	e, name := s.actingExternal(w, r, name)
 	if e == nil {
 		return nil, false
 	}

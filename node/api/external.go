@@ -483,13 +483,7 @@ func (s *Server) external(w http.ResponseWriter, name string) *external {
 
 func (s *Server) handleExternalEvents(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("agent")
-	if p := principalOf(r); name == "" && p.agent != "" {
-		name = p.agent
-	}
-	if !s.actFor(w, r, name) {
-		return
-	}
-	e := s.external(w, name)
+	e, name := s.actingExternal(w, r, name)
 	if e == nil {
 		return
 	}
@@ -549,6 +543,19 @@ func (s *Server) handleExternalEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// actingExternal is the registered external agent a request acts as, and
+// its name: name, else the agent token's own. It answers the error and
+// returns nil when the caller may not act for it or it is not registered.
+func (s *Server) actingExternal(w http.ResponseWriter, r *http.Request, name string) (*external, string) {
+	if p := principalOf(r); name == "" && p.agent != "" {
+		name = p.agent
+	}
+	if !s.actFor(w, r, name) {
+		return nil, name
+	}
+	return s.external(w, name), name
+}
+
 // handleExternalReply serves the bid, progress, result and failure posts.
 func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -556,14 +563,8 @@ func (s *Server) handleExternalReply(kind string) http.HandlerFunc {
 		if !readBody(w, r, s.maxBody, &body) {
 			return
 		}
-		if p := principalOf(r); body.Agent == "" && p.agent != "" {
-			body.Agent = p.agent
-		}
-		if !s.actFor(w, r, body.Agent) {
-			return
-		}
-		e := s.external(w, body.Agent)
-		if e == nil {
+		var e *external
+		if e, body.Agent = s.actingExternal(w, r, body.Agent); e == nil {
 			return
 		}
 		if kind == "result" && (len(body.Result) == 0 || !json.Valid(body.Result)) {

@@ -39,14 +39,8 @@ func (s *Server) handleExternalAsk(w http.ResponseWriter, r *http.Request) {
 	if !readBody(w, r, s.maxBody, &body) {
 		return
 	}
-	if p := principalOf(r); body.Agent == "" && p.agent != "" {
-		body.Agent = p.agent
-	}
-	if !s.actFor(w, r, body.Agent) {
-		return
-	}
-	e := s.external(w, body.Agent)
-	if e == nil {
+	var e *external
+	if e, body.Agent = s.actingExternal(w, r, body.Agent); e == nil {
 		return
 	}
 	if body.Note == "" {
