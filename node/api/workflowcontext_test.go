@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -32,19 +31,7 @@ func TestWorkflowContextRoute(t *testing.T) {
 	})
 	contractor.Store(m.Nodes[1])
 	n := m.Nodes[0]
-	owner, err := n.Agent("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: n,
-		Context: workflow.NodeContext(n.SharedContext(), owner)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
+	e := workflowEngine(t, n)
 	_, c := newTestServer(t, n, WithWorkflows(e))
 	ctx := ctxT(t)
 	run, err := c.StartWorkflow(ctx, WorkflowBody{Source: "version: 1\nsteps:\n  stock: {capability: echo, bid_window: 150ms, context: {writes: [stock.*]}}\n"})

@@ -164,7 +164,12 @@ func TestWorkflowEvents(t *testing.T) {
 // test's directory; it closes with the test.
 func workflowEngine(t *testing.T, n *node.Node) *workflow.Engine {
 	t.Helper()
-	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: n})
+	owner, err := n.Agent("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: n,
+		Context: workflow.NodeContext(n.SharedContext(), owner)})
 	if err != nil {
 		t.Fatal(err)
 	}
