@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -215,7 +216,7 @@ func (c *cli) flowShowCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:               "show ID",
-		Short:             "Print one workflow with each step's attempts, tasks, winners, prices and errors",
+		Short:             "Print one workflow with each step's attempts, tasks, winners, prices and errors, and its shared context",
 		Example:           "  parley flow show 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e\n  parley flow show 9c0d1e2f3a4b5c6d7e8f901a2b3c4d5e --json | jq .steps",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: c.completeWorkflows,
@@ -253,6 +254,24 @@ func (c *cli) flowShowCmd() *cobra.Command {
 			}
 			if len(run.Output) > 0 {
 				fmt.Fprintf(c.out, "output: %s\n", run.Output)
+			}
+			wc, err := cl.WorkflowContext(cmd.Context(), run.ID)
+			if err != nil {
+				return c.apiErr(err)
+			}
+			if len(wc.Entries) > 0 {
+				fmt.Fprintln(c.out, "shared context:")
+			}
+			for _, e := range wc.Entries {
+				by := "the requester"
+				if e.Step != "" {
+					by = fmt.Sprintf("%s (step %s)", who(e.Writer, e.WriterName), e.Step)
+				}
+				check := "signature verified"
+				if !e.Verified {
+					check = "NOT VERIFIED: " + e.Error
+				}
+				fmt.Fprintf(c.out, "  %s = %s  by %s at %s, %s\n", e.Key, e.Value, by, e.Written.Local().Format(time.TimeOnly), check)
 			}
 			return nil
 		},

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,12 @@ func TestFlowSurvivesKill9(t *testing.T) {
 	// second attempt built its input from it.
 	if in, _ := os.ReadFile(two + ".in"); !strings.Contains(string(in[strings.LastIndex(strings.TrimSpace(string(in)), "\n")+1:]), `"input":{"after":true,"made":1}`) {
 		t.Errorf("step two's last request: %s", in)
+	}
+	// flow show prints the shared context: the entry step one's agent
+	// wrote, by that agent, its signature checked.
+	show, _, _ := parley(t, bin, "flow", "show", run.ID, "--home", a)
+	if !regexp.MustCompile(`(?m)^shared context:\n  made = 1  by first \(\S+\) \(step one\) at \S+, signature verified$`).MatchString(show) {
+		t.Errorf("flow show lacks step one's verified context entry:\n%s", show)
 	}
 	if comp, _, _ := parley(t, bin, "__complete", "flow", "show", "--home", a, run.ID[:4]); !strings.Contains(comp, run.ID) {
 		t.Errorf("completion of flow show %s…: %q", run.ID[:4], comp)
