@@ -455,7 +455,7 @@ func (d *Daemon) Start(ctx context.Context) (err error) {
 	cfg := d.ncfg
 	if !d.opts.NoAudit {
 		// Every acknowledged action is on disk in the log first.
-		alog, err := audit.Open(filepath.Join(h.Dir, "audit"), h.NodeKey, audit.Options{})
+		alog, err := audit.Open(filepath.Join(h.Dir, home.AuditDir), h.NodeKey, audit.Options{})
 		if err != nil {
 			return fmt.Errorf("audit log: %w", err)
 		}

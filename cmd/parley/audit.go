@@ -22,8 +22,6 @@ import (
 )
 
 const (
-	// auditDirName is the audit log's directory inside a home.
-	auditDirName = "audit"
 	// nodePubFile, in a log directory kept by 'init --force', holds the
 	// PeerID of the node key that signed that log (home writes it).
 	nodePubFile = "node.pub"
@@ -395,7 +393,7 @@ line it is stored as. It does not check signatures; 'audit verify' does.`,
 	return cmd
 }
 
-func (c *cli) auditDir() string { return filepath.Join(c.home, auditDirName) }
+func (c *cli) auditDir() string { return filepath.Join(c.home, home.AuditDir) }
 
 // stamp formats an audit time: UTC, to the millisecond.
 func stamp(t time.Time) string {

@@ -29,7 +29,7 @@ func auditHome(t *testing.T, n int) string {
 	if err := identity.WriteKeyFile(filepath.Join(dir, home.KeysDir, home.NodeKey), key); err != nil {
 		t.Fatal(err)
 	}
-	writeAuditLog(t, filepath.Join(dir, auditDirName), key, n, audit.Options{})
+	writeAuditLog(t, filepath.Join(dir, home.AuditDir), key, n, audit.Options{})
 	return dir
 }
 
@@ -74,7 +74,7 @@ func TestAuditVerify(t *testing.T) {
 	}
 
 	// A torn tail is a note, not a failure.
-	file := filepath.Join(dir, auditDirName, "audit-000001.jsonl")
+	file := filepath.Join(dir, home.AuditDir, "audit-000001.jsonl")
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -99,14 +99,14 @@ func TestAuditVerify(t *testing.T) {
 
 func TestAuditVerifyErrors(t *testing.T) {
 	noLog := auditHome(t, 0)
-	if err := os.RemoveAll(filepath.Join(noLog, auditDirName)); err != nil {
+	if err := os.RemoveAll(filepath.Join(noLog, home.AuditDir)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name, home, want string
 	}{
 		{"no home", t.TempDir(), "needs the node key"},
-		{"no audit dir", noLog, "no audit log in " + filepath.Join(noLog, auditDirName)},
+		{"no audit dir", noLog, "no audit log in " + filepath.Join(noLog, home.AuditDir)},
 	} {
 		if _, err := runAudit(t, tc.home, "verify"); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want …%s", tc.name, err, tc.want)
@@ -149,7 +149,7 @@ func TestAuditTail(t *testing.T) {
 
 func TestAuditVerifyTruncated(t *testing.T) {
 	dir := auditHome(t, 5)
-	file := filepath.Join(dir, auditDirName, "audit-000001.jsonl")
+	file := filepath.Join(dir, home.AuditDir, "audit-000001.jsonl")
 	b, _ := os.ReadFile(file)
 	ls := bytes.SplitAfter(b, []byte("\n"))
 	if err := os.WriteFile(file, bytes.Join(ls[:4], nil), 0o600); err != nil { // records 5 and 6 cut off
@@ -231,7 +231,7 @@ func TestAuditPrune(t *testing.T) {
 	if err := identity.WriteKeyFile(filepath.Join(h, home.KeysDir, home.NodeKey), key); err != nil {
 		t.Fatal(err)
 	}
-	writeAuditLog(t, filepath.Join(h, auditDirName), key, 60, audit.Options{MaxFileSize: 2048})
+	writeAuditLog(t, filepath.Join(h, home.AuditDir), key, 60, audit.Options{MaxFileSize: 2048})
 
 	for _, tc := range []struct {
 		args []string
@@ -260,7 +260,7 @@ func TestAuditPrune(t *testing.T) {
 		t.Fatalf("prune --before 2000-01-01: %q, %v", out, err)
 	}
 	// A log that does not verify is left alone.
-	matches, _ := filepath.Glob(filepath.Join(h, auditDirName, "audit-*.jsonl"))
+	matches, _ := filepath.Glob(filepath.Join(h, home.AuditDir, "audit-*.jsonl"))
 	file := matches[0]
 	b, _ := os.ReadFile(file)
 	_ = os.WriteFile(file, bytes.Replace(b, []byte("best"), []byte("beat"), 1), 0o600)

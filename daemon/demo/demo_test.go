@@ -40,6 +40,11 @@ func TestDemoTellsTheOrderStory(t *testing.T) {
 	if sum.Counters < 3 || sum.Accepted < 1 || sum.ReAwards < 1 || sum.Retries < 1 || sum.Entries < 9 {
 		t.Errorf("summary %+v, want ≥ 3 counter-offers (≥ 1 accepted), a re-award, a retry, ≥ 9 context entries", sum)
 	}
+	// Every daemon kept its audit log, and each verified: the shop's alone
+	// holds a record per workflow step decision.
+	if sum.AuditLogs != 6 || sum.AuditRecords < sum.Negotiations*2 {
+		t.Errorf("summary %+v, want six verified audit logs holding at least two records per negotiation", sum)
+	}
 	beats := []struct{ beat, pattern string }{
 		{"opening", `^parley demo: an order's story`},
 		{"the mesh", `mesh formed: 6 nodes`},
@@ -67,6 +72,7 @@ func TestDemoTellsTheOrderStory(t *testing.T) {
 		{"the undone order", `#3  FAILED +in \S+: ship failed for good; undone: stock`},
 		{"the summary", `counter-offers +3 made, 1 accepted`},
 		{"the summary's approval", `approvals +1 \(auto-approved by the demo`},
+		{"the summary's audit", `audit +\d+ signed records in the 6 daemons' logs`},
 	}
 	for _, b := range beats {
 		if !regexp.MustCompile(`(?m)` + b.pattern).MatchString(text) {

@@ -48,6 +48,7 @@ const (
 	AgentsDir  = "agents"
 	APIFile    = "api"
 	TokenFile  = "api.token"
+	AuditDir   = "audit" // the daemon's audit log
 )
 
 // DefaultAgent is the name of the agent Init creates.

@@ -289,7 +289,7 @@ func keepAudit(old, dir string, oldPeer peer.ID) {
 			log.Warnw("could not keep an earlier replaced audit log", "from", e, "err", err)
 		}
 	}
-	src := filepath.Join(old, "audit")
+	src := filepath.Join(old, AuditDir)
 	if _, err := os.Stat(src); err != nil {
 		return
 	}
