@@ -95,7 +95,7 @@ type Summary struct {
 	// AuditRecords are the signed records in the AuditLogs daemons'
 	// audit logs, whose chains and signatures verified.
 	AuditRecords, AuditLogs int
-	Elapsed      time.Duration
+	Elapsed                 time.Duration
 }
 
 // role is one agent of the cast: its card and how to make its handler
