@@ -119,6 +119,13 @@ func RunRaw(ctx context.Context, sc Scenario) (*IntentStats, error) {
 	st := &IntentStats{Published: sc.Intents.Count, Delivered: delivered, Expected: sc.Intents.Count * (sc.Nodes - 1)}
 	if st.Expected > 0 {
 		st.DeliveryRatio = float64(st.Delivered) / float64(st.Expected)
+		onTime := 0
+		for _, l := range lat {
+			if l <= time.Second {
+				onTime++
+			}
+		}
+		st.OnTimeRatio = float64(onTime) / float64(st.Expected)
 	}
 	st.LatencyMs = percentiles(lat)
 	st.setCPU(cpu0)

@@ -39,6 +39,7 @@ func TestSimCommand(t *testing.T) {
 				Clock   string `json:"clock"`
 				Intents struct {
 					DeliveryRatio float64 `json:"delivery_ratio"`
+					OnTimeRatio   float64 `json:"on_time_ratio"`
 				} `json:"intents"`
 				WallS float64 `json:"wall_s"`
 			} `json:"baseline"`
@@ -49,7 +50,7 @@ func TestSimCommand(t *testing.T) {
 		if res.Scenario != "gossip" || res.Clock != clock || res.Intents.DeliveryRatio != 1 || res.Intents.LatencyMs.P99 < 50 {
 			t.Errorf("sim result %+v, want gossip in %s time, all delivered, p99 at least one 50 ms link", res, clock)
 		}
-		if res.Baseline == nil || res.Baseline.Clock != clock || res.Baseline.Intents.DeliveryRatio != 1 || res.Baseline.WallS <= 0 {
+		if res.Baseline == nil || res.Baseline.Clock != clock || res.Baseline.Intents.DeliveryRatio != 1 || res.Baseline.Intents.OnTimeRatio <= 0 || res.Baseline.WallS <= 0 {
 			t.Errorf("baseline %+v, want the raw run measured in %s time", res.Baseline, clock)
 		}
 	}
