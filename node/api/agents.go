@@ -229,11 +229,7 @@ func (s *Server) handleRemoveAgent(w http.ResponseWriter, r *http.Request) {
 
 // Agents lists the agents the node hosts, of every kind.
 func (c *Client) Agents(ctx context.Context) ([]HostedAgent, error) {
-	var v []HostedAgent
-	if err := c.do(ctx, http.MethodGet, PathAgents, nil, http.StatusOK, &v); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return list[HostedAgent](ctx, c, PathAgents)
 }
 
 // AddAgent has the daemon host a new exec agent and write it to its

@@ -75,11 +75,7 @@ func (c *Client) Node(ctx context.Context) (*NodeInfo, error) {
 
 // Peers returns the peers the node is connected to.
 func (c *Client) Peers(ctx context.Context) ([]node.PeerInfo, error) {
-	v, err := doAs[[]node.PeerInfo](ctx, c, http.MethodGet, PathPeers, http.StatusOK)
-	if err != nil {
-		return nil, err
-	}
-	return *v, nil
+	return list[node.PeerInfo](ctx, c, PathPeers)
 }
 
 // Stats returns the node's intent counters.
@@ -178,11 +174,7 @@ func (c *Client) Request(ctx context.Context, req RequestBody) (*negotiation.Out
 // Tasks lists the node's tasks, as requester and as contractor, newest
 // first.
 func (c *Client) Tasks(ctx context.Context) ([]negotiation.TaskInfo, error) {
-	v, err := doAs[[]negotiation.TaskInfo](ctx, c, http.MethodGet, PathTasks, http.StatusOK)
-	if err != nil {
-		return nil, err
-	}
-	return *v, nil
+	return list[negotiation.TaskInfo](ctx, c, PathTasks)
 }
 
 // Task returns one task with its state history. An unknown ID is an *Error
@@ -243,6 +235,15 @@ func (c *Client) doJSON(ctx context.Context, method, path string, body any, want
 
 // do sends a request and decodes a JSON response with status want into v.
 // doAs is do for a body-less request whose answer is one T.
+// list GETs a list of T from path.
+func list[T any](ctx context.Context, c *Client, path string) ([]T, error) {
+	var v []T
+	if err := c.do(ctx, http.MethodGet, path, nil, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
 func doAs[T any](ctx context.Context, c *Client, method, path string, want int) (*T, error) {
 	var v T
 	if err := c.do(ctx, method, path, nil, want, &v); err != nil {

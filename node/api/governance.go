@@ -97,11 +97,7 @@ func (s *Server) handleFindAgents(w http.ResponseWriter, r *http.Request) {
 
 // Approvals lists the approvals waiting for a decision.
 func (c *Client) Approvals(ctx context.Context) ([]node.Approval, error) {
-	var v []node.Approval
-	if err := c.do(ctx, http.MethodGet, PathApprovals, nil, http.StatusOK, &v); err != nil {
-		return nil, err
-	}
-	return v, nil
+	return list[node.Approval](ctx, c, PathApprovals)
 }
 
 // Decide approves or denies a pending approval. An unknown ID is an *Error

@@ -212,11 +212,7 @@ func (c *Client) StartWorkflow(ctx context.Context, body WorkflowBody) (*workflo
 
 // Workflows lists the node's workflows, newest first.
 func (c *Client) Workflows(ctx context.Context) ([]workflow.Summary, error) {
-	v, err := doAs[[]workflow.Summary](ctx, c, http.MethodGet, PathWorkflows, http.StatusOK)
-	if err != nil {
-		return nil, err
-	}
-	return *v, nil
+	return list[workflow.Summary](ctx, c, PathWorkflows)
 }
 
 // Workflow returns one workflow with each step's history.
