@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -108,40 +107,22 @@ func (c *Client) Subscribe(ctx context.Context, capability string, fn func(*inte
 	if resp.StatusCode != http.StatusOK {
 		return readError(resp)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), maxEventSize)
-	var data []byte
-	for sc.Scan() {
-		line := sc.Bytes()
-		switch {
-		case len(line) == 0: // end of an event
-			if len(data) == 0 {
-				continue
-			}
-			var in intent.Intent
-			if err := json.Unmarshal(data, &in); err != nil {
-				return fmt.Errorf("subscribe %s: bad event from daemon: %w", capability, err)
-			}
-			data = data[:0]
-			if err := fn(&in); err != nil {
-				return err
-			}
-		case line[0] == ':': // comment: ping
-		default:
-			field, value, _ := bytes.Cut(line, []byte(":"))
-			value = bytes.TrimPrefix(value, []byte(" "))
-			if string(field) == "data" {
-				if len(data) > 0 {
-					data = append(data, '\n')
-				}
-				data = append(data, value...)
-			}
+	var stop error // the event's or fn's, as they are
+	err = readEvents(resp.Body, func(data []byte) error {
+		var in intent.Intent
+		if err := json.Unmarshal(data, &in); err != nil {
+			stop = fmt.Errorf("subscribe %s: bad event from daemon: %w", capability, err)
+		} else {
+			stop = fn(&in)
 		}
-	}
-	if ctx.Err() != nil {
+		return stop
+	})
+	switch {
+	case stop != nil:
+		return stop
+	case ctx.Err() != nil:
 		return ctx.Err()
-	}
-	if err := sc.Err(); err != nil {
+	case err != nil:
 		return fmt.Errorf("subscribe %s: %w", capability, err)
 	}
 	return fmt.Errorf("subscribe %s: %w", capability, ErrStreamClosed)
