@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/parleynet/parley/simulations"
 )
 
 func main() {
@@ -49,7 +51,7 @@ func run(w io.Writer, dir string) error {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
-	sims := map[string]simResult{}
+	sims := map[string]simulations.Result{}
 	jsons, err := filepath.Glob(filepath.Join(dir, "sim-*.json"))
 	if err != nil {
 		return err
@@ -59,7 +61,7 @@ func run(w io.Writer, dir string) error {
 		if err != nil {
 			return err
 		}
-		var r simResult
+		var r simulations.Result
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
@@ -126,32 +128,6 @@ func (bs benchmarks) median(name, unit string) (float64, int, error) {
 	return m, len(vs), nil
 }
 
-// simResult is what the table reads of a `parley sim --json` result.
-type simResult struct {
-	Nodes   int    `json:"nodes"`
-	Clock   string `json:"clock"`
-	Intents struct {
-		DeliveryRatio float64 `json:"delivery_ratio"`
-		LatencyMs     struct {
-			P99 float64 `json:"p99"`
-		} `json:"latency_ms"`
-		CPUPerDeliveryUs float64 `json:"cpu_us_per_delivery"`
-	} `json:"intents"`
-	RSSMB    float64 `json:"rss_mb"`
-	WallS    float64 `json:"wall_s"`
-	Baseline *struct {
-		Intents struct {
-			DeliveryRatio float64 `json:"delivery_ratio"`
-			LatencyMs     struct {
-				P99 float64 `json:"p99"`
-			} `json:"latency_ms"`
-			CPUPerDeliveryUs float64 `json:"cpu_us_per_delivery"`
-		} `json:"intents"`
-		RSSMB float64 `json:"rss_mb"`
-		WallS float64 `json:"wall_s"`
-	} `json:"baseline"`
-}
-
 type row struct{ what, value, base, ratio, target string }
 
 // A pair is a benchmark compared with its baseline, both in ns/op.
@@ -160,7 +136,7 @@ type pair struct {
 	target           float64 // the ratio's bound; 0 for none
 }
 
-func figures(bs benchmarks, sims map[string]simResult) []row {
+func figures(bs benchmarks, sims map[string]simulations.Result) []row {
 	var rows []row
 	for _, p := range []pair{
 		{"negotiation (two nodes, loopback TCP) ÷ its floor", "BenchmarkNegotiation/tracing=off", "BenchmarkNegotiationFloor", 1.2},
