@@ -357,6 +357,41 @@ func TestSubscribe(t *testing.T) {
 	}
 }
 
+// TestShutdownFreshConnection: a connection that has sent nothing yet (a
+// client's spare dial, a browser's preconnect) does not hold Shutdown for
+// net/http's five seconds; it is closed, and Shutdown returns at once.
+func TestShutdownFreshConnection(t *testing.T) {
+	nd := newTestNodes(t, 1)[0]
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(nd, testToken)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctxT(t), ln) }()
+	fresh, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	// The server accepts in order, so once a later connection is answered
+	// the fresh one has been accepted too.
+	if _, err := NewClient("http://"+ln.Addr().String(), testToken).Health(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctxT(t), 2*time.Second)
+	defer cancel()
+	if err := s.Shutdown(sctx); err != nil {
+		t.Fatalf("shutdown with a fresh connection open: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if n, err := fresh.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("fresh connection read %d bytes after shutdown, want it closed", n)
+	}
+}
+
 // TestServeShutdown runs the server on a real listener and checks that
 // Shutdown ends an open event stream promptly.
 func TestServeShutdown(t *testing.T) {

@@ -52,6 +52,7 @@ type Server struct {
 	mux      *http.ServeMux
 	patterns []string // the mux's, "METHOD /path", as registered
 	srv      *http.Server
+	drain    drain
 	closing  chan struct{} // closed by Shutdown; ends event streams
 	once     sync.Once
 
@@ -188,6 +189,7 @@ func NewServer(n *node.Node, token string, opts ...Option) *Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		ConnState:         s.drain.connState,
 	}
 	return s
 }
@@ -219,7 +221,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // connections are closed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() { close(s.closing) })
-	err := s.srv.Shutdown(ctx)
+	err := s.drain.shutdown(ctx, s.srv)
 	if err != nil {
 		_ = s.srv.Close()
 		return fmt.Errorf("api shutdown: %w", err)
