@@ -115,6 +115,57 @@ func text(res *sdk.CallToolResult) string {
 	return strings.Join(parts, "\n")
 }
 
+// progressLog keeps the progress notifications a session receives. The
+// client SDK runs notification handlers on a goroutine of their own while
+// it hands a call its response directly, so a call can return before its
+// last notifications were handled even though they came first on the
+// wire: until waits for them.
+type progressLog struct {
+	mu    sync.Mutex
+	notes []*sdk.ProgressNotificationParams
+	added chan struct{} // closed and replaced on each note
+	on    func(*sdk.ProgressNotificationParams)
+}
+
+func newProgressLog(on func(*sdk.ProgressNotificationParams)) *progressLog {
+	return &progressLog{added: make(chan struct{}), on: on}
+}
+
+func (p *progressLog) handle(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
+	p.mu.Lock()
+	p.notes = append(p.notes, req.Params)
+	close(p.added)
+	p.added = make(chan struct{})
+	p.mu.Unlock()
+	if p.on != nil {
+		p.on(req.Params)
+	}
+}
+
+// until returns the notes once the last one's message contains last, or
+// fails the test after 10 s.
+func (p *progressLog) until(t testing.TB, last string) []*sdk.ProgressNotificationParams {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		p.mu.Lock()
+		notes, added := slices.Clone(p.notes), p.added
+		p.mu.Unlock()
+		if n := len(notes); n > 0 && strings.Contains(notes[n-1].Message, last) {
+			return notes
+		}
+		select {
+		case <-added:
+		case <-timeout:
+			var msgs []string
+			for _, n := range notes {
+				msgs = append(msgs, n.Message)
+			}
+			t.Fatalf("progress:\n%s\nno last notification with %q", strings.Join(msgs, "\n"), last)
+		}
+	}
+}
+
 // TestTools: every tool is listed with an input and an output schema.
 func TestTools(t *testing.T) {
 	cs := newMesh(t, nil).connect(t, nil)
@@ -141,20 +192,16 @@ func TestTools(t *testing.T) {
 func TestRequestProgress(t *testing.T) {
 	release := make(chan struct{})
 	ms := newMesh(t, release)
-	var mu sync.Mutex
-	var progress []*sdk.ProgressNotificationParams
-	cs := ms.connect(t, &sdk.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
-		mu.Lock()
-		defer mu.Unlock()
-		progress = append(progress, req.Params)
-		if strings.Contains(req.Params.Message, "half way") {
+	progress := newProgressLog(func(p *sdk.ProgressNotificationParams) {
+		if strings.Contains(p.Message, "half way") {
 			select {
 			case <-release:
 			default:
 				close(release)
 			}
 		}
-	}})
+	})
+	cs := ms.connect(t, &sdk.ClientOptions{ProgressNotificationHandler: progress.handle})
 	ctx := context.Background()
 	params := &sdk.CallToolParams{Name: "request", Arguments: map[string]any{"capability": "echo", "input": map[string]any{"n": 7}, "bid_window": "100ms"}}
 	params.SetProgressToken("p1")
@@ -172,9 +219,7 @@ func TestRequestProgress(t *testing.T) {
 	if r, _ := json.Marshal(out.Result); string(r) != `{"n":7}` {
 		t.Fatalf("result = %s", r)
 	}
-	mu.Lock()
-	got := slices.Clone(progress)
-	mu.Unlock()
+	got := progress.until(t, "completed")
 	var msgs []string
 	for _, p := range got {
 		msgs = append(msgs, strings.TrimPrefix(p.Message, "task "+out.Task+" "))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -43,13 +42,8 @@ func (ms *mesh) withWorkflows(t *testing.T) {
 func TestWorkflowTools(t *testing.T) {
 	ms := newMesh(t, nil)
 	ms.withWorkflows(t)
-	var mu sync.Mutex
-	var progress []string
-	cs := ms.connect(t, &sdk.ClientOptions{ProgressNotificationHandler: func(_ context.Context, req *sdk.ProgressNotificationClientRequest) {
-		mu.Lock()
-		defer mu.Unlock()
-		progress = append(progress, req.Params.Message)
-	}})
+	progress := newProgressLog(nil)
+	cs := ms.connect(t, &sdk.ClientOptions{ProgressNotificationHandler: progress.handle})
 	ctx := context.Background()
 	src := "version: 1\nname: twice\nsteps:\n  a: {capability: echo, bid_window: 100ms, input: '{n: $input.n}'}\n" +
 		"  b: {capability: echo, bid_window: 100ms, needs: [a], input: '{n: ($steps.a.output.n + 1)}'}\noutput: '$steps.b.output.n'\n"
@@ -68,10 +62,12 @@ func TestWorkflowTools(t *testing.T) {
 			t.Fatalf("step %+v; want completed by the worker in one attempt", st)
 		}
 	}
-	mu.Lock()
-	got := strings.Join(progress, "\n")
-	mu.Unlock()
-	for _, want := range []string{"step a running", "step a completed (attempt 1: completed, worker)", "step b completed", "workflow " + wf.ID + " completed"} {
+	var msgs []string
+	for _, p := range progress.until(t, "workflow "+wf.ID+" completed") {
+		msgs = append(msgs, p.Message)
+	}
+	got := strings.Join(msgs, "\n")
+	for _, want := range []string{"step a running", "step a completed (attempt 1: completed, worker)", "step b completed"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("progress:\n%s\nwant a notification with %q", got, want)
 		}
