@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -69,26 +70,43 @@ func (e *executor) Execute(ctx context.Context, ec *a2asrv.ExecutorContext) iter
 			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateFailed, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart(err.Error()))), nil)
 			return
 		}
-		g.follow(ec, r, yield)
+		g.follow(ec, r, yield, blockingCall(ctx))
 	}
 }
+
+// blocking marks the context of a SendMessage whose client waits for the
+// task's end (guard.Before sets it).
+type blocking struct{}
+
+func blockingCall(ctx context.Context) bool { return ctx.Value(blocking{}) != nil }
 
 // follow streams a run's updates to the execution: until the task ends,
 // or until its winner asks a question, when the execution ends in
 // input-required and the run waits, detached, for the client's answer.
-func (g *Gateway) follow(ec *a2asrv.ExecutorContext, r *run, yield func(a2a.Event, error) bool) {
+//
+// A blocking SendMessage (compact) sees no event before the end, so it
+// gets fewer: no negotiating status (the task is submitted until a winner
+// commits) and its completion as one task, the artifact with the final
+// status. a2a-go deep-copies the whole task through encoding/gob two or
+// three times per event, which was most of what the gateway added.
+func (g *Gateway) follow(ec *a2asrv.ExecutorContext, r *run, yield func(a2a.Event, error) bool, compact bool) {
 	open := true
+	var said []*a2a.TaskStatusUpdateEvent // the statuses a compact end folds in
 	for u := range r.updates {
-		if u.State == negotiation.StateSubmitted {
+		if u.State == negotiation.StateSubmitted || compact && u.State == negotiation.StateNegotiating {
 			continue // the task itself, yielded before, says it is submitted
 		}
 		if u.State == negotiation.StateInputRequired && open && g.detach(ec.TaskID, r, u) {
 			yield(inputRequired(ec, u, ""), nil)
 			return
 		}
-		if open && !yield(statusOf(ec, u), nil) {
+		ev := statusOf(ec, u)
+		if open && !yield(ev, nil) {
 			open = false
 			r.cancel() // the client or the server is gone; so is the task
+		}
+		if compact {
+			said = append(said, ev)
 		}
 	}
 	res := <-r.done
@@ -114,11 +132,32 @@ func (g *Gateway) follow(ec *a2asrv.ExecutorContext, r *run, yield func(a2a.Even
 		return
 	}
 	if out.State == negotiation.StateCompleted {
+		if compact {
+			yield(completedTask(ec, out, said), nil)
+			return
+		}
 		if !yield(artifactOf(ec, out), nil) {
 			return
 		}
 	}
 	yield(finalStatus(ec, out), nil)
+}
+
+// completedTask is the task a2a-go would have made of the statuses said,
+// the artifact and the final status: each earlier status's message in the
+// history after the client's, their metadata merged, later keys winning.
+func completedTask(ec *a2asrv.ExecutorContext, out *negotiation.Outcome, said []*a2a.TaskStatusUpdateEvent) *a2a.Task {
+	end := finalStatus(ec, out)
+	t := &a2a.Task{ID: ec.TaskID, ContextID: ec.ContextID, Status: end.Status, History: []*a2a.Message{ec.Message},
+		Artifacts: []*a2a.Artifact{artifactOf(ec, out).Artifact}, Metadata: map[string]any{}}
+	for _, ev := range said {
+		if ev.Status.Message != nil {
+			t.History = append(t.History, ev.Status.Message)
+		}
+		maps.Copy(t.Metadata, ev.Metadata)
+	}
+	maps.Copy(t.Metadata, end.Metadata)
+	return t
 }
 
 // artifactOf is a completed outcome's result as an artifact.

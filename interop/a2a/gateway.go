@@ -435,6 +435,9 @@ func (gd *guard) Before(ctx context.Context, cc *a2asrv.CallContext, req *a2asrv
 	detail := map[string]any{"method": cc.Method()}
 	switch p := req.Payload.(type) {
 	case *a2a.SendMessageRequest:
+		if cc.Method() == "SendMessage" && (p.Config == nil || !p.Config.ReturnImmediately) {
+			ctx = context.WithValue(ctx, blocking{}, true)
+		}
 		if p.Message != nil {
 			detail["message"] = p.Message.ID
 			if p.Message.TaskID != "" {

@@ -2,6 +2,10 @@ package a2a_test
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +205,64 @@ func waitFor(t *testing.T, ctx context.Context, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// A blocking SendMessage gets its end as one task (gateway's compact
+// path): the same task, as GetTask shows it, as a streamed call's, but
+// for the negotiating note a blocking client never sees.
+func TestBlockingSendMessageTask(t *testing.T) {
+	gm := newGatewayMesh(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _, actx := restClient(t, ctx, gm.url)
+	var streamed a2a.TaskID
+	for ev, err := range c.SendStreamingMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("quote", map[string]any{"kg": 2})}) {
+		if err != nil {
+			t.Fatalf("stream: %v", err)
+		}
+		if tk, ok := ev.(*a2a.Task); ok {
+			streamed = tk.ID
+		}
+	}
+	res, err := c.SendMessage(actx, &a2a.SendMessageRequest{Message: quoteMessage("quote", map[string]any{"kg": 2})})
+	if err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	answered, ok := res.(*a2a.Task)
+	if !ok {
+		t.Fatalf("SendMessage = %T, want a task", res)
+	}
+	// shape is what a client reads of a task, without its IDs and times.
+	shape := func(tk *a2a.Task) map[string]any {
+		var history []string
+		for _, m := range tk.History {
+			if txt := m.Parts[0].Text(); !strings.HasPrefix(txt, "negotiating") {
+				history = append(history, string(m.Role)+": "+txt+fmt.Sprint(m.Parts[0].Data()))
+			}
+		}
+		var arts []string
+		for _, a := range tk.Artifacts {
+			arts = append(arts, fmt.Sprint(a.Name, a.Parts[0].Data(), a.Metadata["winner_name"], a.Metadata["price"]))
+		}
+		keys := slices.Sorted(maps.Keys(tk.Metadata))
+		return map[string]any{"state": tk.Status.State, "status": tk.Status.Message.Parts[0].Text(), "history": history,
+			"artifacts": arts, "metadata": keys, "winner": tk.Metadata["winner_name"]}
+	}
+	for _, id := range []a2a.TaskID{streamed, answered.ID} {
+		got, err := c.GetTask(actx, &a2a.GetTaskRequest{ID: id})
+		if err != nil {
+			t.Fatalf("GetTask %s: %v", id, err)
+		}
+		if id == answered.ID && !reflect.DeepEqual(shape(got), shape(answered)) {
+			t.Errorf("GetTask of the answered task:\n%v\nthe answer:\n%v", shape(got), shape(answered))
+		}
+		if s := shape(got); s["state"] != a2a.TaskStateCompleted || len(s["artifacts"].([]string)) != 1 || s["winner"] != "quoter" {
+			t.Errorf("task %s: %v; want completed by the quoter with one artifact", id, s)
+		}
+	}
+	st, _ := c.GetTask(actx, &a2a.GetTaskRequest{ID: streamed})
+	if a, b := shape(st), shape(answered); !reflect.DeepEqual(a, b) {
+		t.Errorf("the streamed task:\n%v\nthe blocking call's:\n%v\nwant the same", a, b)
 	}
 }

@@ -185,7 +185,7 @@ func (g *Gateway) resume(ctx context.Context, ec *a2asrv.ExecutorContext, yield 
 			yield(inputRequired(ec, q, why), nil)
 			return
 		}
-		g.follow(ec, r, yield) // it ended meanwhile: say how
+		g.follow(ec, r, yield, false) // it ended meanwhile: say how
 	}
 	var input json.RawMessage
 	var err error
@@ -207,7 +207,7 @@ func (g *Gateway) resume(ctx context.Context, ec *a2asrv.ExecutorContext, yield 
 		refuse("the answer was not taken (" + err.Error() + ")")
 		return true
 	}
-	g.follow(ec, r, yield)
+	g.follow(ec, r, yield, false)
 	return true
 }
 
