@@ -3,8 +3,12 @@
 // refusal from stdout; for an award it runs it with {"phase":"execute",…}
 // and reads the result; for a requester's counter-offer to its bid it runs
 // it with {"phase":"counter",…} and reads a bid (the counter's terms to
-// accept, others to revise) or a refusal (the bid stands). Any language
-// that reads and writes JSON can be an agent this way. A non-zero exit, a
+// accept, others to revise) or a refusal (the bid stands). An execute
+// run that needs more input prints {"ask":{"note":…,"schema":…}} instead
+// of a result: parley puts the question to the requester (the task is
+// input-required) and runs the execute phase again with every answer so
+// far in "answers", so the command keeps no state between runs. Any
+// language that reads and writes JSON can be an agent this way. A non-zero exit, a
 // timeout or bad output is a refusal (bid, counter) or a failure
 // (execute); the command's stderr goes to the node log.
 package execagent
@@ -67,6 +71,21 @@ type executeRequest struct {
 	Context map[string]json.RawMessage `json:"context,omitempty"`
 	// ContextWrites are the keys (a trailing * is a prefix) it may write.
 	ContextWrites []string `json:"context_writes,omitempty"`
+	// Answers are the requester's answers to the questions earlier runs
+	// of this task asked, oldest first.
+	Answers []answered `json:"answers,omitempty"`
+}
+
+// question is what an execute run prints to ask: {"ask":{…}}.
+type question struct {
+	Note   string          `json:"note"`
+	Schema json.RawMessage `json:"schema,omitempty"`
+}
+
+// answered is a question an earlier run asked and the requester's answer.
+type answered struct {
+	question
+	Answer json.RawMessage `json:"answer"`
 }
 
 // counterRequest is what the command reads in the counter phase: the call
@@ -84,11 +103,12 @@ type bidOut struct {
 }
 
 // reply is what the command prints: {"bid":{…}}, {"refuse":"why"},
-// {"result":…, "context":{…}} or {"error":"why"}.
+// {"result":…, "context":{…}}, {"ask":{…}} or {"error":"why"}.
 type reply struct {
 	Bid    *bidOut         `json:"bid,omitempty"`
 	Refuse string          `json:"refuse,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
+	Ask    *question       `json:"ask,omitempty"`
 	Error  string          `json:"error,omitempty"`
 	// Context are writes to the task's shared context, key → JSON value.
 	Context map[string]json.RawMessage `json:"context,omitempty"`
@@ -169,18 +189,38 @@ func (a *Agent) Counter(ctx context.Context, call negotiation.Call, c negotiatio
 // Work implements negotiation.Handler. An {"error": …} the command prints
 // is its message to the requester and is passed on as it is; any other
 // failure is reported as the agent's failure, with the detail in the log.
+// A run that asks is run again with the answer; how many questions a task
+// may ask, and how long an answer may take, are the node's bounds.
 func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, error) {
 	req := executeRequest{Phase: "execute", Call: t.Call,
 		Bid: bidOut{Price: t.Bid.Price, ETA: intent.Duration(t.Bid.ETA), Rationale: t.Bid.Rationale}, Input: t.Input}
-	cl, err := a.taskContext(ctx, t, &req)
-	if err != nil {
-		return nil, err
-	}
-	r, err := a.run(ctx, "execute", t.Call.Task, req)
-	if err != nil {
-		return nil, err
+	var cl *sharedctx.Client
+	var r *reply
+	for {
+		var err error
+		// Read on each run: a participant may have written while the
+		// requester thought about its answer.
+		if cl, err = a.taskContext(ctx, t, &req); err != nil {
+			return nil, err
+		}
+		if r, err = a.run(ctx, "execute", t.Call.Task, req); err != nil {
+			return nil, err
+		}
+		if r.Ask == nil || r.Error != "" || len(r.Result) > 0 {
+			break
+		}
+		if t.Ask == nil {
+			return nil, fmt.Errorf("agent %s asked %q, but its requester's node cannot answer questions", a.Name, r.Ask.Note)
+		}
+		in, err := t.Ask(ctx, r.Ask.Note, r.Ask.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("agent %s asked %q: %w", a.Name, r.Ask.Note, err)
+		}
+		req.Answers = append(req.Answers, answered{question: *r.Ask, Answer: in})
 	}
 	switch {
+	case r.Ask != nil:
+		return nil, a.failed("execute", t.Call.Task, errors.New("the execute phase printed an ask with a result or an error"))
 	case r.Error != "":
 		return nil, errors.New(r.Error)
 	case len(r.Result) == 0:
@@ -282,7 +322,7 @@ func (a *Agent) runDetail(ctx context.Context, req any) (*reply, error) {
 	dec := json.NewDecoder(strings.NewReader(stdout.String()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("stdout is not a reply ({\"bid\"…}, {\"refuse\"…}, {\"result\"…} or {\"error\"…}): %v", err)
+		return nil, fmt.Errorf("stdout is not a reply ({\"bid\"…}, {\"refuse\"…}, {\"result\"…}, {\"ask\"…} or {\"error\"…}): %v", err)
 	}
 	return &r, nil
 }
