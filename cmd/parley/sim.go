@@ -28,8 +28,8 @@ type simFlags struct {
 	baseline string
 	rawOnly  bool
 	bare     bool
-	// memprofile is where the heap profile goes.
-	memprofile string
+	// memprofile is where the heap profile goes; cpuprofile, the CPU's.
+	memprofile, cpuprofile string
 	// sizes, when set, runs the scenario once at each size.
 	sizes []int
 }
@@ -71,6 +71,7 @@ process, on the same clock, and prints both.`,
 	fl.StringVar(&f.report, "report", "", "write a self-contained HTML report to this file")
 	fl.StringVar(&f.baseline, "baseline", "", "raw: also run the topology and intents on raw GossipSub")
 	fl.StringVar(&f.memprofile, "memprofile", "", "write a heap profile (go tool pprof) to this file at the end of the workload, every node still up")
+	fl.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile (go tool pprof) of the parley nodes' run, setup included, to this file (the raw baseline's process is not in it)")
 	fl.BoolVar(&f.bare, "bare", false, "run the nodes without the audit log a daemon keeps (lighter than what ships)")
 	fl.IntSliceVar(&f.sizes, "sizes", nil, "run at each of these numbers of nodes (e.g. 1000,2000,5000), each beside its raw baseline, and print how the cost grows")
 	fl.BoolVar(&f.rawOnly, "raw-only", false, "run only the raw baseline and print it as JSON (used by --baseline)")
@@ -178,7 +179,25 @@ func (c *cli) sim(cmd *cobra.Command, args []string, f simFlags) error {
 			}
 		}
 	}
+	stopCPU := func() {}
+	if f.cpuprofile != "" {
+		fh, err := os.Create(f.cpuprofile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(fh); err != nil {
+			fh.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		stopCPU = func() {
+			pprof.StopCPUProfile()
+			if err := fh.Close(); err != nil {
+				fmt.Fprintf(os.Stderr, "parley: --cpuprofile: %v\n", err)
+			}
+		}
+	}
 	finish := func(res *simulations.Result, err error) error {
+		stopCPU()
 		end()
 		if err != nil {
 			return err
@@ -231,8 +250,8 @@ func (c *cli) simSizes(cmd *cobra.Command, args []string, f simFlags) error {
 	switch {
 	case cmd.Flags().Changed("nodes"):
 		return fmt.Errorf("--sizes sets the number of nodes of each run: give it or --nodes, not both")
-	case f.memprofile != "":
-		return fmt.Errorf("--sizes runs several processes: --memprofile is for one run")
+	case f.memprofile != "" || f.cpuprofile != "":
+		return fmt.Errorf("--sizes runs several processes: --memprofile and --cpuprofile are for one run")
 	case f.baseline != "" && f.baseline != "raw":
 		return fmt.Errorf("--baseline %q: the only baseline is raw", f.baseline)
 	case len(f.sizes) < 2:

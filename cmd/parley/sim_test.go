@@ -21,8 +21,13 @@ func TestSimCommand(t *testing.T) {
 	dir := t.TempDir()
 	bin := parleyBinary(t)
 	report := filepath.Join(dir, "report.html")
+	prof := filepath.Join(dir, "cpu.pprof")
 	for _, clock := range []string{"virtual", "real"} {
-		out, err := exec.Command(bin, "sim", "gossip", "--nodes", "40", "--clock", clock, "--json", "--baseline", "raw", "--report", report).Output()
+		args := []string{"sim", "gossip", "--nodes", "40", "--clock", clock, "--json", "--baseline", "raw", "--report", report}
+		if clock == "real" {
+			args = append(args, "--cpuprofile", prof)
+		}
+		out, err := exec.Command(bin, args...).Output()
 		if err != nil {
 			t.Fatalf("parley sim --clock %s: %v", clock, err)
 		}
@@ -57,6 +62,10 @@ func TestSimCommand(t *testing.T) {
 	html, err := os.ReadFile(report)
 	if err != nil || !strings.Contains(string(html), "<svg") {
 		t.Errorf("report: %v, %d bytes; want a page with plots", err, len(html))
+	}
+	// go tool pprof reads a gzipped protobuf.
+	if b, err := os.ReadFile(prof); err != nil || len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("--cpuprofile: %v, %d bytes; want a gzipped pprof profile", err, len(b))
 	}
 
 	bad := filepath.Join(dir, "bad.yaml")
@@ -184,6 +193,7 @@ func TestSimSizes(t *testing.T) {
 		{[]string{"--sizes", "12,12"}, "twice"},
 		{[]string{"--sizes", "1,12"}, "at least 2"},
 		{[]string{"--sizes", "12,24", "--nodes", "5"}, "not both"},
+		{[]string{"--sizes", "12,24", "--cpuprofile", "x.pprof"}, "for one run"},
 	} {
 		msg, err := exec.Command(bin, append([]string{"sim", "gossip"}, tc.args...)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(msg), tc.want) {
