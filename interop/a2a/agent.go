@@ -234,6 +234,7 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 	var taskID a2a.TaskID
 	var contextID string
 	var question *a2a.TaskStatus // set when the remote agent asks for input
+	open := false                // the remote task is not in a terminal state
 	finish := func(st a2a.TaskStatus) error {
 		switch st.State {
 		case a2a.TaskStateCompleted:
@@ -243,7 +244,10 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 		case a2a.TaskStateInputRequired:
 			question = &st
 		case a2a.TaskStateAuthRequired:
-			return fmt.Errorf("the A2A agent asks for more (%s: %s); parley cannot authenticate for the requester", st.State, textOf(st.Message))
+			// A2A's sign-in happens out of band; a credential has no
+			// place in the negotiation, so the operator gives one up front.
+			return fmt.Errorf("the A2A agent wants authentication first (%s); parley does not sign in for a requester: "+
+				"give the agent's entry an a2a_token_file with a token it accepts", textOf(st.Message))
 		}
 		return nil
 	}
@@ -268,12 +272,14 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 					return true, err
 				}
 			}
-			if e.Status.State.Terminal() || e.Status.State == a2a.TaskStateInputRequired {
+			open = !e.Status.State.Terminal()
+			if !open || e.Status.State == a2a.TaskStateInputRequired || e.Status.State == a2a.TaskStateAuthRequired {
 				return true, finish(e.Status)
 			}
 		case *a2a.TaskStatusUpdateEvent:
 			taskID, contextID = e.TaskID, e.ContextID
-			if e.Status.State.Terminal() || e.Status.State == a2a.TaskStateInputRequired || e.Status.State == a2a.TaskStateAuthRequired {
+			open = !e.Status.State.Terminal()
+			if !open || e.Status.State == a2a.TaskStateInputRequired || e.Status.State == a2a.TaskStateAuthRequired {
 				return true, finish(e.Status)
 			}
 			if note := textOf(e.Status.Message); note != "" && t.Progress != nil {
@@ -316,8 +322,10 @@ func (a *Agent) Work(ctx context.Context, t negotiation.Task) (json.RawMessage, 
 		}
 		question, done = nil, false
 	}
-	if ctx.Err() != nil && taskID != "" {
-		// Canceled here (the requester, the deadline): tell the remote.
+	if open && taskID != "" && (err != nil || ctx.Err() != nil) {
+		// Given up here while the remote task runs or waits (the
+		// requester canceled, the deadline, a sign-in parley cannot
+		// give, a bad result): tell the remote, which would keep it.
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_, _ = a.client.CancelTask(cctx, &a2a.CancelTaskRequest{ID: taskID})
 		ccancel()

@@ -21,7 +21,8 @@ import (
 
 // shouter is an A2A agent built on a2a-go's server: skill "shout" upper-
 // cases {"text":…} after a status update; skill "fail" fails; skill "ask"
-// asks "how loud?" (input-required) and shouts the text of the answer.
+// asks "how loud?" (input-required) and shouts the text of the answer;
+// skill "auth" wants the client to sign in (auth-required).
 type shouter struct{}
 
 func (shouter) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a2a.Event, error] {
@@ -40,6 +41,10 @@ func (shouter) Execute(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[
 		skill, _ := ec.Message.Metadata["skill"].(string)
 		if skill == "ask" {
 			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateInputRequired, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart("how loud?"))), nil)
+			return
+		}
+		if skill == "auth" {
+			yield(a2a.NewStatusUpdateEvent(ec, a2a.TaskStateAuthRequired, a2a.NewMessageForTask(a2a.MessageRoleAgent, ec, a2a.NewTextPart("sign in first"))), nil)
 			return
 		}
 		if skill == "fail" {
@@ -68,7 +73,7 @@ func (shouter) Cancel(_ context.Context, ec *a2asrv.ExecutorContext) iter.Seq2[a
 // well-known path. It returns the base URL.
 func startShouter(t *testing.T) string {
 	t.Helper()
-	return serveA2A(t, "Shouter", shouter{}, []a2a.AgentSkill{{ID: "shout", Name: "Shout"}, {ID: "fail", Name: "Fail"}, {ID: "ask", Name: "Ask"}, {ID: "Not A Capability!", Name: "x"}})
+	return serveA2A(t, "Shouter", shouter{}, []a2a.AgentSkill{{ID: "shout", Name: "Shout"}, {ID: "fail", Name: "Fail"}, {ID: "ask", Name: "Ask"}, {ID: "auth", Name: "Auth"}, {ID: "Not A Capability!", Name: "x"}})
 }
 
 // serveA2A serves exec as an A2A agent on a2a-go's server on loopback,
@@ -111,8 +116,8 @@ func TestA2AAgentWinsANegotiation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ag.Close()
-	if got := strings.Join(ag.Capabilities(), ","); got != "shout,fail,ask" {
-		t.Fatalf("capabilities from the card: %s, want shout,fail,ask (the skill that is no capability name left out)", got)
+	if got := strings.Join(ag.Capabilities(), ","); got != "shout,fail,ask,auth" {
+		t.Fatalf("capabilities from the card: %s, want shout,fail,ask,auth (the skill that is no capability name left out)", got)
 	}
 	requester := loopbackNode(t, nil)
 	contractor := loopbackNode(t, requester)
@@ -149,6 +154,13 @@ func TestA2AAgentWinsANegotiation(t *testing.T) {
 		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithCalls(1))
 	if !errors.Is(err, negotiation.ErrTaskFailed) || !strings.Contains(out.Reason, "no voice left") {
 		t.Errorf("failing skill: %v, reason %q; want failed with the A2A agent's message", err, out.Reason)
+	}
+	// One that wants its client to sign in fails the task, saying how
+	// the operator gives it a credential.
+	out, err = requester.Request(ctx, negotiation.Need{Capability: "auth", Input: json.RawMessage(`{}`)},
+		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithCalls(1))
+	if !errors.Is(err, negotiation.ErrTaskFailed) || !strings.Contains(out.Reason, "sign in first") || !strings.Contains(out.Reason, "a2a_token_file") {
+		t.Errorf("auth-required skill: %v, reason %q; want failed with the agent's message and the way to give it a token", err, out.Reason)
 	}
 	out, err = requester.Request(ctx, negotiation.Need{Capability: "shout", Budget: 1, Input: json.RawMessage(`{}`)},
 		negotiation.WithBidWindow(200*time.Millisecond), negotiation.WithCalls(1))
