@@ -8,9 +8,9 @@
 // of a result: parley puts the question to the requester (the task is
 // input-required) and runs the execute phase again with every answer so
 // far in "answers", so the command keeps no state between runs. Any
-// language that reads and writes JSON can be an agent this way. A non-zero exit, a
-// timeout or bad output is a refusal (bid, counter) or a failure
-// (execute); the command's stderr goes to the node log.
+// language that reads and writes JSON can be an agent this way. A
+// non-zero exit, a timeout or bad output is a refusal (bid, counter) or a
+// failure (execute); the command's stderr goes to the node log.
 package execagent
 
 import (
