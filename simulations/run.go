@@ -635,15 +635,17 @@ func (r *runner) addHostiles(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("hostile peer: %w", err)
 		}
+		// GossipSub before the connections, so that identify tells the
+		// honest nodes it speaks it (hostile.NewSwarm says why).
+		a, err := hostile.New(ctx, h)
+		if err != nil {
+			return err
+		}
 		for range r.sc.Degree {
 			p := r.m.Nodes[r.intn(len(r.m.Nodes))].ID()
 			if _, err := r.m.Net.LinkPeers(h.ID(), p); err == nil {
 				_, _ = r.m.Net.ConnectPeers(h.ID(), p)
 			}
-		}
-		a, err := hostile.New(ctx, h)
-		if err != nil {
-			return err
 		}
 		r.attackers = append(r.attackers, a)
 	}

@@ -152,14 +152,16 @@ func harness(t testing.TB, rounds int) (calm, flooded []time.Duration) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Close() })
+	// GossipSub before the connections, so that identify tells the
+	// victims it speaks it (hostile.NewSwarm says why).
+	attacker, err := hostile.New(ctx, h)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []*node.Node{requester, relay} {
 		if err := h.Connect(ctx, peer.AddrInfo{ID: n.ID(), Addrs: n.Addrs()}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	attacker, err := hostile.New(ctx, h)
-	if err != nil {
-		t.Fatal(err)
 	}
 	reqAgent, _ := requester.Agent("")
 	mu.Lock()

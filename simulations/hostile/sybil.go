@@ -202,6 +202,15 @@ func NewSwarm(ctx context.Context, mn mocknet.Mocknet, n int, opts Options, targ
 		if err != nil {
 			return out, fmt.Errorf("sybil %d: %w", i, err)
 		}
+		// GossipSub first, as a node starts: GossipSub takes a peer on
+		// when identify says it speaks the protocol, so one that
+		// connects first is learned only from a later identify push,
+		// racing the connection's own identify (once in CI a Sybil
+		// still saw no topic peer after 10 s).
+		s, err := NewSybil(ctx, h, opts)
+		if err != nil {
+			return out, err
+		}
 		for _, t := range targets {
 			if _, err := mn.LinkPeers(h.ID(), t); err != nil {
 				return out, fmt.Errorf("sybil %d: link %s: %w", i, t, err)
@@ -209,10 +218,6 @@ func NewSwarm(ctx context.Context, mn mocknet.Mocknet, n int, opts Options, targ
 			if _, err := mn.ConnectPeers(h.ID(), t); err != nil {
 				return out, fmt.Errorf("sybil %d: connect %s: %w", i, t, err)
 			}
-		}
-		s, err := NewSybil(ctx, h, opts)
-		if err != nil {
-			return out, err
 		}
 		out = append(out, s)
 	}
