@@ -7,7 +7,9 @@
 // naming a skill becomes node.Request — the same path as POST /v1/tasks,
 // so admission, policy and the audit log decide and record it — and the
 // negotiation's states and the winner's progress come back as A2A status
-// updates, its result as an artifact. A winner's question makes the task
+// updates, its result as an artifact (to a blocking SendMessage, which
+// sees only the end, as one completed task: executor.go). A winner's
+// question makes the task
 // input-required until the client's next message on it answers
 // (input.go). The bearer token, the bounds on bodies and tasks, and the
 // audit record of every call are the gateway's.
