@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -25,18 +24,7 @@ import (
 // against a node's real API (in process, on mocknet).
 func TestRequestAsksAndTasksAnswer(t *testing.T) {
 	m := nodetest.NewMesh(t, 2)
-	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "sizer", Capabilities: []string{"size"}}, negotiation.HandlerFuncs{
-		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
-			return negotiation.Bid{Price: 1}, nil
-		},
-		WorkFunc: func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
-			a, err := task.Ask(ctx, "which size?", json.RawMessage(`{"enum":["S","M"]}`))
-			if err != nil {
-				return nil, err
-			}
-			return json.RawMessage(fmt.Sprintf(`{"size":%s}`, a)), nil
-		},
-	}); err != nil {
+	if _, err := m.Nodes[1].AddAgent(node.AgentCard{Name: "sizer", Capabilities: []string{"size"}}, nodetest.Sizer()); err != nil {
 		t.Fatal(err)
 	}
 	nodetest.WaitTopic(t, context.Background(), "size", m.Nodes[0])

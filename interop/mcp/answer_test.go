@@ -2,7 +2,6 @@ package mcp_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,8 +11,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/parleynet/parley/interop/mcp"
-	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
+	"github.com/parleynet/parley/node/nodetest"
 )
 
 // TestAnswerTask: a request whose winner asks tells the client in a
@@ -22,18 +21,7 @@ import (
 // that asks nothing is a tool error naming the API's conflict.
 func TestAnswerTask(t *testing.T) {
 	ms := newMesh(t, nil)
-	if _, err := ms.m.Nodes[1].AddAgent(node.AgentCard{Name: "sizer", Capabilities: []string{"size"}}, negotiation.HandlerFuncs{
-		BidFunc: func(context.Context, negotiation.Call) (negotiation.Bid, error) {
-			return negotiation.Bid{Price: 1}, nil
-		},
-		WorkFunc: func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
-			a, err := task.Ask(ctx, "which size?", json.RawMessage(`{"enum":["S","M"]}`))
-			if err != nil {
-				return nil, err
-			}
-			return json.RawMessage(fmt.Sprintf(`{"size":%s}`, a)), nil
-		},
-	}); err != nil {
+	if _, err := ms.m.Nodes[1].AddAgent(node.AgentCard{Name: "sizer", Capabilities: []string{"size"}}, nodetest.Sizer()); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); !slices.Contains(ms.m.Nodes[0].TopicPeers("size"), ms.m.Nodes[1].ID()); time.Sleep(10 * time.Millisecond) {

@@ -1,15 +1,14 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/parleynet/parley/negotiation"
+	"github.com/parleynet/parley/node/nodetest"
 )
 
 // TestAnswerTask: a winner's question makes the task input-required with
@@ -17,16 +16,7 @@ import (
 // it (the winner's result uses the answer), and the wrong asks get 400,
 // 404, 409 and 413. The contract checks every answer.
 func TestAnswerTask(t *testing.T) {
-	m, _ := echoMesh(t, func(ctx context.Context, task negotiation.Task) (json.RawMessage, error) {
-		if task.Ask == nil {
-			return nil, errors.New("the requester cannot be asked")
-		}
-		a, err := task.Ask(ctx, "which size?", json.RawMessage(`{"enum":["S","M"]}`))
-		if err != nil {
-			return nil, err
-		}
-		return json.RawMessage(fmt.Sprintf(`{"size":%s}`, a)), nil
-	})
+	m, _ := echoMesh(t, nodetest.AskSize)
 	ts, c := newTestServer(t, m.Nodes[0])
 	ctx := ctxT(t)
 	type result struct {
