@@ -3,7 +3,6 @@ package mcp_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -11,7 +10,7 @@ import (
 
 	"github.com/parleynet/parley/interop/mcp"
 	"github.com/parleynet/parley/node/api"
-	"github.com/parleynet/parley/workflow"
+	"github.com/parleynet/parley/workflow/workflowtest"
 )
 
 // withWorkflows gives the mesh's API a workflow engine on node 0, its
@@ -19,20 +18,7 @@ import (
 func (ms *mesh) withWorkflows(t *testing.T) {
 	t.Helper()
 	n := ms.m.Nodes[0]
-	owner, err := n.Agent("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: n,
-		Context: workflow.NodeContext(n.SharedContext(), owner)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ms.srv = api.NewServer(n, token, api.WithMCP(mcp.Mount("test")), api.WithWorkflows(e))
+	ms.srv = api.NewServer(n, token, api.WithMCP(mcp.Mount("test")), api.WithWorkflows(workflowtest.Engine(t, n)))
 }
 
 // TestWorkflowTools: run_workflow runs a two-step workflow to its end,

@@ -28,6 +28,7 @@ import (
 	"github.com/parleynet/parley/negotiation"
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/node/nodetest"
+	"github.com/parleynet/parley/workflow/workflowtest"
 )
 
 // auditLog starts an audit log in a fresh directory with records of the
@@ -291,7 +292,7 @@ func TestUIDashboard(t *testing.T) {
 		steady := s.uiChanges(wt)
 		t.Logf("stream: the first look %s (%d events), a steady one %s (%d events)", t1.Sub(t0).Round(time.Microsecond), len(first), time.Since(t1).Round(time.Microsecond), len(steady))
 	}
-	flows := workflowEngine(t, requester)
+	flows := workflowtest.Engine(t, requester)
 	_, c := newTestServer(t, requester, WithAuditTail(auditLog(t, "award", "result")), WithWorkflows(flows))
 	link, err := c.UILoginLink(ctx)
 	if err != nil {

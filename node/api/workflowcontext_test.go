@@ -11,6 +11,7 @@ import (
 	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/sharedctx"
 	"github.com/parleynet/parley/workflow"
+	"github.com/parleynet/parley/workflow/workflowtest"
 )
 
 // GET /v1/workflows/{id}/context shows an ended workflow's context: the
@@ -31,7 +32,7 @@ func TestWorkflowContextRoute(t *testing.T) {
 	})
 	contractor.Store(m.Nodes[1])
 	n := m.Nodes[0]
-	e := workflowEngine(t, n)
+	e := workflowtest.Engine(t, n)
 	_, c := newTestServer(t, n, WithWorkflows(e))
 	ctx := ctxT(t)
 	run, err := c.StartWorkflow(ctx, WorkflowBody{Source: "version: 1\nsteps:\n  stock: {capability: echo, bid_window: 150ms, context: {writes: [stock.*]}}\n"})

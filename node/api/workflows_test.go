@@ -6,14 +6,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleynet/parley/negotiation"
-	"github.com/parleynet/parley/node"
 	"github.com/parleynet/parley/workflow"
+	"github.com/parleynet/parley/workflow/workflowtest"
 )
 
 // The workflow routes, every answer checked against openapi.yaml: start,
@@ -21,7 +20,7 @@ import (
 // with file:line, unknown IDs.
 func TestWorkflowRoutes(t *testing.T) {
 	m, worker := echoMesh(t, nil)
-	e := workflowEngine(t, m.Nodes[0])
+	e := workflowtest.Engine(t, m.Nodes[0])
 	_, c := newTestServer(t, m.Nodes[0], WithWorkflows(e))
 	ctx := ctxT(t)
 
@@ -85,7 +84,7 @@ func TestWorkflowCancelRoute(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	e := workflowEngine(t, m.Nodes[0])
+	e := workflowtest.Engine(t, m.Nodes[0])
 	_, c := newTestServer(t, m.Nodes[0], WithWorkflows(e))
 	ctx := ctxT(t)
 	run, err := c.StartWorkflow(ctx, WorkflowBody{Source: "version: 1\nsteps:\n  a: {capability: echo, bid_window: 100ms}\n"})
@@ -116,7 +115,7 @@ func TestWorkflowRoutesOff(t *testing.T) {
 // workflow as it was, the last the completed one, and the stream closes.
 func TestWorkflowEvents(t *testing.T) {
 	m, _ := echoMesh(t, nil)
-	e := workflowEngine(t, m.Nodes[0])
+	e := workflowtest.Engine(t, m.Nodes[0])
 	ts, c := newTestServer(t, m.Nodes[0], WithWorkflows(e))
 	ctx := ctxT(t)
 	run, err := c.StartWorkflow(ctx, WorkflowBody{Source: "version: 1\nsteps:\n  a: {capability: echo, bid_window: 150ms}\n  b: {capability: echo, bid_window: 150ms, needs: [a]}\n"})
@@ -158,24 +157,4 @@ func TestWorkflowEvents(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-}
-
-// workflowEngine is a started workflow engine for n, its store in the
-// test's directory; it closes with the test.
-func workflowEngine(t *testing.T, n *node.Node) *workflow.Engine {
-	t.Helper()
-	owner, err := n.Agent("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := workflow.Open(workflow.Config{Path: filepath.Join(t.TempDir(), "workflows.db"), Node: n,
-		Context: workflow.NodeContext(n.SharedContext(), owner)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return e
 }
