@@ -31,6 +31,13 @@ type WorkflowIn struct {
 	Workflow string `json:"workflow" jsonschema:"the workflow's ID"`
 }
 
+func (in WorkflowIn) check() error {
+	if strings.TrimSpace(in.Workflow) == "" {
+		return fmt.Errorf("workflow: the workflow's ID is required (the workflows tool lists them)")
+	}
+	return nil
+}
+
 // WorkflowsIn is workflows' input.
 type WorkflowsIn struct {
 	Limit int `json:"limit,omitempty" jsonschema:"at most this many, newest first; all the node keeps if 0"`
@@ -273,8 +280,8 @@ func (t *tools) workflow(ctx context.Context, req *sdk.CallToolRequest, in Workf
 	if err != nil {
 		return nil, Workflow{}, err
 	}
-	if strings.TrimSpace(in.Workflow) == "" {
-		return nil, Workflow{}, fmt.Errorf("workflow: the workflow's ID is required (the workflows tool lists them)")
+	if err := in.check(); err != nil {
+		return nil, Workflow{}, err
 	}
 	run, err := c.Workflow(ctx, in.Workflow)
 	if err != nil {
@@ -292,8 +299,8 @@ func (t *tools) cancelWorkflow(ctx context.Context, req *sdk.CallToolRequest, in
 	if err != nil {
 		return nil, Workflow{}, err
 	}
-	if strings.TrimSpace(in.Workflow) == "" {
-		return nil, Workflow{}, fmt.Errorf("workflow: the workflow's ID is required (the workflows tool lists them)")
+	if err := in.check(); err != nil {
+		return nil, Workflow{}, err
 	}
 	run, err := c.CancelWorkflow(ctx, in.Workflow)
 	if err != nil {
