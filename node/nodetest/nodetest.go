@@ -203,9 +203,14 @@ func newNode(mn mocknet.Mocknet, i int, configure func(int, *node.Config)) (*nod
 	return nd, nil
 }
 
-// Addr is the mocknet address NewMesh gives node i.
+// Addr is the mocknet address NewMesh gives node i: 10.X.Y.Z, in a /24
+// of its own among any 65,536 consecutive nodes, as nodes on separate
+// machines are. identify takes a peer's pushes (its protocols changed
+// since it last answered) at 10, then one per 5 s, from each /24, and
+// a host that answers its first identify before its new protocols
+// reach its snapshot is known for them only by the push.
 func Addr(i int) ma.Multiaddr {
-	return ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>16&0xff, i>>8&0xff, i&0xff))
+	return ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4001", i>>8&0xff, i&0xff, 1+i>>16&0xff))
 }
 
 // P2PAddr is the address of mesh node i with PeerID id, as a bootstrap

@@ -196,17 +196,19 @@ func NewSwarm(ctx context.Context, mn mocknet.Mocknet, n int, opts Options, targ
 		if err != nil {
 			return out, err
 		}
-		j := len(mn.Peers()) // unique within mn
-		addr := ma.StringCast(fmt.Sprintf("/ip4/10.254.%d.%d/tcp/4001", j>>8&0xff, j&0xff))
+		// Unique within mn, and a /24 of its own: identify takes 10
+		// pushes from a /24, then one per 5 s, and a Sybil whose first
+		// identify answer predates its GossipSub handlers (identify
+		// updates its snapshot on a goroutine of its own) is known to
+		// speak GossipSub only by its push.
+		j := len(mn.Peers())
+		addr := ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.254/tcp/4001", j>>8&0xff, j&0xff))
 		h, err := mn.AddPeer(k, addr)
 		if err != nil {
 			return out, fmt.Errorf("sybil %d: %w", i, err)
 		}
 		// GossipSub first, as a node starts: GossipSub takes a peer on
-		// when identify says it speaks the protocol, so one that
-		// connects first is learned only from a later identify push,
-		// racing the connection's own identify (once in CI a Sybil
-		// still saw no topic peer after 10 s).
+		// when identify says it speaks the protocol.
 		s, err := NewSybil(ctx, h, opts)
 		if err != nil {
 			return out, err
