@@ -273,6 +273,9 @@ func DropReasons() []string {
 	return []string{"oversize", "version", "not_delegated", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other",
 		// Admission drops, counted by the node.
 		"rate_forwarder", "rate_origin", "rate_agent",
+		// Handed over by a peer the node has banned, before it was
+		// disconnected: left unread.
+		"banned",
 		// Relayed, but kept from local agents by the policy's lists.
 		"denied",
 		// Relayed, but not delivered: the audit log could not record it.

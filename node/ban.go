@@ -40,6 +40,9 @@ const (
 	forgedWindow  = 10 * time.Second
 )
 
+// reasonBanned counts the intents of a banned peer dropped unread.
+const reasonBanned = "banned"
+
 type ban struct {
 	until   time.Time
 	strikes int
@@ -184,7 +187,10 @@ func (n *Node) banPeer(net network.Network, p peer.ID, why string) {
 	}
 	log.Infow("peer banned: disconnected and refused", "peer", p, "why", why, "for", d.String())
 	_ = net.ClosePeer(p)
-	_ = n.recordPeer("ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
+	// Queued, not waited for: a ban acknowledges nothing, and it is
+	// decided on GossipSub's validation workers, which a disk flush per
+	// banned Sybil would stall for everyone.
+	_ = n.audit(n.ctx, true, "ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
 }
 
 // refuseBanned is the network notifiee that closes a banned peer's new

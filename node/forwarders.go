@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -23,7 +24,10 @@ import (
 // Copies of messages already let through are not charged: GossipSub
 // drops them as duplicates. A peer's own intents pass its rate (ownIntent).
 type forwarders struct {
-	adm     *admission.Layer
+	adm *admission.Layer
+	// banned reports a peer the node has banned: what it sent before its
+	// connection closed is dropped unread.
+	banned  func(peer.ID) bool
 	dropped func(reason string)
 	seed    maphash.Seed
 
@@ -36,13 +40,24 @@ type forwarders struct {
 // duplicate.
 const recentIntents = 1 << 15
 
-func newForwarders(adm *admission.Layer, dropped func(string)) *forwarders {
-	return &forwarders{adm: adm, dropped: dropped, seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}}
+func newForwarders(adm *admission.Layer, banned func(peer.ID) bool, dropped func(string)) *forwarders {
+	return &forwarders{adm: adm, banned: banned, dropped: dropped, seed: maphash.MakeSeed(), cur: map[uint64]struct{}{}}
 }
 
-// inspect is a pubsub.WithAppSpecificRpcInspector function. It keeps an
-// RPC's intents within from's rate and never refuses the RPC itself.
+// errBanned refuses an RPC from a banned peer.
+var errBanned = errors.New("peer banned")
+
+// inspect is a pubsub.WithAppSpecificRpcInspector function. It refuses
+// the RPCs of a banned peer, which GossipSub's queues still hold after
+// the ban closed its connection, and keeps the intents of the others'
+// within their rate.
 func (f *forwarders) inspect(from peer.ID, rpc *pubsub.RPC) error {
+	if f.banned(from) {
+		for range rpc.Publish {
+			f.dropped(reasonBanned)
+		}
+		return errBanned
+	}
 	if len(rpc.Publish) == 0 {
 		return nil
 	}

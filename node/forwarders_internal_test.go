@@ -1,6 +1,8 @@
 package node
 
 import (
+	"errors"
+	"maps"
 	"testing"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -22,7 +24,7 @@ func TestForwardersDropBeforeGossipSubSeesIt(t *testing.T) {
 	}
 	defer adm.Close()
 	var dropped int
-	f := newForwarders(adm, func(reason string) {
+	f := newForwarders(adm, func(peer.ID) bool { return false }, func(reason string) {
 		if reason != admission.ReasonRateForwarder {
 			t.Errorf("dropped for %q", reason)
 		}
@@ -69,7 +71,7 @@ func TestForwardersHearAPeerForItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	f := newForwarders(adm, func(string) {})
+	f := newForwarders(adm, func(peer.ID) bool { return false }, func(string) {})
 	// newOrigin returns a node and a function sealing a new intent of one
 	// of its agents each call.
 	newOrigin := func() (peer.ID, func() []byte) {
@@ -124,5 +126,32 @@ func TestForwardersHearAPeerForItself(t *testing.T) {
 	}
 	if kept(relay, own()) {
 		t.Fatal("a penalised peer over its rate passed with its own intent")
+	}
+}
+
+// A banned peer's RPCs, still queued when the ban closed its connection,
+// are refused whole, each intent in them counted as dropped unread, and
+// they take none of its forwarder rate; other peers' go on.
+func TestForwardersRefuseABannedPeer(t *testing.T) {
+	adm, err := admission.New(admission.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	banned := peer.ID("banned")
+	drops := map[string]int{}
+	f := newForwarders(adm, func(p peer.ID) bool { return p == banned }, func(reason string) { drops[reason]++ })
+	topic := intent.Topic("work")
+	rpc := func() *pubsub.RPC {
+		return &pubsub.RPC{RPC: pb.RPC{Publish: []*pb.Message{{Data: []byte("a"), Topic: &topic}, {Data: []byte("b"), Topic: &topic}}}}
+	}
+	if err := f.inspect(banned, rpc()); !errors.Is(err, errBanned) {
+		t.Fatalf("the banned peer's RPC: %v, want %v", err, errBanned)
+	}
+	if err := f.inspect("honest", rpc()); err != nil {
+		t.Fatalf("another peer's RPC: %v", err)
+	}
+	if want := map[string]int{reasonBanned: 2}; !maps.Equal(drops, want) {
+		t.Fatalf("drops %v, want %v", drops, want)
 	}
 }

@@ -276,6 +276,12 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 		}
 		// The forwarder's rate was applied to the RPC (forwarders.go).
 		remote := from != self
+		if remote && n.bans.banned(from) {
+			// Queued for validation before the ban: as unread as
+			// what the ban keeps out.
+			n.metrics.dropped.WithLabelValues(reasonBanned).Inc()
+			return pubsub.ValidationIgnore
+		}
 		var in *intent.Intent
 		if v, ok := n.publishing.Load(msg.ID); ok && !remote {
 			in = v.(*intent.Intent) // sealed here a moment ago

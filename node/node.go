@@ -246,7 +246,7 @@ func (n *Node) Start(ctx context.Context) error {
 		pubsub.WithPeerOutboundQueueSize(1024),
 		pubsub.WithValidateQueueSize(1024),
 		pubsub.WithRawTracer(n.router),
-		pubsub.WithAppSpecificRpcInspector(newForwarders(n.adm, func(reason string) {
+		pubsub.WithAppSpecificRpcInspector(newForwarders(n.adm, n.bans.banned, func(reason string) {
 			n.metrics.dropped.WithLabelValues(reason).Inc()
 		}).inspect),
 	}
