@@ -197,16 +197,19 @@ func (a *Attacker) IntentFlood(capability, victim string, replay []byte, n int) 
 }
 
 // Publish publishes flood on capability's topic as fast as the router
-// takes it.
+// takes it, until the attacker is cut off.
 func (a *Attacker) Publish(ctx context.Context, capability string, flood [][]byte) error {
 	t, err := a.ps.Join(topicPrefix + capability)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	for _, m := range flood {
+	for i, m := range flood {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if i%64 == 0 && a.CutOff() {
+			return nil
 		}
 		if err := t.Publish(ctx, m); err != nil {
 			return err
@@ -215,6 +218,12 @@ func (a *Attacker) Publish(ctx context.Context, capability string, flood [][]byt
 	}
 	return nil
 }
+
+// CutOff reports that every peer has disconnected the attacker. The
+// floods stop then: on a machine of its own an attacker could go on
+// sending into the void at no cost to anyone, but sharing the victims'
+// process it would take their cores.
+func (a *Attacker) CutOff() bool { return len(a.h.Network().Peers()) == 0 }
 
 // Frames returns bad negotiation frames: garbage, unsigned JSON, oversize,
 // forged and tampered proposals for task (which may be a real task ID).
@@ -238,7 +247,7 @@ func (a *Attacker) Frames(task, victim string) [][]byte {
 func (a *Attacker) FloodFrames(ctx context.Context, p peer.ID, task, victim string, n int) {
 	frames := a.Frames(task, victim)
 	for i := range n {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || a.CutOff() {
 			return
 		}
 		s, err := a.h.NewStream(ctx, p, negotiateID)
