@@ -180,17 +180,33 @@ func (n *Node) forgedFrame(net network.Network, p peer.ID, reason string) {
 
 // banPeer refuses p for its next back-off, disconnects it and audits the
 // ban; a peer already banned is left as it is.
+//
+// The ban holds from the table entry on: the gater, the stream gate, the
+// RPC inspector and the validator refuse p. Closing its connections and
+// recording the ban happen on a goroutine of the node's, because bans are
+// decided on GossipSub's validation workers and the negotiation handlers,
+// and both can wait: a close waits on the connection's muxer (20 ms seen
+// under a flood) and a record on the disk. There is at most one such
+// goroutine per peer connected when banned.
 func (n *Node) banPeer(net network.Network, p peer.ID, why string) {
 	d, fresh := n.bans.ban(p)
 	if !fresh {
 		return
 	}
 	log.Infow("peer banned: disconnected and refused", "peer", p, "why", why, "for", d.String())
-	_ = net.ClosePeer(p)
-	// Queued, not waited for: a ban acknowledges nothing, and it is
-	// decided on GossipSub's validation workers, which a disk flush per
-	// banned Sybil would stall for everyone.
-	_ = n.audit(n.ctx, true, "ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		_ = net.ClosePeer(p)
+		// Queued, not waited for: a ban acknowledges nothing.
+		_ = n.audit(n.ctx, true, "ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
+	}()
 }
 
 // refuseBanned is the network notifiee that closes a banned peer's new
