@@ -265,5 +265,11 @@ func (a *Attacker) FloodFrames(ctx context.Context, p peer.ID, task, victim stri
 	}
 }
 
+// TopicPeers returns the peers the attacker knows on capability's topic:
+// those its floods reach.
+func (a *Attacker) TopicPeers(capability string) []peer.ID {
+	return a.ps.ListPeers(topicPrefix + capability)
+}
+
 // ID is the attacker's PeerID.
 func (a *Attacker) ID() peer.ID { return a.h.ID() }

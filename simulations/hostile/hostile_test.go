@@ -165,6 +165,10 @@ func harness(t testing.TB, rounds int) (calm, flooded []time.Duration) {
 			t.Fatal(err)
 		}
 	}
+	// An attacker floods once it knows who is on the topic: before that
+	// its messages go nowhere, and its loop would only take the cores it
+	// shares with the victims.
+	waitFor(t, 10*time.Second, "the attacker to see the requester and the relay on the topic", func() bool { return len(attacker.TopicPeers("work")) == 2 })
 	reqAgent, _ := requester.Agent("")
 	mu.Lock()
 	replay := captured
