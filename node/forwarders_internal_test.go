@@ -130,8 +130,8 @@ func TestForwardersHearAPeerForItself(t *testing.T) {
 }
 
 // A banned peer's RPCs, still queued when the ban closed its connection,
-// are refused whole, each intent in them counted as dropped unread, and
-// they take none of its forwarder rate; other peers' go on.
+// are refused whole, each intent in them counted as dropped unread;
+// other peers' go on.
 func TestForwardersRefuseABannedPeer(t *testing.T) {
 	adm, err := admission.New(admission.Config{})
 	if err != nil {
