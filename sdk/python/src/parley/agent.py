@@ -507,8 +507,12 @@ class Agent:
             h.setFormatter(logging.Formatter(prog + ": %(message)s"))
             log.addHandler(h)
             log.setLevel(logging.INFO)
+        # SIGINT too, not only Python's KeyboardInterrupt: a program started
+        # in the background by a script inherits SIGINT ignored, and Python
+        # then leaves it ignored, so `kill -INT` would not stop it.
         try:
-            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
         except ValueError:
             pass  # not the main thread
         try:
