@@ -82,6 +82,13 @@ type Limits struct {
 	// key gets it one more. Honest nodes stay connected; many behind one
 	// NAT share the rate.
 	ConnectionsPerIP Rate `yaml:"connections_per_ip"`
+	// NewcomerAge is how long a peer is a newcomer, from the first of its
+	// messages a limit above rated, unless a negotiation with it completes
+	// first or it is a bootstrap peer. Newcomers share one budget of each
+	// per-peer rate (forwarded intents, asks, traces, contexts), as large
+	// as one peer's, on top of their own: keys cost nothing, and a swarm
+	// of fresh ones gets what one peer gets. Negative: no newcomers.
+	NewcomerAge time.Duration `yaml:"newcomer_age"`
 
 	// BidHandlers bounds the bid handlers running at once: in all, per
 	// local agent and per origin node of the calls.
@@ -121,6 +128,7 @@ func DefaultLimits() Limits {
 		TraceSpans:              2000,
 		ContextsPerPeer:         Rate{PerSecond: 50, Burst: 100},
 		ConnectionsPerIP:        Rate{PerSecond: 32, Burst: 64},
+		NewcomerAge:             10 * time.Minute,
 		BidHandlers:             64,
 		BidHandlersPerAgent:     16,
 		BidHandlersPerOrigin:    8,
@@ -174,6 +182,9 @@ func (l Limits) withDefaults() Limits {
 	if l.SummaryEvery <= 0 {
 		l.SummaryEvery = d.SummaryEvery
 	}
+	if l.NewcomerAge == 0 {
+		l.NewcomerAge = d.NewcomerAge
+	}
 	return l
 }
 
@@ -193,6 +204,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Known are peers the operator named (the bootstrap peers): never
+	// newcomers.
+	Known []peer.ID
 }
 
 // Layer is a node's admission layer. Its methods are safe for concurrent
@@ -207,6 +221,7 @@ type Layer struct {
 	relayed                                                 *buckets // one bucket, for the node
 	contexts                                                *buckets // context streams per peer
 	conns                                                   *buckets // inbound connections per remote IP
+	newcomers                                               *newcomers
 	penalty                                                 *penalties
 	slots                                                   *slots
 	appr                                                    approvals
@@ -238,6 +253,7 @@ func New(cfg Config) (*Layer, error) {
 		tracers:    newBuckets(lim.TracesPerPeer, lim.MaxKeys),
 		contexts:   newBuckets(lim.ContextsPerPeer, lim.MaxKeys),
 		conns:      newBuckets(lim.ConnectionsPerIP, lim.MaxKeys),
+		newcomers:  newNewcomers(lim, cfg.Known),
 		penalty:    newPenalties(lim.MaxKeys),
 		slots:      newSlots(),
 		denials:    newSummaries(lim.MaxKeys),

@@ -11,6 +11,7 @@ import (
 // Drop reasons of the gossip checks, as the node counts them.
 const (
 	ReasonRateForwarder = "rate_forwarder"
+	ReasonRateNewcomers = "rate_newcomers"
 	ReasonRateOrigin    = "rate_origin"
 	ReasonRateAgent     = "rate_agent"
 )
@@ -23,12 +24,13 @@ const (
 // graylist each other. The drop itself is what bounds a peer: it costs
 // this node no verification.
 func (l *Layer) Forwarded(from peer.ID) string {
-	now := l.now()
-	if l.forwarders.take(from, now) {
+	newcomers, err := l.rated(EntryGossip, l.forwarders, l.newcomers.forwarders, from, "limits.intents_per_forwarder", "forwarded intents")
+	switch {
+	case err == nil:
 		return ""
+	case newcomers:
+		return ReasonRateNewcomers
 	}
-	_ = l.deny(refusal{entry: EntryGossip, rule: "limits.intents_per_forwarder", peer: from,
-		rationale: fmt.Sprintf("peer %s forwarded intents faster than %g/s (burst %d)", from, l.lim.IntentsPerForwarder.PerSecond, l.lim.IntentsPerForwarder.Burst)})
 	return ReasonRateForwarder
 }
 

@@ -56,12 +56,8 @@ func (g rpcGate) Ask(ctx context.Context, a *identity.Agent, req rpc.Request) (f
 // AskStream is asked when peer p opens a direct-ask stream, before
 // anything on it is read or verified.
 func (g rpcGate) AskStream(p peer.ID) error {
-	l := g.l
-	if l.askers.take(p, l.now()) {
-		return nil
-	}
-	return l.deny(refusal{entry: EntryRPC, rule: "limits.asks_per_peer", peer: p,
-		rationale: fmt.Sprintf("peer %s opened asks faster than %g/s (burst %d)", p, l.lim.AsksPerPeer.PerSecond, l.lim.AsksPerPeer.Burst)})
+	_, err := g.l.rated(EntryRPC, g.l.askers, g.l.newcomers.askers, p, "limits.asks_per_peer", "opened asks")
+	return err
 }
 
 // Card is asked before this node serves its agents' cards to peer p.

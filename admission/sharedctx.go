@@ -26,11 +26,8 @@ func (g ctxGate) ContextStream(p peer.ID) error {
 	if err := l.decided(l.pol.Peer(p), refusal{entry: EntryContext, peer: p}); err != nil {
 		return err
 	}
-	if l.contexts.take(p, l.now()) {
-		return nil
-	}
-	return l.deny(refusal{entry: EntryContext, rule: "limits.contexts_per_peer", peer: p,
-		rationale: fmt.Sprintf("peer %s opened context streams faster than %g/s (burst %d)", p, l.lim.ContextsPerPeer.PerSecond, l.lim.ContextsPerPeer.Burst)})
+	_, err := l.rated(EntryContext, l.contexts, l.newcomers.contexts, p, "limits.contexts_per_peer", "opened context streams")
+	return err
 }
 
 // ContextAccess is asked before a read or write of a workflow's context

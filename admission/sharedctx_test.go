@@ -28,8 +28,12 @@ func TestContextEntry(t *testing.T) {
 	if err := g.ContextStream(p); !errors.Is(err, ErrDenied) {
 		t.Fatalf("third stream in a second: %v, want refused", err)
 	}
+	if err := g.ContextStream(q); !errors.Is(err, ErrDenied) {
+		t.Fatalf("another newcomer's stream: %v, want refused: newcomers share one budget", err)
+	}
+	l.Vouch(q)
 	if err := g.ContextStream(q); err != nil {
-		t.Fatalf("another peer's stream: %v", err)
+		t.Fatalf("a known peer's stream: %v", err)
 	}
 	w := testAgent(t, "winner")
 	ctx := context.Background()
@@ -52,10 +56,10 @@ func TestContextEntry(t *testing.T) {
 		kinds[r.kind]++
 		rules[r.detail["rule"]] = true
 	}
-	if kinds["admission.denied"] != 3 || kinds["context.write"] != 1 {
-		t.Fatalf("records %v; want 3 refusals and the admitted write", kinds)
+	if kinds["admission.denied"] != 4 || kinds["context.write"] != 1 {
+		t.Fatalf("records %v; want 4 refusals and the admitted write", kinds)
 	}
-	for _, r := range []string{"limits.contexts_per_peer", sharedctx.RuleNotParticipant} {
+	for _, r := range []string{"limits.contexts_per_peer", "limits.newcomers", sharedctx.RuleNotParticipant} {
 		if !rules[r] {
 			t.Errorf("no refusal recorded by %s: %v", r, rules)
 		}

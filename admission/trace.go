@@ -13,11 +13,8 @@ func (l *Layer) TraceStream(p peer.ID) error {
 	if err := l.decided(l.pol.Peer(p), refusal{entry: EntryTrace, peer: p}); err != nil {
 		return err
 	}
-	if l.tracers.take(p, l.now()) {
-		return nil
-	}
-	return l.deny(refusal{entry: EntryTrace, rule: "limits.traces_per_peer", peer: p,
-		rationale: fmt.Sprintf("peer %s asked for spans faster than %g/s (burst %d)", p, l.lim.TracesPerPeer.PerSecond, l.lim.TracesPerPeer.Burst)})
+	_, err := l.rated(EntryTrace, l.tracers, l.newcomers.tracers, p, "limits.traces_per_peer", "asked for spans")
+	return err
 }
 
 // Trace is asked before this node answers peer p with its spans of id (a

@@ -272,7 +272,7 @@ func DropReason(err error) string {
 func DropReasons() []string {
 	return []string{"oversize", "version", "not_delegated", "not_json", "unsigned", "bad_signature", "wrong_signer", "expired", "replayed", "wrong_topic", "invalid", "other",
 		// Admission drops, counted by the node.
-		"rate_forwarder", "rate_origin", "rate_agent",
+		"rate_forwarder", "rate_newcomers", "rate_origin", "rate_agent",
 		// Handed over by a peer the node has banned, before it was
 		// disconnected: left unread.
 		"banned",

@@ -90,5 +90,10 @@ func (n *Node) auditEvent(e negotiation.Event) error {
 	if debugging() {
 		log.Debugw("negotiation "+e.Kind, e.LogFields()...)
 	}
+	if e.Kind == "result" && e.Peer != "" {
+		// A negotiation with the peer's node came to its end: no
+		// newcomer any more.
+		n.adm.Vouch(e.Peer)
+	}
 	return n.recordPeer(e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
 }

@@ -74,13 +74,12 @@ func (f *forwarders) inspect(from peer.ID, rpc *pubsub.RPC) error {
 		if !seen {
 			_, seen = f.prev[h]
 		}
-		switch {
-		case seen:
-		case f.adm.Forwarded(from) == "" || f.ownIntent(from, m.Data):
+		if !seen {
+			if reason := f.adm.Forwarded(from); reason != "" && !f.ownIntent(from, m.Data) {
+				f.dropped(reason)
+				continue
+			}
 			f.remember(h)
-		default:
-			f.dropped(admission.ReasonRateForwarder)
-			continue
 		}
 		kept = append(kept, m)
 	}

@@ -18,7 +18,8 @@ import (
 // never marks it seen and it still arrives from another relay; copies of
 // an intent already let through cost no token; other topics pass.
 func TestForwardersDropBeforeGossipSubSeesIt(t *testing.T) {
-	adm, err := admission.New(admission.Config{Limits: admission.Limits{IntentsPerForwarder: admission.Rate{PerSecond: 1e-9, Burst: 1}}})
+	// Per relay, with no newcomers' budget shared on top.
+	adm, err := admission.New(admission.Config{Limits: admission.Limits{IntentsPerForwarder: admission.Rate{PerSecond: 1e-9, Burst: 1}, NewcomerAge: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}

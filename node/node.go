@@ -153,7 +153,11 @@ func New(cfg Config) (*Node, error) {
 	n.router = newRouterTracer(n.metrics)
 	n.bans = newBans(cfg.BanBackoff, n.metrics.registry)
 	n.bans.accept = func(ip netip.Addr) bool { return n.adm.Connection(ip) == nil }
-	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry})
+	known := make([]peer.ID, len(boot))
+	for i, ai := range boot {
+		known[i] = ai.ID
+	}
+	adm, err := admission.New(admission.Config{Policy: n.policy, Limits: cfg.Limits, Record: n.recordPeer, Registerer: n.metrics.registry, Known: known})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}

@@ -1,0 +1,93 @@
+package admission
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// A swarm of fresh peers gets, in all, what one peer gets of each
+// per-peer rate; a peer vouched for, named by the operator or seen for
+// NewcomerAge gets its own budget again.
+func TestNewcomersShareOneBudget(t *testing.T) {
+	const burst = 3
+	r := Rate{PerSecond: 1e-9, Burst: burst} // no refill within the test
+	entries := []struct {
+		name string
+		try  func(*Layer, peer.ID) bool
+	}{
+		{"forwarded intents", func(l *Layer, p peer.ID) bool { return l.Forwarded(p) == "" }},
+		{"asks", func(l *Layer, p peer.ID) bool { return l.RPC().AskStream(p) == nil }},
+		{"traces", func(l *Layer, p peer.ID) bool { return l.TraceStream(p) == nil }},
+		{"contexts", func(l *Layer, p peer.ID) bool { return l.SharedContext().ContextStream(p) == nil }},
+	}
+	for _, e := range entries {
+		t.Run(e.name, func(t *testing.T) {
+			now := time.Unix(1000, 0)
+			named := testPeer(t)
+			lim := Limits{IntentsPerForwarder: r, AsksPerPeer: r, TracesPerPeer: r, ContextsPerPeer: r, NewcomerAge: time.Minute}
+			l, err := New(Config{Limits: lim, Now: func() time.Time { return now }, Known: []peer.ID{named}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			admitted := 0
+			for range 20 {
+				if e.try(l, testPeer(t)) {
+					admitted++
+				}
+			}
+			if admitted != burst {
+				t.Fatalf("20 fresh peers got %d through, want %d: one peer's burst among them", admitted, burst)
+			}
+			if got := l.Forwarded(testPeer(t)); e.name == "forwarded intents" && got != ReasonRateNewcomers {
+				t.Fatalf("a newcomer over the shared budget: reason %q, want %q", got, ReasonRateNewcomers)
+			}
+
+			vouched, aged := testPeer(t), testPeer(t)
+			if e.try(l, aged) {
+				t.Fatal("a newcomer got through an empty shared budget")
+			}
+			l.Vouch(vouched)
+			now = now.Add(time.Minute)
+			for name, p := range map[string]peer.ID{"vouched": vouched, "named": named, "aged": aged} {
+				if l.Newcomer(p) {
+					t.Errorf("%s peer is still a newcomer", name)
+				}
+				n := 0
+				for range burst + 1 {
+					if e.try(l, p) {
+						n++
+					}
+				}
+				// aged spent one token of its own while a newcomer.
+				if want := burst - map[string]int{"aged": 1}[name]; n != want {
+					t.Errorf("%s peer got %d through, want its own %d", name, n, want)
+				}
+			}
+
+			// A flood of fresh keys churns the newcomers, not who is known.
+			// (Plain strings as IDs: making ten thousand keys is slow.)
+			for i := range lim.withDefaults().MaxKeys + 1 {
+				l.Newcomer(peer.ID(fmt.Sprintf("fresh-%d", i)))
+			}
+			if l.Newcomer(vouched) || l.Newcomer(aged) {
+				t.Fatal("a flood of fresh peers made a known peer a newcomer again")
+			}
+		})
+	}
+}
+
+func TestNoNewcomersWithNegativeAge(t *testing.T) {
+	r := Rate{PerSecond: 1e-9, Burst: 1}
+	l, err := New(Config{Limits: Limits{AsksPerPeer: r, NewcomerAge: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := l.RPC().AskStream(testPeer(t)); err != nil {
+			t.Fatalf("fresh peer %d: %v, want its own budget", i, err)
+		}
+	}
+}
