@@ -162,7 +162,7 @@ func figures(bs benchmarks, sims map[string]simulations.Result) []row {
 		{"workflow a → (b ∥ c) → d ÷ critical-path floor", "BenchmarkWorkflowLatency", "x-floor", "3-requests-ms", 1.2, false, false},
 		{"negotiation latency, 10 bidders, 50 ms links ÷ floor", "BenchmarkNegotiationLatency", "x-floor", "", 1.2, false, false},
 		{"honest p99 under an invalid flood ÷ calm", "BenchmarkHostileFlood", "p99-flood/calm", "", 2, true, false},
-		{"honest p99 under a Sybil swarm ÷ calm", "BenchmarkSybilFlood", "p99-flood/calm", "", 2, true, false},
+		{"honest p99 under a Sybil swarm ÷ calm", "BenchmarkSybilFlood", "p99-flood/calm", "rated-unread/abusive", 2, true, false},
 	} {
 		tg := target(m.target)
 		if m.ms {
