@@ -83,19 +83,6 @@ func (nc *newcomers) vouch(p peer.ID) {
 	nc.known.Add(p, struct{}{})
 }
 
-// take takes a token from p's own bucket in own and, if p is a newcomer,
-// from the newcomers' one in shared. It reports which refused: "" for
-// none, "peer" or "newcomers".
-func (nc *newcomers) take(own, shared *buckets, p peer.ID, now time.Time) string {
-	if !own.take(p, now) {
-		return "peer"
-	}
-	if nc.is(p, now) && !shared.take(struct{}{}, now) {
-		return "newcomers"
-	}
-	return ""
-}
-
 // Vouch tells the layer that p is known to this node: a negotiation with
 // it completed. From now on its own budgets are its alone.
 func (l *Layer) Vouch(p peer.ID) { l.newcomers.vouch(p) }
@@ -110,11 +97,12 @@ func (l *Layer) Newcomer(p peer.ID) bool { return l.newcomers.is(p, l.now()) }
 // rationale. It reports whether it was the newcomers' budget that
 // refused, and the refusal.
 func (l *Layer) rated(entry Entry, own, shared *buckets, p peer.ID, rule, did string) (newcomers bool, err error) {
-	switch l.newcomers.take(own, shared, p, l.now()) {
-	case "peer":
+	now := l.now()
+	switch {
+	case !own.take(p, now):
 		return false, l.deny(refusal{entry: entry, rule: rule, peer: p,
 			rationale: fmt.Sprintf("peer %s %s faster than %g/s (burst %d)", p, did, own.r.PerSecond, own.r.Burst)})
-	case "newcomers":
+	case l.newcomers.is(p, now) && !shared.take(struct{}{}, now):
 		return true, l.deny(refusal{entry: entry, rule: "limits.newcomers", peer: p,
 			rationale: fmt.Sprintf("newcomer %s: the peers seen for less than %s, together, %s faster than %g/s (burst %d)",
 				p, l.lim.NewcomerAge, did, shared.r.PerSecond, shared.r.Burst)})
