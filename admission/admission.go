@@ -83,8 +83,8 @@ type Limits struct {
 	// NAT share the rate.
 	ConnectionsPerIP Rate `yaml:"connections_per_ip"`
 	// NewcomerAge is how long a peer is a newcomer, from the first of its
-	// messages a limit above rated, unless a negotiation with it completes
-	// first or it is a bootstrap peer. Newcomers share one budget of each
+	// messages a limit above rated, unless it commits to a task with this
+	// node first or it is a bootstrap peer. Newcomers share one budget of each
 	// per-peer rate (forwarded intents, asks, traces, contexts), as large
 	// as one peer's, on top of their own: keys cost nothing, and a swarm
 	// of fresh ones gets what one peer gets. Negative: no newcomers.

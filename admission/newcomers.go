@@ -16,8 +16,8 @@ import (
 // therefore takes from its own bucket and also from one that all
 // newcomers share, as large as one peer's: a swarm gets what one peer
 // gets. A peer stops being a newcomer once it has been seen for
-// NewcomerAge, once a negotiation with it completed (Vouch), or from the
-// start if the operator named it (Config.Known: the bootstrap peers).
+// NewcomerAge, once it and this node committed to a task (Vouch), or from
+// the start if the operator named it (Config.Known: the bootstrap peers).
 type newcomers struct {
 	age   time.Duration
 	fixed map[peer.ID]bool // named by the operator
@@ -83,8 +83,9 @@ func (nc *newcomers) vouch(p peer.ID) {
 	nc.known.Add(p, struct{}{})
 }
 
-// Vouch tells the layer that p is known to this node: a negotiation with
-// it completed. From now on its own budgets are its alone.
+// Vouch tells the layer that p is known to this node: it and this node
+// committed to a task, one for the other. From now on its own budgets are
+// its alone.
 func (l *Layer) Vouch(p peer.ID) { l.newcomers.vouch(p) }
 
 // Newcomer reports whether p is still a newcomer: seen for less than

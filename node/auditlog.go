@@ -90,9 +90,9 @@ func (n *Node) auditEvent(e negotiation.Event) error {
 	if debugging() {
 		log.Debugw("negotiation "+e.Kind, e.LogFields()...)
 	}
-	if e.Kind == "result" && e.Peer != "" {
-		// A negotiation with the peer's node came to its end: no
-		// newcomer any more.
+	if e.Kind == "commit" && e.Peer != "" {
+		// The peer's node and this one committed to a task: no
+		// newcomer any more, before the work's context streams.
 		n.adm.Vouch(e.Peer)
 	}
 	return n.recordPeer(e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)

@@ -641,3 +641,31 @@ func TestCloseReturnsUnderASilentRequester(t *testing.T) {
 		t.Fatalf("Close took %s under a silent requester, want < 5s", took)
 	}
 }
+
+// A task committed between two nodes makes each known to the other, so
+// neither shares the newcomers' budget with strangers any more; a node
+// that only relayed stays a newcomer to both.
+func TestCommittedTaskMakesPeersKnown(t *testing.T) {
+	m := nodetest.NewMesh(t, 3)
+	requester, worker, bystander := m.Nodes[0], m.Nodes[1], m.Nodes[2]
+	if _, err := worker.AddAgent(node.AgentCard{Name: "worker", Capabilities: []string{"job"}}, &countingWorker{price: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitTopicPeers(t, requester, "job", 1)
+	for _, n := range m.Nodes {
+		for _, p := range m.Nodes {
+			if p != n && !n.Admission().Newcomer(p.ID()) {
+				t.Fatalf("%s is not a newcomer to %s before any task", p.ID(), n.ID())
+			}
+		}
+	}
+	if _, err := requestJob(requester, "job"); err != nil {
+		t.Fatal(err)
+	}
+	if requester.Admission().Newcomer(worker.ID()) || worker.Admission().Newcomer(requester.ID()) {
+		t.Fatal("after a committed task the requester and the worker are still newcomers to each other")
+	}
+	if !requester.Admission().Newcomer(bystander.ID()) || !worker.Admission().Newcomer(bystander.ID()) {
+		t.Fatal("the bystander, party to no task, is known")
+	}
+}

@@ -311,7 +311,7 @@ agents:
 #   trace_spans: 2000                                     # spans in one answer to a peer
 #   contexts_per_peer: {per_second: 50, burst: 100}       # shared context streams per connected peer
 #   connections_per_ip: {per_second: 32, burst: 64}       # inbound connections per remote IP, before their handshake
-#   newcomer_age: 10m             # a peer seen for less, with no negotiation completed and not a bootstrap peer, is a newcomer:
+#   newcomer_age: 10m             # a peer seen for less, with no task committed with it and not a bootstrap peer, is a newcomer:
 #                                 # newcomers together get one peer's worth of each per-peer rate above (negative: no newcomers)
 #   bid_handlers: 64              # bid handlers running at once: in all,
 #   bid_handlers_per_agent: 16    # per local agent,
