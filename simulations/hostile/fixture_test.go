@@ -248,6 +248,16 @@ func newFixture(t testing.TB, o options) *fixture {
 		t.Fatal(err)
 	}
 	f.nodes, f.requester, f.relay, f.workers = m.Nodes, m.Nodes[0], m.Nodes[1], m.Nodes[2:]
+	// The swarm attacks a mesh whose nodes know each other, as they would
+	// after newcomer_age or a task committed together; only the Sybils
+	// are newcomers, sharing one peer's budget.
+	for _, n := range f.nodes {
+		for _, p := range f.nodes {
+			if p != n {
+				n.Admission().Vouch(p.ID())
+			}
+		}
+	}
 	for _, n := range m.Nodes {
 		for _, a := range n.Agents() {
 			f.honestIDs[a.ID] = true
