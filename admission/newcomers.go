@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -22,20 +22,21 @@ type newcomers struct {
 	age   time.Duration
 	fixed map[peer.ID]bool // named by the operator
 
-	mu sync.Mutex
+	// mu guards young and known (LRUs that do not lock themselves).
 	// young holds when each newcomer was first seen; a flood of fresh
 	// keys churns it, and only it. known holds who stopped being one;
 	// only a peer that aged or was vouched for enters it.
-	young *lru.Cache[peer.ID, time.Time]
-	known *lru.Cache[peer.ID, struct{}]
+	mu    sync.Mutex
+	young *simplelru.LRU[peer.ID, time.Time]
+	known *simplelru.LRU[peer.ID, struct{}]
 
 	// One bucket each, shared by every newcomer.
 	forwarders, askers, tracers, contexts *buckets
 }
 
 func newNewcomers(lim Limits, fixed []peer.ID) *newcomers {
-	young, _ := lru.New[peer.ID, time.Time](lim.MaxKeys)
-	known, _ := lru.New[peer.ID, struct{}](lim.MaxKeys)
+	young, _ := simplelru.NewLRU[peer.ID, time.Time](lim.MaxKeys, nil)
+	known, _ := simplelru.NewLRU[peer.ID, struct{}](lim.MaxKeys, nil)
 	nc := &newcomers{
 		age:        lim.NewcomerAge,
 		fixed:      make(map[peer.ID]bool, len(fixed)),
