@@ -53,9 +53,9 @@ func newNewcomers(lim Limits, fixed []peer.ID) *newcomers {
 	return nc
 }
 
-// is reports whether p is a newcomer at now, noting when it was first
-// seen.
-func (nc *newcomers) is(p peer.ID, now time.Time) bool {
+// is reports whether p is a newcomer at now; seen says p sent something
+// just now, which starts its age if it is the first time.
+func (nc *newcomers) is(p peer.ID, now time.Time, seen bool) bool {
 	if nc.age < 0 || nc.fixed[p] {
 		return false
 	}
@@ -66,7 +66,9 @@ func (nc *newcomers) is(p peer.ID, now time.Time) bool {
 	}
 	first, ok := nc.young.Get(p)
 	if !ok {
-		nc.young.Add(p, now)
+		if seen {
+			nc.young.Add(p, now)
+		}
 		return true
 	}
 	if now.Sub(first) < nc.age {
@@ -91,7 +93,7 @@ func (l *Layer) Vouch(p peer.ID) { l.newcomers.vouch(p) }
 
 // Newcomer reports whether p is still a newcomer: seen for less than
 // NewcomerAge, never vouched for and not named by the operator.
-func (l *Layer) Newcomer(p peer.ID) bool { return l.newcomers.is(p, l.now()) }
+func (l *Layer) Newcomer(p peer.ID) bool { return l.newcomers.is(p, l.now(), false) }
 
 // rated takes p's token from own, and a newcomer's from shared too. A
 // refusal is denied under rule (p over its own rate) or limits.newcomers
@@ -104,7 +106,7 @@ func (l *Layer) rated(entry Entry, own, shared *buckets, p peer.ID, rule, did st
 	case !own.take(p, now):
 		return false, l.deny(refusal{entry: entry, rule: rule, peer: p,
 			rationale: fmt.Sprintf("peer %s %s faster than %g/s (burst %d)", p, did, own.r.PerSecond, own.r.Burst)})
-	case l.newcomers.is(p, now) && !shared.take(struct{}{}, now):
+	case l.newcomers.is(p, now, true) && !shared.take(struct{}{}, now):
 		return true, l.deny(refusal{entry: entry, rule: "limits.newcomers", peer: p,
 			rationale: fmt.Sprintf("newcomer %s: the peers seen for less than %s, together, %s faster than %g/s (burst %d)",
 				p, l.lim.NewcomerAge, did, shared.r.PerSecond, shared.r.Burst)})

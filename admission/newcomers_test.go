@@ -51,9 +51,8 @@ func TestNewcomersShareOneBudget(t *testing.T) {
 			if e.try(l, aged) {
 				t.Fatal("a newcomer got through an empty shared budget")
 			}
-			l.Vouch(vouched)
-			now = now.Add(time.Minute)
-			for name, p := range map[string]peer.ID{"vouched": vouched, "named": named, "aged": aged} {
+			own := func(name string, p peer.ID, want int) {
+				t.Helper()
 				if l.Newcomer(p) {
 					t.Errorf("%s peer is still a newcomer", name)
 				}
@@ -63,16 +62,23 @@ func TestNewcomersShareOneBudget(t *testing.T) {
 						n++
 					}
 				}
-				// aged spent one token of its own while a newcomer.
-				if want := burst - map[string]int{"aged": 1}[name]; n != want {
+				if n != want {
 					t.Errorf("%s peer got %d through, want its own %d", name, n, want)
 				}
 			}
+			l.Vouch(vouched)
+			own("vouched", vouched, burst)
+			own("named", named, burst)
+			now = now.Add(time.Minute)
+			own("aged", aged, burst-1) // it spent one of its own as a newcomer
 
 			// A flood of fresh keys churns the newcomers, not who is known.
 			// (Plain strings as IDs: making ten thousand keys is slow.)
 			for i := range lim.withDefaults().MaxKeys + 1 {
-				l.Newcomer(peer.ID(fmt.Sprintf("fresh-%d", i)))
+				l.Forwarded(peer.ID(fmt.Sprintf("fresh-%d", i)))
+			}
+			if l.newcomers.young.Len() != lim.withDefaults().MaxKeys {
+				t.Fatalf("%d newcomers after the flood, want the table full (%d)", l.newcomers.young.Len(), lim.withDefaults().MaxKeys)
 			}
 			if l.Newcomer(vouched) || l.Newcomer(aged) {
 				t.Fatal("a flood of fresh peers made a known peer a newcomer again")
