@@ -196,11 +196,8 @@ func NewSwarm(ctx context.Context, mn mocknet.Mocknet, n int, opts Options, targ
 		if err != nil {
 			return out, err
 		}
-		// Unique within mn, and a /24 of its own: identify takes 10
-		// pushes from a /24, then one per 5 s, and a Sybil whose first
-		// identify answer predates its GossipSub handlers (identify
-		// updates its snapshot on a goroutine of its own) is known to
-		// speak GossipSub only by its push.
+		// Unique within mn, and a /24 of its own for the reason
+		// nodetest.Addr gives its nodes one (.254 keeps clear of them).
 		j := len(mn.Peers())
 		addr := ma.StringCast(fmt.Sprintf("/ip4/10.%d.%d.254/tcp/4001", j>>8&0xff, j&0xff))
 		h, err := mn.AddPeer(k, addr)
