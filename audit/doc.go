@@ -10,7 +10,9 @@
 // queues a record that acknowledges nothing without waiting. Concurrent
 // Appends and Adds share one write, one fsync and one signature: a single
 // committer goroutine, owned by the Log and stopped by Close, writes
-// whatever queued up while it was busy as one commit group. A failed
+// whatever queued up while it was busy as one commit group. Adds alone
+// wait up to Options.AddWait for company, so that the next Append carries
+// them at no extra cost. A failed
 // write or fsync leaves the Log broken (Err, ErrBroken) rather than
 // guessing what reached the disk. Verify checks a log against the node's
 // public key and names the first bad record; Tail reads the last records;

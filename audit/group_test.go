@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -538,4 +540,49 @@ func TestMetrics(t *testing.T) {
 	if got := gauge(t, reg, "parley_audit_records_total"); got != 1 {
 		t.Errorf("parley_audit_records_total after reopening = %v, want 1", got)
 	}
+}
+
+// Records added alone wait up to AddWait for company, then go out as one
+// group; an Append takes the Adds before it along in its own group, at
+// once.
+func TestAddsWaitForCompany(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		fl := newFaults()
+		l, err := Open(dir, testKey(t, 1), fl.options(Options{AddWait: time.Second}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		before := fl.count()
+
+		for i := range 3 {
+			mustAdd(t, l, testRecord(i))
+		}
+		time.Sleep(999 * time.Millisecond)
+		synctest.Wait()
+		if got := fl.count() - before; got != 0 {
+			t.Fatalf("%d writes before AddWait passed, want 0", got)
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		if got := fl.count() - before; got != 1 {
+			t.Fatalf("%d writes once AddWait passed, want 1 for the three Adds", got)
+		}
+
+		mustAdd(t, l, testRecord(3))
+		start := time.Now()
+		if _, err := l.Append(testRecord(4)); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Fatalf("Append behind an Add waited %s, want no wait", waited)
+		}
+		if got := fl.count() - before; got != 2 {
+			t.Fatalf("%d writes after Add and Append, want 2: the Append's group holds the Add", got)
+		}
+		if got, want := fmt.Sprint(sigs(t, dir, 1)), fmt.Sprint([]bool{false, false, true, false, true}); got != want {
+			t.Fatalf("signed lines %s, want %s (one signature a group)", got, want)
+		}
+	})
 }

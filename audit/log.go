@@ -38,6 +38,9 @@ const (
 	// DefaultCheckpointInterval is how long records wait at most for a
 	// checkpoint to cover them.
 	DefaultCheckpointInterval = time.Minute
+	// DefaultAddWait is how long records queued by Add wait at most for
+	// company in their commit group.
+	DefaultAddWait = 100 * time.Millisecond
 )
 
 // maxGroupBytes bounds one commit group's write, so one group never holds
@@ -63,6 +66,12 @@ type Options struct {
 	// cover it. Close writes a last one. 0 means
 	// DefaultCheckpointInterval; negative is an error.
 	CheckpointInterval time.Duration
+	// AddWait is the longest a record queued by Add waits to be written
+	// while no Append or Sync waits behind it: records that acknowledge
+	// nothing then share one write, fsync and signature with what comes
+	// next, instead of costing one each. 0 means DefaultAddWait; negative
+	// is an error.
+	AddWait time.Duration
 	// Registerer, if set, receives the Log's metrics (see the package
 	// doc); Close unregisters them. Nil registers none.
 	Registerer prometheus.Registerer
@@ -99,6 +108,7 @@ type Log struct {
 	max      int64
 	every    int
 	interval time.Duration
+	addWait  time.Duration
 	sigExtra int // how much longer a line gets when signed
 	openFile func(string, int, fs.FileMode) (appendFile, error)
 	metrics  *metrics
@@ -174,6 +184,7 @@ func Open(dir string, key crypto.PrivKey, opts Options) (*Log, error) {
 		{"QueueSize", int64(opts.QueueSize)},
 		{"CheckpointEvery", int64(opts.CheckpointEvery)},
 		{"CheckpointInterval", int64(opts.CheckpointInterval)},
+		{"AddWait", int64(opts.AddWait)},
 	} {
 		if o.v < 0 {
 			return nil, fmt.Errorf("audit: open %s: Options.%s is %d; want 0 (default) or more", dir, o.name, o.v)
@@ -184,6 +195,7 @@ func Open(dir string, key crypto.PrivKey, opts Options) (*Log, error) {
 		max:      orDefault(opts.MaxFileSize, DefaultMaxFileSize),
 		every:    int(orDefault(int64(opts.CheckpointEvery), DefaultCheckpointEvery)),
 		interval: time.Duration(orDefault(int64(opts.CheckpointInterval), int64(DefaultCheckpointInterval))),
+		addWait:  time.Duration(orDefault(int64(opts.AddWait), int64(DefaultAddWait))),
 		openFile: opts.openFile,
 		queue:    make(chan *entry, orDefault(opts.QueueSize, DefaultQueueSize)),
 		stop:     make(chan struct{}),
@@ -499,52 +511,92 @@ func (l *Log) run(tick <-chan time.Time, ticker *time.Ticker) {
 	if ticker != nil {
 		defer ticker.Stop()
 	}
-	var batch []*entry
+	// A group of Adds alone waits up to addWait for an Append or Sync to
+	// join it (or to fill up): a node that records each intent it
+	// receives, and then an action of its own, writes them together.
+	wait := time.NewTimer(l.addWait)
+	wait.Stop()
+	defer wait.Stop()
+	var waiting <-chan time.Time // wait.C while a group of Adds waits
+	var g pending
 	for {
-		timed := false
+		timed, waited := false, false
 		select {
 		case e := <-l.queue:
-			batch = append(batch, e)
+			g.add(e)
 		case <-tick:
 			timed = true
+		case <-waiting:
+			waited = true
 		case <-l.stop:
-			l.finish(batch)
+			l.finish(&g)
 			return
 		}
-		batch = l.drain(batch)
-		l.commit(batch, timed)
-		clear(batch)
-		batch = batch[:0]
+		l.drain(&g)
+		if !timed && !waited && !g.due(cap(l.queue)) {
+			if waiting == nil {
+				wait.Reset(l.addWait)
+				waiting = wait.C
+			}
+			continue
+		}
+		if waiting != nil {
+			wait.Stop()
+			waiting = nil
+		}
+		l.commit(g.batch, timed)
+		g.reset()
 	}
 }
 
-// drain adds to batch what is queued now, up to a group's limits.
-func (l *Log) drain(batch []*entry) []*entry {
-	n := 0
-	for _, e := range batch {
-		n += len(e.mid)
-	}
-	for n < maxGroupBytes && len(batch) < cap(l.queue) {
+// pending is the next commit group as the committer gathers it.
+type pending struct {
+	batch  []*entry
+	bytes  int
+	waiter bool // an Append or Sync waits on it
+}
+
+func (g *pending) add(e *entry) {
+	g.batch = append(g.batch, e)
+	g.bytes += len(e.mid)
+	g.waiter = g.waiter || e.done != nil
+}
+
+// full reports whether the group is at its limits: maxGroupBytes, or as
+// many entries as the queue holds.
+func (g *pending) full(queue int) bool {
+	return g.bytes >= maxGroupBytes || len(g.batch) >= queue
+}
+
+// due reports whether the group is written now rather than waiting for
+// company: someone waits on it, or it is full.
+func (g *pending) due(queue int) bool { return g.waiter || g.full(queue) }
+
+func (g *pending) reset() {
+	clear(g.batch)
+	g.batch, g.bytes, g.waiter = g.batch[:0], 0, false
+}
+
+// drain adds to g what is queued now, up to a group's limits.
+func (l *Log) drain(g *pending) {
+	for !g.full(cap(l.queue)) {
 		select {
 		case e := <-l.queue:
-			batch = append(batch, e)
-			n += len(e.mid)
+			g.add(e)
 		default:
-			return batch
+			return
 		}
 	}
-	return batch
 }
 
 // finish writes everything still queued, then a last checkpoint, and
 // closes the file. Close has set closed, so nothing more can be queued.
-func (l *Log) finish(batch []*entry) {
+func (l *Log) finish(g *pending) {
 	for {
-		batch = l.drain(batch)
+		l.drain(g)
 		last := len(l.queue) == 0
-		l.commit(batch, last)
-		clear(batch)
-		batch = batch[:0]
+		l.commit(g.batch, last)
+		g.reset()
 		if last {
 			break
 		}
