@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,7 @@ import (
 	"github.com/libp2p/go-msgio"
 
 	"github.com/parleynet/parley/admission"
+	"github.com/parleynet/parley/audit"
 	"github.com/parleynet/parley/identity"
 	"github.com/parleynet/parley/internal/otlpsink"
 	"github.com/parleynet/parley/negotiation"
@@ -32,10 +35,11 @@ import (
 
 const benchInput = `{"sku":"bolt-m8","qty":500,"deliver_to":"warehouse-7"}`
 
-// loopbackNode is a real node on 127.0.0.1 TCP with tracing tc. One
-// agent calls as fast as the machine goes, past the default 500 calls a
-// second a node takes from one agent: the admission layer stays on, with
-// room for the benchmark.
+// loopbackNode is a real node on 127.0.0.1 TCP with tracing tc and, as
+// a daemon has, an audit log on disk (the test's temporary directory).
+// One agent calls as fast as the machine goes, past the default 500 calls
+// a second a node takes from one agent: the admission layer stays on,
+// with room for the benchmark.
 func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) *node.Node {
 	b.Helper()
 	var boot []*node.Node
@@ -43,6 +47,12 @@ func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) *node.N
 		boot = append(boot, bootstrap)
 	}
 	return nodetest.Loopback(b, func(c *node.Config) {
+		l, err := audit.Open(b.TempDir(), c.NodeKey, audit.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = l.Close() }) // after the node's Close: cleanups run last first
+		c.AuditLog = l
 		c.Tracing = tc
 		c.DHTMode = node.DefaultConfig().DHTMode // as the README's figures were measured
 		fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
@@ -59,8 +69,8 @@ var echo = negotiation.HandlerFuncs{
 
 // BenchmarkNegotiation is one whole negotiation per op between two real
 // nodes on loopback TCP: call (gossip), propose, accept, commit, task,
-// result, ack, every frame signed and verified. The window closes at the
-// first bid. Compare with BenchmarkRawStreamRoundTrip. tracing=on records
+// result, ack, every frame signed and verified, every step in the audit
+// log on disk. The window closes at the first bid. Compare with BenchmarkRawStreamRoundTrip. tracing=on records
 // every span and exports them by OTLP/HTTP to a local receiver; off is
 // the default.
 func BenchmarkNegotiation(b *testing.B) {
@@ -207,16 +217,23 @@ func BenchmarkRawStreamRoundTrip(b *testing.B) {
 }
 
 // BenchmarkNegotiationFloor is what one negotiation cannot do without,
-// measured on this machine in this run: the eight signed messages of a
-// negotiation with one bidder (the call, propose, accept, commit, task,
-// result, ack and the bidder's reject-or-award answer), each sealed by one
-// agent and opened by the other; the call's one GossipSub hop; and the
-// contractor's one stream with its three request-reply exchanges
-// (propose/accept, commit/task, result/ack). The hop and the stream are
-// raw libp2p and raw GossipSub, with parley's message-level choices (no
-// second peer signature, content IDs, flood publishing), whose costs the
-// protocol pays whatever it does. BenchmarkNegotiation divided by this is
-// how far the protocol is from its floor.
+// measured on this machine in this run:
+//   - the seven signed messages of a negotiation with one bidder (the
+//     call, propose, accept, commit, task, result, ack), each sealed by one
+//     agent and opened by the other;
+//   - six durable records (a write and an fsync each, on the disk the
+//     nodes' audit logs use): what each side acknowledges, recorded before
+//     it does — the call as published, the proposal, the award, the
+//     commit, the result sent and the result received;
+//   - the call's one GossipSub hop, and the contractor's one stream with
+//     its three request-reply exchanges (propose/accept, commit/task,
+//     result/ack). The hop and the stream are raw libp2p and raw
+//     GossipSub, with parley's message-level choices (no second peer
+//     signature, content IDs, flood publishing), whose costs the protocol
+//     pays whatever it does.
+//
+// BenchmarkNegotiation divided by this is how far the protocol is from
+// its floor.
 func BenchmarkNegotiationFloor(b *testing.B) {
 	const proto = "/bench/floor/1.0.0"
 	hosts := rawPair(b, proto)
@@ -225,12 +242,26 @@ func BenchmarkNegotiationFloor(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	disk, err := os.OpenFile(filepath.Join(b.TempDir(), "records"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer disk.Close()
+	record := append([]byte(`{"seq":1,"kind":"award","task":"0123456789abcdef","agent":"did:key:z6MkfloorfloorfloorfloorfloorfloorfloorfloorfloorfloorAB","prev":"`), make([]byte, 64)...)
 	body := json.RawMessage(`{"task":"0123456789abcdef","price":1,"eta":"1ms","input":` + benchInput + `}`)
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		for range 8 {
+		for range 6 {
+			if _, err := disk.Write(record); err != nil {
+				b.Fatal(err)
+			}
+			if err := disk.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for range 7 {
 			raw, err := identity.Seal(agent, identity.Message{Type: "propose", V: 1, Body: body})
 			if err != nil {
 				b.Fatal(err)

@@ -64,6 +64,11 @@ type Event struct {
 	// Trace is the task's trace ID (hex), when it has one: audit records
 	// and log lines join its spans by it.
 	Trace string `json:",omitempty"`
+	// Queued marks a step that acknowledges nothing to the other side: a
+	// call (its node records the intent durably before publishing it) or
+	// a commit received. Its record may wait for the next commit group
+	// rather than hold the step up.
+	Queued bool `json:"-"`
 }
 
 // LogFields are e's fields for a structured log line: every line about a
@@ -83,7 +88,8 @@ func (e Event) LogFields() []any {
 }
 
 // AuditFunc records an event durably before the step it records is
-// acknowledged to the other side. An error stops that step.
+// acknowledged to the other side, or, if the event is Queued, in order
+// with the records that follow it. An error stops that step.
 type AuditFunc func(Event) error
 
 func (s *Service) audit(e Event) error {

@@ -358,7 +358,7 @@ func (r *request) callForProposals(ctx context.Context, n int) ([]*bidder, error
 		Trace: tracing.Inject(ctx),
 	}
 	if err := r.s.auditIn(ctx, Event{Kind: "call", Role: RoleRequester, Task: r.id, Capability: r.need.Capability, Agent: r.agent.ID,
-		Price: r.need.Budget, Rationale: fmt.Sprintf("call %d of %d, bid window %s", n, r.opts.Calls, r.opts.BidWindow)}); err != nil {
+		Price: r.need.Budget, Rationale: fmt.Sprintf("call %d of %d, bid window %s", n, r.opts.Calls, r.opts.BidWindow), Queued: true}); err != nil {
 		return nil, fmt.Errorf("audit call %d: %w", n, err)
 	}
 	r.mu.Lock()
@@ -583,8 +583,9 @@ func (r *request) awardIn(ctx context.Context, b *bidder, rationale string) (boo
 	}
 	switch m.Type {
 	case msgCommit:
-		ev.Kind, ev.Rationale = "commit", "committed"
-		if err := r.s.auditIn(cctx, ev); err != nil {
+		e := ev
+		e.Kind, e.Rationale, e.Queued = "commit", "committed", true
+		if err := r.s.auditIn(cctx, e); err != nil {
 			return false, "committed, but the audit log failed"
 		}
 		cspan.End()

@@ -95,5 +95,8 @@ func (n *Node) auditEvent(e negotiation.Event) error {
 		// newcomer any more, before the work's context streams.
 		n.adm.Vouch(e.Peer)
 	}
+	if e.Queued {
+		return n.audit(n.ctx, true, e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
+	}
 	return n.recordPeer(e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
 }
