@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-msgio"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parleynet/parley/admission"
 	"github.com/parleynet/parley/audit"
@@ -36,18 +37,19 @@ import (
 const benchInput = `{"sku":"bolt-m8","qty":500,"deliver_to":"warehouse-7"}`
 
 // loopbackNode is a real node on 127.0.0.1 TCP with tracing tc and, as
-// a daemon has, an audit log on disk (the test's temporary directory).
-// One agent calls as fast as the machine goes, past the default 500 calls
-// a second a node takes from one agent: the admission layer stays on,
-// with room for the benchmark.
-func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) *node.Node {
+// a daemon has, an audit log on disk (the test's temporary directory),
+// whose metrics the returned Gatherer holds. One agent calls as fast as
+// the machine goes, past the default 500 calls a second a node takes from
+// one agent: the admission layer stays on, with room for the benchmark.
+func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) (*node.Node, prometheus.Gatherer) {
 	b.Helper()
 	var boot []*node.Node
 	if bootstrap != nil {
 		boot = append(boot, bootstrap)
 	}
-	return nodetest.Loopback(b, func(c *node.Config) {
-		l, err := audit.Open(b.TempDir(), c.NodeKey, audit.Options{})
+	reg := prometheus.NewRegistry()
+	n := nodetest.Loopback(b, func(c *node.Config) {
+		l, err := audit.Open(b.TempDir(), c.NodeKey, audit.Options{Registerer: reg})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -58,6 +60,26 @@ func loopbackNode(b *testing.B, bootstrap *node.Node, tc tracing.Config) *node.N
 		fast := admission.Rate{PerSecond: 1e6, Burst: 1e6}
 		c.Limits.IntentsPerForwarder, c.Limits.IntentsPerOrigin, c.Limits.IntentsPerAgent = fast, fast, fast
 	}, boot...)
+	return n, reg
+}
+
+// auditWait is how long, in all, Appends to the audit logs whose metrics
+// gs hold have taken so far: what the nodes' steps waited for their disk.
+func auditWait(b *testing.B, gs ...prometheus.Gatherer) time.Duration {
+	b.Helper()
+	var sum float64
+	for _, g := range gs {
+		mfs, err := g.Gather()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "parley_audit_append_seconds" {
+				sum += mf.GetMetric()[0].GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return time.Duration(sum * float64(time.Second))
 }
 
 var echo = negotiation.HandlerFuncs{
@@ -82,8 +104,8 @@ func BenchmarkNegotiation(b *testing.B) {
 }
 
 func benchNegotiation(b *testing.B, tc tracing.Config) {
-	requester := loopbackNode(b, nil, tc)
-	contractor := loopbackNode(b, requester, tc)
+	requester, rm := loopbackNode(b, nil, tc)
+	contractor, cm := loopbackNode(b, requester, tc)
 	if _, err := contractor.AddAgent(node.AgentCard{Name: "echo", Capabilities: []string{"echo"}}, echo); err != nil {
 		b.Fatal(err)
 	}
@@ -92,6 +114,7 @@ func benchNegotiation(b *testing.B, tc tracing.Config) {
 	}
 	need := negotiation.Need{Capability: "echo", Input: json.RawMessage(benchInput)}
 	ctx := context.Background()
+	waited := auditWait(b, rm, cm)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -104,6 +127,7 @@ func benchNegotiation(b *testing.B, tc tracing.Config) {
 		}
 	}
 	b.StopTimer()
+	b.ReportMetric(float64((auditWait(b, rm, cm)-waited).Microseconds())/float64(b.N), "audit-µs/op")
 	// However many negotiations ran (-benchtime 10000x), both sides keep
 	// at most their bound of tasks (the default KeepTasks, 1000).
 	for _, n := range []*node.Node{requester, contractor} {
@@ -119,8 +143,8 @@ func benchNegotiation(b *testing.B, tc tracing.Config) {
 func BenchmarkNegotiationConcurrent(b *testing.B) {
 	for _, n := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("requesters=%d", n), func(b *testing.B) {
-			requester := loopbackNode(b, nil, tracing.Config{})
-			contractor := loopbackNode(b, requester, tracing.Config{})
+			requester, _ := loopbackNode(b, nil, tracing.Config{})
+			contractor, _ := loopbackNode(b, requester, tracing.Config{})
 			if _, err := contractor.AddAgent(node.AgentCard{Name: "echo", Capabilities: []string{"echo"}}, echo); err != nil {
 				b.Fatal(err)
 			}
@@ -252,7 +276,9 @@ func BenchmarkNegotiationFloor(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
+	var onDisk time.Duration
 	for i := range b.N {
+		start := time.Now()
 		for range 6 {
 			if _, err := disk.Write(record); err != nil {
 				b.Fatal(err)
@@ -261,6 +287,7 @@ func BenchmarkNegotiationFloor(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		onDisk += time.Since(start)
 		for range 7 {
 			raw, err := identity.Seal(agent, identity.Message{Type: "propose", V: 1, Body: body})
 			if err != nil {
@@ -279,6 +306,7 @@ func BenchmarkNegotiationFloor(b *testing.B) {
 		}
 		roundTrips(b, hosts, proto, 3)
 	}
+	b.ReportMetric(float64(onDisk.Microseconds())/float64(b.N), "disk-µs/op")
 }
 
 // rawTopic joins both hosts to one raw GossipSub topic and waits until

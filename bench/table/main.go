@@ -149,7 +149,7 @@ func figures(bs benchmarks, sims map[string]simulations.Result) []row {
 	} {
 		rows = append(rows, pairRow(bs, p))
 	}
-	rows = append(rows, a2aRow(bs))
+	rows = append(rows, auditRow(bs), a2aRow(bs))
 	for _, m := range []struct {
 		what, name, unit, base string
 		target                 float64
@@ -226,6 +226,18 @@ func pairRow(bs benchmarks, p pair) row {
 		return row{p.what, "not run", "", "", target(p.target)}
 	}
 	return row{p.what, fmt.Sprintf("%s (median of %d)", dur(v), n), fmt.Sprintf("%s (median of %d)", dur(b), m), met(v/b, p.target), target(p.target)}
+}
+
+// auditRow shows how much of a negotiation is its wait on the audit log,
+// beside the floor's raw writes and fsyncs of the records it needs.
+func auditRow(bs benchmarks) row {
+	const what = "negotiation's wait on its audit logs ÷ the floor's durable records"
+	v, n, err := bs.median("BenchmarkNegotiation/tracing=off", "audit-µs/op")
+	b, m, berr := bs.median("BenchmarkNegotiationFloor", "disk-µs/op")
+	if err != nil || berr != nil {
+		return row{what, "not run", "", "", ""}
+	}
+	return row{what, fmt.Sprintf("%s (median of %d)", dur(v*1e3), n), fmt.Sprintf("%s (median of %d)", dur(b*1e3), m), met(v/b, 0), ""}
 }
 
 // a2aRow compares what the A2A gateway adds over a direct a2a-go call
