@@ -3,12 +3,14 @@ package negotiation_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,9 +94,9 @@ var echo = negotiation.HandlerFuncs{
 // BenchmarkNegotiation is one whole negotiation per op between two real
 // nodes on loopback TCP: call (gossip), propose, accept, commit, task,
 // result, ack, every frame signed and verified, every step in the audit
-// log on disk. The window closes at the first bid. Compare with BenchmarkRawStreamRoundTrip. tracing=on records
-// every span and exports them by OTLP/HTTP to a local receiver; off is
-// the default.
+// log on disk. The window closes at the first bid. Compare with
+// BenchmarkNegotiationFloor. tracing=on records every span and exports
+// them by OTLP/HTTP to a local receiver; off is the default.
 func BenchmarkNegotiation(b *testing.B) {
 	b.Run("tracing=off", func(b *testing.B) { benchNegotiation(b, tracing.Config{}) })
 	b.Run("tracing=on", func(b *testing.B) {
@@ -245,10 +247,10 @@ func BenchmarkRawStreamRoundTrip(b *testing.B) {
 //   - the seven signed messages of a negotiation with one bidder (the
 //     call, propose, accept, commit, task, result, ack), each sealed by one
 //     agent and opened by the other;
-//   - six durable records (a write and an fsync each, on the disk the
-//     nodes' audit logs use): what each side acknowledges, recorded before
-//     it does — the call as published, the proposal, the award, the
-//     commit, the result sent and the result received;
+//   - six durable records, each signed by a node key, written and fsynced
+//     on the disk the nodes' audit logs use: what each side acknowledges,
+//     recorded before it does — the call as published, the proposal, the
+//     award, the commit, the result sent and the result received;
 //   - the call's one GossipSub hop, and the contractor's one stream with
 //     its three request-reply exchanges (propose/accept, commit/task,
 //     result/ack). The hop and the stream are raw libp2p and raw
@@ -271,7 +273,8 @@ func BenchmarkNegotiationFloor(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer disk.Close()
-	record := append([]byte(`{"seq":1,"kind":"award","task":"0123456789abcdef","agent":"did:key:z6MkfloorfloorfloorfloorfloorfloorfloorfloorfloorfloorAB","prev":"`), make([]byte, 64)...)
+	line := []byte(`{"seq":1,"kind":"award","task":"0123456789abcdef","agent":"did:key:z6MkfloorfloorfloorfloorfloorfloorfloorfloorfloorfloorAB","prev":"` +
+		strings.Repeat("0", 64) + `","sig":`)
 	body := json.RawMessage(`{"task":"0123456789abcdef","price":1,"eta":"1ms","input":` + benchInput + `}`)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -280,7 +283,11 @@ func BenchmarkNegotiationFloor(b *testing.B) {
 	for i := range b.N {
 		start := time.Now()
 		for range 6 {
-			if _, err := disk.Write(record); err != nil {
+			sig, err := agent.Key.Sign(line)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := disk.Write(fmt.Appendf(line[:len(line):len(line)], "%q}\n", base64.StdEncoding.EncodeToString(sig))); err != nil {
 				b.Fatal(err)
 			}
 			if err := disk.Sync(); err != nil {
