@@ -35,11 +35,12 @@ func (n *Node) recordPeer(kind, task, agent string, p peer.ID, rationale string,
 	return n.audit(context.Background(), false, kind, task, agent, p, rationale, detail)
 }
 
-// noteReceived records a received intent without waiting for the disk: it
-// acknowledges nothing, so it shares the next commit group. It waits only
-// when the log's queue is full, and no longer than the node runs.
-func (n *Node) noteReceived(kind, agent string, p peer.ID, rationale string, detail any) error {
-	return n.audit(n.ctx, true, kind, "", agent, p, rationale, detail)
+// recordQueued records what acknowledges nothing (a received intent, a
+// ban, a call about to be published) without waiting for the disk: it
+// goes with the next commit group. It waits only when the log's queue is
+// full, and no longer than the node runs.
+func (n *Node) recordQueued(kind, task, agent string, p peer.ID, rationale string, detail any) error {
+	return n.audit(n.ctx, true, kind, task, agent, p, rationale, detail)
 }
 
 func (n *Node) audit(ctx context.Context, queued bool, kind, task, agent string, p peer.ID, rationale string, detail any) error {
@@ -96,7 +97,7 @@ func (n *Node) auditEvent(e negotiation.Event) error {
 		n.adm.Vouch(e.Peer)
 	}
 	if e.Queued {
-		return n.audit(n.ctx, true, e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
+		return n.recordQueued(e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
 	}
 	return n.recordPeer(e.Kind, e.Task, string(e.Agent), e.Peer, e.Rationale, e)
 }

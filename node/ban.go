@@ -204,8 +204,7 @@ func (n *Node) banPeer(net network.Network, p peer.ID, why string) {
 	go func() {
 		defer n.wg.Done()
 		_ = net.ClosePeer(p)
-		// Queued, not waited for: a ban acknowledges nothing.
-		_ = n.audit(n.ctx, true, "ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
+		_ = n.recordQueued("ban", "", "", p, fmt.Sprintf("%s; refused for %s", why, d), nil)
 	}()
 }
 

@@ -313,7 +313,7 @@ func (n *Node) validator(capability string) pubsub.ValidatorEx {
 				}
 			} else {
 				if n.cfg.AuditLog != nil {
-					if err := n.noteReceived("intent.received", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
+					if err := n.recordQueued("intent.received", "", string(in.From), from, string(in.Kind)+" on "+in.Capability, intentDetail(in)); err != nil {
 						// Relayed, but not delivered: no agent acts on
 						// what the log could not record. Counted, and
 						// logged by audit.
